@@ -1,0 +1,15 @@
+/** The CLI's command table: one file per command, registered here. */
+import { infoCommand } from './info';
+import { mapCommand } from './map';
+import { readCommand } from './read';
+
+export interface Command {
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+export const commands: Record<string, Command> = {
+  info: infoCommand,
+  map: mapCommand,
+  read: readCommand,
+};

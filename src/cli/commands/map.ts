@@ -1,0 +1,31 @@
+import { Qcow2Image } from '../../engine/image';
+import { formatMapJson, mapImage } from '../../engine/map';
+import { parseArgs, UsageError } from '../args';
+import type { Command } from './index';
+
+export const mapCommand: Command = {
+  usage: 'IMAGE [--json]            guest ranges and where they live (as qemu-img map)',
+  async run(argv) {
+    const args = parseArgs(argv, ['--output']);
+    const [path] = args.positionals;
+    if (!path) throw new UsageError('IMAGE is required');
+    const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
+    const img = await Qcow2Image.open(path);
+    try {
+      const entries = await mapImage(img);
+      if (json) process.stdout.write(formatMapJson(entries));
+      else {
+        const chain = img.chain();
+        const lines = ['Offset          Length          Mapped to       File'];
+        for (const e of entries) {
+          if (!e.data || e.offset === undefined) continue;
+          lines.push(`0x${e.start.toString(16).padEnd(16)}0x${e.length.toString(16).padEnd(16)}0x${e.offset.toString(16).padEnd(16)}${chain[e.depth]?.path ?? ''}`);
+        }
+        process.stdout.write(lines.join('\n') + '\n');
+      }
+      return 0;
+    } finally {
+      await img.close();
+    }
+  },
+};

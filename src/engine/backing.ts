@@ -1,0 +1,65 @@
+/**
+ * Backing chains: resolve a backing file name as QEMU does (relative names are relative to the
+ * directory of the image that names them, as given), honour the backing format, and open raw
+ * backing files as layers of their own.
+ */
+import * as path from 'node:path';
+import { Qcow2Error } from './errors';
+import { ImageFile } from './io';
+
+/** QEMU's path_combine: a relative name is joined to the directory part of the overlay's path. */
+export function resolveBackingPath(overlayPath: string, backingName: string): string {
+  if (path.isAbsolute(backingName) || /^[a-z][a-z0-9+.-]*:/i.test(backingName)) return backingName;
+  const slash = overlayPath.lastIndexOf('/');
+  if (slash < 0) return backingName;
+  return overlayPath.slice(0, slash + 1) + backingName;
+}
+
+/** One extent of a layer's block status, in the terms of `qemu-img map`. */
+export interface StatusExtent {
+  start: number;
+  length: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  /** Host offset when QEMU would report one (OFFSET_VALID). */
+  offset?: number;
+  depth: number;
+}
+
+/** What every layer of a chain provides: a qcow2 image or a raw file. */
+export interface BlockLayer {
+  readonly path: string;
+  readonly format: 'qcow2' | 'raw';
+  readonly virtualSize: number;
+  readonly backing: BlockLayer | null;
+  readGuest(guestOffset: number, length: number): Promise<Buffer>;
+  /** Block status of this layer alone for [start, end): present=false where it defers to its backing. */
+  layerStatus(start: number, end: number, visit: (e: StatusExtent) => void, signal?: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A raw file as a layer: every byte is present data at the same offset. */
+export class RawImage implements BlockLayer {
+  readonly format = 'raw' as const;
+  readonly backing = null;
+  private constructor(readonly path: string, readonly file: ImageFile) {}
+  static async open(p: string): Promise<RawImage> {
+    return new RawImage(p, await ImageFile.open(p));
+  }
+  get virtualSize(): number {
+    return this.file.size;
+  }
+  async readGuest(guestOffset: number, length: number): Promise<Buffer> {
+    if (guestOffset < 0 || guestOffset + length > this.virtualSize) {
+      throw new Qcow2Error(this.path, 'guest read', guestOffset, `range of ${length} bytes is outside the ${this.virtualSize}-byte disk`);
+    }
+    return this.file.readPadded(guestOffset, length, 'raw data');
+  }
+  async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void): Promise<void> {
+    if (end > start) visit({ start, length: end - start, present: true, zero: false, data: true, offset: start, depth: 0 });
+  }
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Compressed clusters: zlib (raw deflate, window 4 KiB as QEMU writes it) and zstd.
+ * Decompression uses Node's zlib and fzstd (a small, dependency-free, maintained pure-JS zstd
+ * decoder); each output is bounded to one cluster.
+ */
+import * as zlib from 'node:zlib';
+import { decompress as zstdDecompress } from 'fzstd';
+import { COMPRESSION_ZSTD } from './layout';
+
+export class DecompressError extends Error {}
+
+export function decompressCluster(type: number, input: Uint8Array, clusterSize: number): Buffer {
+  if (type === COMPRESSION_ZSTD) return decompressZstd(input, clusterSize);
+  let out: Buffer;
+  try {
+    out = zlib.inflateRawSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
+  } catch (e) {
+    throw new DecompressError(`zlib data is invalid (${(e as Error).message})`);
+  }
+  if (out.length !== clusterSize) throw new DecompressError(`zlib data inflates to ${out.length} bytes, expected ${clusterSize}`);
+  return out;
+}
+
+/** The length of the first zstd frame in `buf` (compressed clusters are followed by unrelated bytes). */
+export function zstdFrameLength(buf: Uint8Array): number {
+  if (buf.length < 6 || buf[0] !== 0x28 || buf[1] !== 0xb5 || buf[2] !== 0x2f || buf[3] !== 0xfd) {
+    throw new DecompressError('zstd frame magic missing');
+  }
+  const fhd = buf[4];
+  const fcsFlag = fhd >> 6, singleSegment = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1, dictIdFlag = fhd & 3;
+  let pos = 5;
+  if (!singleSegment) pos += 1;
+  pos += [0, 1, 2, 4][dictIdFlag];
+  pos += [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag];
+  for (;;) {
+    if (pos + 3 > buf.length) throw new DecompressError('zstd block header past the end of the compressed data');
+    const bh = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16);
+    const last = bh & 1, type = (bh >> 1) & 3, size = bh >>> 3;
+    pos += 3 + (type === 1 ? 1 : size);
+    if (type === 3) throw new DecompressError('zstd reserved block type');
+    if (last) break;
+  }
+  if (checksum) pos += 4;
+  if (pos > buf.length) throw new DecompressError('zstd frame runs past the end of the compressed data');
+  return pos;
+}
+
+function decompressZstd(input: Uint8Array, clusterSize: number): Buffer {
+  const frame = input.subarray(0, zstdFrameLength(input));
+  const out = Buffer.alloc(clusterSize);
+  let res: Uint8Array;
+  try {
+    res = zstdDecompress(frame, out);
+  } catch (e) {
+    throw new DecompressError(`zstd data is invalid (${(e as Error).message})`);
+  }
+  if (res.length !== clusterSize) throw new DecompressError(`zstd data decompresses to ${res.length} bytes, expected ${clusterSize}`);
+  return Buffer.from(res.buffer, res.byteOffset, res.length);
+}

@@ -1,0 +1,298 @@
+/**
+ * The qcow2 header (versions 2 and 3) and its extensions: every field, feature bits decoded by
+ * name (from the image's feature name table when it has one), unknown extensions kept.
+ */
+import { Qcow2Error } from './errors';
+import { ImageFile } from './io';
+import * as L from './layout';
+
+export interface FeatureBit {
+  bit: number;
+  name: string;
+  /** True when the bit is set in the header. */
+  set: boolean;
+  /** True when this implementation knows what the bit means. */
+  known: boolean;
+}
+
+export interface HeaderExtension {
+  type: number;
+  typeName: string;
+  hostOffset: number;
+  length: number;
+  data: Buffer;
+}
+
+export interface BitmapsExtension {
+  nbBitmaps: number;
+  bitmapDirectorySize: number;
+  bitmapDirectoryOffset: number;
+}
+
+export interface CryptoExtension {
+  offset: number;
+  length: number;
+}
+
+export interface Qcow2Header {
+  magic: number;
+  version: number;
+  backingFileOffset: number;
+  backingFileSize: number;
+  clusterBits: number;
+  size: number;
+  cryptMethod: number;
+  l1Size: number;
+  l1TableOffset: number;
+  refcountTableOffset: number;
+  refcountTableClusters: number;
+  nbSnapshots: number;
+  snapshotsOffset: number;
+  incompatibleFeatures: bigint;
+  compatibleFeatures: bigint;
+  autoclearFeatures: bigint;
+  refcountOrder: number;
+  headerLength: number;
+  compressionType: number;
+  // derived
+  clusterSize: number;
+  refcountBits: number;
+  extendedL2: boolean;
+  backingFile?: string;
+  backingFormat?: string;
+  dataFile?: string;
+  featureNames: Map<string, string>; // "type:bit" -> name from the feature name table
+  extensions: HeaderExtension[];
+  bitmaps?: BitmapsExtension;
+  crypto?: CryptoExtension;
+  /** End of the header, extensions and backing file name. */
+  headerEnd: number;
+}
+
+const EXT_NAMES: Record<number, string> = {
+  [L.EXT_BACKING_FORMAT]: 'backing format',
+  [L.EXT_FEATURE_TABLE]: 'feature name table',
+  [L.EXT_BITMAPS]: 'bitmaps',
+  [L.EXT_CRYPTO]: 'full disk encryption',
+  [L.EXT_DATA_FILE]: 'external data file name',
+};
+
+export function extensionName(type: number): string {
+  return EXT_NAMES[type] ?? `unknown (0x${type.toString(16).padStart(8, '0')})`;
+}
+
+function u64(buf: Buffer, off: number, file: string, what: string): number {
+  const v = buf.readBigUInt64BE(off);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new Qcow2Error(file, `header.${what}`, off, `value 0x${v.toString(16)} is too large to be a file offset or size`);
+  }
+  return Number(v);
+}
+
+/** Reads and validates the header and its extensions. Never trusts a size before checking it. */
+export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
+  const path = file.path;
+  if (file.size < L.HEADER_V2_LENGTH) {
+    // Distinguish "not qcow2" from "truncated qcow2" by the magic when at least 4 bytes exist.
+    if (file.size >= 4) {
+      const m = await file.read(0, 4, 'header.magic');
+      if (m.readUInt32BE(0) === L.QCOW_MAGIC) {
+        throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, a qcow2 header needs at least ${L.HEADER_V2_LENGTH}`);
+      }
+    }
+    throw new Qcow2Error(path, 'header.magic', 0, 'not a qcow2 image (file too small)', 'not-qcow2');
+  }
+  const first = await file.read(0, Math.min(file.size, 4096), 'header');
+  const magic = first.readUInt32BE(0);
+  if (magic !== L.QCOW_MAGIC) {
+    throw new Qcow2Error(path, 'header.magic', 0, `not a qcow2 image (magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x514649fb)`, 'not-qcow2');
+  }
+  const version = first.readUInt32BE(4);
+  if (version !== 2 && version !== 3) {
+    throw new Qcow2Error(path, 'header.version', 4, `unsupported qcow2 version ${version}`, 'unsupported');
+  }
+  const clusterBits = first.readUInt32BE(20);
+  if (clusterBits < L.MIN_CLUSTER_BITS || clusterBits > L.MAX_CLUSTER_BITS) {
+    throw new Qcow2Error(path, 'header.cluster_bits', 20, `cluster_bits ${clusterBits} is outside 9..21 (512 B to 2 MiB)`);
+  }
+  const clusterSize = 2 ** clusterBits;
+  let headerLength = L.HEADER_V2_LENGTH;
+  let incompatibleFeatures = 0n, compatibleFeatures = 0n, autoclearFeatures = 0n;
+  let refcountOrder = 4;
+  let compressionType = L.COMPRESSION_ZLIB;
+  if (version === 3) {
+    headerLength = first.readUInt32BE(100);
+    if (headerLength < L.HEADER_V3_MIN_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize || headerLength > first.length) {
+      throw new Qcow2Error(path, 'header.header_length', 100, `header_length ${headerLength} is invalid (must be a multiple of 8, at least 104, within the first cluster)`);
+    }
+    incompatibleFeatures = first.readBigUInt64BE(72);
+    compatibleFeatures = first.readBigUInt64BE(80);
+    autoclearFeatures = first.readBigUInt64BE(88);
+    refcountOrder = first.readUInt32BE(96);
+    if (refcountOrder > L.MAX_REFCOUNT_ORDER) {
+      throw new Qcow2Error(path, 'header.refcount_order', 96, `refcount_order ${refcountOrder} is above 6 (64-bit refcounts)`);
+    }
+    if (headerLength > 104) compressionType = first[104];
+    if (incompatibleFeatures & L.INCOMPAT_COMPRESSION) {
+      if (headerLength <= 104) {
+        throw new Qcow2Error(path, 'header.compression_type', 104, 'compression type bit set but the header has no compression_type field');
+      }
+    } else if (compressionType !== L.COMPRESSION_ZLIB) {
+      throw new Qcow2Error(path, 'header.compression_type', 104, `compression_type ${compressionType} without the compression type feature bit`);
+    }
+    if (compressionType !== L.COMPRESSION_ZLIB && compressionType !== L.COMPRESSION_ZSTD) {
+      throw new Qcow2Error(path, 'header.compression_type', 104, `unknown compression type ${compressionType}`, 'unsupported');
+    }
+  }
+  const h: Qcow2Header = {
+    magic, version,
+    backingFileOffset: u64(first, 8, path, 'backing_file_offset'),
+    backingFileSize: first.readUInt32BE(16),
+    clusterBits,
+    size: u64(first, 24, path, 'size'),
+    cryptMethod: first.readUInt32BE(32),
+    l1Size: first.readUInt32BE(36),
+    l1TableOffset: u64(first, 40, path, 'l1_table_offset'),
+    refcountTableOffset: u64(first, 48, path, 'refcount_table_offset'),
+    refcountTableClusters: first.readUInt32BE(56),
+    nbSnapshots: first.readUInt32BE(60),
+    snapshotsOffset: u64(first, 64, path, 'snapshots_offset'),
+    incompatibleFeatures, compatibleFeatures, autoclearFeatures, refcountOrder, headerLength, compressionType,
+    clusterSize,
+    refcountBits: 2 ** refcountOrder,
+    extendedL2: (incompatibleFeatures & L.INCOMPAT_EXTL2) !== 0n,
+    featureNames: new Map(),
+    extensions: [],
+    headerEnd: headerLength,
+  };
+  if (h.cryptMethod > L.CRYPT_LUKS) {
+    throw new Qcow2Error(path, 'header.crypt_method', 32, `unknown encryption method ${h.cryptMethod}`, 'unsupported');
+  }
+  if (h.extendedL2 && clusterBits < 14) {
+    throw new Qcow2Error(path, 'header.incompatible_features', 72, 'extended L2 entries need clusters of at least 16 KiB');
+  }
+  // Extensions follow the header, inside the first cluster.
+  const extArea = await file.read(0, Math.min(file.size, clusterSize), 'header extensions');
+  let off = headerLength;
+  for (;;) {
+    if (off + 8 > extArea.length) {
+      if (off === extArea.length && extArea.length === file.size) break; // truncated image with no end marker
+      throw new Qcow2Error(path, 'header extension', off, 'extension header runs past the first cluster');
+    }
+    const type = extArea.readUInt32BE(off);
+    const length = extArea.readUInt32BE(off + 4);
+    if (type === L.EXT_END) { h.headerEnd = off + 8; break; }
+    if (off + 8 + length > extArea.length) {
+      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, `length ${length} runs past the first cluster`);
+    }
+    const data = Buffer.from(extArea.subarray(off + 8, off + 8 + length));
+    h.extensions.push({ type, typeName: extensionName(type), hostOffset: off, length, data });
+    parseExtension(h, type, data, off, path);
+    off += 8 + L.alignUp(length, 8);
+  }
+  if (h.backingFileOffset !== 0) {
+    if (h.backingFileSize > L.QCOW_MAX_BACKING_FILE_NAME || h.backingFileSize === 0) {
+      throw new Qcow2Error(path, 'header.backing_file_size', 16, `backing file name length ${h.backingFileSize} is invalid (1..1023)`);
+    }
+    if (h.backingFileOffset + h.backingFileSize > clusterSize) {
+      throw new Qcow2Error(path, 'header.backing_file_offset', 8, 'backing file name lies outside the first cluster');
+    }
+    const name = await file.read(h.backingFileOffset, h.backingFileSize, 'backing file name');
+    h.backingFile = name.toString('utf8');
+    h.headerEnd = Math.max(h.headerEnd, h.backingFileOffset + h.backingFileSize);
+  }
+  if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n && h.dataFile === undefined) {
+    // QEMU requires the data-file option then; we report it clearly rather than guess.
+    h.dataFile = undefined;
+  }
+  return h;
+}
+
+function parseExtension(h: Qcow2Header, type: number, data: Buffer, off: number, path: string): void {
+  switch (type) {
+    case L.EXT_BACKING_FORMAT:
+      h.backingFormat = data.toString('utf8');
+      break;
+    case L.EXT_DATA_FILE:
+      h.dataFile = data.toString('utf8');
+      break;
+    case L.EXT_FEATURE_TABLE:
+      for (let i = 0; i + 48 <= data.length; i += 48) {
+        const kind = data[i];
+        const bit = data[i + 1];
+        const raw = data.subarray(i + 2, i + 48);
+        const nul = raw.indexOf(0);
+        h.featureNames.set(`${kind}:${bit}`, raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8'));
+      }
+      break;
+    case L.EXT_BITMAPS:
+      if (data.length < 24) throw new Qcow2Error(path, 'header extension bitmaps', off, `length ${data.length} is below 24`);
+      h.bitmaps = {
+        nbBitmaps: data.readUInt32BE(0),
+        bitmapDirectorySize: Number(data.readBigUInt64BE(8)),
+        bitmapDirectoryOffset: Number(data.readBigUInt64BE(16)),
+      };
+      break;
+    case L.EXT_CRYPTO:
+      if (data.length < 16) throw new Qcow2Error(path, 'header extension full disk encryption', off, `length ${data.length} is below 16`);
+      h.crypto = { offset: Number(data.readBigUInt64BE(0)), length: Number(data.readBigUInt64BE(8)) };
+      break;
+    default:
+      break;
+  }
+}
+
+/** The feature bits of one kind, by name: from the image's own table when present, else the spec's. */
+export function featureBits(h: Qcow2Header, kind: 'incompatible' | 'compatible' | 'autoclear'): FeatureBit[] {
+  const value = kind === 'incompatible' ? h.incompatibleFeatures : kind === 'compatible' ? h.compatibleFeatures : h.autoclearFeatures;
+  const kindNo = kind === 'incompatible' ? 0 : kind === 'compatible' ? 1 : 2;
+  const out: FeatureBit[] = [];
+  const bits = new Set<number>();
+  for (let b = 0; b < 64; b++) if ((value >> BigInt(b)) & 1n) bits.add(b);
+  for (const k of Object.keys(L.KNOWN_FEATURE_NAMES[kind])) bits.add(Number(k));
+  for (const key of h.featureNames.keys()) {
+    const [k, b] = key.split(':').map(Number);
+    if (k === kindNo) bits.add(b);
+  }
+  for (const b of [...bits].sort((a, c) => a - c)) {
+    const known = L.KNOWN_FEATURE_NAMES[kind][b];
+    out.push({
+      bit: b,
+      name: h.featureNames.get(`${kindNo}:${b}`) ?? known ?? `unknown bit ${b}`,
+      set: ((value >> BigInt(b)) & 1n) === 1n,
+      known: known !== undefined,
+    });
+  }
+  return out;
+}
+
+/** Incompatible bits this implementation can open (everything the spec defines in QEMU 7.2). */
+export const SUPPORTED_INCOMPATIBLE = L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT | L.INCOMPAT_DATA_FILE | L.INCOMPAT_COMPRESSION | L.INCOMPAT_EXTL2;
+
+/** Serialises the fixed part of a header (used by write paths); extensions are written by the caller. */
+export function encodeHeaderFields(h: Qcow2Header): Buffer {
+  const len = h.version === 2 ? L.HEADER_V2_LENGTH : h.headerLength;
+  const b = Buffer.alloc(len);
+  b.writeUInt32BE(L.QCOW_MAGIC, 0);
+  b.writeUInt32BE(h.version, 4);
+  b.writeBigUInt64BE(BigInt(h.backingFileOffset), 8);
+  b.writeUInt32BE(h.backingFileSize, 16);
+  b.writeUInt32BE(h.clusterBits, 20);
+  b.writeBigUInt64BE(BigInt(h.size), 24);
+  b.writeUInt32BE(h.cryptMethod, 32);
+  b.writeUInt32BE(h.l1Size, 36);
+  b.writeBigUInt64BE(BigInt(h.l1TableOffset), 40);
+  b.writeBigUInt64BE(BigInt(h.refcountTableOffset), 48);
+  b.writeUInt32BE(h.refcountTableClusters, 56);
+  b.writeUInt32BE(h.nbSnapshots, 60);
+  b.writeBigUInt64BE(BigInt(h.snapshotsOffset), 64);
+  if (h.version === 3) {
+    b.writeBigUInt64BE(h.incompatibleFeatures, 72);
+    b.writeBigUInt64BE(h.compatibleFeatures, 80);
+    b.writeBigUInt64BE(h.autoclearFeatures, 88);
+    b.writeUInt32BE(h.refcountOrder, 96);
+    b.writeUInt32BE(h.headerLength, 100);
+    if (h.headerLength > 104) b[104] = h.compressionType;
+  }
+  return b;
+}

@@ -1,0 +1,400 @@
+/**
+ * Qcow2Image: one image opened once (header, L1 table, refcount table, snapshot table, bitmap
+ * directory, external data file, backing chain) and passed to every other module, so no module
+ * re-parses the header (STYLE.md).
+ */
+import * as fs from 'node:fs';
+import { Bitmap, readBitmapDirectory } from './bitmap';
+import { BlockLayer, RawImage, resolveBackingPath, StatusExtent } from './backing';
+import { entryOffset, L2Geometry, l2Geometry, SubclusterType, subclusterType, wordHi, wordLo, decodeCompressed } from './cluster';
+import { decompressCluster, DecompressError } from './compress';
+import { Qcow2Error, hex } from './errors';
+import { Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from './header';
+import { ImageFile, readMany } from './io';
+import * as L from './layout';
+import { readRefcountTable, RefcountGeometry, refcountGeometry } from './refcount';
+import { readSnapshotTable, Snapshot } from './snapshot';
+
+export interface OpenOptions {
+  writable?: boolean;
+  /** Open the backing chain (default true). Without it, unallocated ranges read as zero. */
+  openBacking?: boolean;
+  /** Open the external data file (default true). */
+  openDataFile?: boolean;
+  /** Internal: paths already open above this image, to refuse loops. */
+  chain?: string[];
+}
+
+/** The most guest bytes one readGuest call returns (callers page through larger ranges). */
+export const MAX_GUEST_READ = 64 * 1024 * 1024;
+/** Maximum backing chain depth before we call it a loop or abuse. */
+export const MAX_CHAIN_DEPTH = 64;
+
+/** One run of (sub)clusters of the same type, contiguous in guest space (and in host space for data). */
+export interface MappingRun {
+  guestOffset: number;
+  length: number;
+  type: SubclusterType;
+  /** Host offset of the first byte (normal, zero-alloc and unallocated-alloc only). */
+  hostOffset: number;
+  l1Index: number;
+  l2Index: number;
+  /** Compressed runs are one cluster each: their descriptor. */
+  compressedOffset?: number;
+  compressedSize?: number;
+}
+
+export class Qcow2Image implements BlockLayer {
+  readonly format = 'qcow2' as const;
+  readonly g: L2Geometry;
+  readonly rg: RefcountGeometry;
+  backing: BlockLayer | null = null;
+  /** The backing file name resolved the way QEMU resolves it (full-backing-filename). */
+  backingPath?: string;
+  dataFile: ImageFile | null = null;
+  dataFilePath?: string;
+  private l2Cache = new Map<number, Buffer>();
+  private static readonly L2_CACHE_ENTRIES = 128;
+
+  private constructor(
+    readonly path: string,
+    readonly file: ImageFile,
+    readonly header: Qcow2Header,
+    /** The active L1 table, raw big-endian bytes. */
+    public l1: Buffer,
+    public refcountTable: Float64Array,
+    public snapshots: Snapshot[],
+    public bitmaps: Bitmap[],
+  ) {
+    this.g = l2Geometry(header.clusterBits, header.extendedL2, (header.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n);
+    this.rg = refcountGeometry(header.clusterBits, header.refcountOrder);
+  }
+
+  get virtualSize(): number {
+    return this.header.size;
+  }
+  get clusterSize(): number {
+    return this.header.clusterSize;
+  }
+  get encrypted(): boolean {
+    return this.header.cryptMethod !== L.CRYPT_NONE;
+  }
+  get l1Size(): number {
+    return this.header.l1Size;
+  }
+
+  static async open(path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
+    const file = await ImageFile.open(path, opts.writable ?? false);
+    try {
+      const img = await Qcow2Image.load(path, file);
+      if (opts.openDataFile !== false) await img.openDataFile(opts.writable ?? false);
+      if (opts.openBacking !== false) await img.openBacking(opts.chain ?? []);
+      return img;
+    } catch (e) {
+      await file.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private static async load(path: string, file: ImageFile): Promise<Qcow2Image> {
+    const h = await readHeader(file);
+    const unknown = h.incompatibleFeatures & ~SUPPORTED_INCOMPATIBLE;
+    if (unknown !== 0n) {
+      const bits: string[] = [];
+      for (let b = 0; b < 64; b++) if ((unknown >> BigInt(b)) & 1n) bits.push(h.featureNames.get(`0:${b}`) ?? `bit ${b}`);
+      throw new Qcow2Error(path, 'header.incompatible_features', 72, `unknown incompatible features: ${bits.join(', ')}`, 'unsupported');
+    }
+    const g = l2Geometry(h.clusterBits, h.extendedL2);
+    if (h.l1Size > L.QCOW_MAX_L1_SIZE / 8) {
+      throw new Qcow2Error(path, 'header.l1_size', 36, `L1 table of ${h.l1Size} entries (${h.l1Size * 8} bytes) exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8} entries`);
+    }
+    const needL1 = Math.ceil(h.size / (g.clusterSize * g.l2Size));
+    if (h.l1Size < needL1) {
+      throw new Qcow2Error(path, 'header.l1_size', 36, `L1 table of ${h.l1Size} entries is too small for a ${h.size}-byte disk (needs ${needL1})`);
+    }
+    if (h.l1Size > 0 && h.l1TableOffset % h.clusterSize !== 0) {
+      throw new Qcow2Error(path, 'L1 table', h.l1TableOffset, 'offset is not cluster-aligned');
+    }
+    const l1 = h.l1Size > 0 ? await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table') : Buffer.alloc(0);
+    const reftable = await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
+    const snapshots = await readSnapshotTable(file, h.nbSnapshots, h.snapshotsOffset, h.clusterSize);
+    let bitmaps: Bitmap[] = [];
+    if (h.bitmaps && (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) !== 0n) {
+      bitmaps = await readBitmapDirectory(file, h.bitmaps.nbBitmaps, h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, h.clusterSize);
+    }
+    return new Qcow2Image(path, file, h, l1, reftable, snapshots, bitmaps);
+  }
+
+  private async openDataFile(writable: boolean): Promise<void> {
+    if ((this.header.incompatibleFeatures & L.INCOMPAT_DATA_FILE) === 0n) return;
+    if (!this.header.dataFile) {
+      throw new Qcow2Error(this.path, 'header extension external data file name', undefined, 'the image uses an external data file but does not name it');
+    }
+    this.dataFilePath = resolveBackingPath(this.path, this.header.dataFile);
+    try {
+      this.dataFile = await ImageFile.open(this.dataFilePath, writable);
+    } catch {
+      throw new Qcow2Error(this.path, 'external data file', undefined, `cannot open "${this.dataFilePath}"`, 'missing-backing');
+    }
+  }
+
+  private async openBacking(chain: string[]): Promise<void> {
+    const name = this.header.backingFile;
+    if (!name) return;
+    const p = resolveBackingPath(this.path, name);
+    this.backingPath = p;
+    let real: string;
+    try {
+      real = fs.realpathSync(p);
+    } catch {
+      throw new Qcow2Error(this.path, 'backing file', this.header.backingFileOffset, `backing file "${p}" cannot be opened (named "${name}")`, 'missing-backing');
+    }
+    const here = fs.realpathSync(this.path);
+    if ([...chain, here].includes(real)) {
+      throw new Qcow2Error(this.path, 'backing file', this.header.backingFileOffset, `backing chain loops back to "${p}"`);
+    }
+    if (chain.length + 1 >= MAX_CHAIN_DEPTH) {
+      throw new Qcow2Error(this.path, 'backing file', this.header.backingFileOffset, `backing chain is deeper than ${MAX_CHAIN_DEPTH}`);
+    }
+    let fmt = this.header.backingFormat;
+    if (!fmt) {
+      const probe = await ImageFile.open(p);
+      try {
+        fmt = probe.size >= 4 && (await probe.read(0, 4, 'magic')).readUInt32BE(0) === L.QCOW_MAGIC ? 'qcow2' : 'raw';
+      } finally {
+        await probe.close();
+      }
+    }
+    if (fmt === 'qcow2') {
+      this.backing = await Qcow2Image.open(p, { chain: [...chain, here] });
+    } else if (fmt === 'raw' || fmt === 'file') {
+      this.backing = await RawImage.open(p);
+    } else {
+      throw new Qcow2Error(this.path, 'header extension backing format', undefined, `backing format "${fmt}" is not supported (qcow2 and raw are)`, 'unsupported');
+    }
+  }
+
+  /** All layers from this image down to the bottom of the chain. */
+  chain(): BlockLayer[] {
+    const out: BlockLayer[] = [];
+    for (let l: BlockLayer | null = this; l; l = l.backing) out.push(l);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.backing?.close();
+    await this.dataFile?.close();
+    await this.file.close();
+  }
+
+  /** L1 entry i: the L2 table's host offset (0 = none) and the copied flag. */
+  l1Entry(i: number, table: Uint8Array = this.l1): { l2Offset: number; copied: boolean; reservedBitsSet: boolean } {
+    const hi = wordHi(table, i * 8), lo = wordLo(table, i * 8);
+    return { l2Offset: entryOffset(hi, lo), copied: (hi & 0x80000000) !== 0, reservedBitsSet: (hi & 0x7f000000) !== 0 || (lo & 0x1fe) !== 0 };
+  }
+
+  /** Validates an L2 table's host offset before it is read. */
+  checkL2Offset(l2Offset: number, l1Index: number, what = 'L1'): void {
+    if (l2Offset % this.clusterSize !== 0) {
+      throw new Qcow2Error(this.path, `${what}[${l1Index}] → L2 table`, l2Offset, 'L2 table offset is not cluster-aligned');
+    }
+    if (l2Offset < this.clusterSize) {
+      throw new Qcow2Error(this.path, `${what}[${l1Index}] → L2 table`, l2Offset, 'L2 table would overlap the image header');
+    }
+    if (l2Offset + this.clusterSize > this.file.size) {
+      throw new Qcow2Error(this.path, `${what}[${l1Index}] → L2 table`, l2Offset, `L2 table lies past the end of the file (0x${this.file.size.toString(16)})`);
+    }
+  }
+
+  async l2Table(l2Offset: number, l1Index: number): Promise<Buffer> {
+    const hit = this.l2Cache.get(l2Offset);
+    if (hit) {
+      this.l2Cache.delete(l2Offset);
+      this.l2Cache.set(l2Offset, hit);
+      return hit;
+    }
+    this.checkL2Offset(l2Offset, l1Index);
+    const t = await this.file.read(l2Offset, this.clusterSize, `L1[${l1Index}] → L2 table`);
+    this.cacheL2(l2Offset, t);
+    return t;
+  }
+
+  private cacheL2(off: number, t: Buffer): void {
+    this.l2Cache.set(off, t);
+    if (this.l2Cache.size > Qcow2Image.L2_CACHE_ENTRIES) this.l2Cache.delete(this.l2Cache.keys().next().value!);
+  }
+
+  /** Drops cached metadata (after a write, or when the file changed on disk). */
+  invalidateCaches(): void {
+    this.l2Cache.clear();
+  }
+
+  /**
+   * Walks the mapping of guest range [start, end) in runs of equal type (and contiguous host
+   * offsets), reading L2 tables in batched, coalesced reads of up to `window` tables at a time.
+   */
+  async walk(start: number, end: number, visit: (r: MappingRun, l2: Buffer | null) => void | Promise<void>, opts: { signal?: AbortSignal; window?: number; l1?: Buffer; l1Label?: string } = {}): Promise<void> {
+    const g = this.g;
+    const l1 = opts.l1 ?? this.l1;
+    const l1Label = opts.l1Label ?? 'L1';
+    const l1Count = l1.length / 8;
+    const perL2 = g.clusterSize * g.l2Size;
+    end = Math.min(end, this.virtualSize);
+    if (start >= end) return;
+    const firstL1 = Math.floor(start / perL2);
+    const lastL1 = Math.floor((end - 1) / perL2);
+    const window = opts.window ?? 256;
+    let pending = null as MappingRun | null;
+    const flush = async (l2: Buffer | null) => {
+      if (pending) {
+        const r = pending;
+        pending = null;
+        await visit(r, l2);
+      }
+    };
+    for (let w = firstL1; w <= lastL1; w += window) {
+      if (opts.signal?.aborted) throw new Qcow2Error(this.path, 'walk', undefined, 'cancelled', 'cancelled');
+      const wEnd = Math.min(lastL1 + 1, w + window);
+      const offs: number[] = [];
+      for (let i = w; i < wEnd; i++) {
+        if (i >= l1Count) break;
+        const { l2Offset } = this.l1Entry(i, l1);
+        if (l2Offset === 0 || this.l2Cache.has(l2Offset)) continue;
+        this.checkL2Offset(l2Offset, i, l1Label);
+        offs.push(l2Offset);
+      }
+      const tables = offs.length > 1 ? await readMany(this.file, offs, g.clusterSize, o => `${l1Label} → L2 table at ${hex(o)}`) : new Map<number, Buffer>();
+      for (let i = w; i < wEnd; i++) {
+        const base = i * perL2;
+        const s = Math.max(start, base), e = Math.min(end, base + perL2);
+        const l2Offset = i < l1Count ? this.l1Entry(i, l1).l2Offset : 0;
+        if (l2Offset === 0) {
+          const pp = pending as MappingRun | null;
+          if (pp && pp.type === SubclusterType.UnallocatedPlain && pp.guestOffset + pp.length === s) {
+            pp.length += e - s;
+          } else {
+            await flush(null);
+            pending = { guestOffset: s, length: e - s, type: SubclusterType.UnallocatedPlain, hostOffset: 0, l1Index: i, l2Index: Math.floor((s - base) / g.clusterSize) };
+          }
+          continue;
+        }
+        let l2 = tables.get(l2Offset) ?? this.l2Cache.get(l2Offset);
+        if (!l2) l2 = await this.l2Table(l2Offset, i);
+        let pos = s;
+        while (pos < e) {
+          const idx = Math.floor((pos - base) / g.clusterSize);
+          const clusterStart = base + idx * g.clusterSize;
+          const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
+          const type = subclusterType(g, l2, idx, sc);
+          const runEnd = Math.min(e, clusterStart + (sc + 1) * g.subclusterSize);
+          const len = runEnd - pos;
+          let host = 0;
+          if (type === SubclusterType.Invalid) {
+            throw new Qcow2Error(this.path, `${l1Label}[${i}] → L2[${hex(idx)}]`, l2Offset + idx * g.l2EntrySize, 'extended L2 entry has contradictory allocation and zero bits');
+          }
+          if (type === SubclusterType.Compressed) {
+            await flush(l2);
+            const { hostOffset, compressedSize } = decodeCompressed(g, wordHi(l2, idx * g.l2EntrySize), wordLo(l2, idx * g.l2EntrySize));
+            const cEnd = Math.min(e, clusterStart + g.clusterSize);
+            await visit({ guestOffset: pos, length: cEnd - pos, type, hostOffset: 0, l1Index: i, l2Index: idx, compressedOffset: hostOffset, compressedSize }, l2);
+            pos = cEnd;
+            continue;
+          }
+          if (type === SubclusterType.Normal || type === SubclusterType.ZeroAlloc || type === SubclusterType.UnallocatedAlloc) {
+            const clusterHost = entryOffset(wordHi(l2, idx * g.l2EntrySize), wordLo(l2, idx * g.l2EntrySize));
+            if (clusterHost % g.clusterSize !== 0) {
+              throw new Qcow2Error(this.path, `${l1Label}[${i}] → L2[${hex(idx)}]`, l2Offset + idx * g.l2EntrySize, `data cluster offset ${hex(clusterHost)} is not cluster-aligned`);
+            }
+            host = clusterHost + (pos - clusterStart);
+          }
+          const p = pending as MappingRun | null;
+          if (p && p.type === type && p.guestOffset + p.length === pos && (type === SubclusterType.UnallocatedPlain || type === SubclusterType.ZeroPlain || p.hostOffset + p.length === host)) {
+            p.length += len;
+          } else {
+            await flush(l2);
+            pending = { guestOffset: pos, length: len, type, hostOffset: host, l1Index: i, l2Index: idx };
+          }
+          pos = runEnd;
+        }
+      }
+    }
+    await flush(null);
+  }
+
+  async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void, signal?: AbortSignal): Promise<void> {
+    const enc = this.encrypted;
+    await this.walk(start, end, r => {
+      const e: StatusExtent = { start: r.guestOffset, length: r.length, present: false, zero: false, data: false, depth: 0 };
+      switch (r.type) {
+        case SubclusterType.Normal: e.present = true; e.data = true; if (!enc) e.offset = r.hostOffset; break;
+        case SubclusterType.Compressed: e.present = true; e.data = true; break;
+        case SubclusterType.ZeroPlain: e.present = true; e.zero = true; break;
+        case SubclusterType.ZeroAlloc: e.present = true; e.zero = true; if (!enc) e.offset = r.hostOffset; break;
+        case SubclusterType.UnallocatedAlloc: if (!enc) e.offset = r.hostOffset; break;
+        default: break;
+      }
+      visit(e);
+    }, { signal });
+  }
+
+  /** Reads guest bytes through the mapping and the backing chain; zeros where nothing is allocated. */
+  async readGuest(guestOffset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(guestOffset) || !Number.isSafeInteger(length) || guestOffset < 0 || length < 0 || guestOffset + length > this.virtualSize) {
+      throw new Qcow2Error(this.path, 'guest read', guestOffset, `range of ${length} bytes is outside the ${this.virtualSize}-byte disk`);
+    }
+    if (length > MAX_GUEST_READ) {
+      throw new Qcow2Error(this.path, 'guest read', guestOffset, `${length} bytes in one read exceed the ${MAX_GUEST_READ}-byte limit`);
+    }
+    const out = Buffer.alloc(length);
+    const dataFile = this.dataFile ?? this.file;
+    await this.walk(guestOffset, guestOffset + length, async r => {
+      const at = r.guestOffset - guestOffset;
+      switch (r.type) {
+        case SubclusterType.ZeroPlain:
+        case SubclusterType.ZeroAlloc:
+          return; // already zero
+        case SubclusterType.UnallocatedPlain:
+        case SubclusterType.UnallocatedAlloc: {
+          if (!this.backing) return;
+          const bEnd = Math.min(r.guestOffset + r.length, this.backing.virtualSize);
+          if (bEnd > r.guestOffset) (await this.backing.readGuest(r.guestOffset, bEnd - r.guestOffset)).copy(out, at);
+          return;
+        }
+        case SubclusterType.Normal: {
+          if (this.encrypted) throw this.encryptedError(r);
+          if (r.hostOffset >= dataFile.size && !this.dataFile) {
+            throw new Qcow2Error(this.path, `L1[${r.l1Index}] → L2[${hex(r.l2Index)}] → data`, r.hostOffset, `data cluster lies past the end of the file (0x${dataFile.size.toString(16)})`);
+          }
+          (await dataFile.readPadded(r.hostOffset, r.length, `L1[${r.l1Index}] → L2[${hex(r.l2Index)}] → data`)).copy(out, at);
+          return;
+        }
+        case SubclusterType.Compressed: {
+          if (this.encrypted) throw this.encryptedError(r);
+          const cluster = await this.readCompressedCluster(r.compressedOffset!, r.compressedSize!, `L1[${r.l1Index}] → L2[${hex(r.l2Index)}] → compressed data`);
+          const within = r.guestOffset % this.clusterSize;
+          cluster.copy(out, at, within, within + r.length);
+          return;
+        }
+      }
+    });
+    return out;
+  }
+
+  async readCompressedCluster(hostOffset: number, compressedSize: number, structure: string): Promise<Buffer> {
+    if (hostOffset >= this.file.size) {
+      throw new Qcow2Error(this.path, structure, hostOffset, `compressed data lies past the end of the file (0x${this.file.size.toString(16)})`);
+    }
+    const raw = await this.file.readPadded(hostOffset, Math.min(compressedSize, 2 * this.clusterSize + 512), structure);
+    try {
+      return decompressCluster(this.header.compressionType, raw, this.clusterSize);
+    } catch (e) {
+      if (e instanceof DecompressError) throw new Qcow2Error(this.path, structure, hostOffset, e.message);
+      throw e;
+    }
+  }
+
+  private encryptedError(r: MappingRun): Qcow2Error {
+    const method = this.header.cryptMethod === L.CRYPT_AES ? 'AES' : 'LUKS';
+    return new Qcow2Error(this.path, `L1[${r.l1Index}] → L2[${hex(r.l2Index)}] → data`, r.hostOffset || r.compressedOffset, `guest data is encrypted (${method}); reading it needs the key, which QCOW2 Lens does not handle`, 'encrypted');
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * `qemu-img info --output=json` for a qcow2 image: the same keys, names and values.
+ */
+import * as fs from 'node:fs';
+import { resolveBackingPath } from './backing';
+import { readEncryptInfo, EncryptInfo } from './crypto';
+import { Qcow2Image } from './image';
+import * as L from './layout';
+
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  icount?: number;
+}
+
+export interface ImageInfo {
+  'virtual-size': number;
+  filename: string;
+  'cluster-size': number;
+  format: 'qcow2';
+  'actual-size': number;
+  encrypted?: boolean;
+  snapshots?: SnapshotInfo[];
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  'format-specific': {
+    type: 'qcow2';
+    data: {
+      compat: string;
+      'compression-type': string;
+      'lazy-refcounts'?: boolean;
+      bitmaps?: { flags: string[]; name: string; granularity: number }[];
+      'refcount-bits': number;
+      encrypt?: EncryptInfo;
+      'data-file'?: string;
+      'data-file-raw'?: boolean;
+      corrupt?: boolean;
+      'extended-l2'?: boolean;
+    };
+  };
+  'dirty-flag': boolean;
+}
+
+export async function imageInfo(img: Qcow2Image): Promise<ImageInfo> {
+  const h = img.header;
+  const st = await fs.promises.stat(img.path);
+  const data: ImageInfo['format-specific']['data'] = {
+    compat: h.version === 2 ? '0.10' : '1.1',
+    'compression-type': h.compressionType === L.COMPRESSION_ZSTD ? 'zstd' : 'zlib',
+    'refcount-bits': h.refcountBits,
+  };
+  if (h.version === 3) {
+    data['lazy-refcounts'] = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n;
+    if (img.bitmaps.length > 0) {
+      data.bitmaps = img.bitmaps.map(b => ({
+        flags: [...(b.inUse ? ['in-use'] : []), ...(b.auto ? ['auto'] : [])],
+        name: b.name,
+        granularity: 2 ** b.granularityBits,
+      }));
+    }
+  }
+  const enc = await readEncryptInfo(img.file, h);
+  if (enc) data.encrypt = enc;
+  if (h.version === 3) {
+    if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n && h.dataFile !== undefined) {
+      data['data-file'] = h.dataFile;
+      data['data-file-raw'] = (h.autoclearFeatures & L.AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+    }
+    data.corrupt = (h.incompatibleFeatures & L.INCOMPAT_CORRUPT) !== 0n;
+    data['extended-l2'] = h.extendedL2;
+  }
+  const info: ImageInfo = {
+    'virtual-size': h.size,
+    filename: img.path,
+    'cluster-size': h.clusterSize,
+    format: 'qcow2',
+    'actual-size': st.blocks * 512,
+    'format-specific': { type: 'qcow2', data },
+    'dirty-flag': (h.incompatibleFeatures & L.INCOMPAT_DIRTY) !== 0n,
+  };
+  if (h.cryptMethod !== L.CRYPT_NONE) info.encrypted = true;
+  if (img.snapshots.length > 0) {
+    info.snapshots = img.snapshots.map(s => {
+      const si: SnapshotInfo = {
+        id: s.id, name: s.name,
+        'vm-state-size': s.vmStateSizeLarge ?? s.vmStateSize,
+        'date-sec': s.dateSec, 'date-nsec': s.dateNsec,
+        'vm-clock-sec': Number(s.vmClockNsec / 1000000000n),
+        'vm-clock-nsec': Number(s.vmClockNsec % 1000000000n),
+      };
+      if (s.icount !== undefined && s.icount !== 0xffffffffffffffffn) si.icount = Number(s.icount);
+      return si;
+    });
+  }
+  if (h.backingFile !== undefined) {
+    info['backing-filename'] = h.backingFile;
+    info['full-backing-filename'] = resolveBackingPath(img.path, h.backingFile);
+    if (h.backingFormat !== undefined) info['backing-filename-format'] = h.backingFormat;
+  }
+  return info;
+}
+
+/** Serialises like QEMU's JSON printer (4-space indent). */
+export function formatInfoJson(info: ImageInfo): string {
+  return JSON.stringify(info, null, 4) + '\n';
+}

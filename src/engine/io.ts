@@ -1,0 +1,145 @@
+/**
+ * The one bounded reader every structure goes through (STYLE.md principle 3): each read is checked
+ * against the file size and against an allocation ceiling before a buffer is allocated, so a
+ * hostile header cannot make us allocate gigabytes or read past the end of the file.
+ */
+import * as fs from 'node:fs';
+import { Qcow2Error } from './errors';
+
+/** The largest single metadata read we allow (L1 tables of 32 MiB are QEMU's own limit). */
+export const MAX_METADATA_READ = 256 * 1024 * 1024;
+
+export class ImageFile {
+  private constructor(
+    readonly path: string,
+    private fh: fs.promises.FileHandle,
+    public size: number,
+    readonly writable: boolean,
+  ) {}
+
+  static async open(path: string, writable = false): Promise<ImageFile> {
+    let fh: fs.promises.FileHandle;
+    try {
+      fh = await fs.promises.open(path, writable ? 'r+' : 'r');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})`, 'io');
+    }
+    const st = await fh.stat();
+    if (!st.isFile() && !st.isBlockDevice()) {
+      await fh.close();
+      throw new Qcow2Error(path, 'file', undefined, 'not a regular file', 'io');
+    }
+    return new ImageFile(path, fh, st.size, writable);
+  }
+
+  get handle(): fs.promises.FileHandle {
+    return this.fh;
+  }
+
+  /** Reads exactly `length` bytes at `hostOffset`; anything past the end of file is an error naming `structure`. */
+  async read(hostOffset: number, length: number, structure: string): Promise<Buffer> {
+    this.checkRange(hostOffset, length, structure);
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh.read(buf, done, length - done, hostOffset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    if (done < length) {
+      throw new Qcow2Error(this.path, structure, hostOffset, `file ends after ${done} of ${length} bytes`);
+    }
+    return buf;
+  }
+
+  /**
+   * Reads up to `length` bytes; bytes past the end of the file read as zero. QEMU treats data
+   * clusters beyond EOF the same way (a file may be shorter than its last allocated data cluster).
+   */
+  async readPadded(hostOffset: number, length: number, structure: string): Promise<Buffer> {
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0 || length < 0 || length > MAX_METADATA_READ) {
+      throw new Qcow2Error(this.path, structure, hostOffset, `invalid read of ${length} bytes`);
+    }
+    const buf = Buffer.alloc(length);
+    const avail = Math.max(0, Math.min(length, this.size - hostOffset));
+    let done = 0;
+    while (done < avail) {
+      const { bytesRead } = await this.fh.read(buf, done, avail - done, hostOffset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  checkRange(hostOffset: number, length: number, structure: string): void {
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
+      throw new Qcow2Error(this.path, structure, hostOffset, 'offset is not a valid file position');
+    }
+    if (!Number.isSafeInteger(length) || length < 0 || length > MAX_METADATA_READ) {
+      throw new Qcow2Error(this.path, structure, hostOffset, `size ${length} bytes is beyond the ${MAX_METADATA_READ}-byte limit`);
+    }
+    if (hostOffset + length > this.size) {
+      throw new Qcow2Error(
+        this.path, structure, hostOffset,
+        `${length} bytes would end at 0x${(hostOffset + length).toString(16)}, past the end of the file (0x${this.size.toString(16)})`,
+      );
+    }
+  }
+
+  async write(hostOffset: number, data: Uint8Array, structure: string): Promise<void> {
+    if (!this.writable) throw new Qcow2Error(this.path, structure, hostOffset, 'image is open read-only', 'io');
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, hostOffset + done);
+      done += bytesWritten;
+    }
+    if (hostOffset + data.length > this.size) this.size = hostOffset + data.length;
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.fh.truncate(size);
+    this.size = size;
+  }
+
+  async sync(): Promise<void> {
+    await this.fh.sync();
+  }
+
+  async refreshSize(): Promise<number> {
+    this.size = (await this.fh.stat()).size;
+    return this.size;
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/**
+ * Reads many same-sized structures (L2 tables, refcount blocks) with as few system calls as
+ * possible: offsets are sorted and adjacent ones coalesced into reads of up to `maxRun` bytes.
+ * Returns a map from each requested offset to its bytes (views into the larger buffers).
+ */
+export async function readMany(
+  file: ImageFile,
+  offsets: Iterable<number>,
+  size: number,
+  structure: (offset: number) => string,
+  maxRun = 32 * 1024 * 1024,
+): Promise<Map<number, Buffer>> {
+  const sorted = [...new Set(offsets)].sort((a, b) => a - b);
+  const out = new Map<number, Buffer>();
+  let i = 0;
+  while (i < sorted.length) {
+    let j = i + 1;
+    while (j < sorted.length && sorted[j] === sorted[j - 1] + size && (j - i + 1) * size <= maxRun) j++;
+    const start = sorted[i];
+    // check each member so the error names the first structure that is out of bounds
+    for (let k = i; k < j; k++) file.checkRange(sorted[k], size, structure(sorted[k]));
+    const buf = await file.read(start, (j - i) * size, structure(start));
+    for (let k = i; k < j; k++) out.set(sorted[k], buf.subarray((k - i) * size, (k - i + 1) * size));
+    i = j;
+  }
+  return out;
+}

@@ -1,0 +1,86 @@
+/**
+ * The qcow2 specification's constants and masks (QEMU docs/interop/qcow2.txt), named as the spec
+ * names them. Every other module takes its numbers from here.
+ */
+export const QCOW_MAGIC = 0x514649fb; // "QFI\xfb"
+export const HEADER_V2_LENGTH = 72;
+export const HEADER_V3_MIN_LENGTH = 104;
+export const MIN_CLUSTER_BITS = 9;
+export const MAX_CLUSTER_BITS = 21;
+export const MAX_REFCOUNT_ORDER = 6;
+/** QEMU refuses L1 tables larger than 32 MiB (QCOW_MAX_L1_SIZE). */
+export const QCOW_MAX_L1_SIZE = 0x2000000;
+/** QEMU refuses refcount tables larger than 8 MiB (QCOW_MAX_REFTABLE_SIZE). */
+export const QCOW_MAX_REFTABLE_SIZE = 0x800000;
+export const QCOW_MAX_SNAPSHOTS = 65536;
+export const QCOW_MAX_SNAPSHOTS_SIZE = 64 * 1024 * 1024; // bytes of snapshot table QEMU accepts
+export const QCOW_MAX_BACKING_FILE_NAME = 1023;
+
+// Incompatible feature bits
+export const INCOMPAT_DIRTY = 1n << 0n;
+export const INCOMPAT_CORRUPT = 1n << 1n;
+export const INCOMPAT_DATA_FILE = 1n << 2n;
+export const INCOMPAT_COMPRESSION = 1n << 3n;
+export const INCOMPAT_EXTL2 = 1n << 4n;
+// Compatible feature bits
+export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
+// Autoclear feature bits
+export const AUTOCLEAR_BITMAPS = 1n << 0n;
+export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
+
+export const KNOWN_FEATURE_NAMES: Record<'incompatible' | 'compatible' | 'autoclear', Record<number, string>> = {
+  incompatible: { 0: 'dirty bit', 1: 'corrupt bit', 2: 'external data file', 3: 'compression type', 4: 'extended L2 entries' },
+  compatible: { 0: 'lazy refcounts' },
+  autoclear: { 0: 'bitmaps', 1: 'raw external data' },
+};
+
+// Header extension types
+export const EXT_END = 0x00000000;
+export const EXT_BACKING_FORMAT = 0xe2792aca;
+export const EXT_FEATURE_TABLE = 0x6803f857;
+export const EXT_BITMAPS = 0x23852875;
+export const EXT_CRYPTO = 0x0537be77;
+export const EXT_DATA_FILE = 0x44415441;
+
+export const CRYPT_NONE = 0;
+export const CRYPT_AES = 1;
+export const CRYPT_LUKS = 2;
+
+export const COMPRESSION_ZLIB = 0;
+export const COMPRESSION_ZSTD = 1;
+
+// L1 / L2 / refcount table entries (as bigint masks, applied to 64-bit big-endian words)
+export const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
+export const L2E_OFFSET_MASK = 0x00fffffffffffe00n;
+export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+export const QCOW_OFLAG_COPIED = 1n << 63n;
+export const QCOW_OFLAG_COMPRESSED = 1n << 62n;
+export const QCOW_OFLAG_ZERO = 1n;
+/** L1 bits 1-8 and 56-62 are reserved and must be zero. */
+export const L1E_RESERVED_MASK = 0x7f000000000001fen;
+/** Standard L2 bits 1-8 and 56-61 are reserved. */
+export const L2E_STD_RESERVED_MASK = 0x3f000000000001fen;
+
+export const SUBCLUSTERS_PER_CLUSTER = 32;
+export const COMPRESSED_SECTOR_SIZE = 512;
+
+// Snapshot table entry
+export const SNAPSHOT_HEADER_SIZE = 40;
+export const SNAPSHOT_EXTRA_DATA_V3 = 16; // vm_state_size_large + disk_size
+export const SNAPSHOT_MAX_EXTRA_DATA = 1024; // QEMU's limit on extra data per entry
+
+// Bitmap directory entry
+export const BME_HEADER_SIZE = 24;
+export const BME_FLAG_IN_USE = 1 << 0;
+export const BME_FLAG_AUTO = 1 << 1;
+export const BME_FLAG_EXTRA_DATA_COMPATIBLE = 1 << 2;
+export const BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00n;
+export const BME_TABLE_ENTRY_FLAG_ALL_ONES = 1n;
+export const BME_MAX_NAME_SIZE = 1023;
+export const BME_MAX_TABLE_SIZE = 0x8000000;
+export const BME_MAX_GRANULARITY_BITS = 31;
+export const BME_MIN_GRANULARITY_BITS = 9;
+
+export function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}

@@ -1,0 +1,73 @@
+/**
+ * `qemu-img map --output=json` for a whole chain: each layer's block status, unallocated ranges
+ * deferred to the backing file (depth + 1), merged exactly as qemu-img merges entries.
+ */
+import { BlockLayer, StatusExtent } from './backing';
+
+export interface MapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  offset?: number;
+}
+
+function mergeable(a: MapEntry, b: StatusExtent): boolean {
+  if (a.zero !== b.zero || a.data !== b.data || a.depth !== b.depth || a.present !== b.present) return false;
+  if ((a.offset === undefined) !== (b.offset === undefined)) return false;
+  if (a.offset !== undefined && a.offset + a.length !== b.offset) return false;
+  return a.start + a.length === b.start;
+}
+
+/** Block status of [start, end) through the chain starting at `layer` (at `depth`). */
+async function chainStatus(layer: BlockLayer, start: number, end: number, depth: number, emit: (e: StatusExtent) => void, signal?: AbortSignal): Promise<void> {
+  const deferred: StatusExtent[] = [];
+  const flushDeferred = async () => {
+    for (const d of deferred.splice(0)) {
+      const backing = layer.backing!;
+      const bEnd = Math.min(d.start + d.length, backing.virtualSize);
+      if (bEnd > d.start) await chainStatus(backing, d.start, bEnd, depth + 1, emit, signal);
+      if (d.start + d.length > Math.max(bEnd, d.start)) {
+        // beyond a short backing file: QEMU reports zeros allocated at the backing layer
+        const s = Math.max(bEnd, d.start);
+        emit({ start: s, length: d.start + d.length - s, present: true, zero: true, data: false, depth: depth + 1 });
+      }
+    }
+  };
+  // Collect this layer's extents in order; recurse for unallocated ones in order.
+  const own: StatusExtent[] = [];
+  await layer.layerStatus(start, end, e => own.push(e), signal);
+  for (const e of own) {
+    if (e.present) {
+      emit({ ...e, depth });
+    } else if (layer.backing) {
+      deferred.push(e);
+      await flushDeferred();
+    } else {
+      emit({ start: e.start, length: e.length, present: false, zero: true, data: false, offset: e.offset, depth });
+    }
+  }
+}
+
+/** The same array `qemu-img map --output=json` prints for the image (and its chain). */
+export async function mapImage(top: BlockLayer, opts: { start?: number; end?: number; signal?: AbortSignal } = {}): Promise<MapEntry[]> {
+  const out: MapEntry[] = [];
+  await chainStatus(top, opts.start ?? 0, opts.end ?? top.virtualSize, 0, e => {
+    const last = out[out.length - 1];
+    if (last && mergeable(last, e)) last.length += e.length;
+    else {
+      const m: MapEntry = { start: e.start, length: e.length, depth: e.depth, present: e.present, zero: e.zero, data: e.data };
+      if (e.offset !== undefined) m.offset = e.offset;
+      out.push(m);
+    }
+  }, opts.signal);
+  return out;
+}
+
+/** Formats entries exactly as qemu-img 7.2 prints them (one object a line). */
+export function formatMapJson(entries: MapEntry[]): string {
+  const lines = entries.map(e => `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}${e.offset !== undefined ? `, "offset": ${e.offset}` : ''}}`);
+  return '[' + lines.join(',\n') + ']\n';
+}

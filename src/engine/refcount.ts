@@ -1,0 +1,128 @@
+/**
+ * Reference counts: the refcount table (offsets of refcount blocks) and the blocks themselves,
+ * with entries of 1 to 64 bits (refcount_order 0-6). Sub-byte widths pack the lowest index in the
+ * lowest bits of each byte, as QEMU does; wider ones are big-endian.
+ */
+import { Qcow2Error } from './errors';
+import { ImageFile, readMany } from './io';
+import * as L from './layout';
+
+export function refcountAt(block: Uint8Array, index: number, order: number): number {
+  switch (order) {
+    case 0: return (block[index >> 3] >> (index & 7)) & 1;
+    case 1: return (block[index >> 2] >> (2 * (index & 3))) & 3;
+    case 2: return (block[index >> 1] >> (4 * (index & 1))) & 15;
+    case 3: return block[index];
+    case 4: return (block[2 * index] << 8) | block[2 * index + 1];
+    case 5: return (((block[4 * index] << 24) | (block[4 * index + 1] << 16) | (block[4 * index + 2] << 8) | block[4 * index + 3]) >>> 0);
+    default: {
+      const p = 8 * index;
+      const hi = ((block[p] << 24) | (block[p + 1] << 16) | (block[p + 2] << 8) | block[p + 3]) >>> 0;
+      const lo = ((block[p + 4] << 24) | (block[p + 5] << 16) | (block[p + 6] << 8) | block[p + 7]) >>> 0;
+      return hi * 0x100000000 + lo; // refcounts above 2^53 are not meaningful; they saturate here
+    }
+  }
+}
+
+export function setRefcountAt(block: Uint8Array, index: number, order: number, value: number): void {
+  switch (order) {
+    case 0: case 1: case 2: {
+      const bits = 1 << order, per = 8 >> order, shift = bits * (index % per), mask = ((1 << bits) - 1) << shift;
+      const i = Math.floor(index / per);
+      block[i] = (block[i] & ~mask) | ((value << shift) & mask);
+      return;
+    }
+    case 3: block[index] = value; return;
+    case 4: block[2 * index] = value >> 8; block[2 * index + 1] = value & 0xff; return;
+    case 5: {
+      const p = 4 * index;
+      block[p] = value >>> 24; block[p + 1] = (value >>> 16) & 0xff; block[p + 2] = (value >>> 8) & 0xff; block[p + 3] = value & 0xff;
+      return;
+    }
+    default: {
+      const p = 8 * index, hi = Math.floor(value / 0x100000000), lo = value >>> 0;
+      block[p] = hi >>> 24; block[p + 1] = (hi >>> 16) & 0xff; block[p + 2] = (hi >>> 8) & 0xff; block[p + 3] = hi & 0xff;
+      block[p + 4] = lo >>> 24; block[p + 5] = (lo >>> 16) & 0xff; block[p + 6] = (lo >>> 8) & 0xff; block[p + 7] = lo & 0xff;
+    }
+  }
+}
+
+/** The largest refcount representable with 2^order bits (capped at 2^53-1). */
+export function maxRefcount(order: number): number {
+  return order >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** (2 ** order) - 1;
+}
+
+export interface RefcountGeometry {
+  order: number;
+  clusterBits: number;
+  /** Entries per refcount block. */
+  blockEntries: number;
+  blockBits: number;
+}
+
+export function refcountGeometry(clusterBits: number, order: number): RefcountGeometry {
+  const blockBits = clusterBits + 3 - order;
+  return { order, clusterBits, blockEntries: 2 ** blockBits, blockBits };
+}
+
+/** Reads the refcount table (validated against QEMU's 8 MiB limit and the file size). */
+export async function readRefcountTable(file: ImageFile, offset: number, clusters: number, clusterSize: number): Promise<Float64Array> {
+  const bytes = clusters * clusterSize;
+  if (bytes > L.QCOW_MAX_REFTABLE_SIZE) {
+    throw new Qcow2Error(file.path, 'header.refcount_table_clusters', 56, `refcount table of ${clusters} clusters (${bytes} bytes) exceeds QEMU's 8 MiB limit`);
+  }
+  if (offset % clusterSize !== 0) throw new Qcow2Error(file.path, 'refcount table', offset, 'offset is not cluster-aligned');
+  if (clusters === 0) throw new Qcow2Error(file.path, 'header.refcount_table_clusters', 56, 'the image has no refcount table');
+  const buf = await file.read(offset, bytes, 'refcount table');
+  const n = bytes / 8;
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const p = i * 8;
+    const hi = ((buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]) >>> 0;
+    const lo = ((buf[p + 4] << 24) | (buf[p + 5] << 16) | (buf[p + 6] << 8) | buf[p + 7]) >>> 0;
+    // REFT_OFFSET_MASK keeps bits 9-63; offsets above 2^53 cannot be valid here and read as NaN-free huge values
+    out[i] = hi * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+  }
+  return out;
+}
+
+/**
+ * All stored refcounts of the clusters in [0, nbClusters) as one typed array, read with batched
+ * reads of the refcount blocks. Blocks past the end of the file are reported, not trusted.
+ */
+export async function readAllRefcounts(
+  file: ImageFile, table: Float64Array, g: RefcountGeometry, nbClusters: number,
+  onBadBlock?: (tableIndex: number, blockOffset: number, reason: string) => void,
+): Promise<Float64Array> {
+  const clusterSize = 2 ** g.clusterBits;
+  const out = new Float64Array(nbClusters);
+  const wanted: number[] = [];
+  const byOffset = new Map<number, number[]>();
+  const maxIndex = Math.min(table.length, Math.ceil(nbClusters / g.blockEntries));
+  for (let i = 0; i < maxIndex; i++) {
+    const off = table[i];
+    if (off === 0) continue;
+    if (off % clusterSize !== 0 || off + clusterSize > file.size) {
+      onBadBlock?.(i, off, off % clusterSize !== 0 ? 'refcount block offset is not cluster-aligned' : 'refcount block lies past the end of the file');
+      continue;
+    }
+    wanted.push(off);
+    const l = byOffset.get(off) ?? [];
+    l.push(i);
+    byOffset.set(off, l);
+  }
+  const blocks = await readMany(file, wanted, clusterSize, o => `refcount block at 0x${o.toString(16)}`);
+  for (const [off, idxs] of byOffset) {
+    const blk = blocks.get(off)!;
+    for (const i of idxs) {
+      const base = i * g.blockEntries;
+      const n = Math.min(g.blockEntries, nbClusters - base);
+      if (g.order === 4) {
+        for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
+      } else {
+        for (let k = 0; k < n; k++) out[base + k] = refcountAt(blk, k, g.order);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,115 @@
+/**
+ * The internal snapshot table: entries with their extra data (v3: large VM state size, disk size,
+ * instruction count). Parsing is bounded by QEMU's own limits.
+ */
+import { Qcow2Error } from './errors';
+import { ImageFile } from './io';
+import * as L from './layout';
+
+export interface Snapshot {
+  index: number;
+  /** Where this entry starts in the file. */
+  hostOffset: number;
+  /** Bytes this entry occupies in the table, padding included. */
+  entrySize: number;
+  l1TableOffset: number;
+  l1Size: number;
+  id: string;
+  name: string;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: bigint;
+  vmStateSize: number; // the 32-bit field
+  extraDataSize: number;
+  vmStateSizeLarge?: number;
+  diskSize?: number;
+  icount?: bigint;
+  /** Extra data bytes beyond those we understand, kept for rewriting. */
+  extraData: Buffer;
+}
+
+export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number): Promise<Snapshot[]> {
+  if (nbSnapshots === 0) return [];
+  if (nbSnapshots > L.QCOW_MAX_SNAPSHOTS) {
+    throw new Qcow2Error(file.path, 'header.nb_snapshots', 60, `${nbSnapshots} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS}`);
+  }
+  if (snapshotsOffset % clusterSize !== 0) {
+    throw new Qcow2Error(file.path, 'snapshot table', snapshotsOffset, 'offset is not cluster-aligned');
+  }
+  // Read in growing chunks: each entry is variable-sized, but the whole table is at most 64 MiB.
+  let buf: Buffer = Buffer.alloc(0);
+  const ensure = async (end: number, what: string, at: number) => {
+    if (end > L.QCOW_MAX_SNAPSHOTS_SIZE) {
+      throw new Qcow2Error(file.path, what, at, `snapshot table exceeds QEMU's ${L.QCOW_MAX_SNAPSHOTS_SIZE}-byte limit`);
+    }
+    if (end <= buf.length) return;
+    const want = Math.min(Math.max(end, buf.length * 2, 65536), L.QCOW_MAX_SNAPSHOTS_SIZE, file.size - snapshotsOffset);
+    if (want < end) {
+      throw new Qcow2Error(file.path, what, at, `snapshot table runs past the end of the file (0x${file.size.toString(16)})`);
+    }
+    buf = await file.read(snapshotsOffset, want, 'snapshot table');
+  };
+  const out: Snapshot[] = [];
+  let pos = 0;
+  for (let i = 0; i < nbSnapshots; i++) {
+    const at = snapshotsOffset + pos;
+    const what = `snapshot[${i}]`;
+    await ensure(pos + L.SNAPSHOT_HEADER_SIZE, what, at);
+    const l1TableOffset = Number(buf.readBigUInt64BE(pos));
+    const l1Size = buf.readUInt32BE(pos + 8);
+    const idSize = buf.readUInt16BE(pos + 12);
+    const nameSize = buf.readUInt16BE(pos + 14);
+    const extraDataSize = buf.readUInt32BE(pos + 36);
+    if (extraDataSize > L.SNAPSHOT_MAX_EXTRA_DATA) {
+      throw new Qcow2Error(file.path, `${what}.extra_data_size`, at + 36, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA}`);
+    }
+    const entrySize = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, 8);
+    await ensure(pos + entrySize, what, at);
+    const extra = buf.subarray(pos + 40, pos + 40 + extraDataSize);
+    const sn: Snapshot = {
+      index: i, hostOffset: at, entrySize, l1TableOffset, l1Size,
+      id: buf.toString('utf8', pos + 40 + extraDataSize, pos + 40 + extraDataSize + idSize),
+      name: buf.toString('utf8', pos + 40 + extraDataSize + idSize, pos + 40 + extraDataSize + idSize + nameSize),
+      dateSec: buf.readUInt32BE(pos + 16),
+      dateNsec: buf.readUInt32BE(pos + 20),
+      vmClockNsec: buf.readBigUInt64BE(pos + 24),
+      vmStateSize: buf.readUInt32BE(pos + 32),
+      extraDataSize,
+      extraData: Buffer.from(extra),
+    };
+    if (extraDataSize >= 8) sn.vmStateSizeLarge = Number(extra.readBigUInt64BE(0));
+    if (extraDataSize >= 16) sn.diskSize = Number(extra.readBigUInt64BE(8));
+    if (extraDataSize >= 24) sn.icount = extra.readBigUInt64BE(16);
+    if (l1Size > L.QCOW_MAX_L1_SIZE / 8) {
+      throw new Qcow2Error(file.path, `${what}.l1_size`, at + 8, `snapshot L1 table of ${l1Size} entries exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8}`);
+    }
+    out.push(sn);
+    pos += entrySize;
+  }
+  return out;
+}
+
+/** Serialises one snapshot table entry (header, extra data, id, name, padding). */
+export function encodeSnapshot(sn: Snapshot): Buffer {
+  const id = Buffer.from(sn.id, 'utf8');
+  const name = Buffer.from(sn.name, 'utf8');
+  const extra = Buffer.from(sn.extraData);
+  if (sn.vmStateSizeLarge !== undefined && extra.length >= 8) extra.writeBigUInt64BE(BigInt(sn.vmStateSizeLarge), 0);
+  if (sn.diskSize !== undefined && extra.length >= 16) extra.writeBigUInt64BE(BigInt(sn.diskSize), 8);
+  if (sn.icount !== undefined && extra.length >= 24) extra.writeBigUInt64BE(sn.icount, 16);
+  const size = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extra.length + id.length + name.length, 8);
+  const b = Buffer.alloc(size);
+  b.writeBigUInt64BE(BigInt(sn.l1TableOffset), 0);
+  b.writeUInt32BE(sn.l1Size, 8);
+  b.writeUInt16BE(id.length, 12);
+  b.writeUInt16BE(name.length, 14);
+  b.writeUInt32BE(sn.dateSec, 16);
+  b.writeUInt32BE(sn.dateNsec, 20);
+  b.writeBigUInt64BE(sn.vmClockNsec, 24);
+  b.writeUInt32BE(sn.vmStateSize, 32);
+  b.writeUInt32BE(extra.length, 36);
+  extra.copy(b, 40);
+  id.copy(b, 40 + extra.length);
+  name.copy(b, 40 + extra.length + id.length);
+  return b;
+}
