@@ -1,0 +1,430 @@
+/**
+ * The one typed protocol between the extension host and the editor's webview (STYLE.md: modelled
+ * on vscode-hexeditor's shared/protocol.ts). Every message either way is a member of one
+ * discriminated union, so neither side can send something the other does not know.
+ *
+ * The webview pulls what it shows, lazily: it sends requests carrying a `requestId` and the host
+ * answers with exactly one reply echoing that `requestId` (or an `error` message with the same
+ * `requestId`). Host-initiated messages (check results, reveals, refresh) carry no `requestId`.
+ *
+ * This file has no imports: it is bundled into both the host (Node) and the webview (browser).
+ * Changes after the first commit are additive only.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Shared value types
+// ---------------------------------------------------------------------------------------------
+
+/** An opaque tree node id minted by the host; the webview never parses it. 'root' is the root. */
+export type NodeId = string;
+export const ROOT_NODE_ID: NodeId = 'root';
+
+/** What a host cluster is used for. The order is the wire encoding of cluster map cells. */
+export const CLUSTER_ROLES = [
+  'free', // refcount 0, nothing points at it
+  'header', // cluster 0: header, extensions, backing file name
+  'l1', // active L1 table
+  'l2', // an L2 table (active or snapshot)
+  'refcountTable',
+  'refcountBlock',
+  'data', // a guest data cluster (standard L2 entry)
+  'compressed', // holds (part of) compressed guest data
+  'snapshotTable',
+  'snapshotL1', // an internal snapshot's L1 table
+  'bitmapDirectory',
+  'bitmapTable',
+  'bitmapData',
+  'crypto', // LUKS header (full disk encryption extension)
+  'leaked', // refcount > 0 but nothing points at it
+  'conflict', // used by more than one structure, or used with refcount 0
+  'beyondEnd', // past the end of the file (only in maps of a file that shrank)
+  'mixed', // a zoomed-out cell spanning clusters of different roles
+] as const;
+export type ClusterRole = (typeof CLUSTER_ROLES)[number];
+
+/** Human names of the roles for legends and tooltips. */
+export const CLUSTER_ROLE_LABELS: Record<ClusterRole, string> = {
+  free: 'Free',
+  header: 'Header',
+  l1: 'L1 table',
+  l2: 'L2 table',
+  refcountTable: 'Refcount table',
+  refcountBlock: 'Refcount block',
+  data: 'Guest data',
+  compressed: 'Compressed data',
+  snapshotTable: 'Snapshot table',
+  snapshotL1: 'Snapshot L1 table',
+  bitmapDirectory: 'Bitmap directory',
+  bitmapTable: 'Bitmap table',
+  bitmapData: 'Bitmap data',
+  crypto: 'Encryption header',
+  leaked: 'Leaked',
+  conflict: 'Conflict',
+  beyondEnd: 'Beyond end of file',
+  mixed: 'Mixed',
+};
+
+export interface HeaderField {
+  /** The spec's field name, e.g. "l1_table_offset". */
+  name: string;
+  hostOffset: number;
+  /** Bytes on disk. */
+  size: number;
+  /** Raw value as text (decimal or 0x… for offsets; bigints as hex). */
+  value: string;
+  /** What the value means, e.g. "64 KiB clusters", "none". */
+  meaning: string;
+}
+
+export interface FeatureBitInfo {
+  bit: number;
+  name: string;
+  set: boolean;
+  known: boolean;
+}
+
+export interface HeaderExtensionInfo {
+  type: number;
+  typeName: string;
+  hostOffset: number;
+  length: number;
+  /** Decoded content in one line, e.g. the backing format name. */
+  summary: string;
+}
+
+export interface BackingLayerInfo {
+  /** 0 = this image, 1 = its backing file, … */
+  depth: number;
+  path: string;
+  format: 'qcow2' | 'raw';
+  virtualSize: number;
+  /** Set when the layer named by the layer above could not be opened. */
+  error?: string;
+}
+
+export interface SnapshotInfo {
+  index: number;
+  id: string;
+  name: string;
+  /** Milliseconds since the epoch. */
+  date: number;
+  vmClockNsec: string;
+  vmStateSize: number;
+  diskSize?: number;
+  l1TableOffset: number;
+  l1Size: number;
+  /** Where the snapshot table entry is. */
+  hostOffset: number;
+  nodeId: NodeId;
+}
+
+export interface BitmapInfo {
+  index: number;
+  name: string;
+  granularity: number;
+  inUse: boolean;
+  auto: boolean;
+  flags: number;
+  bitmapTableOffset: number;
+  bitmapTableSize: number;
+  hostOffset: number;
+  nodeId: NodeId;
+}
+
+export interface EncryptionInfo {
+  format: string;
+  /** Name/value pairs in display order (cipher, mode, ivgen, hash, uuid, slots…). */
+  fields: Array<[string, string]>;
+}
+
+export interface ImageSummary {
+  path: string;
+  fileName: string;
+  /** Size of the image file in bytes. */
+  fileSize: number;
+  virtualSize: number;
+  version: number;
+  clusterSize: number;
+  clusterBits: number;
+  /** Host clusters covering the file (ceil(fileSize / clusterSize)). */
+  hostClusters: number;
+  refcountBits: number;
+  extendedL2: boolean;
+  compressionType: string;
+  dirty: boolean;
+  corrupt: boolean;
+  readOnly: boolean;
+  /** A running QEMU holds the image (writes are refused). */
+  lockedByQemu: boolean;
+  dataFile?: string;
+  header: HeaderField[];
+  features: { incompatible: FeatureBitInfo[]; compatible: FeatureBitInfo[]; autoclear: FeatureBitInfo[] };
+  extensions: HeaderExtensionInfo[];
+  backingChain: BackingLayerInfo[];
+  snapshots: SnapshotInfo[];
+  bitmaps: BitmapInfo[];
+  encryption?: EncryptionInfo;
+}
+
+export type TreeNodeKind =
+  | 'group' | 'header' | 'headerField' | 'featureBit' | 'extension' | 'backing'
+  | 'l1Table' | 'l1Entry' | 'l2Table' | 'l2Entry' | 'page'
+  | 'refcountTable' | 'refcountTableEntry' | 'refcountBlock' | 'refcountEntry'
+  | 'snapshotTable' | 'snapshot' | 'bitmapDirectory' | 'bitmap' | 'bitmapTableEntry'
+  | 'encryption' | 'info';
+
+export interface TreeNode {
+  id: NodeId;
+  kind: TreeNodeKind;
+  label: string;
+  /** Secondary text shown after the label (value, offset). */
+  description?: string;
+  tooltip?: string;
+  hasChildren: boolean;
+  /** Bytes of the structure in the image file: clicking the node opens the hex view there. */
+  hostOffset?: number;
+  hostLength?: number;
+  /** The guest range the node maps (L1/L2 entries), for "show guest bytes". */
+  guestOffset?: number;
+  guestLength?: number;
+  /** Marks nodes with problems (from the last check or from decoding). */
+  severity?: Severity;
+}
+
+export type Severity = 'error' | 'warning' | 'info';
+
+/** Where the bytes of one range of a hex read come from. Offsets are in the request's space. */
+export interface ByteRangeSource {
+  /** First byte (host offset for readHost, guest offset for readGuest). */
+  offset: number;
+  length: number;
+  kind: 'data' | 'compressed' | 'zero' | 'unallocated' | 'metadata' | 'free' | 'beyondEnd';
+  /** Guest reads: the chain layer that provides the bytes (0 = this image). */
+  depth?: number;
+  layerPath?: string;
+  /** Guest reads: host offset of the first byte in that layer's file, when it has one. */
+  hostOffset?: number;
+  /** Host reads: the role of the cluster and the structure that owns it. */
+  role?: ClusterRole;
+  structure?: string;
+}
+
+export interface ClusterOwner {
+  /** Structure path, e.g. "L1[0] → L2[0x1f]" or "refcount table". */
+  structure: string;
+  role: ClusterRole;
+  /** Guest offset for data clusters. */
+  guestOffset?: number;
+  /** Snapshot name when the owner is in a snapshot's tables. */
+  snapshot?: string;
+  nodeId?: NodeId;
+}
+
+export interface ClusterDescription {
+  hostCluster: number;
+  hostOffset: number;
+  role: ClusterRole;
+  refcount?: number;
+  owners: ClusterOwner[];
+}
+
+export interface CheckSummary {
+  clean: boolean;
+  leaks: number;
+  corruptions: number;
+  checkErrors: number;
+  /** Offset of the end of used clusters (image end), when known. */
+  imageEnd?: number;
+  allocatedClusters?: number;
+  totalClusters?: number;
+  fragmentedClusters?: number;
+  compressedClusters?: number;
+  /** Free-form text under the counters, e.g. "check took 120 ms". */
+  note?: string;
+}
+
+export interface CheckFinding {
+  /** Stable machine name, e.g. 'leak', 'refcount-mismatch', 'l2-misaligned'. */
+  kind: string;
+  severity: Severity;
+  hostOffset?: number;
+  /** Structure path, e.g. "L1[3] → L2[0x1f0]". */
+  structure: string;
+  message: string;
+  /** One or two sentences on what it means and what repair would do. */
+  explanation: string;
+  guestOffset?: number;
+  nodeId?: NodeId;
+}
+
+/** Commands buttons in the webview can ask the host to run (the host decides and confirms). */
+export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnapshot' | 'revertSnapshot' | 'compact' | 'refresh' | 'openBacking' | 'copyOffset';
+
+// ---------------------------------------------------------------------------------------------
+// Webview → host
+// ---------------------------------------------------------------------------------------------
+
+export interface ReadyMessage { type: 'ready' }
+export interface GetSummaryRequest { type: 'getSummary'; requestId: number }
+export interface GetTreeChildrenRequest { type: 'getTreeChildren'; requestId: number; nodeId: NodeId }
+/**
+ * A strip of cluster map cells: `count` cells starting at host cluster `startCluster`, each cell
+ * covering `zoom` clusters (zoom ≥ 1). The host caps `count` (MAX_MAP_CELLS).
+ */
+export interface GetClusterMapRequest { type: 'getClusterMap'; requestId: number; startCluster: number; count: number; zoom: number }
+export interface DescribeClusterRequest { type: 'describeCluster'; requestId: number; hostCluster: number }
+/** Bytes of the image file; the host caps `length` (MAX_READ_LENGTH). */
+export interface ReadHostRequest { type: 'readHost'; requestId: number; hostOffset: number; length: number }
+/** Guest bytes through the mapping and the backing chain; the host caps `length`. */
+export interface ReadGuestRequest { type: 'readGuest'; requestId: number; guestOffset: number; length: number }
+/** The chain of node ids from the root to the node owning a structure or host offset. */
+export interface LocateNodeRequest { type: 'locateNode'; requestId: number; structure?: string; hostOffset?: number }
+export interface RunCommandMessage { type: 'runCommand'; command: WebviewCommand; args?: Record<string, string | number | boolean> }
+/** What the user has selected, so host commands (copy offset, go to…) can act on it. */
+export interface SelectionChangedMessage { type: 'selectionChanged'; hostOffset?: number; guestOffset?: number; nodeId?: NodeId }
+
+export type FromWebviewMessage =
+  | ReadyMessage
+  | GetSummaryRequest
+  | GetTreeChildrenRequest
+  | GetClusterMapRequest
+  | DescribeClusterRequest
+  | ReadHostRequest
+  | ReadGuestRequest
+  | LocateNodeRequest
+  | RunCommandMessage
+  | SelectionChangedMessage;
+
+// ---------------------------------------------------------------------------------------------
+// Host → webview
+// ---------------------------------------------------------------------------------------------
+
+export interface SummaryReply { type: 'summary'; requestId: number; summary: ImageSummary }
+export interface TreeChildrenReply { type: 'treeChildren'; requestId: number; nodeId: NodeId; children: TreeNode[] }
+export interface ClusterMapReply {
+  type: 'clusterMap';
+  requestId: number;
+  startCluster: number;
+  zoom: number;
+  totalClusters: number;
+  /** One role per cell, as an index into CLUSTER_ROLES. */
+  cells: number[];
+}
+export interface ClusterDescriptionReply { type: 'clusterDescription'; requestId: number; description: ClusterDescription }
+export interface BytesReply {
+  type: 'bytes';
+  requestId: number;
+  space: 'host' | 'guest';
+  offset: number;
+  /** The bytes, base64 (may be shorter than asked at the end of the file/disk). */
+  data: string;
+  sources: ByteRangeSource[];
+}
+export interface NodePathReply { type: 'nodePath'; requestId: number; path: NodeId[] }
+
+/** The result of an integrity check (host-initiated, after 'check' or on open). */
+export interface CheckResultMessage { type: 'checkResult'; summary: CheckSummary; findings: CheckFinding[] }
+export interface RevealHostOffsetMessage { type: 'revealHostOffset'; hostOffset: number; length?: number }
+export interface RevealGuestOffsetMessage { type: 'revealGuestOffset'; guestOffset: number; length?: number }
+export interface RevealStructureMessage { type: 'revealStructure'; structure: string; hostOffset?: number; nodeId?: NodeId }
+/** A failure: the reply to a request (with its requestId) or a host-side error (without). */
+export interface ErrorMessage { type: 'error'; requestId?: number; message: string; structure?: string; hostOffset?: number; code?: string }
+/** The file changed on disk (or after a write): drop everything cached and re-request. */
+export interface RefreshMessage { type: 'refresh' }
+/** Progress of a command started with runCommand (or from the command palette). */
+export interface CommandStateMessage { type: 'commandState'; command: WebviewCommand | string; state: 'running' | 'done' | 'failed'; message?: string }
+
+export type ToWebviewMessage =
+  | SummaryReply
+  | TreeChildrenReply
+  | ClusterMapReply
+  | ClusterDescriptionReply
+  | BytesReply
+  | NodePathReply
+  | CheckResultMessage
+  | RevealHostOffsetMessage
+  | RevealGuestOffsetMessage
+  | RevealStructureMessage
+  | ErrorMessage
+  | RefreshMessage
+  | CommandStateMessage;
+
+// ---------------------------------------------------------------------------------------------
+// Request/reply helper
+// ---------------------------------------------------------------------------------------------
+
+/** Which reply answers which request. */
+export interface ReplyTypes {
+  getSummary: SummaryReply;
+  getTreeChildren: TreeChildrenReply;
+  getClusterMap: ClusterMapReply;
+  describeCluster: ClusterDescriptionReply;
+  readHost: BytesReply;
+  readGuest: BytesReply;
+  locateNode: NodePathReply;
+}
+export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
+export type RequestType = RequestMessage['type'];
+export type RequestOf<T extends RequestType> = Extract<RequestMessage, { type: T }>;
+export type ReplyMessage = ReplyTypes[RequestType];
+
+/** Limits the host enforces on one request (the webview asks for what it shows). */
+export const MAX_READ_LENGTH = 1024 * 1024;
+export const MAX_MAP_CELLS = 65536;
+/** Children per tree level before the host groups them into pages. */
+export const TREE_PAGE_SIZE = 256;
+
+export function isRequest(m: FromWebviewMessage): m is RequestMessage {
+  return typeof (m as { requestId?: unknown }).requestId === 'number';
+}
+
+export function isReply(m: ToWebviewMessage): m is ReplyMessage | (ErrorMessage & { requestId: number }) {
+  return typeof (m as { requestId?: unknown }).requestId === 'number';
+}
+
+export class RequestError extends Error {
+  constructor(readonly reply: ErrorMessage) {
+    super(reply.message);
+    this.name = 'RequestError';
+  }
+}
+
+/**
+ * The webview's side of request/reply: `request()` posts a request with a fresh requestId and
+ * resolves with the reply that echoes it (rejects with RequestError on an `error` reply).
+ * Feed every incoming message to `handle()`; it returns true when the message was a reply.
+ */
+export class MessageRequester {
+  private nextId = 1;
+  private pending = new Map<number, { resolve: (m: ReplyMessage) => void; reject: (e: Error) => void }>();
+
+  constructor(private readonly post: (m: FromWebviewMessage) => void) {}
+
+  request<T extends RequestType>(msg: Omit<RequestOf<T>, 'requestId'> & { type: T }): Promise<ReplyTypes[T]> {
+    const requestId = this.nextId++;
+    return new Promise<ReplyTypes[T]>((resolve, reject) => {
+      this.pending.set(requestId, { resolve: resolve as (m: ReplyMessage) => void, reject });
+      this.post({ ...msg, requestId } as unknown as FromWebviewMessage);
+    });
+  }
+
+  handle(m: ToWebviewMessage): boolean {
+    if (!isReply(m)) return false;
+    const p = this.pending.get(m.requestId);
+    if (!p) return false;
+    this.pending.delete(m.requestId);
+    if (m.type === 'error') p.reject(new RequestError(m));
+    else p.resolve(m);
+    return true;
+  }
+
+  /** Rejects everything outstanding (e.g. on refresh). */
+  cancelAll(reason = 'cancelled'): void {
+    for (const [id, p] of this.pending) p.reject(new RequestError({ type: 'error', requestId: id, message: reason, code: 'cancelled' }));
+    this.pending.clear();
+  }
+
+  get outstanding(): number {
+    return this.pending.size;
+  }
+}
