@@ -189,6 +189,8 @@ export interface TreeNode {
   guestLength?: number;
   /** Marks nodes with problems (from the last check or from decoding). */
   severity?: Severity;
+  /** What the entry points at (an L2 table, a data cluster, a refcount block), for "go to target". */
+  targetHostOffset?: number;
 }
 
 export type Severity = 'error' | 'warning' | 'info';
