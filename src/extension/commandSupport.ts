@@ -1,0 +1,99 @@
+/**
+ * What every command needs: which image it acts on (a URI argument, else the active qcow2 tab),
+ * modal confirmation, cancellable progress bridged to an AbortSignal, and the refusal to write an
+ * image that QEMU holds open.
+ */
+import * as vscode from 'vscode';
+import { isLockedByQemu } from '../engine/lock';
+import type { CheckService } from './diagnostics';
+import type { Qcow2EditorProvider } from './editorProvider';
+
+export interface Services {
+  provider: Qcow2EditorProvider;
+  checks: CheckService;
+  output: vscode.OutputChannel;
+}
+
+/** Thrown for conditions the user must fix; shown as a plain error message. */
+export class UserError extends Error {}
+
+/** The image a command acts on: its URI argument (Uri or path string), else the active qcow2 tab. */
+export function targetUri(s: Services, arg: unknown): vscode.Uri {
+  if (arg instanceof vscode.Uri) return arg;
+  if (typeof arg === 'string' && arg) return arg.includes('://') ? vscode.Uri.parse(arg) : vscode.Uri.file(arg);
+  const active = s.provider.activeUri;
+  if (active) return active;
+  throw new UserError('Open a qcow2 image in QCOW2 Lens first (or pass the image to the command).');
+}
+
+/** Writes are refused while QEMU (a VM, qemu-nbd, qemu-img) holds the image. */
+export function refuseLocked(uri: vscode.Uri): void {
+  if (isLockedByQemu(uri.fsPath)) {
+    throw new UserError(`${vscode.workspace.asRelativePath(uri)} is in use by QEMU (a running VM or qemu-nbd holds a lock on it). Shut it down first; writing now would corrupt the image.`);
+  }
+}
+
+/** Writes in place are refused while snapshot edits are pending (they would be applied on top). */
+export function refuseDirty(s: Services, uri: vscode.Uri): void {
+  if (s.provider.document(uri)?.dirty) {
+    throw new UserError('This image has unsaved snapshot edits. Save or revert them first.');
+  }
+}
+
+export async function confirm(message: string, detail: string, action: string): Promise<boolean> {
+  const choice = await vscode.window.showWarningMessage(message, { modal: true, detail }, action);
+  return choice === action;
+}
+
+/** Runs a long operation with a cancellable notification; cancel aborts the signal. */
+export function withCancellableProgress<T>(title: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
+  return Promise.resolve(vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, async (progress, token) => {
+    const ac = new AbortController();
+    const sub = token.onCancellationRequested(() => ac.abort());
+    let reported = 0;
+    const onProgress = (done: number, total: number) => {
+      if (total <= 0) return;
+      const pct = Math.min(100, (done / total) * 100);
+      if (pct - reported >= 1 || done === total) {
+        progress.report({ increment: pct - reported, message: `${Math.floor(pct)}%` });
+        reported = pct;
+      }
+    };
+    try {
+      return await work(ac.signal, onProgress);
+    } finally {
+      sub.dispose();
+    }
+  }));
+}
+
+/** Parses "1234", "0x4d2", "64K", "1M", "2G" (binary units) into a byte offset. */
+export function parseOffset(text: string): number | undefined {
+  const m = /^\s*(0x[0-9a-f]+|\d+)\s*([kmgt]i?b?)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const base = m[1].toLowerCase().startsWith('0x') ? parseInt(m[1], 16) : parseInt(m[1], 10);
+  const unit = (m[2] ?? '').toLowerCase()[0];
+  const mult = unit ? 1024 ** ('kmgt'.indexOf(unit) + 1) : 1;
+  const v = base * mult;
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+/**
+ * Wraps a command: errors become messages. Callers passing an options argument (tests, other
+ * extensions) also get the throw; the palette and the editor title menu (which passes just the URI)
+ * do not, so VS Code does not show the error twice.
+ */
+export function command<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R | undefined> {
+  return async (...args: A) => {
+    try {
+      return await fn(...args);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      const cancelled = (e as { name?: string; code?: string })?.name === 'AbortError' || (e as { code?: string })?.code === 'cancelled';
+      if (cancelled) void vscode.window.showInformationMessage(`${name} cancelled.`);
+      else void vscode.window.showErrorMessage(`${name}: ${msg}`);
+      if (args.length >= 2 && args[1] !== undefined) throw e;
+      return undefined;
+    }
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * The integrity check in the Problems panel: each finding of the engine's check becomes a
+ * diagnostic on the image's URI (line 0: the file is binary), naming the structure and the host
+ * offset. Runs on open, on "Check Image" and after saves/writes; cleared when the last tab closes.
+ */
+import * as vscode from 'vscode';
+import type { CheckFinding, CheckResultMessage, CheckSummary } from '../protocol';
+import { checkPath, CheckFindingLike, CheckReportLike } from './engineApi';
+
+export interface CheckOutcome {
+  uri: string;
+  summary: CheckSummary;
+  findings: CheckFinding[];
+  /** What went into the Problems panel, for tests and the caller. */
+  diagnostics: { severity: string; message: string }[];
+}
+
+const SEVERITY: Record<string, vscode.DiagnosticSeverity> = {
+  error: vscode.DiagnosticSeverity.Error,
+  warning: vscode.DiagnosticSeverity.Warning,
+  info: vscode.DiagnosticSeverity.Information,
+};
+
+export function diagnosticMessage(f: CheckFindingLike): string {
+  const where = f.hostOffset === undefined ? f.structure : `${f.structure} at 0x${f.hostOffset.toString(16)}`;
+  return `${where}: ${f.message}`;
+}
+
+export class CheckService implements vscode.Disposable {
+  readonly collection = vscode.languages.createDiagnosticCollection('qcow2-lens');
+  private readonly last = new Map<string, CheckResultMessage>();
+  private readonly running = new Map<string, Promise<CheckOutcome>>();
+  private readonly open = new Set<string>();
+
+  constructor(private readonly publish: (uri: vscode.Uri, m: CheckResultMessage) => void) {}
+
+  lastResult(uri: vscode.Uri): CheckResultMessage | undefined {
+    return this.last.get(uri.toString());
+  }
+
+  opened(uri: vscode.Uri): void {
+    this.open.add(uri.toString());
+  }
+
+  /** Last tab closed: its problems go away. */
+  closed(uri: vscode.Uri): void {
+    this.open.delete(uri.toString());
+    this.last.delete(uri.toString());
+    this.collection.delete(uri);
+  }
+
+  /** Runs the check (coalescing concurrent requests for one image) and publishes the result. */
+  check(uri: vscode.Uri, opts: { signal?: AbortSignal; onProgress?(done: number, total: number): void } = {}): Promise<CheckOutcome> {
+    const key = uri.toString();
+    const inFlight = this.running.get(key);
+    if (inFlight) return inFlight;
+    const p = this.run(uri, opts).finally(() => this.running.delete(key));
+    this.running.set(key, p);
+    return p;
+  }
+
+  private async run(uri: vscode.Uri, opts: { signal?: AbortSignal; onProgress?(done: number, total: number): void }): Promise<CheckOutcome> {
+    const t0 = Date.now();
+    let report: CheckReportLike;
+    try {
+      report = await checkPath(uri.fsPath, opts);
+    } catch (e) {
+      // The image could not even be opened: that is the one problem to show.
+      const x = e as { structure?: string; hostOffset?: number; detail?: string; message?: string };
+      report = {
+        'check-errors': 1,
+        findings: [{
+          kind: 'open-failed', severity: 'error', structure: x?.structure ?? 'image', hostOffset: x?.hostOffset,
+          message: x?.detail ?? x?.message ?? String(e),
+          explanation: 'The image could not be opened for checking, so nothing else was checked.',
+        }],
+      };
+    }
+    const summary: CheckSummary = {
+      clean: (report.leaks ?? 0) === 0 && (report.corruptions ?? 0) === 0 && (report['check-errors'] ?? 0) === 0 && report.findings.every(f => f.severity !== 'error'),
+      leaks: report.leaks ?? 0,
+      corruptions: report.corruptions ?? 0,
+      checkErrors: report['check-errors'] ?? 0,
+      imageEnd: report['image-end-offset'],
+      allocatedClusters: report['allocated-clusters'],
+      totalClusters: report['total-clusters'],
+      fragmentedClusters: report['fragmented-clusters'],
+      compressedClusters: report['compressed-clusters'],
+      note: `check took ${Date.now() - t0} ms`,
+    };
+    const findings: CheckFinding[] = report.findings.map(f => ({
+      kind: f.kind, severity: f.severity, hostOffset: f.hostOffset, structure: f.structure, message: f.message, explanation: f.explanation,
+    }));
+    const diags = findings.map(f => {
+      const d = new vscode.Diagnostic(new vscode.Range(0, 0, 0, 0), diagnosticMessage(f), SEVERITY[f.severity] ?? vscode.DiagnosticSeverity.Warning);
+      d.source = 'qcow2-lens';
+      d.code = f.kind;
+      return d;
+    });
+    const key = uri.toString();
+    // A tab closed while checking: publish nothing.
+    if (this.open.has(key)) {
+      this.collection.set(uri, diags);
+      const msg: CheckResultMessage = { type: 'checkResult', summary, findings };
+      this.last.set(key, msg);
+      this.publish(uri, msg);
+    }
+    return {
+      uri: key, summary, findings,
+      diagnostics: diags.map(d => ({ severity: vscode.DiagnosticSeverity[d.severity], message: d.message })),
+    };
+  }
+
+  dispose(): void {
+    this.collection.dispose();
+  }
+}

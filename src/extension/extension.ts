@@ -1,0 +1,128 @@
+/**
+ * QCOW2 Lens, extension host side: registers the custom editor, the Problems-panel check and the
+ * commands. Each command lives in a file named after what the user does; each also accepts the
+ * image URI (and an options object) as arguments and returns a result, so tests can drive it.
+ */
+import * as vscode from 'vscode';
+import { checkImage } from './checkImage';
+import { command, refuseLocked, Services } from './commandSupport';
+import { compactImage } from './compactImage';
+import { copyClusterAsHex } from './copyAsHex';
+import { CheckService } from './diagnostics';
+import { EditApplier } from './document';
+import { Qcow2EditorProvider, VIEW_TYPE, ViewModelFactory } from './editorProvider';
+import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
+import { exportImageInfo } from './exportInfo';
+import { goToGuestOffset, goToHostOffset } from './goToOffset';
+import { repairImage } from './repairImage';
+import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
+
+/** Saving a document applies its pending snapshot edits, oldest first. */
+const applyEdits: EditApplier = async (path, edits, signal) => {
+  refuseLocked(vscode.Uri.file(path));
+  for (const e of edits) {
+    if (signal?.aborted) throw Object.assign(new Error('save cancelled'), { name: 'AbortError' });
+    if (e.kind === 'create') await createSnapshotAt(path, e.name, { signal });
+    else await deleteSnapshotAt(path, e.name, { signal });
+  }
+};
+
+const openViewModel: ViewModelFactory = async () => {
+  throw new Error('the structure view is not available in this build');
+};
+
+export interface Qcow2LensApi {
+  services: Services;
+}
+
+export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
+  const output = vscode.window.createOutputChannel('QCOW2 Lens');
+  let provider: Qcow2EditorProvider | undefined;
+  const checks = new CheckService((uri, m) => provider?.postTo(uri, m));
+  const recheck = new Map<string, NodeJS.Timeout>();
+  const scheduleCheck = (uri: vscode.Uri) => {
+    const key = uri.toString();
+    clearTimeout(recheck.get(key));
+    recheck.set(key, setTimeout(() => {
+      recheck.delete(key);
+      void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${e}`));
+    }, 200));
+  };
+  provider = Qcow2EditorProvider.register(context, applyEdits, openViewModel, {
+    onOpen: doc => {
+      checks.opened(doc.uri);
+      scheduleCheck(doc.uri);
+    },
+    onFileChanged: doc => scheduleCheck(doc.uri),
+    onClose: doc => {
+      clearTimeout(recheck.get(doc.uri.toString()));
+      checks.closed(doc.uri);
+    },
+    runCommand: (cmd, uri, args) => void runFromWebview(s, cmd, uri, args ?? {}),
+    lastCheck: uri => checks.lastResult(uri),
+  });
+  const s: Services = { provider, checks, output };
+  context.subscriptions.push(output, checks);
+
+  const register = (id: string, title: string, fn: (s: Services, ...args: any[]) => Promise<unknown>) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, command(title, (...args: unknown[]) => fn(s, ...args))));
+  register('qcow2Lens.checkImage', 'Check Image', checkImage);
+  register('qcow2Lens.repairImage', 'Repair Image', repairImage);
+  register('qcow2Lens.createSnapshot', 'Create Snapshot', createSnapshot);
+  register('qcow2Lens.applySnapshot', 'Apply Snapshot', applySnapshot);
+  register('qcow2Lens.deleteSnapshot', 'Delete Snapshot', deleteSnapshot);
+  register('qcow2Lens.compactImage', 'Compact Image', compactImage);
+  register('qcow2Lens.goToGuestOffset', 'Go to Guest Offset', goToGuestOffset);
+  register('qcow2Lens.goToHostOffset', 'Go to Host Offset', goToHostOffset);
+  register('qcow2Lens.copyClusterAsHex', 'Copy Cluster as Hex', copyClusterAsHex);
+  register('qcow2Lens.exportInfo', 'Export Image Info', exportImageInfo);
+  register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
+    const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
+    if (!target) return undefined;
+    await vscode.commands.executeCommand('vscode.openWith', target, VIEW_TYPE);
+    return target.toString();
+  });
+  // For tests: which images are open in the editor, and the pending edits of one.
+  register('qcow2Lens.internal.state', 'State', async (sv, uri?: vscode.Uri) => ({
+    editors: sv.provider.openEditors(),
+    pending: uri ? sv.provider.document(uri)?.pending ?? null : null,
+  }));
+  return { services: s };
+}
+
+/** Buttons in the webview run the same commands, with the tab's image. */
+async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: Record<string, string | number | boolean>): Promise<void> {
+  const state = (st: 'running' | 'done' | 'failed', message?: string) => s.provider.postTo(uri, { type: 'commandState', command: cmd, state: st, message });
+  const name = typeof args.name === 'string' ? args.name : undefined;
+  state('running');
+  try {
+    switch (cmd) {
+      case 'check': await checkImage(s, uri); break;
+      case 'repair': await repairImage(s, uri, { mode: args.mode === 'all' || args.mode === 'leaks' ? args.mode : undefined }); break;
+      case 'createSnapshot': await createSnapshot(s, uri, { name }); break;
+      case 'deleteSnapshot': await deleteSnapshot(s, uri, { name }); break;
+      case 'revertSnapshot': await applySnapshot(s, uri, { name }); break;
+      case 'compact': await compactImage(s, uri); break;
+      case 'refresh': s.provider.document(uri)?.fileChanged(); break;
+      case 'openBacking': {
+        const p = typeof args.path === 'string' ? args.path : undefined;
+        if (p) await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(p), VIEW_TYPE);
+        break;
+      }
+      case 'copyOffset':
+        await vscode.env.clipboard.writeText(String(args.offset ?? args.hostOffset ?? args.guestOffset ?? ''));
+        break;
+      default:
+        throw new Error(`unknown command "${cmd}"`);
+    }
+    state('done');
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    state('failed', msg);
+    void vscode.window.showErrorMessage(msg);
+  }
+}
+
+export function deactivate(): void {
+  // everything is in context.subscriptions
+}

@@ -1,0 +1,69 @@
+/**
+ * "Go to Guest Offset…" / "Go to Host Offset…": resolve the offset with the engine (guest → host
+ * cluster through L1/L2), then ask the open webviews to reveal it.
+ */
+import * as vscode from 'vscode';
+import { SUBCLUSTER_TYPE_NAMES } from '../engine/cluster';
+import { Qcow2Image } from '../engine/image';
+import { parseOffset, Services, targetUri, UserError } from './commandSupport';
+
+export interface GuestLocation {
+  guestOffset: number;
+  /** 'data', 'zero', 'unallocated', 'compressed', … (as the L2 entry says). */
+  type: string;
+  /** The byte's host offset in this image's file (data and reserved clusters). */
+  hostOffset?: number;
+  structure: string;
+  /** Webviews that were asked to reveal it. */
+  revealedIn: number;
+}
+
+async function askOffset(prompt: string, max: number): Promise<number | undefined> {
+  const text = await vscode.window.showInputBox({
+    prompt, placeHolder: 'e.g. 0x10000, 65536, 64K, 1M',
+    validateInput: v => {
+      const n = parseOffset(v);
+      return n === undefined ? 'Enter a number: decimal, 0x… hex, or with K/M/G' : n >= max ? `Must be below ${max} (0x${max.toString(16)})` : undefined;
+    },
+  });
+  return text === undefined ? undefined : parseOffset(text);
+}
+
+function toOffset(v: unknown): number | undefined {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string') return parseOffset(v);
+  return undefined;
+}
+
+export async function goToGuestOffset(s: Services, uriArg?: unknown, offsetArg?: unknown): Promise<GuestLocation | undefined> {
+  const uri = targetUri(s, uriArg);
+  const img = await Qcow2Image.open(uri.fsPath, { openBacking: false });
+  try {
+    const guestOffset = offsetArg !== undefined ? toOffset(offsetArg) : await askOffset(`Guest offset (disk size ${img.virtualSize} bytes)`, img.virtualSize);
+    if (guestOffset === undefined) return undefined;
+    if (!(guestOffset >= 0 && guestOffset < img.virtualSize)) throw new UserError(`Guest offset ${guestOffset} is outside the ${img.virtualSize}-byte disk.`);
+    let loc: Omit<GuestLocation, 'revealedIn'> = { guestOffset, type: 'unallocated', structure: 'L1' };
+    await img.walk(guestOffset, guestOffset + 1, r => {
+      const type = SUBCLUSTER_TYPE_NAMES[r.type] ?? String(r.type);
+      const structure = `L1[${r.l1Index}] → L2[0x${r.l2Index.toString(16)}]`;
+      loc = { guestOffset, type, structure, hostOffset: r.hostOffset > 0 ? r.hostOffset : r.compressedOffset };
+    });
+    const revealedIn = s.provider.postTo(uri, { type: 'revealGuestOffset', guestOffset });
+    return { ...loc, revealedIn };
+  } finally {
+    await img.close();
+  }
+}
+
+export async function goToHostOffset(s: Services, uriArg?: unknown, offsetArg?: unknown): Promise<{ hostOffset: number; hostCluster: number; revealedIn: number } | undefined> {
+  const uri = targetUri(s, uriArg);
+  const size = (await vscode.workspace.fs.stat(uri)).size;
+  const hostOffset = offsetArg !== undefined ? toOffset(offsetArg) : await askOffset(`Host offset in the image file (${size} bytes)`, size);
+  if (hostOffset === undefined) return undefined;
+  if (!(hostOffset >= 0 && hostOffset < size)) throw new UserError(`Host offset ${hostOffset} is outside the ${size}-byte file.`);
+  const img = await Qcow2Image.open(uri.fsPath, { openBacking: false, openDataFile: false });
+  const clusterSize = img.clusterSize;
+  await img.close();
+  const revealedIn = s.provider.postTo(uri, { type: 'revealHostOffset', hostOffset });
+  return { hostOffset, hostCluster: Math.floor(hostOffset / clusterSize), revealedIn };
+}
