@@ -2,6 +2,7 @@
 import { infoCommand } from './info';
 import { mapCommand } from './map';
 import { readCommand } from './read';
+import { snapshotCommand } from './snapshot';
 
 export interface Command {
   usage: string;
@@ -12,4 +13,5 @@ export const commands: Record<string, Command> = {
   info: infoCommand,
   map: mapCommand,
   read: readCommand,
+  snapshot: snapshotCommand,
 };
