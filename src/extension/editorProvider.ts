@@ -182,7 +182,12 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
   }
 
   private post(ed: Editor, m: ToWebviewMessage): void {
-    void ed.panel.webview.postMessage(m).then(undefined, () => undefined);
+    if (!this.editors.has(ed)) return; // the tab closed
+    try {
+      void ed.panel.webview.postMessage(m).then(undefined, () => undefined);
+    } catch {
+      // disposed between the check and the post
+    }
   }
 
   /** The file or the pending edits changed: re-open the view models and tell the webviews. */

@@ -2,7 +2,7 @@
  * The engine's write and check entry points the extension uses, in one place (the engine modules
  * are written by other parts of the project; the extension only calls these names).
  */
-import { Qcow2Image } from '../engine/image';
+import * as snapshot from '../engine/snapshot';
 
 export interface CheckFindingLike {
   kind: string;
@@ -35,23 +35,18 @@ export async function checkPath(_path: string, _opts: WriteOpts = {}): Promise<C
 export async function repairPath(_path: string, _mode: 'leaks' | 'all', _opts: WriteOpts = {}): Promise<unknown> {
   throw notYet('repair');
 }
-export async function createSnapshotAt(_path: string, _name: string, _opts: WriteOpts = {}): Promise<unknown> {
-  throw notYet('snapshot create');
+export async function createSnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
+  return snapshot.createSnapshot(path, name, opts);
 }
-export async function deleteSnapshotAt(_path: string, _name: string, _opts: WriteOpts = {}): Promise<unknown> {
-  throw notYet('snapshot delete');
+export async function deleteSnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
+  return snapshot.deleteSnapshot(path, name, { ...opts, match: 'name' });
 }
-export async function applySnapshotAt(_path: string, _name: string, _opts: WriteOpts = {}): Promise<unknown> {
-  throw notYet('snapshot apply');
+export async function applySnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
+  return snapshot.applySnapshot(path, name, opts);
 }
 /** Snapshot names (and ids) as the file has them now. */
 export async function listSnapshots(path: string): Promise<{ id: string; name: string }[]> {
-  const img = await Qcow2Image.open(path, { openBacking: false });
-  try {
-    return img.snapshots.map(s => ({ id: s.id, name: s.name }));
-  } finally {
-    await img.close();
-  }
+  return (await snapshot.listSnapshots(path)).map(s => ({ id: s.id, name: s.name }));
 }
 export async function compactPath(_path: string, _opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<unknown> {
   throw notYet('compact');

@@ -15,6 +15,7 @@ import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
 import { exportImageInfo } from './exportInfo';
 import { goToGuestOffset, goToHostOffset } from './goToOffset';
 import { repairImage } from './repairImage';
+import { ViewModel } from './viewModel';
 import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
 
 /** Saving a document applies its pending snapshot edits, oldest first. */
@@ -27,9 +28,8 @@ const applyEdits: EditApplier = async (path, edits, signal) => {
   }
 };
 
-const openViewModel: ViewModelFactory = async () => {
-  throw new Error('the structure view is not available in this build');
-};
+/** One view model per tab, read-only: it answers the webview's requests from the engine. */
+const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath);
 
 export interface Qcow2LensApi {
   services: Services;

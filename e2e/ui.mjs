@@ -1,0 +1,141 @@
+// UI end-to-end test, driven like a person would: the packaged .vsix installed into a real VS Code
+// workbench (code-server) in headless chromium. Opens a QEMU-made image from the explorer and
+// reads the structure tree inside the webview's nested iframes; runs Check on a damaged image and
+// reads the finding from the Problems view; creates and deletes a snapshot through the command
+// palette (confirmed with qemu-img snapshot -l); screenshots the editor in a dark and a light theme.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { OUT, startCodeServer, launchChromium } from './harness.mjs';
+import { makeFixtures } from './fixtures.mjs';
+import { packageVsix, installVsix } from './vsix.mjs';
+
+const t0 = Date.now();
+const mark = what => console.log(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${what}`);
+fs.mkdirSync(OUT, { recursive: true });
+const folder = makeFixtures(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-ui-')), { only: ['sample.qcow2', 'damaged.qcow2'] });
+fs.copyFileSync(path.join(folder, 'sample.qcow2'), path.join(folder, 'snap-ui.qcow2'));
+const snapshots = f => (JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', path.join(folder, f)], { encoding: 'utf8' })).snapshots ?? []).map(s => s.name);
+const leakedCluster = Number(/Leaked cluster (\d+)/.exec(execFileSync('qemu-img', ['check', path.join(folder, 'damaged.qcow2')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).toString() || '')?.[1] ?? NaN);
+
+async function poll(what, probe, ms = 20000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await probe()) return;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise(r => setTimeout(r, 200));
+  }
+}
+
+let server, browser, ok = false;
+try {
+  const vsix = packageVsix(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-')));
+  server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); } });
+  mark(`code-server up at ${server.url} with the .vsix installed`);
+  browser = await launchChromium();
+  const page = browser.page;
+  await page.goto(`${server.url}/?folder=${encodeURIComponent(folder)}`);
+  const row = name => page.locator('.explorer-folders-view .monaco-list-row', { hasText: name }).first();
+  await row('sample.qcow2').waitFor({ timeout: 60000 });
+  mark('workbench ready');
+
+  const palette = async (text, pick = text) => {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget .quick-input-box input').first();
+    await input.waitFor({ timeout: 10000 });
+    await input.fill('>' + text);
+    const item = page.locator('.quick-input-list .monaco-list-row', { hasText: pick }).first();
+    await item.waitFor({ timeout: 10000 });
+    await page.keyboard.press('Enter');
+  };
+  const quickInput = async (text, pick) => {
+    const input = page.locator('.quick-input-widget .quick-input-box input').first();
+    await input.waitFor({ timeout: 10000 });
+    await input.fill(text);
+    if (pick) await page.locator('.quick-input-list .monaco-list-row', { hasText: pick }).first().waitFor({ timeout: 10000 });
+    await page.keyboard.press('Enter');
+  };
+  // Open an image from the explorer. The customEditors contribution goes live slightly after the
+  // workbench shows; a file opened before that lands in the text editor, so close it and retry.
+  const never = () => new Promise(() => {});
+  const openImage = async name => {
+    for (let attempt = 1; ; attempt++) {
+      await row(name).dblclick();
+      const which = await Promise.race([
+        page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 15000 }).then(() =>
+          page.locator('iframe.webview.ready').last().waitFor({ timeout: 15000 }).then(() => 'custom', () => 'tab'), never),
+        page.getByText('The file is not displayed in the text editor').waitFor({ timeout: 15000 }).then(() => 'text', never),
+        new Promise(r => setTimeout(() => r('nothing'), 31000)),
+      ]);
+      if (which === 'custom') return;
+      if (attempt >= 5) throw new Error(`${name} did not open in the custom editor (got: ${which})`);
+      mark(`attempt ${attempt}: ${name} opened in the ${which} editor, retrying`);
+      await palette('View: Close All Editors');
+      await page.waitForTimeout(1000);
+    }
+  };
+  // The visible webview: <iframe class="webview ready"> (host document) -> <iframe id="active-frame">
+  const webview = () => page.frameLocator('iframe.webview.ready:visible').frameLocator('#active-frame');
+
+  await openImage('sample.qcow2');
+  const labels = webview().locator('.tree .tree-label');
+  await labels.first().waitFor({ timeout: 30000 });
+  await poll('tree rows', async () => (await labels.count()) >= 3);
+  const texts = await labels.allTextContents();
+  mark(`custom editor tree rendered: ${texts.slice(0, 8).join(' | ')}`);
+  assert.ok(texts.some(t => /header/i.test(t)), `the tree shows the header: ${texts.join(' | ')}`);
+  assert.ok(texts.some(t => /snapshot/i.test(t)), `the tree shows the snapshot table: ${texts.join(' | ')}`);
+  await page.waitForTimeout(1500); // let the cluster map paint
+  await page.screenshot({ path: path.join(OUT, 'editor-dark.png') });
+  await palette('Preferences: Color Theme');
+  await quickInput('Light Modern', 'Light Modern');
+  await poll('light theme', async () => (await page.locator('.monaco-workbench.vs').count()) > 0, 10000);
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: path.join(OUT, 'editor-light.png') });
+  await palette('Preferences: Color Theme');
+  await quickInput('Dark Modern', 'Dark Modern');
+  mark('screenshots: e2e-out/editor-dark.png, e2e-out/editor-light.png');
+
+  // Check on a damaged image: the finding appears in the Problems view on screen.
+  await openImage('damaged.qcow2');
+  await palette('QCOW2: Check Image');
+  await palette('View: Focus Problems', 'Problems');
+  const offset = '0x' + (leakedCluster * 65536).toString(16);
+  const problems = page.locator('.markers-panel');
+  await problems.getByText(offset, { exact: false }).first().waitFor({ timeout: 30000 });
+  const problemText = (await problems.innerText()).replace(/\s+/g, ' ');
+  assert.match(problemText, /damaged\.qcow2/);
+  assert.match(problemText, /leak/i);
+  mark(`Problems view: ${problemText.slice(0, 200)}`);
+  await page.screenshot({ path: path.join(OUT, 'problems.png') });
+
+  // Snapshots through the command palette; saving writes them.
+  await openImage('snap-ui.qcow2');
+  await palette('QCOW2: Create Snapshot');
+  await quickInput('ui-snap');
+  await page.waitForTimeout(500);
+  await palette('File: Save', 'File: Save');
+  await poll('qemu-img snapshot -l to list ui-snap', () => snapshots('snap-ui.qcow2').includes('ui-snap'));
+  mark(`created: ${snapshots('snap-ui.qcow2').join(', ')}`);
+  await palette('QCOW2: Delete Snapshot');
+  await quickInput('ui-snap', 'ui-snap');
+  await page.waitForTimeout(500);
+  await palette('File: Save', 'File: Save');
+  await poll('qemu-img snapshot -l to drop ui-snap', () => !snapshots('snap-ui.qcow2').includes('ui-snap'));
+  assert.deepEqual(snapshots('snap-ui.qcow2'), ['base']);
+  mark('deleted: snapshot list is back to base');
+  ok = true;
+} catch (e) {
+  console.error('FAIL:', e && e.stack || e);
+  await browser?.page.screenshot({ path: path.join(OUT, 'ui-failure.png') }).catch(() => {});
+  if (server) console.error('--- code-server output (tail) ---\n' + server.output().slice(-3000));
+} finally {
+  await browser?.close();
+  await server?.stop();
+  if (!process.env.E2E_KEEP) fs.rmSync(folder, { recursive: true, force: true });
+}
+console.log(`ui: ${ok ? '1 passed, 0 failed' : '0 passed, 1 failed'} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+process.exit(ok ? 0 : 1);

@@ -1,0 +1,211 @@
+/**
+ * The extension inside a real VS Code extension host: custom editor, Problems panel, snapshot
+ * edits with undo and save, compaction, go-to, copy, export. Every expectation comes from
+ * qemu-img / qemu-io run on the same files (the workspace is built by e2e/fixtures.mjs).
+ */
+/// <reference types="mocha" />
+import * as assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+
+const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
+const file = (name: string) => vscode.Uri.file(path.join(ws(), name));
+const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
+const snapshotNames = (p: string) => (JSON.parse(qemuImg('info', '--output=json', '-U', p)).snapshots ?? []).map((s: { name: string }) => s.name) as string[];
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, ms = 20000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v as T;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function copyFixture(name: string, as: string): vscode.Uri {
+  fs.copyFileSync(path.join(ws(), name), path.join(ws(), as));
+  return file(as);
+}
+
+async function openInLens(uri: vscode.Uri): Promise<void> {
+  await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editor');
+  await until('the custom editor tab', () => {
+    const tab = vscode.window.tabGroups.activeTabGroup.activeTab;
+    return tab?.input instanceof vscode.TabInputCustom && tab.input.uri.toString() === uri.toString() && tab.input.viewType === 'qcow2Lens.editor';
+  });
+}
+
+interface State { editors: { uri: string; active: boolean }[]; pending: { kind: string; name: string }[] | null }
+const state = (uri?: vscode.Uri) => vscode.commands.executeCommand<State>('qcow2Lens.internal.state', uri);
+
+suite('QCOW2 Lens in VS Code', () => {
+  suiteSetup(async () => {
+    const ext = vscode.extensions.all.find(e => e.packageJSON.name === 'qcow2-lens');
+    assert.ok(ext, 'the extension is installed');
+    await ext.activate();
+  });
+  teardown(async () => {
+    await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor').then(undefined, () => undefined);
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+  });
+
+  test('a .qcow2 opens in the custom editor by default, read-only', async () => {
+    const uri = file('sample.qcow2');
+    const before = fs.readFileSync(uri.fsPath);
+    await vscode.commands.executeCommand('vscode.open', uri);
+    await until('the qcow2 custom editor', () => {
+      const tab = vscode.window.tabGroups.activeTabGroup.activeTab;
+      return tab?.input instanceof vscode.TabInputCustom && tab.input.viewType === 'qcow2Lens.editor';
+    });
+    const st = await until('the editor to register as active', async () => (await state()).editors.find(e => e.active && e.uri === uri.toString()));
+    assert.ok(st);
+    await sleep(1000);
+    assert.ok(fs.readFileSync(uri.fsPath).equals(before), 'opening does not modify the image');
+  });
+
+  test('Check Image puts qemu-img check\'s leak into the Problems panel and clears it on close', async () => {
+    const uri = copyFixture('damaged.qcow2', 'damaged-check.qcow2');
+    const expected = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', uri.fsPath], { encoding: 'utf8' }).stdout);
+    assert.equal(expected.leaks, 1, 'the fixture has one leaked cluster per qemu-img');
+    await openInLens(uri);
+    const out = await vscode.commands.executeCommand<{ summary: { leaks: number; corruptions: number }; findings: { kind: string; hostOffset?: number }[] }>('qcow2Lens.checkImage', uri, {});
+    assert.equal(out.summary.leaks, expected.leaks);
+    assert.equal(out.summary.corruptions, expected.corruptions ?? 0);
+    const diags = await until('diagnostics', () => { const d = vscode.languages.getDiagnostics(uri); return d.length ? d : undefined; });
+    assert.ok(diags.length >= 1);
+    // qemu-img names the leaked cluster by index; our message names its host offset.
+    const leakedCluster = Number(/Leaked cluster (\d+)/.exec(spawnSync('qemu-img', ['check', uri.fsPath], { encoding: 'utf8' }).stdout)![1]);
+    const offset = '0x' + (leakedCluster * 65536).toString(16);
+    assert.ok(diags.some(d => d.message.includes(offset)), `a diagnostic names ${offset}: ${diags.map(d => d.message).join(' | ')}`);
+    assert.ok(diags.every(d => d.source === 'qcow2-lens'));
+    await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+    await until('diagnostics cleared after the tab closed', () => vscode.languages.getDiagnostics(uri).length === 0);
+  });
+
+  test('a clean image has no error diagnostics', async () => {
+    const uri = file('sample.qcow2');
+    await openInLens(uri);
+    const out = await vscode.commands.executeCommand<{ summary: { clean: boolean } }>('qcow2Lens.checkImage', uri, {});
+    assert.equal(out.summary.clean, qemuImg('check', uri.fsPath).includes('No errors were found'));
+    assert.equal(vscode.languages.getDiagnostics(uri).filter(d => d.severity === vscode.DiagnosticSeverity.Error).length, 0);
+  });
+
+  test('Create Snapshot is a pending, undoable edit; saving writes it (qemu-img snapshot -l)', async () => {
+    const uri = copyFixture('sample.qcow2', 'snap-edit.qcow2');
+    await openInLens(uri);
+    const r1 = await vscode.commands.executeCommand<{ state: string; snapshots: string[] }>('qcow2Lens.createSnapshot', uri, { name: 'e2e-one' });
+    assert.equal(r1.state, 'pending');
+    assert.deepEqual(r1.snapshots, ['base', 'e2e-one']);
+    assert.deepEqual(snapshotNames(uri.fsPath), ['base'], 'nothing written before save');
+    assert.deepEqual((await state(uri)).pending, [{ kind: 'create', name: 'e2e-one' }]);
+    await vscode.commands.executeCommand('undo');
+    await until('undo to drop the pending edit', async () => (await state(uri)).pending?.length === 0);
+    await vscode.commands.executeCommand('redo');
+    await until('redo to restore it', async () => (await state(uri)).pending?.length === 1);
+    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'e2e-two' });
+    await vscode.commands.executeCommand('qcow2Lens.deleteSnapshot', uri, { name: 'base' });
+    await vscode.commands.executeCommand('workbench.action.files.save');
+    await until('the save to reach the file', () => snapshotNames(uri.fsPath).join() === 'e2e-one,e2e-two' || undefined);
+    assert.equal((await state(uri)).pending?.length, 0);
+    assert.match(qemuImg('check', uri.fsPath), /No errors were found/);
+  });
+
+  test('Revert drops pending snapshot edits', async () => {
+    const uri = copyFixture('sample.qcow2', 'snap-revert.qcow2');
+    await openInLens(uri);
+    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'dropped' });
+    await vscode.commands.executeCommand('workbench.action.files.revert');
+    await until('revert', async () => (await state(uri)).pending?.length === 0);
+    assert.deepEqual(snapshotNames(uri.fsPath), ['base']);
+  });
+
+  test('Apply Snapshot reverts the guest data to the snapshot (qemu-img compare)', async () => {
+    const uri = copyFixture('sample.qcow2', 'snap-apply.qcow2');
+    const expected = path.join(ws(), 'snap-apply-expected.qcow2');
+    fs.copyFileSync(uri.fsPath, expected);
+    qemuImg('snapshot', '-a', 'base', expected);
+    await vscode.commands.executeCommand('qcow2Lens.applySnapshot', uri, { name: 'base', confirm: false });
+    const cmp = spawnSync('qemu-img', ['compare', uri.fsPath, expected], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+    assert.match(qemuImg('check', uri.fsPath), /No errors were found/);
+  });
+
+  test('Compact Image to a new zlib-compressed file keeps the guest data (qemu-img compare)', async () => {
+    const src = file('sparse.qcow2');
+    const out = path.join(ws(), 'sparse-compact.qcow2');
+    const r = await vscode.commands.executeCommand<{ output: string; sizeAfter: number; sizeBefore: number }>('qcow2Lens.compactImage', src, { output: out, compress: 'zlib' });
+    assert.equal(r.output, out);
+    const cmp = spawnSync('qemu-img', ['compare', src.fsPath, out], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+    assert.match(qemuImg('check', out), /No errors were found/);
+    assert.ok(r.sizeAfter < r.sizeBefore, `${r.sizeAfter} < ${r.sizeBefore}`);
+  });
+
+  test('Compact Image in place keeps the guest data', async () => {
+    const uri = copyFixture('sparse.qcow2', 'sparse-inplace.qcow2');
+    const ref = file('sparse.qcow2').fsPath;
+    await vscode.commands.executeCommand('qcow2Lens.compactImage', uri, { compress: 'none', confirm: false });
+    const cmp = spawnSync('qemu-img', ['compare', ref, uri.fsPath], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+  });
+
+  test('Go to Guest Offset resolves the host offset qemu-img map reports', async () => {
+    const uri = file('sample.qcow2');
+    await openInLens(uri);
+    const map = JSON.parse(qemuImg('map', '--output=json', uri.fsPath)) as { start: number; length: number; data: boolean; offset?: number }[];
+    const guest = 8 * 1024 * 1024 + 4096;
+    const ext = map.find(e => e.start <= guest && guest < e.start + e.length && e.data)!;
+    const loc = await vscode.commands.executeCommand<{ hostOffset: number; type: string; revealedIn: number }>('qcow2Lens.goToGuestOffset', uri, guest);
+    assert.equal(loc.hostOffset, ext.offset! + (guest - ext.start));
+    assert.equal(loc.type, 'data');
+    assert.ok(loc.revealedIn >= 1, 'the open tab was asked to reveal it');
+  });
+
+  test('Copy Cluster as Hex copies the file bytes of that cluster', async () => {
+    const uri = file('sample.qcow2');
+    const r = await vscode.commands.executeCommand<{ clusterOffset: number; text: string }>('qcow2Lens.copyClusterAsHex', uri, 0x10);
+    assert.equal(r.clusterOffset, 0);
+    assert.equal(await vscode.env.clipboard.readText(), r.text);
+    const bytes = fs.readFileSync(uri.fsPath).subarray(0, 65536);
+    const fromText = Buffer.from(r.text.split('\n').filter(Boolean).map(l => l.slice(10, 57).replace(/ /g, '')).join(''), 'hex');
+    assert.ok(fromText.equals(bytes), 'hex text decodes to the file bytes');
+  });
+
+  test('Export Image Info writes what qemu-img info --output=json prints', async () => {
+    const uri = file('overlay.qcow2');
+    const out = path.join(ws(), 'overlay-info.json');
+    await vscode.commands.executeCommand('qcow2Lens.exportInfo', uri, { output: out });
+    const ours = JSON.parse(fs.readFileSync(out, 'utf8'));
+    const theirs = JSON.parse(qemuImg('info', '--output=json', uri.fsPath));
+    for (const k of ['virtual-size', 'cluster-size', 'format', 'backing-filename', 'full-backing-filename', 'backing-filename-format', 'format-specific', 'dirty-flag']) {
+      assert.deepEqual(ours[k], theirs[k], k);
+    }
+  });
+
+  test('a file that is not qcow2 is refused by the "any file" editor', async () => {
+    const uri = file('notes.txt');
+    await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editorAny');
+    await sleep(1500);
+    assert.equal((await state()).editors.filter(e => e.uri === uri.toString()).length, 0);
+  });
+
+  test('write commands refuse an image locked by QEMU', async function () {
+    const uri = copyFixture('sample.qcow2', 'locked.qcow2');
+    // qemu-io holds the image open (and locked) while it waits on stdin
+    const holder = spawn('qemu-io', [uri.fsPath], { stdio: ['pipe', 'ignore', 'ignore'] });
+    try {
+      await until('QEMU lock', () => fs.readFileSync('/proc/locks', 'utf8').includes(`:${fs.statSync(uri.fsPath).ino} `) || undefined, 10000);
+      await assert.rejects(
+        Promise.resolve(vscode.commands.executeCommand('qcow2Lens.compactImage', uri, { compress: 'none', confirm: false })),
+        /in use by QEMU/,
+      );
+    } finally {
+      holder.stdin.end('quit\n');
+      holder.kill();
+    }
+  });
+});
