@@ -57,3 +57,23 @@ function decompressZstd(input: Uint8Array, clusterSize: number): Buffer {
   if (res.length !== clusterSize) throw new DecompressError(`zstd data decompresses to ${res.length} bytes, expected ${clusterSize}`);
   return Buffer.from(res.buffer, res.byteOffset, res.length);
 }
+
+// ── compression (write paths: compaction) ──
+
+/** zlib as QEMU writes it: raw deflate, default level, 4 KiB window (QEMU inflates with 12 window bits). */
+export function compressClusterZlib(input: Uint8Array): Buffer {
+  return zlib.deflateRawSync(input, { level: 6, windowBits: 12, memLevel: 9 });
+}
+
+/**
+ * A zstd encoder (Node 20 has none): @bokuweb/zstd-wasm, a WebAssembly build of libzstd with no
+ * native binary and no install script. Level 3 is QEMU's default. Loaded on first use.
+ */
+export async function loadZstd(): Promise<(input: Uint8Array) => Uint8Array> {
+  // Loaded from node_modules at run time, not bundled: the package reads its .wasm next to itself.
+  const { createRequire } = await import('node:module');
+  const req = createRequire(__filename);
+  const z = req('@bokuweb/zstd-wasm') as { init(): Promise<void>; compress(b: Uint8Array, level?: number): Uint8Array };
+  await z.init();
+  return (input: Uint8Array) => z.compress(input, 3);
+}

@@ -1,4 +1,6 @@
 /** The CLI's command table: one file per command, registered here. */
+import { checkCommand } from './check';
+import { compactCommand } from './compact';
 import { infoCommand } from './info';
 import { mapCommand } from './map';
 import { readCommand } from './read';
@@ -10,6 +12,8 @@ export interface Command {
 }
 
 export const commands: Record<string, Command> = {
+  check: checkCommand,
+  compact: compactCommand,
   info: infoCommand,
   map: mapCommand,
   read: readCommand,

@@ -1,0 +1,46 @@
+/**
+ * Compression worker for compaction: compresses clusters with zlib (raw deflate, 4 KiB window, as
+ * QEMU writes them) or zstd (@bokuweb/zstd-wasm, level 3 as QEMU's default). One message is a
+ * batch of clusters; the reply holds each cluster's compressed bytes, or length -1 when the result
+ * would not be smaller than the cluster (it is then stored uncompressed, as QEMU does).
+ */
+import { parentPort } from 'node:worker_threads';
+import * as zlib from 'node:zlib';
+import { compressClusterZlib, loadZstd } from './compress';
+
+export interface CompressRequest {
+  id: number;
+  type: 'zlib' | 'zstd';
+  clusterSize: number;
+  data: ArrayBuffer; // n clusters back to back
+}
+export interface CompressReply {
+  id: number;
+  lengths: number[]; // -1: incompressible
+  data: ArrayBuffer;
+  error?: string;
+}
+
+let zstd: ((b: Uint8Array) => Uint8Array) | null = null;
+
+parentPort!.on('message', async (m: CompressRequest) => {
+  try {
+    if (m.type === 'zstd' && !zstd) zstd = await loadZstd();
+    const input = Buffer.from(m.data);
+    const n = input.length / m.clusterSize;
+    const outs: Uint8Array[] = [];
+    const lengths: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const c = input.subarray(i * m.clusterSize, (i + 1) * m.clusterSize);
+      const o = m.type === 'zstd' ? zstd!(c) : compressClusterZlib(c);
+      if (o.length >= m.clusterSize) lengths.push(-1);
+      else { lengths.push(o.length); outs.push(o); }
+    }
+    const out = Buffer.concat(outs);
+    const ab = out.buffer.slice(out.byteOffset, out.byteOffset + out.length) as ArrayBuffer;
+    parentPort!.postMessage({ id: m.id, lengths, data: ab } satisfies CompressReply, [ab]);
+  } catch (e) {
+    parentPort!.postMessage({ id: m.id, lengths: [], data: new ArrayBuffer(0), error: (e as Error).message } satisfies CompressReply);
+  }
+});
+void zlib;
