@@ -38,16 +38,20 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
   }
   // Read in growing chunks: each entry is variable-sized, but the whole table is at most 64 MiB.
   let buf: Buffer = Buffer.alloc(0);
+  let have = 0;
   const ensure = async (end: number, what: string, at: number) => {
     if (end > L.QCOW_MAX_SNAPSHOTS_SIZE) {
       throw new Qcow2Error(file.path, what, at, `snapshot table exceeds QEMU's ${L.QCOW_MAX_SNAPSHOTS_SIZE}-byte limit`);
     }
-    if (end <= buf.length) return;
-    const want = Math.min(Math.max(end, buf.length * 2, 65536), L.QCOW_MAX_SNAPSHOTS_SIZE, file.size - snapshotsOffset);
+    if (end <= have) return;
+    const want = Math.min(Math.max(end, have * 2, 65536), L.QCOW_MAX_SNAPSHOTS_SIZE, file.size - snapshotsOffset);
     if (want < end) {
       throw new Qcow2Error(file.path, what, at, `snapshot table runs past the end of the file (0x${file.size.toString(16)})`);
     }
-    buf = await file.read(snapshotsOffset, want, 'snapshot table');
+    // a buffer padded to 8 bytes past the end: QEMU does not write the last entry's padding
+    buf = Buffer.alloc(L.alignUp(want, 8));
+    (await file.read(snapshotsOffset, want, 'snapshot table')).copy(buf);
+    have = want;
   };
   const out: Snapshot[] = [];
   let pos = 0;
@@ -64,7 +68,7 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
       throw new Qcow2Error(file.path, `${what}.extra_data_size`, at + 36, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA}`);
     }
     const entrySize = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, 8);
-    await ensure(pos + entrySize, what, at);
+    await ensure(pos + L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, what, at);
     const extra = buf.subarray(pos + 40, pos + 40 + extraDataSize);
     const sn: Snapshot = {
       index: i, hostOffset: at, entrySize, l1TableOffset, l1Size,
