@@ -31,7 +31,7 @@ function human(r: CheckResult, fixed?: { leaks: number; corruptions: number }): 
 }
 
 export const checkCommand: Command = {
-  usage: 'IMAGE [--json] [--repair leaks|all]  integrity check and repair (as qemu-img check [-r]); exit 0 clean, 1 not completed, 2 corruptions, 3 leaks',
+  usage: 'IMAGE [--json] [--repair leaks|all] [-U]  integrity check and repair (as qemu-img check [-r]); exit 0 clean, 1 not completed, 2 corruptions, 3 leaks',
   async run(argv) {
     const args = parseArgs(argv, ['--output', '--repair', '-r']);
     const [path] = args.positionals;
@@ -50,6 +50,9 @@ export const checkCommand: Command = {
       fixed = { leaks: res.leaksFixed, corruptions: res.corruptionsFixed };
       if (!json) for (const a of res.actions) process.stderr.write(`Repaired: ${a}\n`);
     } else {
+      // like qemu-img check without -U: a running VM's image changes under us, so its refcounts
+      // would look wrong; -U / --force-share checks it anyway
+      if (!args.flags.has('-U') && !args.flags.has('--force-share')) assertNotLocked(path);
       const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false });
       try {
         r = await checkImage(img);
