@@ -1,0 +1,130 @@
+/**
+ * Browser harness for the webview: a tiny HTTP server serving a page that loads the real bundle
+ * (media/webview.js + media/webview.css) under a strict CSP like the editor's, with an
+ * `acquireVsCodeApi` shim that forwards every postMessage to this Node process, where the REAL
+ * ViewModel answers (no mocks). Host → webview messages are pushed with `window.postMessage`.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { FromWebviewMessage } from '../../src/protocol';
+import { ViewModel } from '../../src/extension/viewModel';
+import { ROOT } from '../helpers/qemu';
+
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+];
+
+const NONCE = 'test-nonce-0123456789';
+
+function page(key: string): string {
+  // The shim is the only inline script, allowed by its nonce, exactly as the editor's CSP allows its script.
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'self'; script-src 'nonce-${NONCE}'; connect-src 'self'; img-src 'self' data:;">
+<link rel="stylesheet" href="/webview.css">
+<title>QCOW2 Lens webview test</title></head>
+<body><div id="app"></div>
+<script nonce="${NONCE}">
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));
+window.__posted = [];
+window.acquireVsCodeApi = () => ({
+  postMessage(m) {
+    window.__posted.push(m);
+    fetch('/msg?img=${encodeURIComponent(key)}', { method: 'POST', body: JSON.stringify(m) })
+      .then(r => r.json())
+      .then(reply => { if (reply) window.postMessage(reply, '*'); });
+  },
+  getState() { const s = sessionStorage.getItem('state-${key}'); return s ? JSON.parse(s) : undefined; },
+  setState(s) { sessionStorage.setItem('state-${key}', JSON.stringify(s)); },
+});
+</script>
+<script nonce="${NONCE}" src="/webview.js"></script>
+</body></html>`;
+}
+
+export class WebviewHarness {
+  private server!: http.Server;
+  readonly models = new Map<string, ViewModel>();
+  /** Every message the webview posted, per image key (runCommand, selectionChanged…). */
+  readonly received = new Map<string, FromWebviewMessage[]>();
+  requests = 0;
+  readonly pageErrors: string[] = [];
+  maxReadLength = 0;
+  url = '';
+  browser?: Browser;
+  context?: BrowserContext;
+  private userDataDir = '';
+
+  async addImage(key: string, imagePath: string): Promise<ViewModel> {
+    const vm = await ViewModel.open(imagePath);
+    this.models.set(key, vm);
+    return vm;
+  }
+
+  async start(): Promise<void> {
+    const js = path.join(ROOT, 'media', 'webview.js');
+    const css = path.join(ROOT, 'media', 'webview.css');
+    if (!fs.existsSync(js)) throw new Error('media/webview.js is missing: run node build.mjs');
+    this.server = http.createServer((req, res) => {
+      const u = new URL(req.url ?? '/', 'http://x');
+      if (req.method === 'GET' && u.pathname === '/') {
+        res.writeHead(200, { 'content-type': 'text/html' }).end(page(u.searchParams.get('img') ?? 'main'));
+      } else if (u.pathname === '/webview.js') {
+        res.writeHead(200, { 'content-type': 'text/javascript' }).end(fs.readFileSync(js));
+      } else if (u.pathname === '/webview.css') {
+        res.writeHead(200, { 'content-type': 'text/css' }).end(fs.readFileSync(css));
+      } else if (req.method === 'POST' && u.pathname === '/msg') {
+        const key = u.searchParams.get('img') ?? 'main';
+        const chunks: Buffer[] = [];
+        req.on('data', c => chunks.push(c));
+        req.on('end', async () => {
+          const msg = JSON.parse(Buffer.concat(chunks).toString()) as FromWebviewMessage;
+          const list = this.received.get(key) ?? [];
+          list.push(msg);
+          this.received.set(key, list);
+          this.requests++;
+          if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
+          const vm = this.models.get(key);
+          const reply = vm ? await vm.handle(msg) : { type: 'error', requestId: (msg as { requestId?: number }).requestId, message: `no image ${key}` };
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply ?? null));
+        });
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>(r => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    const { chromium } = await import('playwright-core');
+    this.userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-chromium-'));
+    this.context = await chromium.launchPersistentContext(this.userDataDir, {
+      executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 860 },
+    });
+  }
+
+  async open(key: string): Promise<Page> {
+    const p = await this.context!.newPage();
+    p.on('pageerror', e => this.pageErrors.push(`${key}: ${e.message}`));
+    await p.goto(`${this.url}/?img=${encodeURIComponent(key)}`);
+    await p.waitForSelector('body[data-ready]', { timeout: 15000 });
+    return p;
+  }
+
+  /** Pushes a host → webview message, as the extension's webview.postMessage does. */
+  async push(p: Page, msg: unknown): Promise<void> {
+    await p.evaluate(m => window.postMessage(m, '*'), msg);
+  }
+
+  async stop(): Promise<void> {
+    await this.context?.close().catch(() => undefined);
+    await new Promise<void>(r => (this.server ? this.server.close(() => r()) : r()));
+    for (const vm of this.models.values()) await vm.close().catch(() => undefined);
+    if (this.userDataDir) fs.rmSync(this.userDataDir, { recursive: true, force: true });
+  }
+}

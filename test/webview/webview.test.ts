@@ -1,0 +1,240 @@
+/**
+ * The webview in a real browser (Debian chromium driven by playwright-core), talking to the real
+ * ViewModel over the harness's HTTP bridge, on images made by qemu-img/qemu-io. Expected values
+ * come from QEMU (qemu-img map offsets, the bytes qemu-io wrote, qemu-img check's leaks).
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Page } from 'playwright-core';
+import type { CheckFinding } from '../../src/protocol';
+import { pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, ROOT, tmpDir } from '../helpers/qemu';
+import { CHROMIUM, WebviewHarness } from './harness';
+
+const CS = 65536;
+const haveBrowser = fs.existsSync(CHROMIUM);
+
+interface MapEntry { start: number; length: number; depth: number; data: boolean; offset?: number }
+
+describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is missing (apt-get install chromium)`, timeout: 120000 }, () => {
+  const h = new WebviewHarness();
+  let dir: string, top: string, big: string;
+  let dataHost: number; // host offset of guest 1 MiB in top.qcow2, from qemu-img map
+  let leakCluster: number;
+  let page: Page;
+
+  before(async () => {
+    dir = tmpDir();
+    const base = path.join(dir, 'base.qcow2');
+    top = path.join(dir, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '64M');
+    qemuIo(base, ['write -P 0x11 0 64k']);
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top);
+    qemuIo(top, ['write -P 0xab 1M 64k', 'write -c -P 0xcd 2M 64k']);
+    qemuImg('snapshot', '-c', 's1', top);
+    qemuIo(top, ['write -P 0xef 3M 4k']);
+    // A real leak: one more cluster at the end of the file with refcount 1 and no user.
+    const size = fs.statSync(top).size;
+    leakCluster = Math.ceil(size / CS);
+    fs.truncateSync(top, (leakCluster + 1) * CS);
+    const reftable = Number(readBE64(top, 48));
+    const block = Number(readBE64(top, reftable));
+    pokeBytes(top, block + leakCluster * 2, [0, 1]);
+    const map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    dataHost = map.find(e => e.start === 1024 * 1024 && e.depth === 0)!.offset!;
+    assert.ok(dataHost > 0);
+
+    big = path.join(dir, 'big.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', big, '1T');
+    qemuIo(big, [`write -P 0x5a ${2 ** 40 - 65536} 4k`]);
+
+    await h.addImage('main', top);
+    await h.addImage('big', big);
+    await h.start();
+    page = await h.open('main');
+    page.setDefaultTimeout(10000);
+  });
+
+  after(async () => {
+    if (page) {
+      fs.mkdirSync(path.join(ROOT, 'test-out'), { recursive: true });
+      await page.screenshot({ path: path.join(ROOT, 'test-out', 'webview.png') }).catch(() => undefined);
+    }
+    await h.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const selectedLabel = () => page.$eval('[role=treeitem][aria-selected=true] > .tree-row > .tree-label', e => e.textContent);
+  const treeItem = (label: string) => page.locator('[role=treeitem] > .tree-row', { has: page.locator(`.tree-label:text-is("${label}")`) }).first();
+
+  it('renders the header fields with their meaning', async () => {
+    const info = JSON.parse(qemuImg('info', '--output=json', top)) as { 'cluster-size': number; 'virtual-size': number };
+    await treeItem('cluster_bits').waitFor();
+    const desc = await treeItem('cluster_bits').locator('.tree-desc').textContent();
+    assert.equal(desc, `${Math.log2(info['cluster-size'])} — 64 KiB clusters`);
+    assert.match((await treeItem('size').locator('.tree-desc').textContent())!, new RegExp(`^${info['virtual-size']} — 64 MiB`));
+    assert.equal(await page.getAttribute('[role=tree]', 'aria-label'), 'Image structure');
+    const summary = await page.textContent('.summary-bar');
+    assert.match(summary!, /top\.qcow2/);
+    assert.match(summary!, /backing chain of 2/);
+    assert.match(summary!, /1 snapshot/);
+  });
+
+  it('expands L1 → L2 → entries with the keyboard (ARIA tree)', async () => {
+    await treeItem('L1 table').click();
+    assert.equal(await selectedLabel(), 'L1 table');
+    await page.keyboard.press('ArrowRight');
+    await treeItem('L1[0]').waitFor();
+    assert.equal(await page.getAttribute('[role=treeitem][aria-selected=true]', 'aria-expanded'), 'true');
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await selectedLabel(), 'L1[0]');
+    await page.keyboard.press('ArrowRight');
+    await treeItem('[0 … 255]').waitFor();
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await selectedLabel(), '[0 … 255]');
+    await page.keyboard.press('ArrowRight');
+    await treeItem('L2[0x0]').waitFor();
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await selectedLabel(), 'L2[0x0]');
+    for (let i = 0; i < 16; i++) await page.keyboard.press('ArrowDown');
+    assert.equal(await selectedLabel(), 'L2[0x10]');
+    const desc = await treeItem('L2[0x10]').locator('.tree-desc').textContent();
+    assert.equal(desc, `data at 0x${dataHost.toString(16)}`, 'the L2 entry for guest 1 MiB points where qemu-img map says');
+    // Left goes to the parent page, Home/End to the first/last visible items
+    await page.keyboard.press('ArrowLeft');
+    assert.equal(await selectedLabel(), '[0 … 255]');
+    await page.keyboard.press('Home');
+    assert.equal(await selectedLabel(), 'Header');
+    await page.keyboard.press('End');
+    assert.equal(await selectedLabel(), 'Bitmaps');
+    const level = await page.getAttribute('[role=treeitem]:has(> .tree-row > .tree-label:text-is("L2[0x10]"))', 'aria-level');
+    assert.equal(level, '4');
+  });
+
+  it('Enter on an L2 entry shows its bytes in the file and decodes them in the inspector', async () => {
+    await treeItem('L2[0x10]').click();
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('.inspector .pane-title')?.textContent?.startsWith('Inspector · file')
+      && /^0x[0-9a-f]+$/.test(document.querySelector('.inspector-table tr[data-type="u64 hex"] td:nth-child(3)')?.textContent ?? ''));
+    const be = BigInt((await page.textContent('.inspector-table tr[data-type="u64 hex"] td:nth-child(3)'))!);
+    assert.equal(be & 0x00fffffffffffe00n, BigInt(dataHost), 'the L2 entry holds the host offset qemu-img map reports');
+    assert.equal(be >> 63n, 0n, 'the cluster is shared with snapshot s1, so the COPIED flag is clear');
+  });
+
+  it('hex view shows the guest bytes qemu-io wrote, with their source layer', async () => {
+    await page.click('button:text-is("Disk")');
+    await page.fill('input.goto', '0x100000');
+    await page.press('input.goto', 'Enter');
+    const row = page.locator('.hex-row', { has: page.locator('.hex-off:text-is("0000100000")') });
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('.hex-row .hex-off')).some(e => e.textContent === '0000100000' && e.parentElement!.querySelector('.hb')!.textContent !== '··'));
+    const bytes = await row.locator('.hb').allTextContents();
+    assert.deepEqual(bytes, Array(16).fill('ab'));
+    assert.equal(await row.locator('.hex-src').textContent(), `this image @ 0x${dataHost.toString(16)}`);
+    assert.equal(await page.textContent('.inspector-table tr[data-type="u8"] td:nth-child(2)'), '171');
+    // guest 0 comes from the backing file
+    await page.fill('input.goto', '0');
+    await page.press('input.goto', 'Enter');
+    await page.waitForFunction(() => document.querySelector('.hex-row .hb')?.textContent === '11');
+    assert.match((await page.locator('.hex-row .hex-src').first().textContent())!, /^backing depth 1 \(base\.qcow2\)/);
+    // the arrow keys move the selection byte by byte
+    await page.locator('.hex-scroll').focus();
+    await page.keyboard.press('ArrowRight');
+    await page.waitForFunction(() => document.querySelector('.hex-status')?.textContent?.includes('selected 0x1'));
+    assert.ok(h.maxReadLength <= 4096, `hex reads are bounded (max ${h.maxReadLength})`);
+  });
+
+  it('draws the cluster map; hover names the owner, click opens the cluster', async () => {
+    await page.waitForFunction(() => {
+      const c = document.querySelector<HTMLCanvasElement>('.map-canvas');
+      if (!c || !c.width) return false;
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let painted = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] === 255) painted++;
+      return painted > 100;
+    });
+    const hover = async (cluster: number) => {
+      const cols = await page.$eval('.map-scroll', e => Math.max(8, Math.floor(e.clientWidth / 10)));
+      const box = (await page.locator('.map-canvas').boundingBox())!;
+      await page.mouse.move(box.x + (cluster % cols) * 10 + 4, box.y + Math.floor(cluster / cols) * 10 + 4);
+    };
+    await hover(dataHost / CS);
+    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('→ data'));
+    const text = await page.textContent('.map-hover');
+    assert.match(text!, new RegExp(`^Cluster ${dataHost / CS} at 0x${dataHost.toString(16)}: Guest data — L1\\[0\\] → L2\\[0x10\\] → data \\(guest 0x100000\\)`));
+    await hover(leakCluster);
+    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('Leaked'));
+    assert.match((await page.textContent('.map-hover'))!, /refcount 1$/);
+    await hover(dataHost / CS);
+    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('→ data'));
+    await page.mouse.down();
+    await page.mouse.up();
+    await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost);
+    assert.equal(await page.getAttribute('button:text-is("File")', 'aria-pressed'), 'true');
+    await page.waitForFunction(() => document.querySelector('.inspector-table tr[data-type="u8"] td:nth-child(2)')?.textContent === '171');
+    const legend = await page.locator('.legend-item').allTextContents();
+    assert.ok(legend.includes('Guest data') && legend.includes('Leaked'));
+  });
+
+  it('renders a check result from qemu-img check and a finding click reveals its bytes', async () => {
+    const chk = qemuImgStatus('check', top);
+    const leaks = [...(chk.stdout + chk.stderr).matchAll(/Leaked cluster (\d+) refcount=(\d+) reference=(\d+)/g)];
+    assert.equal(leaks.length, 1, chk.stdout);
+    assert.equal(Number(leaks[0][1]), leakCluster);
+    const findings: CheckFinding[] = leaks.map(m => ({
+      kind: 'leak', severity: 'warning', hostOffset: Number(m[1]) * CS, structure: `cluster ${m[1]}`,
+      message: `Leaked cluster ${m[1]} (refcount ${m[2]}, ${m[3]} references)`, explanation: 'Nothing uses the cluster; repair sets its refcount to 0.',
+    }));
+    await h.push(page, { type: 'checkResult', summary: { clean: false, leaks: leaks.length, corruptions: 0, checkErrors: 0 }, findings });
+    await page.locator('.finding').first().waitFor();
+    assert.equal(await page.locator('.finding').count(), 1);
+    assert.match((await page.textContent('.check-summary'))!, /Leaked clusters found · 0 corruption\(s\) · 1 leak\(s\)/);
+    await page.locator('.hex-scroll').click({ position: { x: 5, y: 5 } }); // move the selection elsewhere first
+    await page.click('.finding');
+    await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), leakCluster * CS);
+    assert.equal(await page.getAttribute('.finding', 'class'), 'finding sev-warning selected');
+  });
+
+  it('revealHostOffset from the host selects the owning L2 entry in the tree', async () => {
+    await h.push(page, { type: 'revealHostOffset', hostOffset: dataHost + 5 });
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] > .tree-row > .tree-label')?.textContent === 'L2[0x10]');
+    await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost + 5);
+  });
+
+  it('runCommand buttons reach the host; state survives a reload; no CSP violations', async () => {
+    await page.click('.run-check');
+    await page.waitForFunction(() => (window as unknown as { __posted: Array<{ type: string; command?: string }> }).__posted.some(m => m.type === 'runCommand' && m.command === 'check'));
+    assert.ok(h.received.get('main')!.some(m => m.type === 'runCommand' && m.command === 'check'));
+    await page.waitForTimeout(250); // state is saved debounced
+    await page.reload();
+    await page.waitForSelector('body[data-ready]');
+    await treeItem('L2[0x10]').waitFor();
+    assert.equal(await selectedLabel(), 'L2[0x10]');
+    await page.locator('.finding').first().waitFor();
+    assert.deepEqual(await page.evaluate(() => (window as unknown as { __cspViolations: string[] }).__cspViolations), []);
+    assert.deepEqual(h.pageErrors, []);
+  });
+
+  it('navigates a 1 TiB guest: the last cluster, bounded reads', async () => {
+    const p = await h.open('big');
+    try {
+      p.setDefaultTimeout(10000);
+      await p.click('button:text-is("Disk")');
+      const off = 2 ** 40 - 65536;
+      await p.fill('input.goto', '0x' + off.toString(16));
+      await p.press('input.goto', 'Enter');
+      await p.waitForFunction(() => Array.from(document.querySelectorAll('.hex-row .hb')).some(e => e.textContent === '5a'));
+      const first = p.locator('.hex-row', { has: p.locator(`.hex-off:text-is("${off.toString(16).padStart(10, '0')}")`) });
+      assert.deepEqual(await first.locator('.hb').allTextContents(), Array(16).fill('5a'));
+      await p.locator('.hex-scroll').focus();
+      await p.keyboard.press('Control+End');
+      await p.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), 2 ** 40 - 1);
+      assert.ok(h.maxReadLength <= 4096);
+      const rows = await p.locator('.hex-row').count();
+      assert.ok(rows < 200, `only visible rows are rendered (${rows})`);
+      assert.deepEqual(await p.evaluate(() => (window as unknown as { __cspViolations: string[] }).__cspViolations), []);
+    } finally {
+      await p.close();
+    }
+  });
+});

@@ -1,0 +1,278 @@
+/**
+ * The hex view: virtualized rows (only the visible rows exist in the DOM and only their bytes are
+ * requested, in aligned 4 KiB chunks kept in a small LRU cache). Works in host space (the image
+ * file) or guest space (the virtual disk, through the mapping and the backing chain). For spaces
+ * taller than a browser can scroll (a 1 TiB disk has 68 G rows), the scrollbar is scaled.
+ */
+import type { ByteRangeSource } from '../src/protocol';
+import { button, clear, decodeBase64, el, errorText, hex, parseOffset, rafThrottle } from './dom';
+
+export type Space = 'host' | 'guest';
+const ROW_BYTES = 16;
+const CHUNK = 4096;
+const MAX_CHUNKS = 256;
+/** Browsers cap element heights (~33 M px in Chromium); stay well below. */
+const MAX_SCROLL_PX = 8_000_000;
+
+export interface HexHost {
+  read(space: Space, offset: number, length: number): Promise<{ offset: number; data: Uint8Array; sources: ByteRangeSource[] }>;
+  size(space: Space): number;
+  onSelect(space: Space, offset: number, bytes: Uint8Array): void;
+  onStateChange(): void;
+}
+
+interface Chunk { data?: Uint8Array; sources?: ByteRangeSource[]; error?: string; pending?: Promise<void> }
+
+export class HexView {
+  readonly element: HTMLElement;
+  private readonly scroller: HTMLDivElement;
+  private readonly spacer: HTMLDivElement;
+  private readonly rows: HTMLDivElement;
+  private readonly status: HTMLDivElement;
+  private readonly spaceButtons: Record<Space, HTMLButtonElement>;
+  private readonly gotoInput: HTMLInputElement;
+  private rowHeight = 18;
+  private chunks = new Map<string, Chunk>();
+  space: Space = 'host';
+  topRow = 0;
+  selected: number | undefined;
+  selectedLength = 1;
+  private readonly schedule = rafThrottle(() => this.render());
+
+  constructor(private readonly host: HexHost) {
+    this.spaceButtons = {
+      host: button('File', () => this.setSpace('host'), { title: 'Bytes of the image file (host offsets)', attrs: { 'aria-pressed': 'true' } }),
+      guest: button('Disk', () => this.setSpace('guest'), { title: 'Bytes of the virtual disk (guest offsets), through the backing chain', attrs: { 'aria-pressed': 'false' } }),
+    };
+    this.gotoInput = el('input', { className: 'goto', attrs: { type: 'text', placeholder: 'Go to offset (0x…, 1M)', 'aria-label': 'Go to offset', spellcheck: 'false' } });
+    this.gotoInput.addEventListener('keydown', e => {
+      if (e.key !== 'Enter') return;
+      const off = parseOffset(this.gotoInput.value);
+      if (Number.isFinite(off) && off >= 0 && off < this.size) { this.gotoInput.classList.remove('invalid'); this.reveal(off, 1); }
+      else this.gotoInput.classList.add('invalid');
+    });
+    this.status = el('div', { className: 'hex-status', attrs: { 'aria-live': 'polite' } });
+    this.spacer = el('div', { className: 'hex-spacer' });
+    this.rows = el('div', { className: 'hex-rows', attrs: { role: 'grid', 'aria-label': 'Hex view', 'aria-readonly': 'true' } });
+    this.scroller = el('div', { className: 'hex-scroll', attrs: { tabindex: '0' } }, this.rows, this.spacer);
+    this.scroller.addEventListener('scroll', () => this.onScroll());
+    this.scroller.addEventListener('keydown', e => this.onKey(e));
+    new ResizeObserver(() => this.schedule()).observe(this.scroller);
+    this.element = el('div', { className: 'hex-view' },
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.gotoInput),
+      this.scroller, this.status);
+  }
+
+  get size(): number {
+    return this.host.size(this.space);
+  }
+  private get totalRows(): number {
+    return Math.ceil(this.size / ROW_BYTES);
+  }
+  private get visibleRows(): number {
+    return Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight));
+  }
+  private get scale(): number {
+    const full = this.totalRows * this.rowHeight;
+    return full > MAX_SCROLL_PX ? full / MAX_SCROLL_PX : 1;
+  }
+
+  setSpace(space: Space, keepOffset?: number): void {
+    if (space !== this.space) {
+      this.space = space;
+      this.selected = undefined;
+      for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+      this.layout();
+      this.scrollToRow(keepOffset !== undefined ? Math.floor(keepOffset / ROW_BYTES) : 0);
+      this.host.onStateChange();
+    }
+    this.schedule();
+  }
+
+  /** Drops cached bytes (after a refresh) and re-renders. */
+  invalidate(): void {
+    this.chunks.clear();
+    this.layout();
+    this.schedule();
+  }
+
+  layout(): void {
+    this.spacer.style.height = `${Math.min(this.totalRows * this.rowHeight, MAX_SCROLL_PX)}px`;
+  }
+
+  /** Shows and selects [offset, offset+length) in the current space (switching space first if given). */
+  reveal(offset: number, length = 1, space?: Space): void {
+    if (space) this.setSpace(space);
+    this.selected = offset;
+    this.selectedLength = Math.max(1, length);
+    const row = Math.floor(offset / ROW_BYTES);
+    if (row < this.topRow || row >= this.topRow + this.visibleRows - 1) this.scrollToRow(Math.max(0, row - 2));
+    this.notifySelect();
+    this.schedule();
+    this.host.onStateChange();
+  }
+
+  private scrollToRow(row: number): void {
+    this.topRow = Math.max(0, Math.min(row, Math.max(0, this.totalRows - this.visibleRows)));
+    this.scroller.scrollTop = (this.topRow * this.rowHeight) / this.scale;
+    // With a scaled scrollbar the browser rounds scrollTop; remember it so the scroll event this
+    // assignment fires does not move topRow by thousands of rows.
+    this.programmaticScrollTop = this.scroller.scrollTop;
+    this.schedule();
+  }
+
+  private programmaticScrollTop = -1;
+
+  private onScroll(): void {
+    if (Math.abs(this.scroller.scrollTop - this.programmaticScrollTop) < 1) return;
+    this.programmaticScrollTop = -1;
+    const maxTop = Math.max(0, this.totalRows - this.visibleRows);
+    this.topRow = Math.min(maxTop, Math.floor((this.scroller.scrollTop * this.scale) / this.rowHeight));
+    this.schedule();
+    this.host.onStateChange();
+  }
+
+  private chunkKey(start: number): string {
+    return `${this.space}:${start}`;
+  }
+
+  private ensureChunk(start: number): Chunk {
+    const key = this.chunkKey(start);
+    let c = this.chunks.get(key);
+    if (c) {
+      this.chunks.delete(key);
+      this.chunks.set(key, c);
+      return c;
+    }
+    c = {};
+    const space = this.space;
+    c.pending = this.host.read(space, start, Math.min(CHUNK, this.size - start)).then(
+      r => { c!.data = r.data; c!.sources = r.sources; },
+      e => { c!.error = errorText(e); },
+    ).finally(() => { c!.pending = undefined; if (space === this.space) this.schedule(); });
+    this.chunks.set(key, c);
+    while (this.chunks.size > MAX_CHUNKS) this.chunks.delete(this.chunks.keys().next().value!);
+    return c;
+  }
+
+  /** The byte at `offset` if loaded (undefined while loading). */
+  private byteAt(offset: number): { value?: number; source?: ByteRangeSource; error?: string } {
+    const start = Math.floor(offset / CHUNK) * CHUNK;
+    const c = this.ensureChunk(start);
+    if (c.error) return { error: c.error };
+    if (!c.data) return {};
+    const i = offset - start;
+    const source = c.sources?.find(s => offset >= s.offset && offset < s.offset + s.length);
+    return { value: i < c.data.length ? c.data[i] : undefined, source };
+  }
+
+  bytesAt(offset: number, n: number): Uint8Array {
+    const out: number[] = [];
+    for (let k = 0; k < n && offset + k < this.size; k++) {
+      const b = this.byteAt(offset + k).value;
+      if (b === undefined) break;
+      out.push(b);
+    }
+    return new Uint8Array(out);
+  }
+
+  private render(): void {
+    const size = this.size;
+    clear(this.rows);
+    if (size === 0) {
+      this.rows.append(el('div', { className: 'empty', text: this.space === 'guest' ? 'The virtual disk is empty.' : 'The file is empty.' }));
+      this.status.textContent = '';
+      return;
+    }
+    const n = Math.min(this.visibleRows + 1, this.totalRows - this.topRow);
+    let loading = false, error: string | undefined;
+    for (let r = 0; r < n; r++) {
+      const rowOff = (this.topRow + r) * ROW_BYTES;
+      const line = el('div', { className: 'hex-row', attrs: { role: 'row' } });
+      line.append(el('span', { className: 'hex-off', text: rowOff.toString(16).padStart(this.space === 'guest' ? 10 : 8, '0'), attrs: { role: 'rowheader' } }));
+      const bytes = el('span', { className: 'hex-bytes' });
+      const ascii = el('span', { className: 'hex-ascii', attrs: { 'aria-hidden': 'true' } });
+      let rowSource: ByteRangeSource | undefined;
+      for (let k = 0; k < ROW_BYTES; k++) {
+        const off = rowOff + k;
+        if (off >= size) break;
+        const b = this.byteAt(off);
+        if (b.error) error = b.error;
+        if (b.value === undefined && !b.error) loading = true;
+        rowSource ??= b.source;
+        const cell = el('span', { className: 'hb', text: b.value === undefined ? (b.error ? '!!' : '··') : b.value.toString(16).padStart(2, '0'), attrs: { role: 'gridcell' } });
+        cell.dataset.offset = String(off);
+        const ch = el('span', { className: 'ha', text: b.value === undefined ? ' ' : b.value >= 0x20 && b.value < 0x7f ? String.fromCharCode(b.value) : '.' });
+        if (b.source) { cell.classList.add(`src-${b.source.kind}`); ch.classList.add(`src-${b.source.kind}`); }
+        if (this.selected !== undefined && off >= this.selected && off < this.selected + this.selectedLength) {
+          cell.classList.add('sel');
+          ch.classList.add('sel');
+          if (off === this.selected) cell.setAttribute('aria-selected', 'true');
+        }
+        cell.addEventListener('click', () => { this.selected = off; this.selectedLength = 1; this.notifySelect(); this.schedule(); this.host.onStateChange(); this.scroller.focus({ preventScroll: true }); });
+        bytes.append(cell);
+        ascii.append(ch);
+      }
+      line.append(bytes, ascii, el('span', { className: 'hex-src', text: rowSource ? describeSource(rowSource, this.space) : '' }));
+      this.rows.append(line);
+    }
+    const where = this.selected !== undefined ? `selected ${hex(this.selected)}` : '';
+    this.status.textContent = error ? `Cannot read: ${error}` : loading ? 'Loading bytes…' : `${this.space === 'host' ? 'file' : 'disk'} ${hex(this.topRow * ROW_BYTES)} of ${hex(size)}${where ? ' · ' + where : ''}`;
+    this.status.classList.toggle('error', !!error);
+    if (this.selected !== undefined && !loading) this.notifySelect();
+  }
+
+  private lastNotified = '';
+  private notifySelect(): void {
+    if (this.selected === undefined) return;
+    const bytes = this.bytesAt(this.selected, 8);
+    const key = `${this.space}:${this.selected}:${Array.from(bytes).join(',')}`;
+    if (key === this.lastNotified) return;
+    this.lastNotified = key;
+    this.host.onSelect(this.space, this.selected, bytes);
+  }
+
+  private onKey(e: KeyboardEvent): void {
+    const sel = this.selected ?? this.topRow * ROW_BYTES;
+    let next: number | undefined;
+    switch (e.key) {
+      case 'ArrowRight': next = sel + 1; break;
+      case 'ArrowLeft': next = sel - 1; break;
+      case 'ArrowDown': next = sel + ROW_BYTES; break;
+      case 'ArrowUp': next = sel - ROW_BYTES; break;
+      case 'PageDown': next = sel + ROW_BYTES * this.visibleRows; break;
+      case 'PageUp': next = sel - ROW_BYTES * this.visibleRows; break;
+      case 'Home': next = e.ctrlKey ? 0 : sel - (sel % ROW_BYTES); break;
+      case 'End': next = e.ctrlKey ? this.size - 1 : Math.min(this.size - 1, sel - (sel % ROW_BYTES) + ROW_BYTES - 1); break;
+      default: return;
+    }
+    e.preventDefault();
+    this.reveal(Math.max(0, Math.min(this.size - 1, next)), 1);
+  }
+
+  focus(): void {
+    this.scroller.focus();
+  }
+
+  /** For state persistence: restores space, top row and selection. */
+  restore(space: Space, topOffset: number, selected?: number): void {
+    this.space = space;
+    for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+    this.layout();
+    this.selected = selected;
+    requestAnimationFrame(() => this.scrollToRow(Math.floor(topOffset / ROW_BYTES)));
+  }
+}
+
+export function describeSource(s: ByteRangeSource, space: Space): string {
+  if (space === 'host') return s.structure ?? s.role ?? s.kind;
+  const layer = s.depth === undefined ? '' : s.depth === 0 ? 'this image' : `backing depth ${s.depth}`;
+  const file = s.layerPath ? s.layerPath.split('/').pop() : '';
+  switch (s.kind) {
+    case 'data': return `${layer}${file && s.depth ? ` (${file})` : ''}${s.hostOffset !== undefined ? ` @ ${hex(s.hostOffset)}` : ''}`;
+    case 'compressed': return `compressed, ${layer}`;
+    case 'zero': return `zero (${layer})`;
+    case 'unallocated': return 'unallocated (reads as zero)';
+    default: return s.kind;
+  }
+}

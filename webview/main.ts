@@ -1,0 +1,302 @@
+/**
+ * The editor's webview: a structure tree, a cluster map, a hex view with a data inspector and the
+ * integrity check panel. Everything shown is pulled lazily from the host through the typed
+ * protocol (src/protocol.ts); UI state is kept with the webview API's getState/setState so it
+ * survives the tab being hidden and shown again. Bundled as an IIFE to media/webview.js; no inline
+ * scripts or style attributes, so it runs under the editor's strict CSP.
+ */
+import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, ToWebviewMessage, TreeNode, WebviewCommand } from '../src/protocol';
+import { MessageRequester } from '../src/protocol';
+import { CheckPanel } from './checkPanel';
+import { ClusterMap } from './clusterMap';
+import { button, clear, decodeBase64, el, errorText, formatBytes, hex } from './dom';
+import { HexView, Space } from './hexView';
+import { DataInspector } from './inspector';
+import { StructureTree } from './tree';
+
+interface VsCodeApi {
+  postMessage(msg: unknown): void;
+  getState(): unknown;
+  setState(state: unknown): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+interface UiState {
+  v: 1;
+  expanded: NodeId[];
+  selectedNode?: NodeId;
+  hex: { space: Space; top: number; selected?: number };
+  map: { zoom?: number; scrollTop?: number };
+  check?: { summary: CheckSummary; findings: CheckFinding[] };
+}
+
+class App {
+  private readonly vscode: VsCodeApi;
+  private readonly requester: MessageRequester;
+  private summary: ImageSummary | undefined;
+  private readonly root: HTMLElement;
+  private readonly header: HTMLElement;
+  private readonly tree: StructureTree;
+  private readonly map: ClusterMap;
+  private readonly hexView: HexView;
+  private readonly inspector: DataInspector;
+  private readonly check: CheckPanel;
+  private readonly details: HTMLElement;
+  private readonly banner: HTMLElement;
+  private state: UiState;
+  private saveTimer: ReturnType<typeof setTimeout> | undefined;
+  private started = false;
+
+  constructor() {
+    this.vscode = acquireVsCodeApi();
+    this.requester = new MessageRequester(m => this.vscode.postMessage(m));
+    const saved = this.vscode.getState() as UiState | undefined;
+    this.state = saved && saved.v === 1 ? saved : { v: 1, expanded: ['header'], hex: { space: 'host', top: 0 }, map: {} };
+
+    this.root = document.getElementById('app') ?? document.body.appendChild(el('div', { attrs: { id: 'app' } }));
+    this.header = el('header', { className: 'summary-bar', attrs: { role: 'banner' } });
+    this.banner = el('div', { className: 'banner', attrs: { role: 'status', 'aria-live': 'polite' } });
+    this.banner.hidden = true;
+
+    this.tree = new StructureTree({
+      getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id })).children,
+      onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
+      onActivate: node => this.openNode(node),
+      onStateChange: () => this.saveState(),
+    });
+    this.details = el('div', { className: 'node-details', attrs: { 'aria-live': 'polite' } });
+
+    this.map = new ClusterMap({
+      getCells: (startCluster, count, zoom) => this.requester.request({ type: 'getClusterMap', startCluster, count, zoom }),
+      describe: async c => (await this.requester.request({ type: 'describeCluster', hostCluster: c })).description,
+      onPick: c => {
+        const cs = this.summary?.clusterSize ?? 65536;
+        this.hexView.reveal(c * cs, 1, 'host');
+        void this.revealInTree(undefined, c * cs);
+      },
+      onStateChange: () => this.saveState(),
+    });
+
+    this.inspector = new DataInspector();
+    this.hexView = new HexView({
+      read: async (space, offset, length) => {
+        const r = space === 'host'
+          ? await this.requester.request({ type: 'readHost', hostOffset: offset, length })
+          : await this.requester.request({ type: 'readGuest', guestOffset: offset, length });
+        return { offset: r.offset, data: decodeBase64(r.data), sources: r.sources };
+      },
+      size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
+      onSelect: (space, offset, bytes) => {
+        this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
+        this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
+      },
+      onStateChange: () => this.saveState(),
+    });
+
+    this.check = new CheckPanel({
+      runCheck: () => this.runCommand('check'),
+      runRepair: () => this.runCommand('repair'),
+      onFinding: f => void this.revealFinding(f),
+    });
+
+    const treePane = el('section', { className: 'pane tree-pane', attrs: { 'aria-label': 'Structure' } },
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' })), this.tree.element, this.details);
+    const right = el('div', { className: 'right' },
+      el('section', { className: 'pane map-pane', attrs: { 'aria-label': 'Cluster map' } }, this.map.element),
+      el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
+      el('section', { className: 'pane check-pane', attrs: { 'aria-label': 'Integrity check' } }, this.check.element));
+    clear(this.root);
+    this.root.append(this.header, this.banner, el('main', { className: 'layout' }, treePane, right));
+    this.header.append(el('span', { className: 'loading', text: 'Opening image…' }));
+
+    window.addEventListener('message', e => this.onMessage(e.data as ToWebviewMessage));
+    this.post({ type: 'ready' });
+    void this.start();
+  }
+
+  private post(m: FromWebviewMessage): void {
+    this.vscode.postMessage(m);
+  }
+
+  private runCommand(command: WebviewCommand, args?: Record<string, string | number | boolean>): void {
+    if (command === 'check') this.check.setRunning(true);
+    this.post({ type: 'runCommand', command, args });
+  }
+
+  private async start(): Promise<void> {
+    try {
+      this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
+    } catch (e) {
+      this.showFatal(errorText(e));
+      return;
+    }
+    this.started = true;
+    this.renderSummary();
+    const s = this.state;
+    this.hexView.restore(s.hex.space, s.hex.top, s.hex.selected);
+    this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
+    if (s.check) this.check.show(s.check.summary, s.check.findings);
+    await this.tree.load(s.expanded, s.selectedNode);
+    document.body.dataset.ready = 'true';
+  }
+
+  private showFatal(message: string): void {
+    clear(this.header);
+    const box = el('div', { className: 'fatal', attrs: { role: 'alert' } },
+      el('h2', { text: 'This image cannot be shown' }),
+      el('p', { text: message }),
+      button('Retry', () => { box.remove(); void this.start(); }));
+    this.header.append(box);
+    document.body.dataset.ready = 'error';
+  }
+
+  private renderSummary(): void {
+    const s = this.summary!;
+    clear(this.header);
+    const badges: Array<[string, string?]> = [
+      [`qcow2 v${s.version}`],
+      [`${formatBytes(s.virtualSize)} disk`],
+      [`${formatBytes(s.fileSize)} file`],
+      [`${formatBytes(s.clusterSize)} clusters`],
+    ];
+    if (s.backingChain.length > 1) badges.push([`backing chain of ${s.backingChain.length}`]);
+    if (s.backingChain.some(l => l.error)) badges.push(['backing file missing', 'error']);
+    if (s.snapshots.length) badges.push([`${s.snapshots.length} snapshot(s)`]);
+    if (s.bitmaps.length) badges.push([`${s.bitmaps.length} bitmap(s)`]);
+    if (s.encryption) badges.push([`encrypted (${s.encryption.format})`, 'warning']);
+    if (s.extendedL2) badges.push(['extended L2']);
+    if (s.compressionType !== 'zlib') badges.push([`${s.compressionType} compression`]);
+    if (s.dataFile) badges.push(['external data file']);
+    if (s.dirty) badges.push(['dirty', 'warning']);
+    if (s.corrupt) badges.push(['marked corrupt', 'error']);
+    if (s.lockedByQemu) badges.push(['in use by QEMU (read-only)', 'warning']);
+    else if (s.readOnly) badges.push(['read-only']);
+    this.header.append(
+      el('span', { className: 'file-name', text: s.fileName, title: s.path }),
+      ...badges.map(([t, sev]) => el('span', { className: `badge${sev ? ' badge-' + sev : ''}`, text: t })),
+      el('span', { className: 'spacer' }),
+      button('Check', () => this.runCommand('check'), { title: 'Run the integrity check' }),
+      button('Snapshot…', () => this.runCommand('createSnapshot'), { title: 'Create an internal snapshot' }),
+      button('Compact…', () => this.runCommand('compact'), { title: 'Rewrite the image without unused clusters' }),
+    );
+  }
+
+  private showDetails(node: TreeNode): void {
+    clear(this.details);
+    this.details.append(el('div', { className: 'details-title', text: node.label + (node.description ? ` — ${node.description}` : '') }));
+    const where: string[] = [];
+    if (node.hostOffset !== undefined) where.push(`file ${hex(node.hostOffset)}${node.hostLength ? ` (${node.hostLength} bytes)` : ''}`);
+    if (node.guestOffset !== undefined) where.push(`disk ${hex(node.guestOffset)}${node.guestLength ? ` … +${formatBytes(node.guestLength)}` : ''}`);
+    if (where.length) this.details.append(el('div', { className: 'details-where', text: where.join(' · ') }));
+    const actions = el('div', { className: 'details-actions' });
+    if (node.hostOffset !== undefined) actions.append(button('Bytes', () => this.openNode(node), { title: 'Show the structure\'s bytes in the file' }));
+    if (node.targetHostOffset !== undefined) actions.append(button('Target', () => { this.hexView.reveal(node.targetHostOffset!, 1, 'host'); this.map.select(Math.floor(node.targetHostOffset! / (this.summary?.clusterSize ?? 65536))); }, { title: 'Show what the entry points at' }));
+    if (node.guestOffset !== undefined && (this.summary?.virtualSize ?? 0) > node.guestOffset) actions.append(button('Disk bytes', () => this.hexView.reveal(node.guestOffset!, 1, 'guest'), { title: 'Show the guest bytes this entry maps' }));
+    if (actions.childElementCount) this.details.append(actions);
+  }
+
+  private openNode(node: TreeNode): void {
+    if (node.hostOffset === undefined) return;
+    this.hexView.reveal(node.hostOffset, Math.min(node.hostLength ?? 1, 4096), 'host');
+    if (this.summary) this.map.select(Math.floor(node.hostOffset / this.summary.clusterSize));
+  }
+
+  private async revealInTree(structure: string | undefined, hostOffset: number | undefined, nodeId?: NodeId): Promise<void> {
+    try {
+      const { path } = await this.requester.request({ type: 'locateNode', structure, hostOffset });
+      if (path.length) await this.tree.reveal(path);
+      else if (nodeId) await this.tree.reveal([nodeId]);
+    } catch {
+      /* the node cannot be located: the bytes are still shown */
+    }
+  }
+
+  private async revealFinding(f: CheckFinding): Promise<void> {
+    if (f.hostOffset !== undefined) {
+      this.hexView.reveal(f.hostOffset, 1, 'host');
+      if (this.summary) this.map.select(Math.floor(f.hostOffset / this.summary.clusterSize));
+    } else if (f.guestOffset !== undefined) {
+      this.hexView.reveal(f.guestOffset, 1, 'guest');
+    }
+    await this.revealInTree(f.structure, f.hostOffset, f.nodeId);
+  }
+
+  private onMessage(m: ToWebviewMessage): void {
+    if (!m || typeof m !== 'object' || typeof (m as { type?: unknown }).type !== 'string') return;
+    if (this.requester.handle(m)) return;
+    switch (m.type) {
+      case 'checkResult':
+        this.check.show(m.summary, m.findings);
+        this.state.check = { summary: m.summary, findings: m.findings };
+        this.saveState();
+        break;
+      case 'revealHostOffset':
+        this.hexView.reveal(m.hostOffset, m.length ?? 1, 'host');
+        if (this.summary) this.map.select(Math.floor(m.hostOffset / this.summary.clusterSize));
+        void this.revealInTree(undefined, m.hostOffset);
+        break;
+      case 'revealGuestOffset':
+        this.hexView.reveal(m.guestOffset, m.length ?? 1, 'guest');
+        break;
+      case 'revealStructure':
+        if (m.hostOffset !== undefined) this.hexView.reveal(m.hostOffset, 1, 'host');
+        void this.revealInTree(m.structure, m.hostOffset, m.nodeId);
+        break;
+      case 'refresh':
+        void this.refresh();
+        break;
+      case 'commandState':
+        if (m.command === 'check') this.check.setRunning(m.state === 'running', m.state === 'failed' ? `Check failed: ${m.message ?? ''}` : undefined);
+        this.showBanner(m.state === 'running' ? `${m.command}: running…` : m.message ?? `${m.command}: ${m.state}`, m.state === 'failed' ? 'error' : undefined, m.state !== 'running');
+        break;
+      case 'error':
+        this.showBanner(m.message, 'error', false);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private bannerTimer: ReturnType<typeof setTimeout> | undefined;
+  private showBanner(text: string, kind?: 'error', autoHide = true): void {
+    this.banner.hidden = false;
+    this.banner.className = `banner${kind ? ' banner-' + kind : ''}`;
+    clear(this.banner);
+    this.banner.append(el('span', { text }), button('×', () => { this.banner.hidden = true; }, { className: 'banner-close', attrs: { 'aria-label': 'Dismiss' } }));
+    if (this.bannerTimer) clearTimeout(this.bannerTimer);
+    if (autoHide) this.bannerTimer = setTimeout(() => { this.banner.hidden = true; }, 6000);
+  }
+
+  private async refresh(): Promise<void> {
+    this.requester.cancelAll('refresh');
+    if (!this.started) { await this.start(); return; }
+    try {
+      this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
+    } catch (e) {
+      this.showFatal(errorText(e));
+      return;
+    }
+    this.renderSummary();
+    this.hexView.invalidate();
+    this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);
+    await this.tree.load(this.tree.expandedIds, this.tree.selectedId);
+  }
+
+  private saveState(): void {
+    if (this.saveTimer) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = undefined;
+      this.state = {
+        ...this.state,
+        expanded: this.tree.expandedIds,
+        selectedNode: this.tree.selectedId,
+        hex: { space: this.hexView.space, top: this.hexView.topRow * 16, selected: this.hexView.selected },
+        map: { zoom: this.map.zoom, scrollTop: this.map.scrollTop },
+      };
+      this.vscode.setState(this.state);
+    }, 100);
+  }
+}
+
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => new App());
+else new App();

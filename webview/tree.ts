@@ -1,0 +1,259 @@
+/**
+ * The structure tree: lazy (children are requested when a node is first expanded), paged by the
+ * host, ARIA tree semantics with a roving tabindex and the WAI-ARIA keyboard model
+ * (Up/Down, Left/Right, Home/End, Enter, * not needed).
+ */
+import type { NodeId, TreeNode } from '../src/protocol';
+import { ROOT_NODE_ID } from '../src/protocol';
+import { clear, el, errorText } from './dom';
+
+export interface TreeHost {
+  getChildren(id: NodeId): Promise<TreeNode[]>;
+  /** Selection moved to a node (keyboard or mouse). */
+  onSelect(node: TreeNode): void;
+  /** Enter / double-click: open the node's bytes. */
+  onActivate(node: TreeNode): void;
+  onStateChange(): void;
+}
+
+interface Item {
+  node: TreeNode;
+  li: HTMLLIElement;
+  row: HTMLDivElement;
+  group?: HTMLUListElement;
+  loaded: boolean;
+  loading?: Promise<void>;
+  level: number;
+  parent?: Item;
+}
+
+export class StructureTree {
+  readonly element: HTMLElement;
+  private readonly ul: HTMLUListElement;
+  private items = new Map<NodeId, Item>();
+  private selected: Item | undefined;
+  private expanded = new Set<NodeId>();
+
+  constructor(private readonly host: TreeHost) {
+    this.ul = el('ul', { className: 'tree', attrs: { role: 'tree', 'aria-label': 'Image structure' } });
+    this.element = el('div', { className: 'tree-scroll' }, this.ul);
+    this.ul.addEventListener('keydown', e => this.onKey(e));
+  }
+
+  get expandedIds(): NodeId[] {
+    return [...this.expanded];
+  }
+  get selectedId(): NodeId | undefined {
+    return this.selected?.node.id;
+  }
+
+  /** (Re)loads the top level and re-expands `expand` (ids in any order: parents load first). */
+  async load(expand: NodeId[] = [], select?: NodeId): Promise<void> {
+    this.items.clear();
+    this.selected = undefined;
+    this.expanded = new Set();
+    clear(this.ul);
+    this.ul.setAttribute('aria-busy', 'true');
+    const loading = el('li', { className: 'tree-loading', text: 'Loading…', attrs: { role: 'none' } });
+    this.ul.append(loading);
+    let nodes: TreeNode[];
+    try {
+      nodes = await this.host.getChildren(ROOT_NODE_ID);
+    } catch (e) {
+      loading.textContent = `Cannot read the structure: ${errorText(e)}`;
+      loading.className = 'tree-error';
+      this.ul.removeAttribute('aria-busy');
+      return;
+    }
+    loading.remove();
+    this.ul.removeAttribute('aria-busy');
+    this.renderChildren(this.ul, nodes, 1, undefined);
+    const want = new Set(expand);
+    // expand breadth-first so parents exist before their children
+    for (let round = 0; round < 32 && want.size; round++) {
+      const ready = [...want].filter(id => this.items.has(id));
+      if (!ready.length) break;
+      for (const id of ready) want.delete(id);
+      await Promise.all(ready.map(id => this.expand(this.items.get(id)!, false)));
+    }
+    const first = this.items.get(select ?? '') ?? this.firstVisible();
+    if (first) this.select(first, false, select !== undefined);
+  }
+
+  private renderChildren(container: HTMLUListElement, nodes: TreeNode[], level: number, parent: Item | undefined): void {
+    nodes.forEach((node, i) => {
+      const row = el('div', { className: 'tree-row' });
+      const twisty = el('span', { className: 'twisty', attrs: { 'aria-hidden': 'true' } });
+      const label = el('span', { className: 'tree-label', text: node.label });
+      row.append(twisty, label);
+      if (node.description) row.append(el('span', { className: 'tree-desc', text: node.description }));
+      if (node.severity) row.append(el('span', { className: `sev sev-${node.severity}`, text: node.severity === 'error' ? '✖' : node.severity === 'warning' ? '⚠' : 'ℹ', attrs: { 'aria-label': node.severity } }));
+      row.classList.add(`indent-${Math.min(level, 16)}`);
+      row.dataset.level = String(level);
+      const li = el('li', {
+        attrs: {
+          role: 'treeitem', 'aria-level': String(level), 'aria-setsize': String(nodes.length), 'aria-posinset': String(i + 1),
+          'aria-selected': 'false', tabindex: '-1', 'aria-label': node.description ? `${node.label}, ${node.description}` : node.label,
+        },
+      }, row);
+      li.dataset.nodeId = node.id;
+      if (node.tooltip) row.title = node.tooltip;
+      const item: Item = { node, li, row, loaded: false, level, parent };
+      if (node.hasChildren) {
+        li.setAttribute('aria-expanded', 'false');
+        twisty.textContent = '▸';
+      }
+      row.addEventListener('click', ev => {
+        this.select(item, true);
+        if (node.hasChildren && (ev.target === twisty)) void this.toggle(item);
+        else this.host.onActivate(node);
+      });
+      row.addEventListener('dblclick', () => { if (node.hasChildren) void this.toggle(item); });
+      this.items.set(node.id, item);
+      container.append(li);
+    });
+  }
+
+  private async loadChildren(item: Item): Promise<void> {
+    if (item.loaded) return;
+    item.loading ??= (async () => {
+      const group = el('ul', { attrs: { role: 'group' } });
+      const loading = el('li', { className: 'tree-loading', text: 'Loading…', attrs: { role: 'none' } });
+      group.append(loading);
+      item.group = group;
+      item.li.append(group);
+      item.li.setAttribute('aria-busy', 'true');
+      try {
+        const kids = await this.host.getChildren(item.node.id);
+        loading.remove();
+        if (!kids.length) group.append(el('li', { className: 'tree-empty', text: '(empty)', attrs: { role: 'none' } }));
+        this.renderChildren(group, kids, item.level + 1, item);
+        item.loaded = true;
+      } catch (e) {
+        loading.textContent = `Error: ${errorText(e)}`;
+        loading.className = 'tree-error';
+        item.loading = undefined;
+        item.loaded = true; // show the error; collapse + expand retries
+        item.li.addEventListener('focus', () => undefined, { once: true });
+      } finally {
+        item.li.removeAttribute('aria-busy');
+      }
+    })();
+    await item.loading;
+  }
+
+  async expand(item: Item, notify = true): Promise<void> {
+    if (!item.node.hasChildren) return;
+    item.li.setAttribute('aria-expanded', 'true');
+    item.row.querySelector('.twisty')!.textContent = '▾';
+    this.expanded.add(item.node.id);
+    if (item.group) item.group.hidden = false;
+    await this.loadChildren(item);
+    if (notify) this.host.onStateChange();
+  }
+
+  collapse(item: Item): void {
+    if (!item.node.hasChildren) return;
+    item.li.setAttribute('aria-expanded', 'false');
+    item.row.querySelector('.twisty')!.textContent = '▸';
+    this.expanded.delete(item.node.id);
+    if (item.group) item.group.hidden = true;
+    if (item.group?.querySelector('.tree-error')) {
+      // let a failed load retry on the next expand
+      item.group.remove();
+      item.group = undefined;
+      item.loaded = false;
+    }
+    this.host.onStateChange();
+  }
+
+  private async toggle(item: Item): Promise<void> {
+    if (item.li.getAttribute('aria-expanded') === 'true') this.collapse(item);
+    else await this.expand(item);
+  }
+
+  private select(item: Item, focus: boolean, scroll = true): void {
+    if (this.selected) {
+      this.selected.li.setAttribute('aria-selected', 'false');
+      this.selected.li.tabIndex = -1;
+      this.selected.row.classList.remove('selected');
+    }
+    this.selected = item;
+    item.li.setAttribute('aria-selected', 'true');
+    item.li.tabIndex = 0;
+    item.row.classList.add('selected');
+    if (focus) item.li.focus({ preventScroll: true });
+    if (scroll) item.row.scrollIntoView({ block: 'nearest' });
+    this.host.onSelect(item.node);
+    this.host.onStateChange();
+  }
+
+  private visibleItems(): Item[] {
+    const out: Item[] = [];
+    for (const li of Array.from(this.ul.querySelectorAll<HTMLLIElement>('li[role=treeitem]'))) {
+      if (li.parentElement?.closest('ul[role=group][hidden]')) continue;
+      const it = this.items.get(li.dataset.nodeId!);
+      if (it) out.push(it);
+    }
+    return out;
+  }
+
+  private firstVisible(): Item | undefined {
+    return this.visibleItems()[0];
+  }
+
+  private onKey(e: KeyboardEvent): void {
+    const cur = this.selected;
+    if (!cur) return;
+    const vis = this.visibleItems();
+    const i = vis.indexOf(cur);
+    const go = (it: Item | undefined) => { if (it) this.select(it, true); };
+    switch (e.key) {
+      case 'ArrowDown': go(vis[i + 1]); break;
+      case 'ArrowUp': go(vis[i - 1]); break;
+      case 'Home': go(vis[0]); break;
+      case 'End': go(vis[vis.length - 1]); break;
+      case 'ArrowRight':
+        if (cur.node.hasChildren) {
+          if (cur.li.getAttribute('aria-expanded') !== 'true') void this.expand(cur);
+          else if (cur.loaded) go(this.visibleItems()[i + 1]?.parent === cur ? this.visibleItems()[i + 1] : undefined);
+        }
+        break;
+      case 'ArrowLeft':
+        if (cur.node.hasChildren && cur.li.getAttribute('aria-expanded') === 'true') this.collapse(cur);
+        else go(cur.parent);
+        break;
+      case 'Enter':
+      case ' ':
+        this.host.onActivate(cur.node);
+        if (e.key === 'Enter' && cur.node.hasChildren) void this.toggle(cur);
+        break;
+      default:
+        return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+  }
+
+  /** Expands the chain of ids (root first) and selects the last one that exists. */
+  async reveal(path: NodeId[]): Promise<boolean> {
+    let last: Item | undefined;
+    for (let k = 0; k < path.length; k++) {
+      const it = this.items.get(path[k]);
+      if (!it) break;
+      last = it;
+      if (k < path.length - 1) await this.expand(it, false);
+    }
+    if (last) {
+      this.select(last, false);
+      this.selected?.row.classList.add('flash');
+      setTimeout(() => last?.row.classList.remove('flash'), 1200);
+    }
+    this.host.onStateChange();
+    return last !== undefined && last.node.id === path[path.length - 1];
+  }
+
+  focus(): void {
+    (this.selected?.li ?? this.firstVisible()?.li)?.focus();
+  }
+}
