@@ -9,6 +9,12 @@ if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils >/dev/null
 fi
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test: installing chromium (the webview's browser tests)"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p . --noEmit
 node build.mjs
