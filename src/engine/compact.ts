@@ -18,7 +18,8 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { readBitmapTable } from './bitmap';
 import { decodeCompressed, entryOffset, wordHi, wordLo } from './cluster';
-import { decompressCluster } from './compress';
+import { decompressCluster, zstdFrameLength } from './compress';
+import * as zlib from 'node:zlib';
 import type { CompressReply, CompressRequest } from './compress.worker';
 import { Qcow2Error } from './errors';
 import { Qcow2Image } from './image';
@@ -68,6 +69,9 @@ class OutFile {
     const at = this.push(b);
     if (this.pendingBytes >= 8 * 1024 * 1024) await this.flush();
     return at;
+  }
+  async flushIfLarge(): Promise<void> {
+    if (this.pendingBytes >= 8 * 1024 * 1024) await this.flush();
   }
   async padTo(align: number): Promise<void> {
     const r = this.pos % align;
@@ -132,6 +136,17 @@ function workerPath(): string {
   return hit;
 }
 
+/** The real length of a stored compressed cluster (the L2 entry only bounds it to 512-byte sectors). */
+function compressedLength(type: number, stored: Buffer, cs: number, file: string, off: number): number {
+  try {
+    if (type === L.COMPRESSION_ZSTD) return zstdFrameLength(stored);
+    const r = zlib.inflateRawSync(stored, { info: true, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cs }) as unknown as { engine: { bytesWritten: number } };
+    return r.engine.bytesWritten;
+  } catch (e) {
+    throw new Qcow2Error(file, 'compressed cluster', off, `cannot be decoded (${(e as Error).message})`);
+  }
+}
+
 function cancelled(p: string): Qcow2Error {
   return new Qcow2Error(p, 'compaction', undefined, 'cancelled', 'cancelled');
 }
@@ -141,7 +156,9 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   const img = await Qcow2Image.open(src, { openBacking: false, openDataFile: false });
   const dest = opts.output ?? src;
   const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.compact-${process.pid}-${Date.now()}.tmp`);
+  const streamTmp = tmp + '.stream';
   let out: ImageFile | null = null;
+  let streamFile: ImageFile | null = null;
   let pool: CompressPool | null = null;
   try {
     const h = img.header;
@@ -209,14 +226,20 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     let doneBytes = 0;
     const progress = (n: number) => { doneBytes += n; opts.onProgress?.(Math.min(doneBytes, totalBytes), totalBytes); };
 
-    // ── pass B: data, in source order ──
+    // ── pass B: data, in source order. Uncompressed clusters go to the image from cluster 1 on;
+    // compressed ones to a side stream that is placed last (after the metadata), so the file ends
+    // mid-cluster as qemu-img's does instead of padding a final cluster. ──
     const fh = await fs.promises.open(tmp, 'wx', st.mode & 0o7777);
     await fh.close();
     out = await ImageFile.open(tmp, true);
     const o = new OutFile(out);
-    await o.append(Buffer.alloc(cs)); // header, written last
+    o.push(Buffer.alloc(cs)); // header, written last
+    const sfh = await fs.promises.open(streamTmp, 'wx', 0o600);
+    await sfh.close();
+    streamFile = await ImageFile.open(streamTmp, true);
+    const zs = new OutFile(streamFile);
     const dataDest = new Map<number, number>(); // source host -> dest host, or ZERO
-    const compDest = new Map<number, Dest>();
+    const compDest = new Map<number, Dest>(); // 'compressed' hosts are relative to the stream start
     if (opts.compress) pool = new CompressPool(opts.compress);
     const zero = Buffer.alloc(cs);
     const sorted = [...dataSet].sort((a, b) => a - b);
@@ -249,69 +272,53 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         const half = Math.ceil(keep.length / 2);
         const parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
         const replies = await Promise.all(parts.map(p => pool!.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
-        const raw: number[] = [];
         for (let pi = 0; pi < parts.length; pi++) {
           const r = replies[pi], data = Buffer.from(r.data);
           let at = 0;
-          parts[pi].forEach((s, idx) => {
-            const len = r.lengths[idx];
-            if (len < 0) { raw.push(s); return; }
-            compDest.set(-1 - s, { kind: 'compressed', host: o.pos, len }); // keyed apart from compressed sources
-            o.push(data.subarray(at, at + len));
+          for (let idx = 0; idx < parts[pi].length; idx++) {
+            const s = parts[pi][idx], len = r.lengths[idx];
+            if (len < 0) { dataDest.set(s, await o.append(bufs.get(s)!)); continue; }
+            compDest.set(-1 - s, { kind: 'compressed', host: zs.push(data.subarray(at, at + len)), len }); // keyed apart from compressed sources
             at += len;
-          });
+          }
         }
-        await o.flush();
-        if (raw.length) {
-          await o.padTo(cs);
-          for (const s of raw) dataDest.set(s, await o.append(bufs.get(s)!));
-        }
+        await zs.flushIfLarge();
       } else {
-        if (pool) await o.padTo(cs);
         for (const s of keep) dataDest.set(s, await o.append(bufs.get(s)!));
       }
       progress(list.length * cs);
     }
-    // compressed source clusters: copied as they are, or recompressed when the type changes
+    // compressed source clusters: copied as they are (trimmed to their real length), or
+    // recompressed when the compression type changes
     const compSorted = [...compSet].sort((a, b) => a[0] - b[0]);
     for (const [off, size] of compSorted) {
       if (opts.signal?.aborted) throw cancelled(src);
       const stored = await img.file.readPadded(off, Math.min(size, 2 * cs + 512), 'compressed cluster');
       if (outType === h.compressionType) {
-        const at = o.pos;
-        await o.append(stored.subarray(0, size));
-        compDest.set(off, { kind: 'compressed', host: at, len: size });
+        const len = Math.min(size, compressedLength(h.compressionType, stored, cs, src, off));
+        compDest.set(off, { kind: 'compressed', host: zs.push(Buffer.from(stored.subarray(0, len))), len });
+        await zs.flushIfLarge();
       } else {
         const plain = decompressCluster(h.compressionType, stored, cs);
         if (plain.equals(zero) && detectZero) { compDest.set(off, { kind: 'zero' }); progress(cs); continue; }
         const r = await (pool ?? (pool = new CompressPool(opts.compress!))).compress(plain, cs);
-        if (r.lengths[0] < 0) {
-          await o.padTo(cs);
-          compDest.set(off, { kind: 'data', host: await o.append(plain) });
-        } else {
-          const at = o.pos;
-          await o.append(Buffer.from(r.data));
-          compDest.set(off, { kind: 'compressed', host: at, len: r.lengths[0] });
-        }
+        if (r.lengths[0] < 0) compDest.set(off, { kind: 'data', host: await o.append(plain) });
+        else compDest.set(off, { kind: 'compressed', host: zs.push(Buffer.from(r.data)), len: r.lengths[0] });
       }
       progress(cs);
     }
-    await o.padTo(cs);
     await o.flush();
+    await zs.flush();
+    const streamLen = zs.pos;
 
-    // ── L2 and L1 tables ──
-    const counts: number[] = [];
-    const inc = (host: number, len = cs) => {
-      for (let c = Math.floor(host / cs); c <= Math.floor((host + len - 1) / cs); c++) counts[c] = (counts[c] ?? 0) + 1;
-    };
-    const newL2 = new Map<number, Buffer | null>(); // source L2 offset -> new table (null: dropped)
+    // ── L2 tables (built twice: once to count the survivors, once with final offsets) ──
     const x = g.compressedOffsetBits;
     const encodeCompressed = (host: number, len: number): [number, number] => {
       const nb = Math.floor((host + len - 1) / 512) - Math.floor(host / 512);
       const v = (1n << 62n) | (BigInt(nb) << BigInt(x)) | BigInt(host);
       return [Number(v >> 32n), Number(v & 0xffffffffn)];
     };
-    for (const [so, t] of srcL2) {
+    const buildL2 = (t: Buffer, streamBase: number): Buffer | null => {
       const n = Buffer.alloc(cs);
       let any = false;
       for (let j = 0; j < g.l2Size; j++) {
@@ -322,7 +329,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         const toHost = (d: number) => { nhi = Math.floor(d / 0x100000000); nlo = d >>> 0; };
         if (hi & 0x40000000) {
           const d = compDest.get(decodeCompressed(g, hi, lo).hostOffset)!;
-          if (d.kind === 'compressed') [nhi, nlo] = encodeCompressed(d.host, d.len);
+          if (d.kind === 'compressed') [nhi, nlo] = encodeCompressed(streamBase + d.host, d.len);
           else if (d.kind === 'data') toHost(d.host);
           else zeroEntry();
         } else {
@@ -332,7 +339,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
           else if (host) {
             const viaComp = compDest.get(-1 - host);
             const d = dataDest.get(host)!;
-            if (viaComp && viaComp.kind === 'compressed') [nhi, nlo] = encodeCompressed(viaComp.host, viaComp.len);
+            if (viaComp && viaComp.kind === 'compressed') [nhi, nlo] = encodeCompressed(streamBase + viaComp.host, viaComp.len);
             else if (d === ZERO) zeroEntry();
             else toHost(d);
           }
@@ -345,33 +352,108 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         if (nhi || nlo) any = true;
         n.writeUInt32BE(nhi >>> 0, p); n.writeUInt32BE(nlo >>> 0, p + 4);
       }
-      newL2.set(so, any ? n : null);
-    }
-    // count references: every L1 reference to an L2 table counts it and its entries once
+      return any ? n : null;
+    };
+    // every L1 reference to an L2 table counts the table and its entries once
     const l2Refs = new Map<number, number>();
+    for (const [so, t] of srcL2) if (buildL2(t, 0)) l2Refs.set(so, 0);
     for (const { l1 } of l1Tables) {
       for (let i = 0; i < l1.length / 8; i++) {
         const so = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
-        if (so && newL2.get(so)) l2Refs.set(so, (l2Refs.get(so) ?? 0) + 1);
+        if (so && l2Refs.has(so)) l2Refs.set(so, l2Refs.get(so)! + 1);
       }
     }
+
+    // ── bitmaps: their non-zero data clusters, read now to know how many there are ──
+    const bitmapData: { tbl: Buffer; clusters: { index: number; data: Buffer }[] }[] = [];
+    for (let b = 0; b < img.bitmaps.length; b++) {
+      const bm = img.bitmaps[b];
+      const tbl = Buffer.alloc(bm.bitmapTableSize * 8);
+      const clusters: { index: number; data: Buffer }[] = [];
+      for (const e of bitmapTables[b]) {
+        if (e.hostOffset) {
+          const data = await img.file.read(e.hostOffset, cs, `bitmap "${bm.name}" data`);
+          progress(cs);
+          if (!data.equals(zero)) clusters.push({ index: e.index, data });
+        } else if (e.allOnes) tbl.writeBigUInt64BE(1n, e.index * 8);
+      }
+      bitmapData.push({ tbl, clusters });
+    }
+
+    // ── layout of the metadata, then the compressed stream ──
+    const clustersOf = (bytes: number) => Math.ceil(bytes / cs);
+    let pos = o.pos; // cluster-aligned: only whole clusters so far
+    const l2Dest = new Map<number, number>();
+    for (const so of [...l2Refs.keys()].sort((a, b) => a - b)) { l2Dest.set(so, pos); pos += cs; }
+    const newL1Offsets: number[] = [];
+    for (const { l1 } of l1Tables) {
+      if (l1.length === 0) { newL1Offsets.push(0); continue; }
+      newL1Offsets.push(pos);
+      pos += clustersOf(l1.length) * cs;
+    }
+    const snapTable = img.snapshots.length ? Buffer.concat(img.snapshots.map((sn, i) => encodeSnapshot({ ...sn, l1TableOffset: newL1Offsets[i + 1] }))) : null;
+    const snapOffset = snapTable ? pos : 0;
+    if (snapTable) pos += clustersOf(snapTable.length) * cs;
+    const bitmapPlaces: { tableAt: number; dataAt: number[] }[] = [];
+    for (const bd of bitmapData) {
+      const dataAt = bd.clusters.map(() => { const a = pos; pos += cs; return a; });
+      const tableAt = bd.tbl.length ? pos : 0;
+      pos += clustersOf(bd.tbl.length) * cs;
+      bitmapPlaces.push({ tableAt, dataAt });
+    }
+    let bitmapDir: { offset: number; size: number; data: Buffer } | null = null;
+    if (img.bitmaps.length) {
+      const rawDir = await img.file.read(h.bitmaps!.bitmapDirectoryOffset, h.bitmaps!.bitmapDirectorySize, 'bitmap directory');
+      const parts = img.bitmaps.map((bm, b) => {
+        const rel = bm.hostOffset - h.bitmaps!.bitmapDirectoryOffset;
+        const ent = Buffer.from(rawDir.subarray(rel, rel + bm.entrySize));
+        ent.writeBigUInt64BE(BigInt(bitmapPlaces[b].tableAt), 0);
+        return ent;
+      });
+      const data = Buffer.concat(parts);
+      bitmapDir = { offset: pos, size: data.length, data };
+      pos += clustersOf(data.length) * cs;
+    }
+    const rg = refcountGeometry(h.clusterBits, h.refcountOrder);
+    const metaStart = pos / cs;
+    const streamClusters = clustersOf(streamLen);
+    let nBlocks = 0, nTable = 0;
+    for (;;) {
+      const total = metaStart + nBlocks + nTable + streamClusters;
+      const b = Math.ceil(total / rg.blockEntries);
+      const t = Math.max(1, Math.ceil((b * 8) / cs));
+      if (b === nBlocks && t === nTable) break;
+      nBlocks = b; nTable = t;
+    }
+    const blocksAt = pos;
+    const tableAt = blocksAt + nBlocks * cs;
+    const streamBase = tableAt + nTable * cs;
+
+    // ── refcounts ──
+    const counts = new Float64Array(streamBase / cs + streamClusters);
+    const inc = (host: number, len = cs, times = 1) => {
+      for (let c = Math.floor(host / cs); c <= Math.floor((host + len - 1) / cs); c++) counts[c] += times;
+    };
+    inc(0); // header
+    const newL2 = new Map<number, Buffer>();
     for (const [so, refs] of l2Refs) {
-      const t = newL2.get(so)!;
+      const t = buildL2(srcL2.get(so)!, streamBase)!;
+      newL2.set(so, t);
+      inc(l2Dest.get(so)!, cs, refs);
       for (let j = 0; j < g.l2Size; j++) {
         const p = j * g.l2EntrySize;
         const hi = wordHi(t, p), lo = wordLo(t, p);
         if (hi & 0x40000000) {
           const c = decodeCompressed(g, hi, lo);
-          for (let r = 0; r < refs; r++) inc(c.hostOffset, c.compressedSize);
+          inc(c.hostOffset, c.compressedSize, refs);
         } else {
           const host = entryOffset(hi, lo);
-          if (host) for (let r = 0; r < refs; r++) inc(host);
+          if (host) inc(host, cs, refs);
         }
       }
     }
-    // COPIED flags (refcount 1), then the tables go to disk
-    for (const so of l2Refs.keys()) {
-      const t = newL2.get(so)!;
+    // COPIED flags: refcount exactly 1
+    for (const t of newL2.values()) {
       for (let j = 0; j < g.l2Size; j++) {
         const p = j * g.l2EntrySize;
         const hi = wordHi(t, p), lo = wordLo(t, p);
@@ -380,99 +462,59 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         if (host && counts[host / cs] === 1) t.writeUInt32BE((hi | 0x80000000) >>> 0, p);
       }
     }
-    const l2Dest = new Map<number, number>();
-    for (const so of [...l2Refs.keys()].sort((a, b) => a - b)) {
-      const at = await o.append(newL2.get(so)!);
-      l2Dest.set(so, at);
-      for (let r = 0; r < l2Refs.get(so)!; r++) inc(at);
-    }
-    const newL1Offsets: number[] = [];
-    for (const { l1 } of l1Tables) {
-      const n = Buffer.alloc(l1.length);
-      for (let i = 0; i < l1.length / 8; i++) {
-        const so = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
-        const d = so ? l2Dest.get(so) : undefined;
-        if (d !== undefined) n.writeBigUInt64BE(BigInt(d) | (l2Refs.get(so) === 1 ? L.QCOW_OFLAG_COPIED : 0n), i * 8);
-      }
-      if (n.length === 0) { newL1Offsets.push(0); continue; }
-      await o.padTo(cs);
-      const at = await o.append(n);
-      await o.padTo(cs);
-      inc(at, n.length);
-      newL1Offsets.push(at);
-    }
-
-    // ── snapshot table ──
-    let snapOffset = 0;
-    if (img.snapshots.length) {
-      const table = Buffer.concat(img.snapshots.map((sn, i) => encodeSnapshot({ ...sn, l1TableOffset: newL1Offsets[i + 1] })));
-      snapOffset = await o.append(table);
-      await o.padTo(cs);
-      inc(snapOffset, table.length);
-    }
-
-    // ── bitmaps: data clusters, tables, directory ──
-    let bitmapDir: { offset: number; size: number } | null = null;
-    if (img.bitmaps.length) {
-      const dirParts: Buffer[] = [];
-      const rawDir = await img.file.read(h.bitmaps!.bitmapDirectoryOffset, h.bitmaps!.bitmapDirectorySize, 'bitmap directory');
-      for (let b = 0; b < img.bitmaps.length; b++) {
-        const bm = img.bitmaps[b];
-        const entries = bitmapTables[b];
-        const tbl = Buffer.alloc(bm.bitmapTableSize * 8);
-        for (const e of entries) {
-          if (e.hostOffset) {
-            const data = await img.file.read(e.hostOffset, cs, `bitmap "${bm.name}" data`);
-            progress(cs);
-            if (data.equals(zero)) continue;
-            const at = await o.append(data);
-            inc(at);
-            tbl.writeBigUInt64BE(BigInt(at), e.index * 8);
-          } else if (e.allOnes) tbl.writeBigUInt64BE(1n, e.index * 8);
-        }
-        let tOff = 0;
-        if (tbl.length) { tOff = await o.append(tbl); await o.padTo(cs); inc(tOff, tbl.length); }
-        const ent = Buffer.from(rawDir.subarray(bm.hostOffset - h.bitmaps!.bitmapDirectoryOffset, bm.hostOffset - h.bitmaps!.bitmapDirectoryOffset + bm.entrySize));
-        ent.writeBigUInt64BE(BigInt(tOff), 0);
-        dirParts.push(ent);
-      }
-      const dir = Buffer.concat(dirParts);
-      const at = await o.append(dir);
-      await o.padTo(cs);
-      inc(at, dir.length);
-      bitmapDir = { offset: at, size: dir.length };
-    }
-
-    // ── refcounts: blocks and table placed after everything, covering themselves ──
-    const rg = refcountGeometry(h.clusterBits, h.refcountOrder);
-    const metaStart = o.pos / cs;
-    counts[0] = (counts[0] ?? 0) + 1; // header
-    let nBlocks = 0, nTable = 0;
-    for (;;) {
-      const total = metaStart + nBlocks + nTable;
-      const b = Math.ceil(total / rg.blockEntries);
-      const t = Math.ceil((b * 8) / cs);
-      if (b === nBlocks && t === nTable) break;
-      nBlocks = b; nTable = t;
-    }
-    const blocksAt = metaStart * cs;
-    const tableAt = blocksAt + nBlocks * cs;
-    for (let i = 0; i < nBlocks + nTable; i++) counts[metaStart + i] = 1;
+    l1Tables.forEach(({ l1 }, i) => { if (l1.length) inc(newL1Offsets[i], l1.length); });
+    if (snapTable) inc(snapOffset, snapTable.length);
+    bitmapData.forEach((bd, b) => {
+      bitmapPlaces[b].dataAt.forEach(a => inc(a));
+      if (bd.tbl.length) inc(bitmapPlaces[b].tableAt, bd.tbl.length);
+    });
+    if (bitmapDir) inc(bitmapDir.offset, bitmapDir.size);
+    inc(blocksAt, (nBlocks + nTable) * cs);
+    const maxRc = maxRefcount(rg.order);
     const blocks = Buffer.alloc(nBlocks * cs);
     for (let c = 0; c < counts.length; c++) {
       const v = counts[c];
       if (!v) continue;
-      if (v > maxRefcount(rg.order)) {
-        throw new Qcow2Error(src, 'refcount', c * cs, `cluster would need refcount ${v}, more than ${2 ** rg.order}-bit refcounts hold`, 'unsupported');
-      }
+      if (v > maxRc) throw new Qcow2Error(src, 'refcount', c * cs, `cluster would need refcount ${v}, more than ${2 ** rg.order}-bit refcounts hold`, 'unsupported');
       const bi = Math.floor(c / rg.blockEntries);
       setRefcountAt(blocks.subarray(bi * cs, (bi + 1) * cs), c % rg.blockEntries, rg.order, v);
     }
+
+    // ── write the metadata in the layout order, then the stream ──
+    for (const so of [...l2Refs.keys()].sort((a, b) => a - b)) await o.append(newL2.get(so)!);
+    for (let i = 0; i < l1Tables.length; i++) {
+      const l1 = l1Tables[i].l1;
+      if (!l1.length) continue;
+      const n = Buffer.alloc(clustersOf(l1.length) * cs);
+      for (let e = 0; e < l1.length / 8; e++) {
+        const so = entryOffset(wordHi(l1, e * 8), wordLo(l1, e * 8));
+        const d = so ? l2Dest.get(so) : undefined;
+        if (d !== undefined) n.writeBigUInt64BE(BigInt(d) | (l2Refs.get(so) === 1 ? L.QCOW_OFLAG_COPIED : 0n), e * 8);
+      }
+      await o.append(n);
+    }
+    if (snapTable) { await o.append(snapTable); await o.padTo(cs); }
+    for (let b = 0; b < bitmapData.length; b++) {
+      const bd = bitmapData[b];
+      bd.clusters.forEach((c, k) => bd.tbl.writeBigUInt64BE(BigInt(bitmapPlaces[b].dataAt[k]), c.index * 8));
+      for (const c of bd.clusters) await o.append(c.data);
+      if (bd.tbl.length) { await o.append(bd.tbl); await o.padTo(cs); }
+    }
+    if (bitmapDir) { await o.append(bitmapDir.data); await o.padTo(cs); }
     await o.append(blocks);
     const table = Buffer.alloc(nTable * cs);
     for (let i = 0; i < nBlocks; i++) table.writeBigUInt64BE(BigInt(blocksAt + i * cs), i * 8);
     await o.append(table);
     await o.flush();
+    if (o.pos !== streamBase) throw new Error(`internal: layout mismatch (${o.pos} != ${streamBase})`);
+    for (let at = 0; at < streamLen; at += 8 * 1024 * 1024) {
+      if (opts.signal?.aborted) throw cancelled(src);
+      await o.append(await streamFile.read(at, Math.min(8 * 1024 * 1024, streamLen - at), 'compressed stream'));
+    }
+    await o.flush();
+    await streamFile.close();
+    streamFile = null;
+    fs.rmSync(streamTmp, { force: true });
 
     // ── header, last ──
     const hdr = Buffer.alloc(cs);
@@ -507,7 +549,9 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     return { bytesBefore, bytesAfter, output: dest };
   } catch (e) {
     if (out) await out.close().catch(() => undefined);
+    if (streamFile) await streamFile.close().catch(() => undefined);
     fs.rmSync(tmp, { force: true });
+    fs.rmSync(streamTmp, { force: true });
     throw e;
   } finally {
     await pool?.close();
