@@ -120,12 +120,17 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   const maxFindings = opts.maxFindings ?? 1000;
   const h = img.header;
   progress(0);
-  const usage = await clusterUsage(img, { signal: opts.signal });
+  // stored refcounts first, so the OFLAG_COPIED check can run while usage walks the active L2 tables
+  const cs = img.clusterSize;
+  const rg = img.rg;
+  const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / cs) + 1);
+  const copied = new CopiedCheck(img, storedAll);
+  const usage = await clusterUsage(img, { signal: opts.signal, onActiveL2: (t, li, off) => copied.table(t, li, off) });
   progress(1);
   if (opts.signal?.aborted) throw new Qcow2Error(img.path, 'check', undefined, 'cancelled', 'cancelled');
 
   const st: CheckState = {
-    usage, stored: new Float64Array(0), checkErrors: 0, corruptions: usage.issueCount, leaks: 0,
+    usage, stored: storedAll.subarray(0, usage.nbClusters), checkErrors: 0, corruptions: usage.issueCount, leaks: 0,
     rebuild: usage.issues.some(i => i.rebuild), highestCluster: 0,
     copiedL1: [], copiedL2: [], leakedClusters: [], lowClusters: [], findings: [], findingsDropped: 0,
   };
@@ -142,13 +147,9 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   for (const i of usage.issues) add(issueFinding(i));
   st.findingsDropped += usage.issueCount - usage.issues.length;
 
-  // stored refcounts
-  const cs = usage.clusterSize;
-  const rg = img.rg;
   const nb = usage.nbClusters;
   const refMax = Math.min(maxRefcount(rg.order), 0xffffffff);
-  const stored = await readStoredRefcounts(img, nb);
-  st.stored = stored;
+  const stored = st.stored;
   progress(2);
 
   // compare (QEMU's compare_refcounts)
@@ -224,7 +225,7 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   progress(3);
 
   // OFLAG_COPIED (QEMU's check_oflag_copied), with the stored refcounts
-  await checkCopiedFlags(img, st, add);
+  await copied.finish(st, add);
   progress(4);
 
   if (st.findingsDropped > 0) {
@@ -290,62 +291,82 @@ async function storedRefcountOf(img: Qcow2Image, stored: Float64Array, k: number
   return refcountAt(blk, k % rg.blockEntries, rg.order);
 }
 
-async function checkCopiedFlags(img: Qcow2Image, st: CheckState, add: (f: Finding) => void): Promise<void> {
-  const g = img.g;
-  const cs = g.clusterSize;
-  const l1 = img.l1;
-  const cache = new Map<number, Buffer>();
-  const l1Count = l1.length / 8;
-  const perWindow = Math.max(1, Math.floor(32 * 1024 * 1024 / cs));
-  const hasDataFile = g.externalData;
-  let i = 0;
-  while (i < l1Count) {
-    const batch: { i: number; l2Offset: number; copied: boolean; hi: number; lo: number }[] = [];
-    for (; i < l1Count && batch.length < perWindow; i++) {
-      const hi = wordHi(l1, i * 8), lo = wordLo(l1, i * 8);
-      const l2Offset = entryOffset(hi, lo);
-      if (l2Offset === 0) continue;
-      batch.push({ i, l2Offset, copied: (hi & 0x80000000) !== 0, hi, lo });
-    }
-    const tables = await readTablesPadded(img.file, batch.map(b => b.l2Offset), cs, o => `L2 table at ${hex(o)}`);
-    for (const b of batch) {
-      const rc = await storedRefcountOf(img, st.stored, Math.floor(b.l2Offset / cs), cache);
-      if (rc === undefined) continue;
-      if ((rc === 1) !== b.copied) {
-        st.corruptions++;
-        st.copiedL1.push({ l1Index: b.i, want: rc === 1 });
-        add({
-          kind: 'copied-flag-mismatch', severity: 'error', hostOffset: img.header.l1TableOffset + b.i * 8, structure: `L1[${b.i}]`,
-          message: `L1 entry ${hex((BigInt(b.hi) << 32n) | BigInt(b.lo))} ${b.copied ? 'has' : 'lacks'} the COPIED flag but its L2 table's refcount is ${rc}.`,
-          explanation: EXPLAIN['copied-flag-mismatch'],
-        });
+interface CopiedHit { l1Index: number; l2Offset: number; l2Index: number; hi: number; lo: number; rc: number }
+
+/**
+ * QEMU's check_oflag_copied over the active L1/L2 tables, fed table by table while usage walks
+ * them. Refcounts of clusters past the stored array (beyond the end of the file) are looked up
+ * afterwards, in `finish`.
+ */
+class CopiedCheck {
+  private hits: CopiedHit[] = [];
+  private later: Omit<CopiedHit, 'rc'>[] = [];
+  private readonly cs: number;
+  private readonly extData: boolean;
+  constructor(private img: Qcow2Image, private stored: Float64Array) {
+    this.cs = img.clusterSize;
+    this.extData = img.g.externalData;
+  }
+
+  private look(k: number, e: Omit<CopiedHit, 'rc'>, copied: boolean): void {
+    if (k >= this.stored.length) { this.later.push(e); return; }
+    const rc = this.stored[k];
+    if (rc !== rc) return; // unreadable: QEMU skips silently
+    if ((rc === 1) !== copied) this.hits.push({ ...e, rc });
+  }
+
+  table(t: Uint8Array, l1Index: number, l2Offset: number): void {
+    if (l2Offset === 0) return; // QEMU skips L1 entries without an offset here
+    const l1 = this.img.l1;
+    const l1hi = wordHi(l1, l1Index * 8), l1lo = wordLo(l1, l1Index * 8);
+    this.look(Math.floor(l2Offset / this.cs), { l1Index, l2Offset, l2Index: -1, hi: l1hi, lo: l1lo }, (l1hi & 0x80000000) !== 0);
+    const g = this.img.g, es = g.l2EntrySize, n = g.l2Size, cs = this.cs, stored = this.stored;
+    for (let j = 0; j < n; j++) {
+      const p = j * es;
+      const hi = (t[p] << 24 | t[p + 1] << 16 | t[p + 2] << 8 | t[p + 3]) >>> 0;
+      const lo = (t[p + 4] << 24 | t[p + 5] << 16 | t[p + 6] << 8 | t[p + 7]) >>> 0;
+      if ((hi === 0 && lo === 0) || (hi & 0x40000000)) continue;
+      const copied = (hi & 0x80000000) !== 0;
+      const off = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+      if (off === 0 && !(this.extData && copied)) continue; // unallocated / zero without a cluster
+      if (this.extData) {
+        if (!copied) this.hits.push({ l1Index, l2Offset, l2Index: j, hi, lo, rc: 1 });
+        continue;
       }
-      const t = tables.get(b.l2Offset)!;
-      const es = g.l2EntrySize;
-      for (let j = 0; j < g.l2Size; j++) {
-        const p = j * es;
-        const hi = (t[p] << 24 | t[p + 1] << 16 | t[p + 2] << 8 | t[p + 3]) >>> 0;
-        const lo = (t[p + 4] << 24 | t[p + 5] << 16 | t[p + 6] << 8 | t[p + 7]) >>> 0;
-        if ((hi === 0 && lo === 0) || (hi & 0x40000000)) continue;
-        const off = entryOffset(hi, lo);
-        const copied = (hi & 0x80000000) !== 0;
-        if (off === 0 && !(hasDataFile && copied)) continue; // unallocated / zero without a cluster
-        let rc2: number | undefined;
-        if (hasDataFile) rc2 = 1;
-        else {
-          const k = Math.floor(off / cs);
-          rc2 = k < st.stored.length ? (st.stored[k] === st.stored[k] ? st.stored[k] : undefined) : await storedRefcountOf(img, st.stored, k, cache);
-        }
-        if (rc2 === undefined) continue;
-        if ((rc2 === 1) !== copied) {
-          st.corruptions++;
-          st.copiedL2.push({ l2Offset: b.l2Offset, l2Index: j, l1Index: b.i, want: rc2 === 1 });
-          add({
-            kind: 'copied-flag-mismatch', severity: 'error', hostOffset: b.l2Offset + p, structure: `L1[${b.i}] → L2[${hex(j)}]`,
-            message: `L2 entry ${hex((BigInt(hi) << 32n) | BigInt(lo))} ${copied ? 'has' : 'lacks'} the COPIED flag but its data cluster's refcount is ${rc2}.`,
-            explanation: EXPLAIN['copied-flag-mismatch'],
-          });
-        }
+      const k = Math.floor(off / cs);
+      if (k < stored.length) {
+        const rc = stored[k];
+        if (rc !== rc || (rc === 1) === copied) continue;
+        this.hits.push({ l1Index, l2Offset, l2Index: j, hi, lo, rc });
+      } else this.look(k, { l1Index, l2Offset, l2Index: j, hi, lo }, copied);
+    }
+  }
+
+  async finish(st: CheckState, add: (f: Finding) => void): Promise<void> {
+    const cache = new Map<number, Buffer>();
+    for (const e of this.later) {
+      const rc = await storedRefcountOf(this.img, this.stored, Math.floor((e.l2Index < 0 ? e.l2Offset : entryOffset(e.hi, e.lo)) / this.cs), cache);
+      if (rc === undefined) continue;
+      if ((rc === 1) !== ((e.hi & 0x80000000) !== 0)) this.hits.push({ ...e, rc });
+    }
+    // in QEMU's order: by L1 index, the L1 entry before its L2 entries
+    this.hits.sort((a, b) => a.l1Index - b.l1Index || a.l2Index - b.l2Index);
+    for (const e of this.hits) {
+      const has = (e.hi & 0x80000000) !== 0 ? 'has' : 'lacks';
+      const raw = hex((BigInt(e.hi) << 32n) | BigInt(e.lo));
+      st.corruptions++;
+      if (e.l2Index < 0) {
+        st.copiedL1.push({ l1Index: e.l1Index, want: e.rc === 1 });
+        add({
+          kind: 'copied-flag-mismatch', severity: 'error', hostOffset: this.img.header.l1TableOffset + e.l1Index * 8, structure: `L1[${e.l1Index}]`,
+          message: `L1 entry ${raw} ${has} the COPIED flag but its L2 table's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
+        });
+      } else {
+        st.copiedL2.push({ l2Offset: e.l2Offset, l2Index: e.l2Index, l1Index: e.l1Index, want: e.rc === 1 });
+        add({
+          kind: 'copied-flag-mismatch', severity: 'error', hostOffset: e.l2Offset + e.l2Index * this.img.g.l2EntrySize, structure: `L1[${e.l1Index}] → L2[${hex(e.l2Index)}]`,
+          message: `L2 entry ${raw} ${has} the COPIED flag but its data cluster's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
+        });
       }
     }
   }

@@ -161,7 +161,13 @@ export async function readTablesPadded(file: ImageFile, offsets: number[], size:
   return out;
 }
 
-export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal } = {}): Promise<ClusterUsage> {
+export interface ClusterUsageOptions {
+  signal?: AbortSignal;
+  /** Called with each L2 table of the active L1 as it is walked (lets the check avoid a second read). */
+  onActiveL2?(l2: Uint8Array, l1Index: number, l2Offset: number): void;
+}
+
+export async function clusterUsage(img: Qcow2Image, opts: ClusterUsageOptions = {}): Promise<ClusterUsage> {
   const h = img.header;
   const file = img.file;
   const g = img.g;
@@ -230,6 +236,8 @@ export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal
 
   let allocated = 0, fragmented = 0, compressed = 0;
 
+  const inClusterMask = (cs - 1) & 0xfffffe00;
+  const hiScale = 2 ** (32 - cb);
   const scanL2 = (t: Uint8Array, l1Index: number, l2Offset: number, snap: number, frag: boolean) => {
     const es = g.l2EntrySize, n = g.l2Size, ext = g.extendedL2;
     const dataRole = snap < 0 ? ROLE_DATA : ROLE_SNAPSHOT_ONLY;
@@ -264,7 +272,9 @@ export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal
         issue({ kind: 'l2-reserved-bits', hostOffset: entryAt, structure: path(j), message: `L2 entry ${hex((BigInt(hi) << 32n) | BigInt(lo))} has reserved bits set` });
       }
       const zeroFlag = !ext && (lo & 1) !== 0;
-      const offset = entryOffset(hi, lo);
+      const offset = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+      // cluster bits are at most 21, so alignment is decided by the low word alone (no float modulo)
+      const aligned = (lo & inClusterMask) === 0;
       if (offset === 0 && !(hasDataFile && (hi & 0x80000000) !== 0)) {
         // ZERO_PLAIN or UNALLOCATED
         if (!zeroFlag && ext && bmLo !== 0) {
@@ -276,7 +286,7 @@ export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal
       if (ext && (bmHi & bmLo) !== 0) {
         issue({ kind: 'subcluster-bitmap-invalid', hostOffset: entryAt, structure: path(j), message: `allocated cluster at ${hex(offset)} has subclusters marked both allocated and zero` });
       }
-      if (offset % cs !== 0) {
+      if (!aligned) {
         const containsData = ext ? bmLo !== 0 : !zeroFlag;
         issue({
           kind: 'l2-entry-unaligned', hostOffset: entryAt, structure: path(j),
@@ -291,8 +301,8 @@ export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal
       }
       if (!hasDataFile) {
         // inlined inc() for the common aligned single-cluster case
-        if (offset % cs === 0 && offset + cs <= fileSize) {
-          const k = offset / cs;
+        if (aligned && offset + cs <= fileSize) {
+          const k = (hi & 0x00ffffff) * hiScale + (lo >>> cb);
           const c = refs[k];
           if (c === 0) { refs[k] = 1; role[k] = dataRole; ownerA[k] = l1Index; ownerB[k] = j; ownerC[k] = snap; continue; }
           claim(k, dataRole, l1Index, j, snap, () => path(j));
@@ -329,7 +339,9 @@ export async function clusterUsage(img: Qcow2Image, opts: { signal?: AbortSignal
         if (l2Offset % cs !== 0) {
           issue({ kind: 'l2-table-unaligned', hostOffset: l1Offset + li * 8, structure: `${label}L1[${li}]`, message: `L2 table offset ${hex(l2Offset)} is not cluster-aligned` });
         }
-        scanL2(tables.get(l2Offset)!, li, l2Offset, snap, frag);
+        const t = tables.get(l2Offset)!;
+        scanL2(t, li, l2Offset, snap, frag);
+        if (snap < 0) opts.onActiveL2?.(t, li, l2Offset);
       }
     }
   };
