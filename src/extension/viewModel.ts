@@ -11,13 +11,18 @@ import * as path from 'node:path';
 import { decodeL2Entry } from '../engine/cluster';
 import { Qcow2Error, hex } from '../engine/errors';
 import { featureBits } from '../engine/header';
-import { readMany } from '../engine/io';
 import { Qcow2Image } from '../engine/image';
 import * as L from '../engine/layout';
 import { isLockedByQemu } from '../engine/lock';
 import { mapImage } from '../engine/map';
-import { readAllRefcounts, refcountAt } from '../engine/refcount';
+import { refcountAt } from '../engine/refcount';
 import { readEncryptInfo } from '../engine/crypto';
+import { readStoredRefcounts } from '../engine/check';
+import {
+  ClusterUsage, clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_COMPRESSED, ROLE_CONFLICT, ROLE_CRYPTO, ROLE_DATA,
+  ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2,
+  ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
+} from '../engine/usage';
 import {
   ByteRangeSource, CLUSTER_ROLES, ClusterDescription, ClusterOwner, ClusterRole, FromWebviewMessage, HeaderField,
   ImageSummary, MAX_MAP_CELLS, MAX_READ_LENGTH, NodeId, ROOT_NODE_ID, ToWebviewMessage, TREE_PAGE_SIZE, TreeNode,
@@ -52,7 +57,16 @@ interface ClusterRoles {
   ownerB: Int32Array;
   users: Uint8Array;
   refcounts: Float64Array;
+  usage: ClusterUsage;
 }
+
+/** The engine's usage roles (ROLE_* in usage.ts) as protocol roles. */
+const USAGE_ROLE: Record<number, number> = {
+  [ROLE_FREE]: ROLE.free, [ROLE_HEADER]: ROLE.header, [ROLE_L1]: ROLE.l1, [ROLE_L2]: ROLE.l2, [ROLE_SNAPSHOT_L2]: ROLE.l2,
+  [ROLE_REFCOUNT_TABLE]: ROLE.refcountTable, [ROLE_REFCOUNT_BLOCK]: ROLE.refcountBlock, [ROLE_SNAPSHOT_TABLE]: ROLE.snapshotTable,
+  [ROLE_SNAPSHOT_L1]: ROLE.snapshotL1, [ROLE_DATA]: ROLE.data, [ROLE_COMPRESSED]: ROLE.compressed, [ROLE_SNAPSHOT_ONLY]: ROLE.data,
+  [ROLE_BITMAP_DIRECTORY]: ROLE.bitmapDirectory, [ROLE_BITMAP_TABLE]: ROLE.bitmapTable, [ROLE_BITMAP]: ROLE.bitmapData, [ROLE_CRYPTO]: ROLE.crypto,
+};
 
 interface PageRange { s: number; e: number }
 
@@ -513,83 +527,32 @@ export class ViewModel {
     return this.rolesPromise;
   }
 
+  /**
+   * Roles come from the engine's cluster usage walk (src/engine/usage.ts, QEMU's check order) and
+   * the stored refcounts: a cluster nobody uses with a refcount is leaked; one whose owners may not
+   * share it, or whose refcount is below its references, is a conflict.
+   */
   private async buildRoles(): Promise<ClusterRoles> {
-    const img = this.img, h = img.header, cs = img.clusterSize, g = img.g;
-    const n = Math.ceil(img.file.size / cs);
+    const img = this.img;
+    const n = Math.ceil(img.file.size / img.clusterSize);
     if (n > MAX_ROLE_CLUSTERS) throw new Qcow2Error(img.path, 'cluster map', undefined, `${n} host clusters are more than the map handles (${MAX_ROLE_CLUSTERS})`, 'unsupported');
+    const u = await clusterUsage(img);
+    const stored = await readStoredRefcounts(img, n);
     const r: ClusterRoles = {
-      role: new Uint8Array(n), ownerRole: new Uint8Array(n), ownerT: new Int32Array(n), ownerA: new Int32Array(n), ownerB: new Int32Array(n),
-      users: new Uint8Array(n), refcounts: new Float64Array(0),
+      role: new Uint8Array(n), ownerRole: new Uint8Array(n), ownerT: u.ownerC.subarray(0, n), ownerA: u.ownerA.subarray(0, n), ownerB: u.ownerB.subarray(0, n),
+      users: new Uint8Array(n), refcounts: stored, usage: u,
     };
-    const mark = (hostOffset: number, length: number, role: ClusterRole, t = 0, a = 0, b = 0) => {
-      if (length <= 0) return;
-      const first = Math.floor(hostOffset / cs), last = Math.min(n - 1, Math.floor((hostOffset + length - 1) / cs));
-      for (let c = first; c <= last; c++) {
-        if (r.users[c] === 0) {
-          r.ownerRole[c] = ROLE[role];
-          r.ownerT[c] = t; r.ownerA[c] = a; r.ownerB[c] = b;
-        } else if (r.ownerRole[c] !== ROLE[role] && !(role === 'compressed' && r.ownerRole[c] === ROLE.compressed)) {
-          r.role[c] = ROLE.conflict;
-        }
-        if (r.users[c] < 255) r.users[c]++;
-      }
-    };
-    mark(0, cs, 'header');
-    mark(h.l1TableOffset, h.l1Size * 8, 'l1', ACTIVE);
-    mark(h.refcountTableOffset, h.refcountTableClusters * cs, 'refcountTable');
-    for (let i = 0; i < img.refcountTable.length; i++) if (img.refcountTable[i]) mark(img.refcountTable[i], cs, 'refcountBlock', 0, i);
-    if (h.nbSnapshots) mark(h.snapshotsOffset, img.snapshots.reduce((a, s) => a + s.entrySize, 0), 'snapshotTable');
-    if (h.crypto) mark(h.crypto.offset, h.crypto.length, 'crypto');
-    if (h.bitmaps) mark(h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, 'bitmapDirectory');
-    for (const [k, b] of img.bitmaps.entries()) {
-      mark(b.bitmapTableOffset, b.bitmapTableSize * 8, 'bitmapTable', k);
-      if (b.bitmapTableSize * 8 > 64 * 1024 * 1024) continue;
-      const t = await img.file.read(b.bitmapTableOffset, b.bitmapTableSize * 8, `bitmap "${b.name}" table`).catch(() => null);
-      if (!t) continue;
-      for (let i = 0; i < b.bitmapTableSize; i++) {
-        const off = Number(t.readBigUInt64BE(i * 8) & L.BME_TABLE_ENTRY_OFFSET_MASK);
-        if (off) mark(off, cs, 'bitmapData', k, i);
-      }
-    }
-    const tables: Array<{ t: number; l1: Buffer }> = [{ t: ACTIVE, l1: img.l1 }];
-    for (const [k, s] of img.snapshots.entries()) {
-      mark(s.l1TableOffset, s.l1Size * 8, 'snapshotL1', k);
-      const l1 = await img.file.read(s.l1TableOffset, s.l1Size * 8, `snapshot "${s.name}" L1 table`).catch(() => null);
-      if (l1) tables.push({ t: k, l1 });
-    }
-    const ownData = !img.dataFile; // with an external data file, guest data is not in this file
-    for (const { t, l1 } of tables) {
-      const count = l1.length / 8;
-      const seenL2 = new Set<number>();
-      const WINDOW = 256;
-      for (let w = 0; w < count; w += WINDOW) {
-        const idx: number[] = [], offs: number[] = [];
-        for (let i = w; i < Math.min(count, w + WINDOW); i++) {
-          const { l2Offset } = img.l1Entry(i, l1);
-          if (!l2Offset) continue;
-          mark(l2Offset, cs, 'l2', t, i);
-          if (l2Offset % cs !== 0 || l2Offset + cs > img.file.size || seenL2.has(l2Offset)) continue;
-          seenL2.add(l2Offset);
-          idx.push(i); offs.push(l2Offset);
-        }
-        if (!ownData || offs.length === 0) continue;
-        const got = await readMany(img.file, offs, cs, o => `L2 table at ${hex(o)}`);
-        for (let q = 0; q < idx.length; q++) {
-          const table = got.get(offs[q])!;
-          for (let j = 0; j < g.l2Size; j++) {
-            const d = decodeL2Entry(g, table, j);
-            if (d.compressed) mark(d.hostOffset, d.compressedSize, 'compressed', t, idx[q], j);
-            else if (d.hostOffset) mark(d.hostOffset, cs, 'data', t, idx[q], j);
-          }
-        }
-      }
-    }
-    r.refcounts = await readAllRefcounts(img.file, img.refcountTable, img.rg, n);
     for (let c = 0; c < n; c++) {
-      if (r.role[c] === ROLE.conflict) continue;
-      if (r.users[c] === 0) r.role[c] = r.refcounts[c] > 0 ? ROLE.leaked : ROLE.free;
-      else if (r.refcounts[c] === 0) r.role[c] = ROLE.conflict;
-      else r.role[c] = r.ownerRole[c];
+      const raw = u.role[c];
+      const own = USAGE_ROLE[raw & ROLE_MASK] ?? ROLE.conflict;
+      r.ownerRole[c] = own;
+      r.users[c] = Math.min(255, u.refs[c]);
+      const refcount = stored[c];
+      if (raw & ROLE_CONFLICT) r.role[c] = ROLE.conflict;
+      else if (u.refs[c] === 0) r.role[c] = refcount > 0 ? ROLE.leaked : ROLE.free;
+      else if (!(refcount >= u.refs[c])) r.role[c] = ROLE.conflict; // below its references (or unreadable): corruption
+      else if (refcount > u.refs[c]) r.role[c] = ROLE.leaked;
+      else r.role[c] = own;
     }
     return r;
   }
@@ -603,14 +566,16 @@ export class ViewModel {
     const cells = new Array<number>(count);
     for (let i = 0; i < count; i++) {
       const a = startCluster + i * zoom, b = Math.min(total, a + zoom);
-      let role = r.role[a];
-      for (let c = a + 1; c < b; c++) {
+      // a conflict anywhere in the cell wins, then a leak; otherwise one role or 'mixed'
+      let role = -1, problem = -1;
+      for (let c = a; c < b; c++) {
         const x = r.role[c];
-        if (x === role) continue;
-        // problems win over anything; otherwise a run of two roles is 'mixed'
-        if (x === ROLE.conflict || x === ROLE.leaked) { role = x; break; }
-        if (role !== ROLE.conflict && role !== ROLE.leaked) role = ROLE.mixed;
+        if (x === ROLE.conflict) { problem = x; break; }
+        if (x === ROLE.leaked) { problem = x; continue; }
+        role = role < 0 || role === x ? x : ROLE.mixed;
       }
+      if (problem >= 0) role = problem;
+      else if (role < 0) role = ROLE.free;
       cells[i] = role;
     }
     return { startCluster, zoom, totalClusters: total, cells };
@@ -621,25 +586,26 @@ export class ViewModel {
     const img = this.img, g = img.g, cs = img.clusterSize;
     const role = CLUSTER_ROLES[r.ownerRole[c]];
     const t = r.ownerT[c], a = r.ownerA[c], b = r.ownerB[c];
-    const snap = (role === 'l2' || role === 'data' || role === 'compressed' || role === 'snapshotL1') && t !== ACTIVE ? img.snapshots[role === 'snapshotL1' ? t : t]?.name : undefined;
-    const l1Label = t === ACTIVE ? 'L1' : `snapshot "${snap}" L1`;
+    // the same structure path the check's findings use (usage.ts ownerPath)
+    const structure = r.usage.ownerPath(c);
+    const snapshot = t >= 0 && (role === 'l2' || role === 'data' || role === 'compressed' || role === 'snapshotL1') ? img.snapshots[t]?.name : undefined;
     const tid = this.tableId(t);
+    const o = (nodeId?: NodeId, guestOffset?: number): ClusterOwner => ({ structure, role, snapshot, guestOffset, nodeId });
     switch (role) {
-      case 'header': return { structure: 'header', role, nodeId: 'header' };
-      case 'l1': return { structure: 'L1 table', role, nodeId: 'l1:a' };
-      case 'l2': return { structure: `${l1Label}[${a}] → L2 table`, role, snapshot: snap, guestOffset: a * g.l2Size * cs, nodeId: `l1e:${tid}:${a}` };
+      case 'header': return o('header');
+      case 'l1': return o('l1:a');
+      case 'l2': return o(`l1e:${tid}:${a}`, a * g.l2Size * cs);
       case 'data':
-      case 'compressed':
-        return { structure: `${l1Label}[${a}] → L2[${hex(b)}] → ${role === 'data' ? 'data' : 'compressed data'}`, role, snapshot: snap, guestOffset: (a * g.l2Size + b) * cs, nodeId: `l2e:${tid}:${a}:${b}` };
-      case 'refcountTable': return { structure: 'refcount table', role, nodeId: 'refcount' };
-      case 'refcountBlock': return { structure: `refcount table[${a}] → refcount block`, role, nodeId: `rte:${a}` };
-      case 'snapshotTable': return { structure: 'snapshot table', role, nodeId: 'snapshots' };
-      case 'snapshotL1': return { structure: `snapshot "${img.snapshots[t]?.name}" L1 table`, role, snapshot: img.snapshots[t]?.name, nodeId: `l1:${t}` };
-      case 'bitmapDirectory': return { structure: 'bitmap directory', role, nodeId: 'bitmaps' };
-      case 'bitmapTable': return { structure: `bitmap "${img.bitmaps[t]?.name}" table`, role, nodeId: `bm:${t}` };
-      case 'bitmapData': return { structure: `bitmap "${img.bitmaps[t]?.name}" table[${a}] → data`, role, nodeId: `bme:${t}:${a}` };
-      case 'crypto': return { structure: 'encryption header', role, nodeId: 'encryption' };
-      default: return { structure: role, role };
+      case 'compressed': return o(`l2e:${tid}:${a}:${b}`, (a * g.l2Size + b) * cs);
+      case 'refcountTable': return o('refcount');
+      case 'refcountBlock': return o(`rte:${a}`);
+      case 'snapshotTable': return o('snapshots');
+      case 'snapshotL1': return o(`l1:${t}`);
+      case 'bitmapDirectory': return o('bitmaps');
+      case 'bitmapTable': return o(`bm:${t}`);
+      case 'bitmapData': return o(`bme:${t}:${a}`);
+      case 'crypto': return o('encryption');
+      default: return o();
     }
   }
 
@@ -705,10 +671,16 @@ export class ViewModel {
   async locate(structure?: string, hostOffset?: number): Promise<NodeId[]> {
     const img = this.img;
     if (structure) {
-      const m = /(?:snapshot "([^"]*)" )?L1\[(\d+)\](?: → L2\[(0x[0-9a-f]+|\d+)\])?/i.exec(structure);
+      const m = /(?:snapshot(?:\[(\d+)\])? "([^"]*)"(?: →)? )?L1\[(\d+)\](?: → L2\[(0x[0-9a-f]+|\d+)\])?/i.exec(structure);
       if (m) {
-        const t = m[1] !== undefined ? img.snapshots.findIndex(s => s.name === m[1]) : ACTIVE;
-        if (m[1] === undefined || t >= 0) return this.pathTo(t, Number(m[2]), m[3] !== undefined ? Number(m[3]) : undefined);
+        const t = m[1] !== undefined ? Number(m[1]) : m[2] !== undefined ? img.snapshots.findIndex(s => s.name === m[2]) : ACTIVE;
+        if (t === ACTIVE || (t >= 0 && t < img.snapshots.length)) return this.pathTo(t, Number(m[3]), m[4] !== undefined ? Number(m[4]) : undefined);
+      }
+      const bm = /bitmap\[(\d+)\][^→]*→ bitmap table(?:\[(\d+)\])?/i.exec(structure);
+      if (bm && img.bitmaps[Number(bm[1])]) {
+        const k = Number(bm[1]);
+        if (bm[2] === undefined) return ['bitmaps', `bm:${k}`];
+        return ['bitmaps', `bm:${k}`, ...pagePath(`bm:${k}`, img.bitmaps[k].bitmapTableSize, Number(bm[2])), `bme:${k}:${bm[2]}`];
       }
       const rb = /refcount table\[(\d+)\]/i.exec(structure);
       if (rb) return this.pathToRefcount(Number(rb[1]));

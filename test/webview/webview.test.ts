@@ -159,14 +159,14 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
       await page.mouse.move(box.x + (cluster % cols) * 10 + 4, box.y + Math.floor(cluster / cols) * 10 + 4);
     };
     await hover(dataHost / CS);
-    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('→ data'));
+    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('Guest data'));
     const text = await page.textContent('.map-hover');
-    assert.match(text!, new RegExp(`^Cluster ${dataHost / CS} at 0x${dataHost.toString(16)}: Guest data — L1\\[0\\] → L2\\[0x10\\] → data \\(guest 0x100000\\)`));
+    assert.match(text!, new RegExp(`^Cluster ${dataHost / CS} at 0x${dataHost.toString(16)}: Guest data — L1\\[0\\] → L2\\[0x10\\] \\(guest 0x100000\\)`));
     await hover(leakCluster);
     await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('Leaked'));
     assert.match((await page.textContent('.map-hover'))!, /refcount 1$/);
     await hover(dataHost / CS);
-    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('→ data'));
+    await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('Guest data'));
     await page.mouse.down();
     await page.mouse.up();
     await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost);
