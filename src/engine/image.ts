@@ -4,6 +4,7 @@
  * re-parses the header (STYLE.md).
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Bitmap, readBitmapDirectory } from './bitmap';
 import { BlockLayer, RawImage, resolveBackingPath, StatusExtent } from './backing';
 import { entryOffset, L2Geometry, l2Geometry, SubclusterType, subclusterType, wordHi, wordLo, decodeCompressed } from './cluster';
@@ -130,12 +131,22 @@ export class Qcow2Image implements BlockLayer {
     if (!this.header.dataFile) {
       throw new Qcow2Error(this.path, 'header extension external data file name', undefined, 'the image uses an external data file but does not name it');
     }
-    this.dataFilePath = resolveBackingPath(this.path, this.header.dataFile);
-    try {
-      this.dataFile = await ImageFile.open(this.dataFilePath, writable);
-    } catch {
-      throw new Qcow2Error(this.path, 'external data file', undefined, `cannot open "${this.dataFilePath}"`, 'missing-backing');
+    // QEMU opens a relative data file name relative to its working directory (bdrv_open_child
+    // with the bare name), unlike backing files; we try that first so we read what QEMU reads, then
+    // fall back to the image's own directory, where the file almost always is.
+    const name = this.header.dataFile;
+    const candidates = [...new Set([path.resolve(name), resolveBackingPath(this.path, name)])];
+    for (const candidate of candidates) {
+      try {
+        this.dataFile = await ImageFile.open(candidate, writable);
+        this.dataFilePath = candidate;
+        return;
+      } catch {
+        // try the next candidate
+      }
     }
+    this.dataFilePath = resolveBackingPath(this.path, name);
+    throw new Qcow2Error(this.path, 'external data file', undefined, `cannot open "${name}" (tried ${candidates.map(c => `"${c}"`).join(' and ')})`, 'missing-backing');
   }
 
   private async openBacking(chain: string[]): Promise<void> {

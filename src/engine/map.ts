@@ -30,9 +30,12 @@ async function chainStatus(layer: BlockLayer, start: number, end: number, depth:
       const bEnd = Math.min(d.start + d.length, backing.virtualSize);
       if (bEnd > d.start) await chainStatus(backing, d.start, bEnd, depth + 1, emit, signal);
       if (d.start + d.length > Math.max(bEnd, d.start)) {
-        // beyond a short backing file: QEMU reports zeros allocated at the backing layer
+        // Beyond the end of a shorter backing file QEMU's block layer reports zeros that are not
+        // allocated, at this layer (bdrv_co_block_status: offset >= backing length → ZERO).
         const s = Math.max(bEnd, d.start);
-        emit({ start: s, length: d.start + d.length - s, present: true, zero: true, data: false, depth: depth + 1 });
+        const e: StatusExtent = { start: s, length: d.start + d.length - s, present: false, zero: true, data: false, depth };
+        if (d.offset !== undefined) e.offset = d.offset + (s - d.start);
+        emit(e);
       }
     }
   };
@@ -63,6 +66,9 @@ export async function mapImage(top: BlockLayer, opts: { start?: number; end?: nu
       out.push(m);
     }
   }, opts.signal);
+  // qemu-img map starts from an all-false zero-length entry and prints it even when the loop
+  // never runs (a 0-byte disk).
+  if (out.length === 0) out.push({ start: opts.start ?? 0, length: 0, depth: 0, present: false, zero: false, data: false });
   return out;
 }
 

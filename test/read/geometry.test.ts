@@ -1,0 +1,66 @@
+/**
+ * Geometry and format versions: cluster sizes 512 B / 64 KiB / 2 MiB, refcount widths 1 / 16 / 64
+ * bits, compat 0.10 (version 2) and 1.1 (version 3). Each image gets data, a zero write and a
+ * partial-cluster write, then info/map/read are compared with qemu-img.
+ */
+import { test } from 'node:test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { qemuImg, qemuIo, tmpDir } from '../helpers/qemu';
+import { assertMatchesQemu } from './compare';
+
+const dir = tmpDir('qcow2-lens-geometry-');
+test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function build(name: string, opts: string, size = '8M'): string {
+  const img = path.join(dir, `${name}.qcow2`);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, img, size);
+  qemuIo(img, [
+    'write -P 0x11 0 100k', // spans clusters, ends mid-cluster
+    'write -P 0x22 3M 7k',
+    'write -z 5M 1M', // zero clusters (v3) or zeroed data (v2)
+    'write -P 0x33 7M 512',
+    'write -z 7M 256', // partial zero write inside a data cluster
+  ]);
+  return img;
+}
+
+for (const cs of ['512', '64k', '2M']) {
+  test(`cluster size ${cs}`, () => assertMatchesQemu(build(`cluster-${cs}`, `cluster_size=${cs}`), dir));
+}
+
+for (const bits of [1, 16, 64]) {
+  test(`refcount bits ${bits}`, () => assertMatchesQemu(build(`refcount-${bits}`, `refcount_bits=${bits}`), dir));
+}
+
+test('compat 0.10 (version 2 header, no zero flag use by qemu-io writes)', () => {
+  assertMatchesQemu(build('compat-0.10', 'compat=0.10'), dir);
+});
+
+test('compat 1.1 with lazy refcounts', () => {
+  assertMatchesQemu(build('compat-1.1', 'compat=1.1,lazy_refcounts=on'), dir);
+});
+
+test('version 2 image with 512-byte clusters and a disk size that is not a cluster multiple', () => {
+  assertMatchesQemu(build('v2-odd', 'compat=0.10,cluster_size=512', '8389120'), dir);
+});
+
+test('fresh empty image and a 0-byte disk', () => {
+  const a = path.join(dir, 'empty.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', a, '16M');
+  assertMatchesQemu(a, dir);
+  const b = path.join(dir, 'zero-size.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', b, '0');
+  assertMatchesQemu(b, dir);
+});
+
+// Known difference (README): QEMU detects "metadata preallocation" (more refcounted clusters than
+// the sparse host file has allocated) and then asks the host file system for holes (SEEK_HOLE),
+// reporting never-written parts of data clusters as zero. Node has no SEEK_DATA/SEEK_HOLE, so we
+// report them as data. Kept as a todo test so the difference stays visible and measured.
+test('metadata preallocation: holes in data clusters', { todo: 'needs SEEK_HOLE, which Node does not expose' }, async () => {
+  const img = path.join(dir, 'prealloc.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', img, '16M');
+  qemuIo(img, ['write -P 0x44 1M 64k']);
+  assertMatchesQemu(img, dir);
+});
