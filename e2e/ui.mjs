@@ -4,7 +4,7 @@
 // reads the finding from the Problems view; creates and deletes a snapshot through the command
 // palette (confirmed with qemu-img snapshot -l); screenshots the editor in a dark and a light theme.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,9 @@ fs.mkdirSync(OUT, { recursive: true });
 const folder = makeFixtures(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-ui-')), { only: ['sample.qcow2', 'damaged.qcow2'] });
 fs.copyFileSync(path.join(folder, 'sample.qcow2'), path.join(folder, 'snap-ui.qcow2'));
 const snapshots = f => (JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', path.join(folder, f)], { encoding: 'utf8' })).snapshots ?? []).map(s => s.name);
-const leakedCluster = Number(/Leaked cluster (\d+)/.exec(execFileSync('qemu-img', ['check', path.join(folder, 'damaged.qcow2')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).toString() || '')?.[1] ?? NaN);
+const checked = spawnSync('qemu-img', ['check', path.join(folder, 'damaged.qcow2')], { encoding: 'utf8' });
+const leakedCluster = Number(/Leaked cluster (\d+)/.exec(checked.stdout + checked.stderr)?.[1]);
+assert.ok(Number.isInteger(leakedCluster), `qemu-img check names the leaked cluster: ${checked.stdout}${checked.stderr}`);
 
 async function poll(what, probe, ms = 20000) {
   const end = Date.now() + ms;
@@ -51,12 +53,26 @@ try {
     await item.waitFor({ timeout: 10000 });
     await page.keyboard.press('Enter');
   };
+  // The input a command opened (an input box or a quick pick) has the focus: type into it.
   const quickInput = async (text, pick) => {
-    const input = page.locator('.quick-input-widget .quick-input-box input').first();
-    await input.waitFor({ timeout: 10000 });
-    await input.fill(text);
-    if (pick) await page.locator('.quick-input-list .monaco-list-row', { hasText: pick }).first().waitFor({ timeout: 10000 });
+    await page.locator('.quick-input-widget:visible .quick-input-box input').first().waitFor({ timeout: 10000 });
+    await page.waitForTimeout(300);
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(text);
+    if (pick) await page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row', { hasText: pick }).first().waitFor({ timeout: 10000 });
     await page.keyboard.press('Enter');
+  };
+  // Themes through the color theme picker (Ctrl+K Ctrl+T), like a person would.
+  const setTheme = async (theme, themeClass) => {
+    await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 } }).catch(() => {});
+    await page.keyboard.press('Control+K');
+    await page.keyboard.press('Control+T');
+    await page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row', { hasText: theme }).first().waitFor({ timeout: 10000 });
+    await page.keyboard.type(theme);
+    await page.waitForTimeout(500);
+    await page.keyboard.press('Enter');
+    await poll(`theme ${theme}`, () => page.evaluate(c => document.querySelector('.monaco-workbench')?.className.includes(c), themeClass), 15000);
+    await page.waitForTimeout(1500); // the webview picks the new --vscode-* variables up
   };
   // Open an image from the explorer. The customEditors contribution goes live slightly after the
   // workbench shows; a file opened before that lands in the text editor, so close it and retry.
@@ -89,14 +105,11 @@ try {
   assert.ok(texts.some(t => /header/i.test(t)), `the tree shows the header: ${texts.join(' | ')}`);
   assert.ok(texts.some(t => /snapshot/i.test(t)), `the tree shows the snapshot table: ${texts.join(' | ')}`);
   await page.waitForTimeout(1500); // let the cluster map paint
+  await setTheme('Dark Modern', 'dark_modern');
   await page.screenshot({ path: path.join(OUT, 'editor-dark.png') });
-  await palette('Preferences: Color Theme');
-  await quickInput('Light Modern', 'Light Modern');
-  await poll('light theme', async () => (await page.locator('.monaco-workbench.vs').count()) > 0, 10000);
-  await page.waitForTimeout(1500);
+  await setTheme('Light Modern', 'light_modern');
   await page.screenshot({ path: path.join(OUT, 'editor-light.png') });
-  await palette('Preferences: Color Theme');
-  await quickInput('Dark Modern', 'Dark Modern');
+  await setTheme('Dark Modern', 'dark_modern');
   mark('screenshots: e2e-out/editor-dark.png, e2e-out/editor-light.png');
 
   // Check on a damaged image: the finding appears in the Problems view on screen.

@@ -12,20 +12,22 @@ const vsce = (...args) => execFileSync(process.execPath, [path.join(ROOT, 'node_
 
 /** The files `vsce ls` says the package holds. */
 export function packageFiles() {
-  return vsce('ls', '--no-dependencies').split('\n').map(s => s.trim()).filter(Boolean).sort();
+  return vsce('ls').split('\n').map(s => s.trim()).filter(Boolean).sort();
 }
 
 /** The exact set allowed in the .vsix; anything else (src/, test/, e2e/, *.map, node_modules) is a defect. */
 export function assertPackageFiles(files) {
   const allowed = [/^package\.json$/, /^README\.md$/, /^LICENSE(\.md)?$/, /^dist\/extension\.js$/, /^dist\/[\w.-]+\.worker\.js$/, /^dist\/[\w.-]+\.wasm$/,
-    /^media\/webview\.(js|css)$/, /^media\/icon\.png$/, /^media\/[\w.-]+\.svg$/];
+    /^media\/webview\.(js|css)$/, /^media\/icon\.png$/, /^media\/[\w.-]+\.svg$/,
+    // the zstd encoder compaction loads at run time (WebAssembly, read next to its loader)
+    /^node_modules\/@bokuweb\/zstd-wasm\/(package\.json|LICENSE[\w.]*|dist\/common\/[\w./-]+\.(js|wasm))$/];
   for (const f of files) assert.ok(allowed.some(r => r.test(f)), `unexpected file in the .vsix: ${f}`);
   for (const must of ['package.json', 'dist/extension.js', 'media/webview.js', 'media/webview.css']) assert.ok(files.includes(must), `${must} missing from the .vsix`);
 }
 
 export function packageVsix(outDir) {
   const out = path.join(outDir, 'qcow2-lens.vsix');
-  vsce('package', '--no-dependencies', '--skip-license', '--allow-missing-repository', '-o', out);
+  vsce('package', '--skip-license', '--allow-missing-repository', '-o', out);
   return out;
 }
 
@@ -49,7 +51,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     const dir = path.join(exts, `${pkg.publisher}.${pkg.name}-${pkg.version}`);
     assert.ok(fs.existsSync(path.join(dir, 'dist/extension.js')), `installed at ${dir}`);
-    assert.ok(!fs.existsSync(path.join(dir, 'src')) && !fs.existsSync(path.join(dir, 'node_modules')), 'no sources or node_modules installed');
+    assert.ok(!fs.existsSync(path.join(dir, 'src')) && !fs.existsSync(path.join(dir, 'test')), 'no sources or tests installed');
+    assert.ok(fs.existsSync(path.join(dir, 'node_modules/@bokuweb/zstd-wasm/dist/common/zstd.wasm')), 'the zstd encoder is installed');
     ok = true;
   } catch (e) {
     console.error('FAIL:', e?.stderr || '', e?.stack || e);

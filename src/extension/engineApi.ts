@@ -2,6 +2,11 @@
  * The engine's write and check entry points the extension uses, in one place (the engine modules
  * are written by other parts of the project; the extension only calls these names).
  */
+import * as check from '../engine/check';
+import * as compact from '../engine/compact';
+import { Qcow2Image } from '../engine/image';
+import { isLockedByQemu } from '../engine/lock';
+import * as repair from '../engine/repair';
 import * as snapshot from '../engine/snapshot';
 
 export interface CheckFindingLike {
@@ -27,13 +32,26 @@ export interface WriteOpts {
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
-const notYet = (what: string) => new Error(`${what} is not available in this build`);
 
-export async function checkPath(_path: string, _opts: WriteOpts = {}): Promise<CheckReportLike> {
-  throw notYet('check');
+/** The integrity check of one image (read-only; backing files are not needed for it). */
+export async function checkPath(path: string, opts: WriteOpts = {}): Promise<CheckReportLike> {
+  const img = await Qcow2Image.open(path, { openBacking: false });
+  try {
+    const r = await check.checkImage(img, { signal: opts.signal, onProgress: opts.onProgress });
+    if (isLockedByQemu(path)) {
+      r.findings.push({
+        kind: 'in-use', severity: 'info', structure: 'image', message: 'The image is in use by QEMU, so its metadata may change while it is checked.',
+        explanation: 'Findings of an image a running VM writes to can be transient; check again after shutting the VM down.',
+      });
+    }
+    return r;
+  } finally {
+    await img.close();
+  }
 }
-export async function repairPath(_path: string, _mode: 'leaks' | 'all', _opts: WriteOpts = {}): Promise<unknown> {
-  throw notYet('repair');
+
+export function repairPath(path: string, mode: 'leaks' | 'all', opts: WriteOpts = {}): Promise<repair.RepairResult> {
+  return repair.repairImage(path, mode, opts);
 }
 export async function createSnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
   return snapshot.createSnapshot(path, name, opts);
@@ -48,6 +66,6 @@ export async function applySnapshotAt(path: string, name: string, opts: WriteOpt
 export async function listSnapshots(path: string): Promise<{ id: string; name: string }[]> {
   return (await snapshot.listSnapshots(path)).map(s => ({ id: s.id, name: s.name }));
 }
-export async function compactPath(_path: string, _opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<unknown> {
-  throw notYet('compact');
+export function compactPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<compact.CompactResult> {
+  return compact.compactImage(path, opts);
 }

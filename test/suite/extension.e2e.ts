@@ -78,7 +78,8 @@ suite('QCOW2 Lens in VS Code', () => {
     const diags = await until('diagnostics', () => { const d = vscode.languages.getDiagnostics(uri); return d.length ? d : undefined; });
     assert.ok(diags.length >= 1);
     // qemu-img names the leaked cluster by index; our message names its host offset.
-    const leakedCluster = Number(/Leaked cluster (\d+)/.exec(spawnSync('qemu-img', ['check', uri.fsPath], { encoding: 'utf8' }).stdout)![1]);
+    const text = spawnSync('qemu-img', ['check', uri.fsPath], { encoding: 'utf8' });
+    const leakedCluster = Number(/Leaked cluster (\d+)/.exec(text.stdout + text.stderr)![1]);
     const offset = '0x' + (leakedCluster * 65536).toString(16);
     assert.ok(diags.some(d => d.message.includes(offset)), `a diagnostic names ${offset}: ${diags.map(d => d.message).join(' | ')}`);
     assert.ok(diags.every(d => d.source === 'qcow2-lens'));
@@ -143,6 +144,16 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
     assert.match(qemuImg('check', out), /No errors were found/);
     assert.ok(r.sizeAfter < r.sizeBefore, `${r.sizeAfter} < ${r.sizeBefore}`);
+  });
+
+  test('Compact Image with zstd: QEMU reads the result (qemu-img compare, compression-type zstd)', async () => {
+    const src = file('sample.qcow2');
+    const out = path.join(ws(), 'sample-zstd.qcow2');
+    await vscode.commands.executeCommand('qcow2Lens.compactImage', src, { output: out, compress: 'zstd' });
+    const cmp = spawnSync('qemu-img', ['compare', src.fsPath, out], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+    assert.equal(JSON.parse(qemuImg('info', '--output=json', out))['format-specific'].data['compression-type'], 'zstd');
+    assert.deepEqual(snapshotNames(out), ['base'], 'snapshots are kept');
   });
 
   test('Compact Image in place keeps the guest data', async () => {
