@@ -8,8 +8,10 @@ import type { ClusterDescription } from '../src/protocol';
 import { CLUSTER_ROLE_LABELS, CLUSTER_ROLES, ClusterRole } from '../src/protocol';
 import { button, clear, el, errorText, hex, rafThrottle } from './dom';
 
-const CELL = 10;
+const MIN_CELL = 10;
 const MAX_VISIBLE_ROWS = 12;
+const LEAKED = CLUSTER_ROLES.indexOf('leaked');
+const CONFLICT = CLUSTER_ROLES.indexOf('conflict');
 
 export interface MapHost {
   getCells(startCluster: number, count: number, zoom: number): Promise<{ startCluster: number; zoom: number; totalClusters: number; cells: number[] }>;
@@ -31,6 +33,8 @@ export class ClusterMap {
   totalClusters = 0;
   zoom = 1;
   private fitted = true;
+  /** Cell size in CSS pixels: larger for small files so a handful of clusters stays visible. */
+  private cell = MIN_CELL;
   /** Loaded cells: key `${zoom}:${row}` → role indexes of that row. */
   private rows = new Map<string, number[] | 'pending' | Error>();
   private selectedCluster: number | undefined;
@@ -100,7 +104,7 @@ export class ClusterMap {
   }
 
   private get cols(): number {
-    return Math.max(8, Math.floor((this.scroller.clientWidth || 600) / CELL));
+    return Math.max(8, Math.floor((this.scroller.clientWidth || 600) / this.cell));
   }
   private get cellCount(): number {
     return Math.ceil(this.totalClusters / this.zoom);
@@ -110,6 +114,11 @@ export class ClusterMap {
   }
 
   private fit(): void {
+    const width = this.scroller.clientWidth || 600;
+    this.cell = MIN_CELL;
+    for (const size of [32, 24, 16, 12]) {
+      if (Math.ceil(this.totalClusters / Math.max(8, Math.floor(width / size))) <= 4) { this.cell = size; break; }
+    }
     let z = 1;
     while (Math.ceil(this.totalClusters / z / this.cols) > MAX_VISIBLE_ROWS) z *= 2;
     this.zoom = z;
@@ -119,6 +128,7 @@ export class ClusterMap {
   setZoom(z: number): void {
     const maxZoom = 2 ** Math.ceil(Math.log2(Math.max(1, this.totalClusters)));
     this.fitted = false;
+    this.cell = MIN_CELL;
     this.zoom = Math.max(1, Math.min(maxZoom, z));
     this.layout();
     this.host.onStateChange();
@@ -127,8 +137,8 @@ export class ClusterMap {
   private layout(): void {
     const rows = this.totalRows;
     const visible = Math.min(rows, MAX_VISIBLE_ROWS);
-    this.scroller.style.height = `${Math.max(1, visible) * CELL + 2}px`;
-    this.spacer.style.height = `${Math.max(0, rows - visible) * CELL}px`;
+    this.scroller.style.height = `${Math.max(1, visible) * this.cell + 2}px`;
+    this.spacer.style.height = `${Math.max(0, rows - visible) * this.cell}px`;
     this.zoomLabel.textContent = `${this.zoom} cluster${this.zoom === 1 ? '' : 's'} per cell · ${this.totalClusters} clusters`;
     this.schedule();
   }
@@ -161,9 +171,9 @@ export class ClusterMap {
   private draw(): void {
     if (!this.colors.length) this.readColors();
     const cols = this.cols;
-    const w = cols * CELL;
+    const w = cols * this.cell;
     const visibleRows = Math.min(this.totalRows, MAX_VISIBLE_ROWS);
-    const h = Math.max(1, visibleRows) * CELL;
+    const h = Math.max(1, visibleRows) * this.cell;
     const dpr = window.devicePixelRatio || 1;
     if (this.canvas.width !== w * dpr || this.canvas.height !== h * dpr) {
       this.canvas.width = w * dpr;
@@ -171,29 +181,44 @@ export class ClusterMap {
       this.canvas.style.width = `${w}px`;
       this.canvas.style.height = `${h}px`;
     }
+    this.canvas.dataset.cell = String(this.cell);
+    this.canvas.dataset.cols = String(cols);
+    this.canvas.dataset.zoom = String(this.zoom);
     const ctx = this.canvas.getContext('2d');
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const firstRow = Math.floor(this.scroller.scrollTop / CELL);
+    const firstRow = Math.floor(this.scroller.scrollTop / this.cell);
     const lastRow = Math.min(this.totalRows - 1, firstRow + visibleRows - 1);
     this.requestRows(firstRow, lastRow);
-    const selColor = getComputedStyle(this.element).getPropertyValue('--map-selection').trim() || '#fff';
+    const style = getComputedStyle(this.element);
+    const selColor = style.getPropertyValue('--map-selection').trim() || '#fff';
+    const hatch = style.getPropertyValue('--map-hatch').trim() || '#000';
     for (let r = firstRow; r <= lastRow; r++) {
       const cells = this.rows.get(this.rowKey(r));
-      const y = (r - firstRow) * CELL;
+      const y = (r - firstRow) * this.cell;
       for (let c = 0; c < cols; c++) {
         const cell = r * cols + c;
         if (cell >= this.cellCount) break;
         const role = Array.isArray(cells) ? cells[c] : undefined;
         ctx.fillStyle = role === undefined ? (this.colors[CLUSTER_ROLES.indexOf('beyondEnd')] ?? '#444') : this.colors[role];
         ctx.globalAlpha = role === undefined ? 0.3 : 1;
-        ctx.fillRect(c * CELL, y, CELL - 1, CELL - 1);
+        ctx.fillRect(c * this.cell, y, this.cell - 1, this.cell - 1);
         ctx.globalAlpha = 1;
+        if (role === LEAKED || role === CONFLICT) {
+          // problems are hatched as well as coloured, so they stand out in any theme
+          ctx.strokeStyle = hatch;
+          ctx.lineWidth = 1;
+          ctx.beginPath();
+          ctx.moveTo(c * this.cell, y + this.cell - 1);
+          ctx.lineTo(c * this.cell + this.cell - 1, y);
+          if (role === CONFLICT) { ctx.moveTo(c * this.cell, y); ctx.lineTo(c * this.cell + this.cell - 1, y + this.cell - 1); }
+          ctx.stroke();
+        }
         if (this.selectedCluster !== undefined && Math.floor(this.selectedCluster / this.zoom) === cell) {
           ctx.strokeStyle = selColor;
           ctx.lineWidth = 2;
-          ctx.strokeRect(c * CELL + 1, y + 1, CELL - 3, CELL - 3);
+          ctx.strokeRect(c * this.cell + 1, y + 1, this.cell - 3, this.cell - 3);
         }
       }
     }
@@ -202,7 +227,7 @@ export class ClusterMap {
 
   private clusterAt(e: MouseEvent): number | undefined {
     const rect = this.canvas.getBoundingClientRect();
-    const col = Math.floor((e.clientX - rect.left) / CELL), row = Math.floor((e.clientY - rect.top) / CELL) + Math.floor(this.scroller.scrollTop / CELL);
+    const col = Math.floor((e.clientX - rect.left) / this.cell), row = Math.floor((e.clientY - rect.top) / this.cell) + Math.floor(this.scroller.scrollTop / this.cell);
     if (col < 0 || col >= this.cols) return undefined;
     const cell = row * this.cols + col;
     if (cell < 0 || cell >= this.cellCount) return undefined;
@@ -244,8 +269,8 @@ export class ClusterMap {
     this.selectedCluster = cluster;
     if (cluster !== undefined && this.totalClusters) {
       const row = Math.floor(Math.floor(cluster / this.zoom) / this.cols);
-      const first = Math.floor(this.scroller.scrollTop / CELL);
-      if (row < first || row >= first + MAX_VISIBLE_ROWS) this.scroller.scrollTop = row * CELL;
+      const first = Math.floor(this.scroller.scrollTop / this.cell);
+      if (row < first || row >= first + MAX_VISIBLE_ROWS) this.scroller.scrollTop = row * this.cell;
     }
     this.schedule();
   }

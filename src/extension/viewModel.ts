@@ -657,9 +657,7 @@ export class ViewModel {
       kind: !m.present ? 'unallocated' : m.zero ? 'zero' : m.offset === undefined && chain[m.depth]?.format === 'qcow2' && !(chain[m.depth] as Qcow2Image).encrypted ? 'compressed' : 'data',
       depth: m.depth, layerPath: chain[m.depth]?.path, hostOffset: m.offset,
     }));
-    let data: Buffer;
-    if (img.encrypted) data = Buffer.alloc(0);
-    else data = await img.readGuest(guestOffset, length);
+    const data = await img.readGuest(guestOffset, length); // encrypted data: a Qcow2Error the hex view shows
     return { offset: guestOffset, data: b64(data), sources };
   }
 

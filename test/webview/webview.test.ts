@@ -154,9 +154,10 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
       return painted > 100;
     });
     const hover = async (cluster: number) => {
-      const cols = await page.$eval('.map-scroll', e => Math.max(8, Math.floor(e.clientWidth / 10)));
+      const { cell, cols, zoom } = await page.$eval('.map-canvas', e => ({ cell: Number((e as HTMLElement).dataset.cell), cols: Number((e as HTMLElement).dataset.cols), zoom: Number((e as HTMLElement).dataset.zoom) }));
+      assert.equal(zoom, 1);
       const box = (await page.locator('.map-canvas').boundingBox())!;
-      await page.mouse.move(box.x + (cluster % cols) * 10 + 4, box.y + Math.floor(cluster / cols) * 10 + 4);
+      await page.mouse.move(box.x + (cluster % cols) * cell + cell / 2, box.y + Math.floor(cluster / cols) * cell + cell / 2);
     };
     await hover(dataHost / CS);
     await page.waitForFunction(() => document.querySelector('.map-hover')?.textContent?.includes('Guest data'));
