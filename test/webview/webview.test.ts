@@ -216,6 +216,35 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     assert.deepEqual(h.pageErrors, []);
   });
 
+  it('revealStructure with a snapshot path (as the check names it) expands the snapshot\'s tables', async () => {
+    await h.push(page, { type: 'revealStructure', structure: 'snapshot[0] "s1" → L1[0] → L2[0x20]' });
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] > .tree-row > .tree-label')?.textContent === 'L2[0x20]');
+    const ids = await page.$$eval('[role=treeitem][aria-expanded=true]', els => els.map(e => (e as HTMLElement).dataset.nodeId));
+    assert.ok(ids.includes('snap:0') && ids.includes('l1:0') && ids.includes('l1e:0:0'), ids.join(','));
+    assert.match((await treeItem('L2[0x20]').locator('.tree-desc').last().textContent())!, /^compressed at 0x/);
+  });
+
+  it('refresh after the file changed on disk shows the new bytes', async () => {
+    qemuIo(top, ['write -P 0x3c 1M 4k']);
+    await h.models.get('main')!.reload();
+    await page.click('button:text-is("Disk")');
+    await page.fill('input.goto', '0x100000');
+    await page.press('input.goto', 'Enter');
+    await h.push(page, { type: 'refresh' });
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('.hex-row')).some(r => r.querySelector('.hex-off')?.textContent === '0000100000' && r.querySelector('.hb')?.textContent === '3c'));
+    await treeItem('L1[0]').waitFor(); // the tree was reloaded with its expanded nodes
+  });
+
+  it('shows an error state when the image cannot be read', async () => {
+    const p = await h.open('no-such-image');
+    try {
+      assert.equal(await p.getAttribute('body', 'data-ready'), 'error');
+      assert.match((await p.textContent('[role=alert]'))!, /cannot be shown.*no image no-such-image/s);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('navigates a 1 TiB guest: the last cluster, bounded reads', async () => {
     const p = await h.open('big');
     try {
