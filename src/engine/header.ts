@@ -111,6 +111,9 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   if (version !== 2 && version !== 3) {
     throw new Qcow2Error(path, 'header.version', 4, `unsupported qcow2 version ${version}`, 'unsupported');
   }
+  if (version === 3 && first.length < L.HEADER_V3_MIN_LENGTH) {
+    throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, a version 3 header needs at least ${L.HEADER_V3_MIN_LENGTH}`);
+  }
   const clusterBits = first.readUInt32BE(20);
   if (clusterBits < L.MIN_CLUSTER_BITS || clusterBits > L.MAX_CLUSTER_BITS) {
     throw new Qcow2Error(path, 'header.cluster_bits', 20, `cluster_bits ${clusterBits} is outside 9..21 (512 B to 2 MiB)`);
@@ -122,6 +125,9 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   let compressionType = L.COMPRESSION_ZLIB;
   if (version === 3) {
     headerLength = first.readUInt32BE(100);
+    if (headerLength >= L.HEADER_V3_MIN_LENGTH && headerLength % 8 === 0 && headerLength <= clusterSize && headerLength > file.size) {
+      throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, the header is ${headerLength}`);
+    }
     if (headerLength < L.HEADER_V3_MIN_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize || headerLength > first.length) {
       throw new Qcow2Error(path, 'header.header_length', 100, `header_length ${headerLength} is invalid (must be a multiple of 8, at least 104, within the first cluster)`);
     }
@@ -175,15 +181,20 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   const extArea = await file.read(0, Math.min(file.size, clusterSize), 'header extensions');
   let off = headerLength;
   for (;;) {
+    const fileEnded = extArea.length < clusterSize; // the file is shorter than its first cluster
     if (off + 8 > extArea.length) {
-      if (off === extArea.length && extArea.length === file.size) break; // truncated image with no end marker
-      throw new Qcow2Error(path, 'header extension', off, 'extension header runs past the first cluster');
+      if (off === extArea.length && fileEnded) break; // QEMU reads past EOF as zeros: an end marker
+      throw new Qcow2Error(path, 'header extension', off, fileEnded
+        ? `file is truncated: it ends at 0x${file.size.toString(16)}, inside the header extensions`
+        : 'extension header runs past the first cluster');
     }
     const type = extArea.readUInt32BE(off);
     const length = extArea.readUInt32BE(off + 4);
     if (type === L.EXT_END) { h.headerEnd = off + 8; break; }
     if (off + 8 + length > extArea.length) {
-      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, `length ${length} runs past the first cluster`);
+      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, off + 8 + length <= clusterSize && fileEnded
+        ? `file is truncated: it ends at 0x${file.size.toString(16)}, inside this ${length}-byte extension`
+        : `length ${length} runs past the first cluster`);
     }
     const data = Buffer.from(extArea.subarray(off + 8, off + 8 + length));
     h.extensions.push({ type, typeName: extensionName(type), hostOffset: off, length, data });
