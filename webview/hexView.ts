@@ -57,6 +57,14 @@ export class HexView {
     this.scroller = el('div', { className: 'hex-scroll', attrs: { tabindex: '0' } }, this.rows, this.spacer);
     this.scroller.addEventListener('scroll', () => this.onScroll());
     this.scroller.addEventListener('keydown', e => this.onKey(e));
+    // With a scaled scrollbar one wheel notch would jump millions of rows: scroll by rows instead.
+    this.scroller.addEventListener('wheel', e => {
+      if (this.scale <= 1 || e.deltaY === 0) return;
+      e.preventDefault();
+      const px = e.deltaMode === 1 ? e.deltaY * this.rowHeight : e.deltaMode === 2 ? e.deltaY * this.scroller.clientHeight : e.deltaY;
+      this.scrollToRow(this.topRow + (Math.trunc(px / this.rowHeight) || Math.sign(px)));
+      this.host.onStateChange();
+    }, { passive: false });
     new ResizeObserver(() => this.schedule()).observe(this.scroller);
     this.element = el('div', { className: 'hex-view' },
       el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.gotoInput),

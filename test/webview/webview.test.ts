@@ -256,6 +256,14 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
       await p.waitForFunction(() => Array.from(document.querySelectorAll('.hex-row .hb')).some(e => e.textContent === '5a'));
       const first = p.locator('.hex-row', { has: p.locator(`.hex-off:text-is("${off.toString(16).padStart(10, '0')}")`) });
       assert.deepEqual(await first.locator('.hb').allTextContents(), Array(16).fill('5a'));
+      // the wheel scrolls by rows even though the scrollbar is scaled (68 G rows)
+      const topOf = async () => parseInt(/disk (0x[0-9a-f]+) of/.exec((await p.textContent('.hex-status'))!)![1], 16);
+      const before = await topOf();
+      const box = (await p.locator('.hex-scroll').boundingBox())!;
+      await p.mouse.move(box.x + 100, box.y + 100);
+      await p.mouse.wheel(0, 180);
+      await p.waitForFunction(b => { const m = /disk (0x[0-9a-f]+) of/.exec(document.querySelector('.hex-status')?.textContent ?? ''); return !!m && parseInt(m[1], 16) !== b; }, before);
+      assert.equal(await topOf(), before + 10 * 16);
       await p.locator('.hex-scroll').focus();
       await p.keyboard.press('Control+End');
       await p.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), 2 ** 40 - 1);
