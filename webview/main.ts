@@ -46,6 +46,8 @@ class App {
   private state: UiState;
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
   private started = false;
+  /** The last error the host reported on its own (e.g. why the image could not be opened). */
+  private lastHostError: string | undefined;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -145,6 +147,7 @@ class App {
     const box = el('div', { className: 'fatal', attrs: { role: 'alert' } },
       el('h2', { text: 'This image cannot be shown' }),
       el('p', { text: message }),
+      this.lastHostError && this.lastHostError !== message ? el('p', { className: 'fatal-detail', text: this.lastHostError }) : null,
       button('Retry', () => { box.remove(); void this.start(); }));
     this.header.append(box);
     document.body.dataset.ready = 'error';
@@ -250,6 +253,7 @@ class App {
         this.showBanner(m.state === 'running' ? `${m.command}: running…` : m.message ?? `${m.command}: ${m.state}`, m.state === 'failed' ? 'error' : undefined, m.state !== 'running');
         break;
       case 'error':
+        this.lastHostError = m.message;
         this.showBanner(m.message, 'error', false);
         break;
       default:

@@ -271,6 +271,7 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
       const rows = await p.locator('.hex-row').count();
       assert.ok(rows < 200, `only visible rows are rendered (${rows})`);
       assert.deepEqual(await p.evaluate(() => (window as unknown as { __cspViolations: string[] }).__cspViolations), []);
+      await p.screenshot({ path: path.join(ROOT, 'test-out', 'webview-1tib.png') });
     } finally {
       await p.close();
     }
