@@ -257,6 +257,8 @@ export interface CheckFinding {
   explanation: string;
   guestOffset?: number;
   nodeId?: NodeId;
+  /** For grouped findings (a run of leaked clusters): how many clusters or entries. */
+  count?: number;
 }
 
 /** Commands buttons in the webview can ask the host to run (the host decides and confirms). */

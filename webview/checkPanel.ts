@@ -61,7 +61,7 @@ export class CheckPanel {
     findings.forEach((f, i) => {
       const b = el('button', { className: `finding sev-${f.severity}`, attrs: { type: 'button' } },
         el('span', { className: `sev sev-${f.severity}`, text: f.severity === 'error' ? '✖' : f.severity === 'warning' ? '⚠' : 'ℹ', attrs: { 'aria-label': f.severity } }),
-        el('span', { className: 'finding-msg', text: f.message }),
+        el('span', { className: 'finding-msg', text: f.count && f.count > 1 ? `${f.message} (×${f.count})` : f.message }),
         el('span', { className: 'finding-where', text: `${f.structure}${f.hostOffset !== undefined ? ' @ ' + hex(f.hostOffset) : ''}` }),
         el('span', { className: 'finding-expl', text: f.explanation }));
       b.dataset.index = String(i);
