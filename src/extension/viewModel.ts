@@ -693,7 +693,8 @@ export class ViewModel {
     const c = Math.floor(hostOffset / img.clusterSize);
     if (c >= r.role.length) return [];
     const o = this.owner(c, r);
-    if (!o?.nodeId) return [];
+    if (!o) return this.pathToRefcountEntry(c); // free or leaked: what matters is its refcount
+    if (!o.nodeId) return [];
     const [kind, x, y, z] = o.nodeId.split(':');
     switch (kind) {
       case 'l1e': return this.pathTo(this.parseTable(x), Number(y));
@@ -726,6 +727,14 @@ export class ViewModel {
       out.push(...pagePath(`l1e:${tid}:${l1Index}`, this.img.g.l2Size, l2Index), `l2e:${tid}:${l1Index}:${l2Index}`);
     }
     return out;
+  }
+
+  /** The refcount entry of host cluster c, inside its refcount block. */
+  private async pathToRefcountEntry(c: number): Promise<NodeId[]> {
+    const be = this.img.rg.blockEntries;
+    const i = Math.floor(c / be), k = c % be;
+    if (!this.img.refcountTable[i]) return [];
+    return [...(await this.pathToRefcount(i)), ...pagePath(`rte:${i}`, be, k), `rbe:${i}:${k}`];
   }
 
   private async pathToRefcount(i: number): Promise<NodeId[]> {

@@ -194,6 +194,9 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await page.click('.finding');
     await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), leakCluster * CS);
     assert.equal(await page.getAttribute('.finding', 'class'), 'finding sev-warning selected');
+    // the tree shows the leaked cluster's refcount entry (refcount 1 with no user)
+    await page.waitForFunction(x => document.querySelector('[role=treeitem][aria-selected=true] > .tree-row > .tree-label')?.textContent === `cluster 0x${x.toString(16)}`, leakCluster);
+    assert.equal(await page.textContent('[role=treeitem][aria-selected=true] > .tree-row > .tree-desc'), 'refcount 1');
   });
 
   it('revealHostOffset from the host selects the owning L2 entry in the tree', async () => {
