@@ -4,6 +4,7 @@
  * qemu-img convert / map, and every answer is bounded (paged tree, capped reads).
  */
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -162,6 +163,62 @@ describe('ViewModel against QEMU', () => {
       assert.equal(host, qmap.find(e => e.data)!.offset);
       const p = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', structure: 'L1[32767] → L2[0x3f]' });
       assert.deepEqual(p.path, ['l1:a', 'l1:a|p:32512:32768', 'l1e:a:32767', 'l2e:a:32767:63']);
+    } finally {
+      await vm.close();
+    }
+  });
+
+  it('bitmaps: directory, table and data clusters in the map, table entries in the tree', async () => {
+    const img = path.join(dir, 'bitmap.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+    qemuImg('bitmap', '--add', '-g', '65536', img, 'b0');
+    qemuIo(img, ['write -P 0x5 0 64k']); // the auto bitmap records the write and is stored on close
+    const info = JSON.parse(qemuImg('info', '--output=json', img)) as { 'format-specific': { data: { bitmaps: Array<{ name: string; granularity: number }> } } };
+    const vm = await ViewModel.open(img);
+    try {
+      const { summary } = await ask<Extract<ToWebviewMessage, { type: 'summary' }>>(vm, { type: 'getSummary' });
+      assert.deepEqual(summary.bitmaps.map(b => [b.name, b.granularity]), info['format-specific'].data.bitmaps.map(b => [b.name, b.granularity]));
+      const kids = await ask<TreeChildrenReply>(vm, { type: 'getTreeChildren', nodeId: 'bm:0' });
+      const entry = kids.children.find(c => c.kind === 'bitmapTableEntry')!;
+      assert.match(entry.description!, /^data at 0x/);
+      const m = await ask<ClusterMapReply>(vm, { type: 'getClusterMap', startCluster: 0, count: 100, zoom: 1 });
+      const role = (off: number) => CLUSTER_ROLES[m.cells[Math.floor(off / CS)]];
+      assert.equal(role(entry.targetHostOffset!), 'bitmapData');
+      assert.equal(role(summary.bitmaps[0].bitmapTableOffset), 'bitmapTable');
+      assert.equal(role(summary.bitmaps[0].hostOffset), 'bitmapDirectory');
+      const p = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', hostOffset: entry.targetHostOffset! });
+      assert.deepEqual(p.path, ['bitmaps', 'bm:0', 'bme:0:0']);
+    } finally {
+      await vm.close();
+    }
+  });
+
+  it('LUKS: encryption fields in the summary and tree, the header in the map, guest reads say "encrypted"', async t => {
+    const img = path.join(dir, 'luks.qcow2');
+    const secret = ['--object', 'secret,id=sec0,data=lens'];
+    let made = qemuImgStatus('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
+    for (let i = 0; i < 5 && made.status !== 0 && /accurate CPU usage/.test(made.stderr); i++) {
+      made = qemuImgStatus('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
+    }
+    if (made.status !== 0) { t.skip(`qemu-img cannot create LUKS images here: ${made.stderr.trim()}`); return; }
+    execFileSync('qemu-io', [...secret, '--image-opts', '-c', 'write -P 0x71 0 64k', `driver=qcow2,file.filename=${img},encrypt.key-secret=sec0`]);
+    const info = JSON.parse(qemuImg('info', '--output=json', img)) as { 'format-specific': { data: { encrypt: { format: string; 'cipher-alg': string } } } };
+    const vm = await ViewModel.open(img);
+    try {
+      const { summary } = await ask<Extract<ToWebviewMessage, { type: 'summary' }>>(vm, { type: 'getSummary' });
+      assert.equal(summary.encryption?.format, info['format-specific'].data.encrypt.format);
+      assert.deepEqual(summary.encryption?.fields.find(f => f[0] === 'cipher-alg'), ['cipher-alg', info['format-specific'].data.encrypt['cipher-alg']]);
+      const enc = await ask<TreeChildrenReply>(vm, { type: 'getTreeChildren', nodeId: 'encryption' });
+      assert.ok(enc.children.some(c => c.label === 'cipher-mode'));
+      const m = await ask<ClusterMapReply>(vm, { type: 'getClusterMap', startCluster: 0, count: 1000, zoom: 1 });
+      const hdr = summary.extensions.find(e => e.typeName === 'full disk encryption')!;
+      const cryptoOffset = Number(readBE64(img, hdr.hostOffset + 8)); // the extension's first field
+      assert.equal(CLUSTER_ROLES[m.cells[cryptoOffset / CS]], 'crypto');
+      const r = await vm.handle({ type: 'readGuest', requestId: 77, guestOffset: 0, length: 16 });
+      assert.equal(r?.type, 'error');
+      assert.equal((r as { code?: string }).code, 'encrypted');
+      const z = await ask<BytesReply>(vm, { type: 'readGuest', guestOffset: 1024 * 1024, length: 16 });
+      assert.deepEqual(Buffer.from(z.data, 'base64'), Buffer.alloc(16), 'unallocated ranges read as zero without the key');
     } finally {
       await vm.close();
     }
