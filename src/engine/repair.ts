@@ -55,6 +55,9 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
     const before = checkResultOf(img, st0);
     let st = st0;
     let extraCheckErrors = 0;
+    // fixes counted per phase, as QEMU counts them (a COPIED flag that only disagrees once the
+    // refcounts are right is a second fixed corruption)
+    let leaksFixed = 0, corruptionsFixed = 0;
     const step = (n: number) => opts.onProgress?.(n, 5);
     step(1);
 
@@ -70,6 +73,7 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
       }
       if (fixes.length) {
         await img.file.sync();
+        corruptionsFixed += fixes.length;
         actions.push(`turned ${fixes.length} misaligned preallocated zero cluster entr${fixes.length === 1 ? 'y' : 'ies'} into plain zero entries`);
         st = await analyzeImage(img, { signal: opts.signal });
       }
@@ -84,7 +88,11 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
         await rebuildRefcounts(img, st, actions);
         await img.close();
         img = await reopen(path);
+        const prev = st;
         st = await analyzeImage(img, { signal: opts.signal });
+        const copiedNow = st.copiedL1.length + st.copiedL2.length, copiedBefore = prev.copiedL1.length + prev.copiedL2.length;
+        corruptionsFixed += Math.max(0, (prev.corruptions - copiedBefore) - (st.corruptions - copiedNow));
+        leaksFixed += Math.max(0, prev.leaks - st.leaks);
       } else if (st.rebuild) {
         // QEMU: "ERROR need to rebuild refcount structures" — a check error, nothing fixed
         extraCheckErrors++;
@@ -93,7 +101,9 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
     }
     if (!(mode === 'leaks' && st.rebuild)) {
       const changed = await fixRefcountsInPlace(img, st, mode, actions);
-      if (changed) {
+      leaksFixed += changed.leaks;
+      corruptionsFixed += changed.low;
+      if (changed.leaks + changed.low > 0) {
         await img.close();
         img = await reopen(path);
         st = await analyzeImage(img, { signal: opts.signal });
@@ -107,6 +117,7 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
     if (fixCopied && (st.copiedL1.length || st.copiedL2.length)) {
       assertNotLocked(path);
       await fixCopiedFlags(img, st, actions);
+      corruptionsFixed += st.copiedL1.length + st.copiedL2.length;
       await img.close();
       img = await reopen(path);
       st = await analyzeImage(img, { signal: opts.signal });
@@ -128,8 +139,6 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
     }
     step(5);
 
-    const leaksFixed = Math.max(0, st0.leaks - st.leaks);
-    const corruptionsFixed = Math.max(0, st0.corruptions - st.corruptions);
     const after = checkResultOf(img, st, { leaks: leaksFixed, corruptions: corruptionsFixed });
     after['check-errors'] += extraCheckErrors;
     return { before, after, leaksFixed, corruptionsFixed, actions };
@@ -139,9 +148,9 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
 }
 
 /** Leaks (both modes) and too-low refcounts (-r all), one rewrite per refcount block. */
-async function fixRefcountsInPlace(img: Qcow2Image, st: CheckState, mode: RepairMode, actions: string[]): Promise<boolean> {
+async function fixRefcountsInPlace(img: Qcow2Image, st: CheckState, mode: RepairMode, actions: string[]): Promise<{ leaks: number; low: number }> {
   const wantLow = mode === 'all';
-  if (st.leaks === 0 && (!wantLow || st.corruptions === 0)) return false;
+  if (st.leaks === 0 && (!wantLow || st.lowClusters.length === 0)) return { leaks: 0, low: 0 };
   const h = img.header;
   const w = await RefcountWriter.load({
     file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder,
@@ -161,12 +170,12 @@ async function fixRefcountsInPlace(img: Qcow2Image, st: CheckState, mode: Repair
       low++;
     }
   }
-  if (leaks + low === 0) return false;
+  if (leaks + low === 0) return { leaks, low };
   assertNotLocked(img.path);
   await w.flush();
   if (leaks) actions.push(`lowered the refcounts of ${leaks} leaked cluster${leaks === 1 ? '' : 's'}`);
   if (low) actions.push(`raised ${low} refcount${low === 1 ? '' : 's'} that were lower than the number of users`);
-  return true;
+  return { leaks, low };
 }
 
 /**
