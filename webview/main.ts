@@ -5,7 +5,7 @@
  * survives the tab being hidden and shown again. Bundled as an IIFE to media/webview.js; no inline
  * scripts or style attributes, so it runs under the editor's strict CSP.
  */
-import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, ToWebviewMessage, TreeNode, WebviewCommand } from '../src/protocol';
+import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand } from '../src/protocol';
 import { MessageRequester } from '../src/protocol';
 import { CheckPanel } from './checkPanel';
 import { ClusterMap } from './clusterMap';
@@ -65,6 +65,7 @@ class App {
       onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
       onActivate: node => this.openNode(node),
       onStateChange: () => this.saveState(),
+      decorate: node => this.findingSeverity(node),
     });
     this.details = el('div', { className: 'node-details', attrs: { 'aria-live': 'polite' } });
 
@@ -224,6 +225,22 @@ class App {
     await this.revealInTree(f.structure, f.hostOffset, f.nodeId);
   }
 
+  /** The worst severity of the last check's findings that lie in a node's bytes or in the cluster it points at. */
+  private findingSeverity(node: TreeNode): Severity | undefined {
+    const findings = this.state.check?.findings;
+    if (!findings?.length) return undefined;
+    const cs = this.summary?.clusterSize ?? 65536;
+    let worst: Severity | undefined;
+    const rank = { info: 1, warning: 2, error: 3 } as const;
+    for (const f of findings) {
+      if (f.hostOffset === undefined) continue;
+      const inBytes = node.hostOffset !== undefined && f.hostOffset >= node.hostOffset && f.hostOffset < node.hostOffset + Math.max(1, node.hostLength ?? 1);
+      const atTarget = node.targetHostOffset !== undefined && Math.floor(node.targetHostOffset / cs) === Math.floor(f.hostOffset / cs);
+      if ((inBytes || atTarget) && (!worst || rank[f.severity] > rank[worst])) worst = f.severity;
+    }
+    return worst;
+  }
+
   private onMessage(m: ToWebviewMessage): void {
     if (!m || typeof m !== 'object' || typeof (m as { type?: unknown }).type !== 'string') return;
     if (this.requester.handle(m)) return;
@@ -231,6 +248,7 @@ class App {
       case 'checkResult':
         this.check.show(m.summary, m.findings);
         this.state.check = { summary: m.summary, findings: m.findings };
+        this.tree.redecorate();
         this.saveState();
         break;
       case 'revealHostOffset':

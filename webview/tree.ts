@@ -3,7 +3,7 @@
  * host, ARIA tree semantics with a roving tabindex and the WAI-ARIA keyboard model
  * (Up/Down, Left/Right, Home/End, Enter, * not needed).
  */
-import type { NodeId, TreeNode } from '../src/protocol';
+import type { NodeId, Severity, TreeNode } from '../src/protocol';
 import { ROOT_NODE_ID } from '../src/protocol';
 import { clear, el, errorText } from './dom';
 
@@ -14,6 +14,15 @@ export interface TreeHost {
   /** Enter / double-click: open the node's bytes. */
   onActivate(node: TreeNode): void;
   onStateChange(): void;
+  /** Extra severity for a node (e.g. a finding of the last check lies in its bytes). */
+  decorate?(node: TreeNode): Severity | undefined;
+}
+
+const SEVERITY_RANK: Record<Severity, number> = { info: 1, warning: 2, error: 3 };
+function worst(a: Severity | undefined, b: Severity | undefined): Severity | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return SEVERITY_RANK[a] >= SEVERITY_RANK[b] ? a : b;
 }
 
 interface Item {
@@ -87,7 +96,7 @@ export class StructureTree {
       const label = el('span', { className: 'tree-label', text: node.label });
       row.append(twisty, label);
       if (node.description) row.append(el('span', { className: 'tree-desc', text: node.description }));
-      if (node.severity) row.append(el('span', { className: `sev sev-${node.severity}`, text: node.severity === 'error' ? '✖' : node.severity === 'warning' ? '⚠' : 'ℹ', attrs: { 'aria-label': node.severity } }));
+      row.append(el('span', { className: 'sev-slot' }));
       row.classList.add(`indent-${Math.min(level, 16)}`);
       row.dataset.level = String(level);
       const li = el('li', {
@@ -99,6 +108,7 @@ export class StructureTree {
       li.dataset.nodeId = node.id;
       if (node.tooltip) row.title = node.tooltip;
       const item: Item = { node, li, row, loaded: false, level, parent };
+      this.decorate(item);
       if (node.hasChildren) {
         li.setAttribute('aria-expanded', 'false');
         twisty.textContent = '▸';
@@ -112,6 +122,21 @@ export class StructureTree {
       this.items.set(node.id, item);
       container.append(li);
     });
+  }
+
+  /** Shows the node's own severity or the one the host's decorator gives it (from the last check). */
+  private decorate(item: Item): void {
+    const slot = item.row.querySelector('.sev-slot')!;
+    clear(slot);
+    const sev = worst(item.node.severity, this.host.decorate?.(item.node));
+    if (sev) slot.append(el('span', { className: `sev sev-${sev}`, text: sev === 'error' ? '✖' : sev === 'warning' ? '⚠' : 'ℹ', attrs: { 'aria-label': sev, role: 'img' } }));
+    const base = item.node.description ? `${item.node.label}, ${item.node.description}` : item.node.label;
+    item.li.setAttribute('aria-label', sev ? `${base}, ${sev}` : base);
+  }
+
+  /** Re-applies decorations (after a new check result). */
+  redecorate(): void {
+    for (const it of this.items.values()) this.decorate(it);
   }
 
   private async loadChildren(item: Item): Promise<void> {

@@ -197,6 +197,9 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     // the tree shows the leaked cluster's refcount entry (refcount 1 with no user)
     await page.waitForFunction(x => document.querySelector('[role=treeitem][aria-selected=true] > .tree-row > .tree-label')?.textContent === `cluster 0x${x.toString(16)}`, leakCluster);
     assert.equal(await page.textContent('[role=treeitem][aria-selected=true] > .tree-row > .tree-desc'), 'refcount 1');
+    // and marks it with the finding's severity
+    assert.equal(await page.locator('[role=treeitem][aria-selected=true] > .tree-row .sev-warning').count(), 1);
+    assert.match((await page.getAttribute('[role=treeitem][aria-selected=true]', 'aria-label'))!, /, warning$/);
   });
 
   it('revealHostOffset from the host selects the owning L2 entry in the tree', async () => {
