@@ -305,6 +305,8 @@ export async function clusterUsage(img: Qcow2Image, opts: ClusterUsageOptions = 
           const k = (hi & 0x00ffffff) * hiScale + (lo >>> cb);
           const c = refs[k];
           if (c === 0) { refs[k] = 1; role[k] = dataRole; ownerA[k] = l1Index; ownerB[k] = j; ownerC[k] = snap; continue; }
+          // a snapshot sharing a data cluster: the usual, legitimate case, without the general path
+          if (snap >= 0 && c < refMax && shareGroup(role[k] & ROLE_MASK) === 2) { refs[k] = c + 1; role[k] |= ROLE_SHARED; continue; }
           claim(k, dataRole, l1Index, j, snap, () => path(j));
         } else {
           inc(offset, cs, dataRole, l1Index, j, snap, () => path(j));
