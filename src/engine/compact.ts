@@ -77,16 +77,47 @@ class OutFile {
     const r = this.pos % align;
     if (r) await this.append(Buffer.alloc(align - r));
   }
+  private inflight: Promise<void>[] = [];
+  /** Starts writing what is buffered (pwritev, no copy); up to four writes run at once. */
   async flush(): Promise<void> {
     if (!this.pendingBytes) return;
-    const buf = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
+    const bufs = this.pending, start = this.pendingStart, len = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
     beforeWrite();
-    await this.f.write(this.pendingStart, buf, 'compacted image');
+    const f = this.f;
+    const p = (async () => {
+      let done = 0, i = 0, skip = 0;
+      while (done < len) {
+        const view = bufs.slice(i);
+        if (skip) view[0] = view[0].subarray(skip);
+        const { bytesWritten } = await f.handle.writev(view, start + done);
+        done += bytesWritten;
+        // advance past what was written (short writes are rare but legal)
+        let w = bytesWritten + skip;
+        skip = 0;
+        while (i < bufs.length && w >= bufs[i].length) { w -= bufs[i].length; i++; }
+        skip = w;
+      }
+      if (start + len > f.size) f.size = start + len;
+    })();
+    p.catch(() => undefined); // awaited later; never an unhandled rejection if we stop first
+    this.inflight.push(p);
+    if (this.inflight.length >= 4) await this.inflight.shift();
+  }
+  /** Resolves once every write started so far has completed. */
+  whenWritten(): Promise<unknown> {
+    return Promise.all(this.inflight);
+  }
+  /** Waits for every started write. */
+  async drain(): Promise<void> {
+    await this.flush();
+    const all = this.inflight;
+    this.inflight = [];
+    await Promise.all(all);
   }
   async writeAt(off: number, b: Buffer, what: string): Promise<void> {
-    await this.flush();
+    await this.drain();
     beforeWrite();
     await this.f.write(off, b, what);
   }
@@ -245,33 +276,50 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const sorted = [...dataSet].sort((a, b) => a - b);
     const BATCH = Math.max(1, Math.floor((4 * 1024 * 1024) / cs));
     // reads of the next batch overlap compression / writes of the current one
-    const readBatch = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer> }> => {
+    // batch buffers are reused once their writes are done (fresh 4 MiB buffers cost page faults)
+    const spare: Buffer[] = [];
+    const readBatch = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer }> => {
       const list = sorted.slice(k, k + BATCH);
       const bufs = new Map<number, Buffer>();
+      const batchBuf = spare.pop() ?? Buffer.allocUnsafeSlow(BATCH * cs);
       let i = 0;
       while (i < list.length) {
         let j = i + 1;
         while (j < list.length && list[j] === list[j - 1] + cs) j++;
-        const b = await img.file.readPadded(list[i], (j - i) * cs, 'data cluster');
+        const b = batchBuf.subarray(i * cs, j * cs);
+        const avail = Math.max(0, Math.min(b.length, img.file.size - list[i]));
+        let got = 0;
+        while (got < avail) {
+          const { bytesRead } = await img.file.handle.read(b, got, avail - got, list[i] + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        b.fill(0, got); // data clusters past the end of the file read as zero, as in QEMU
         for (let k2 = i; k2 < j; k2++) bufs.set(list[k2], b.subarray((k2 - i) * cs, (k2 - i + 1) * cs));
         i = j;
       }
-      return { list, bufs };
+      return { list, bufs, batchBuf };
     };
-    let nextRead = sorted.length ? readBatch(0) : null;
-    for (let k = 0; k < sorted.length; k += BATCH) {
-      if (opts.signal?.aborted) throw cancelled(src);
-      const { list, bufs } = await nextRead!;
-      nextRead = k + BATCH < sorted.length ? readBatch(k + BATCH) : null;
+    // a pipeline: up to three batches are read (and compressed, on the workers) ahead of the one
+    // being written, so the disk and both cores stay busy; results are placed in batch order
+    type Ready = { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; keep: number[]; parts: number[][]; replies: CompressReply[] };
+    const prepare = async (k: number): Promise<Ready> => {
+      const { list, bufs, batchBuf } = await readBatch(k);
       const keep: number[] = [];
       for (const s of list) {
         if (detectZero && bufs.get(s)!.equals(zero)) dataDest.set(s, ZERO);
         else keep.push(s);
       }
+      let parts: number[][] = [], replies: CompressReply[] = [];
       if (pool && keep.length) {
         const half = Math.ceil(keep.length / 2);
-        const parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
-        const replies = await Promise.all(parts.map(p => pool!.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
+        parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
+        replies = await Promise.all(parts.map(p => pool!.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
+      }
+      return { list, bufs, batchBuf, keep, parts, replies };
+    };
+    const place = async ({ list, bufs, batchBuf, keep, parts, replies }: Ready) => {
+      if (pool && keep.length) {
         for (let pi = 0; pi < parts.length; pi++) {
           const r = replies[pi], data = Buffer.from(r.data);
           let at = 0;
@@ -286,7 +334,23 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       } else {
         for (const s of keep) dataDest.set(s, await o.append(bufs.get(s)!));
       }
+      await o.flush();
+      o.whenWritten().then(() => spare.push(batchBuf), () => undefined);
       progress(list.length * cs);
+    };
+    const ahead: Promise<Ready>[] = [];
+    try {
+      for (let k = 0; k < sorted.length; k += BATCH) {
+        if (opts.signal?.aborted) throw cancelled(src);
+        ahead.push(prepare(k));
+        if (ahead.length >= 3) await place(await ahead.shift()!);
+      }
+      while (ahead.length) {
+        if (opts.signal?.aborted) throw cancelled(src);
+        await place(await ahead.shift()!);
+      }
+    } finally {
+      await Promise.allSettled(ahead);
     }
     // compressed source clusters: copied as they are (trimmed to their real length), or
     // recompressed when the compression type changes
@@ -307,8 +371,8 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       }
       progress(cs);
     }
-    await o.flush();
-    await zs.flush();
+    await o.drain();
+    await zs.drain();
     const streamLen = zs.pos;
 
     // ── L2 tables (built twice: once to count the survivors, once with final offsets) ──
@@ -505,13 +569,13 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const table = Buffer.alloc(nTable * cs);
     for (let i = 0; i < nBlocks; i++) table.writeBigUInt64BE(BigInt(blocksAt + i * cs), i * 8);
     await o.append(table);
-    await o.flush();
+    await o.drain();
     if (o.pos !== streamBase) throw new Error(`internal: layout mismatch (${o.pos} != ${streamBase})`);
     for (let at = 0; at < streamLen; at += 8 * 1024 * 1024) {
       if (opts.signal?.aborted) throw cancelled(src);
       await o.append(await streamFile.read(at, Math.min(8 * 1024 * 1024, streamLen - at), 'compressed stream'));
     }
-    await o.flush();
+    await o.drain();
     await streamFile.close();
     streamFile = null;
     fs.rmSync(streamTmp, { force: true });
