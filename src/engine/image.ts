@@ -22,6 +22,12 @@ export interface OpenOptions {
   openBacking?: boolean;
   /** Open the external data file (default true). */
   openDataFile?: boolean;
+  /**
+   * Read the L1 and refcount tables even when the file was truncated inside them, with the
+   * missing bytes as zeros — QEMU's block layer reads past EOF as zeros, and the check (usage.ts)
+   * judges truncated images the way `qemu-img check` does. Default false.
+   */
+  zeroPastEof?: boolean;
   /** Internal: paths already open above this image, to refuse loops. */
   chain?: string[];
 }
@@ -43,6 +49,13 @@ export interface MappingRun {
   /** Compressed runs are one cluster each: their descriptor. */
   compressedOffset?: number;
   compressedSize?: number;
+}
+
+/** Refcount table entries (offset bits only) from raw big-endian bytes. */
+function refcountTableFromBytes(buf: Buffer): Float64Array {
+  const out = new Float64Array(buf.length / 8);
+  for (let i = 0; i < out.length; i++) out[i] = wordHi(buf, i * 8) * 0x100000000 + ((wordLo(buf, i * 8) & 0xfffffe00) >>> 0);
+  return out;
 }
 
 export class Qcow2Image implements BlockLayer {
@@ -87,7 +100,7 @@ export class Qcow2Image implements BlockLayer {
   static async open(path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
     const file = await ImageFile.open(path, opts.writable ?? false);
     try {
-      const img = await Qcow2Image.load(path, file);
+      const img = await Qcow2Image.load(path, file, opts.zeroPastEof ?? false);
       if (opts.openDataFile !== false) await img.openDataFile(opts.writable ?? false);
       if (opts.openBacking !== false) await img.openBacking(opts.chain ?? []);
       return img;
@@ -97,7 +110,7 @@ export class Qcow2Image implements BlockLayer {
     }
   }
 
-  private static async load(path: string, file: ImageFile): Promise<Qcow2Image> {
+  private static async load(path: string, file: ImageFile, zeroPastEof = false): Promise<Qcow2Image> {
     const h = await readHeader(file);
     const unknown = h.incompatibleFeatures & ~SUPPORTED_INCOMPATIBLE;
     if (unknown !== 0n) {
@@ -116,8 +129,13 @@ export class Qcow2Image implements BlockLayer {
     if (h.l1Size > 0 && h.l1TableOffset % h.clusterSize !== 0) {
       throw new Qcow2Error(path, 'L1 table', h.l1TableOffset, 'offset is not cluster-aligned');
     }
-    const l1 = h.l1Size > 0 ? await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table') : Buffer.alloc(0);
-    const reftable = await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
+    const l1 = h.l1Size <= 0 ? Buffer.alloc(0)
+      : zeroPastEof ? await file.readPadded(h.l1TableOffset, h.l1Size * 8, 'L1 table')
+        : await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table');
+    const reftableBytes = h.refcountTableClusters * h.clusterSize;
+    const reftable = zeroPastEof && h.refcountTableOffset + reftableBytes > file.size && reftableBytes <= L.QCOW_MAX_REFTABLE_SIZE && h.refcountTableOffset % h.clusterSize === 0
+      ? refcountTableFromBytes(await file.readPadded(h.refcountTableOffset, reftableBytes, 'refcount table'))
+      : await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
     const snapshots = await readSnapshotTable(file, h.nbSnapshots, h.snapshotsOffset, h.clusterSize);
     let bitmaps: Bitmap[] = [];
     if (h.bitmaps && (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) !== 0n) {

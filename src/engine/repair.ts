@@ -43,7 +43,7 @@ export interface RepairOptions {
 }
 
 async function reopen(path: string): Promise<Qcow2Image> {
-  return Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false });
+  return Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false, zeroPastEof: true });
 }
 
 export async function repairImage(path: string, mode: RepairMode, opts: RepairOptions = {}): Promise<RepairResult> {

@@ -53,7 +53,7 @@ export const checkCommand: Command = {
       // like qemu-img check without -U: a running VM's image changes under us, so its refcounts
       // would look wrong; -U / --force-share checks it anyway
       if (!args.flags.has('-U') && !args.flags.has('--force-share')) assertNotLocked(path);
-      const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false });
+      const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false, zeroPastEof: true });
       try {
         r = await checkImage(img);
       } finally {
