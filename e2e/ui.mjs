@@ -43,15 +43,18 @@ try {
   await row('sample.qcow2').waitFor({ timeout: 60000 });
   mark('workbench ready');
 
+  // Runs a command from the palette, clicking the row whose label is exactly `pick` (the top row
+  // is not always the one wanted: recently used commands move up).
   const palette = async (text, pick = text) => {
     await page.keyboard.press('Escape');
     await page.keyboard.press('F1');
-    const input = page.locator('.quick-input-widget .quick-input-box input').first();
+    const input = page.locator('.quick-input-widget:visible .quick-input-box input').first();
     await input.waitFor({ timeout: 10000 });
     await input.fill('>' + text);
-    const item = page.locator('.quick-input-list .monaco-list-row', { hasText: pick }).first();
+    const item = page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row')
+      .filter({ has: page.locator('.label-name').getByText(pick, { exact: true }) }).first();
     await item.waitFor({ timeout: 10000 });
-    await page.keyboard.press('Enter');
+    await item.click();
   };
   // The input a command opened (an input box or a quick pick) has the focus: type into it.
   const quickInput = async (text, pick) => {
@@ -115,7 +118,7 @@ try {
   // Check on a damaged image: the finding appears in the Problems view on screen.
   await openImage('damaged.qcow2');
   await palette('QCOW2: Check Image');
-  await palette('View: Focus Problems', 'Problems');
+  await palette('View: Focus Problems', 'View: Focus Problems');
   const offset = '0x' + (leakedCluster * 65536).toString(16);
   const problems = page.locator('.markers-panel');
   await problems.getByText(offset, { exact: false }).first().waitFor({ timeout: 30000 });
@@ -127,13 +130,13 @@ try {
 
   // Snapshots through the command palette; saving writes them.
   await openImage('snap-ui.qcow2');
-  await palette('QCOW2: Create Snapshot');
+  await palette('QCOW2: Create Snapshot', 'QCOW2: Create Snapshot…');
   await quickInput('ui-snap');
   await page.waitForTimeout(500);
   await palette('File: Save', 'File: Save');
   await poll('qemu-img snapshot -l to list ui-snap', () => snapshots('snap-ui.qcow2').includes('ui-snap'));
   mark(`created: ${snapshots('snap-ui.qcow2').join(', ')}`);
-  await palette('QCOW2: Delete Snapshot');
+  await palette('QCOW2: Delete Snapshot', 'QCOW2: Delete Snapshot…');
   await quickInput('ui-snap', 'ui-snap');
   await page.waitForTimeout(500);
   await palette('File: Save', 'File: Save');

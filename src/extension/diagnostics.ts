@@ -22,7 +22,8 @@ const SEVERITY: Record<string, vscode.DiagnosticSeverity> = {
 };
 
 export function diagnosticMessage(f: CheckFindingLike): string {
-  const where = f.hostOffset === undefined ? f.structure : `${f.structure} at 0x${f.hostOffset.toString(16)}`;
+  const at = f.hostOffset === undefined ? '' : `0x${f.hostOffset.toString(16)}`;
+  const where = !at || f.structure.includes(at) ? f.structure : `${f.structure} at ${at}`;
   return `${where}: ${f.message}`;
 }
 

@@ -87,7 +87,27 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     editors: sv.provider.openEditors(),
     pending: uri ? sv.provider.document(uri)?.pending ?? null : null,
   }));
+  void reopenTextTabsOfImages();
   return { services: s };
+}
+
+/**
+ * A .qcow2 opened while VS Code was starting (before this extension registered its editor) lands in
+ * the text editor as "binary file". Reopen those tabs in QCOW2 Lens once, at activation.
+ */
+async function reopenTextTabsOfImages(): Promise<void> {
+  for (const group of vscode.window.tabGroups.all) {
+    for (const tab of group.tabs) {
+      if (!(tab.input instanceof vscode.TabInputText) || !/\.qcow2$/i.test(tab.input.uri.path) || tab.isDirty) continue;
+      const uri = tab.input.uri;
+      try {
+        await vscode.commands.executeCommand('vscode.openWith', uri, VIEW_TYPE, { viewColumn: group.viewColumn, preview: false });
+        await vscode.window.tabGroups.close(tab);
+      } catch {
+        // leave the tab as it is
+      }
+    }
+  }
 }
 
 /** Buttons in the webview run the same commands, with the tab's image. */
