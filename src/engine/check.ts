@@ -156,13 +156,19 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   const refs = usage.refs;
   let highest = 0;
   // runs of equal-kind mismatches, grouped into one finding each
+  /** Where the refcounts of clusters [k, k+n) are stored: `refcount table[i] → refcount block[0x…]`. */
+  const refcountPath = (k: number, n: number) => {
+    const per = rg.blockEntries, ti = Math.floor(k / per);
+    const last = k + n - 1;
+    return `refcount table[${ti}] → refcount block[${hex(k % per)}${n > 1 ? (Math.floor(last / per) === ti ? `..${hex(last % per)}` : ` and on`) : ''}]`;
+  };
   let runKind = '', runStart = -1, runLen = 0, runStored = 0, runRefs = 0;
   const flushRun = () => {
     if (runLen === 0) return;
     const k = runStart, at = hex(k * cs);
     if (runKind === 'leak') {
       add({
-        kind: 'leak', severity: 'warning', hostOffset: k * cs, structure: runLen === 1 ? `refcount of cluster ${at}` : `refcounts of clusters ${at}–${hex((k + runLen) * cs - 1)}`,
+        kind: 'leak', severity: 'warning', hostOffset: k * cs, structure: refcountPath(k, runLen),
         message: runLen === 1
           ? `Cluster at ${at} has refcount ${runStored} but ${runRefs === 0 ? 'nothing uses it' : `only ${runRefs} user${runRefs === 1 ? '' : 's'}`} (leaked).`
           : `${runLen} consecutive clusters from ${at} have refcounts higher than their users (leaked), e.g. refcount ${runStored} with ${runRefs} users.`,
