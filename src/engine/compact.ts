@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { readBitmapTable } from './bitmap';
-import { decodeCompressed, entryOffset, wordHi, wordLo } from './cluster';
+import { decodeCompressed, entryOffset, l2Geometry, SubclusterType, wordHi, wordLo } from './cluster';
 import { decompressCluster, zstdFrameLength } from './compress';
 import * as zlib from 'node:zlib';
 import type { CompressReply, CompressRequest } from './compress.worker';
@@ -191,6 +191,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   let out: ImageFile | null = null;
   let streamFile: ImageFile | null = null;
   let pool: CompressPool | null = null;
+  let full: Qcow2Image | null = null;
   try {
     const h = img.header;
     const features: WriteFeature[] = [];
@@ -198,8 +199,13 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     assertWritable(img, features);
     if (img.encrypted) throw new Qcow2Error(src, 'header.crypt_method', 32, 'encrypted images cannot be compacted (the key is not handled)', 'unsupported');
     if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(src, 'header.incompatible_features', 72, 'images with an external data file hold no data clusters to compact', 'unsupported');
-    if (opts.clusterSize !== undefined && opts.clusterSize !== h.clusterSize) {
-      throw new Qcow2Error(src, 'header.cluster_bits', 20, `changing the cluster size (${h.clusterSize} → ${opts.clusterSize}) is not supported by compaction; use qemu-img convert -o cluster_size=${opts.clusterSize}`, 'unsupported');
+    const recluster = opts.clusterSize !== undefined && opts.clusterSize !== h.clusterSize;
+    if (recluster) {
+      const c = opts.clusterSize!;
+      if (!Number.isInteger(Math.log2(c)) || c < 2 ** L.MIN_CLUSTER_BITS || c > 2 ** L.MAX_CLUSTER_BITS) {
+        throw new Qcow2Error(src, 'cluster size', undefined, `${c} is not a power of two between 512 and 2 MiB`, 'unsupported');
+      }
+      if (h.headerEnd > c) throw new Qcow2Error(src, 'header', 0, `the header and its extensions (${h.headerEnd} bytes) do not fit in a ${c}-byte cluster`, 'unsupported');
     }
     if (opts.compress && img.g.extendedL2) {
       throw new Qcow2Error(src, 'header.incompatible_features', 72, 'compressing an image with extended L2 entries (subclusters) is not supported', 'unsupported');
@@ -208,8 +214,8 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     if (outType === L.COMPRESSION_ZSTD && h.headerLength <= 104) {
       throw new Qcow2Error(src, 'header.header_length', 100, 'the header has no compression_type field, so zstd cannot be recorded', 'unsupported');
     }
-    const g = img.g;
-    const cs = h.clusterSize;
+    let g = img.g;
+    let cs = h.clusterSize;
     const hasBacking = !!h.backingFile;
     // zero flags are kept in overlays (they hide backing data); a v2 overlay keeps zero data clusters
     const canZeroFlag = h.version >= 3;
@@ -250,10 +256,102 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         }
       }
     }
+    // ── re-clustering (--cluster-size differs): the guest view of every L1 table is cut into
+    // output clusters; each distinct content source (the same source clusters, or slices of them)
+    // becomes one output cluster, so what snapshots share stays shared. The result is expressed as
+    // synthetic "source" L1/L2 tables over synthetic host ids, which the rest of this function
+    // lays out exactly as it does for a same-size compaction. ──
+    type Piece = { type: SubclusterType; guest: number; len: number; host: number; comp?: number; compSize?: number; within: number };
+    const jobs: { fake: number; guest: number; pieces: Piece[] }[] = [];
+    if (recluster) {
+      if (img.bitmaps.length) throw new Qcow2Error(src, 'bitmaps', undefined, 'changing the cluster size of an image with persistent bitmaps is not supported', 'unsupported');
+      if (g.extendedL2) throw new Qcow2Error(src, 'header.incompatible_features', 72, 'changing the cluster size of an image with extended L2 entries is not supported', 'unsupported');
+      const ocs = opts.clusterSize!;
+      const og = l2Geometry(Math.log2(ocs), false);
+      if (hasBacking) full = await Qcow2Image.open(src, { openDataFile: false });
+      const byKey = new Map<string, number>();
+      const fakeL2 = new Map<number, Buffer>();
+      const byContent = new Map<string, number>();
+      let nextFakeL2 = 1;
+      const trivial = (t: SubclusterType) => t === SubclusterType.UnallocatedPlain || t === SubclusterType.UnallocatedAlloc ||
+        (!hasBacking && (t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc));
+      const isUnalloc = (t: SubclusterType) => t === SubclusterType.UnallocatedPlain || t === SubclusterType.UnallocatedAlloc;
+      const isZero = (t: SubclusterType) => t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc;
+      const newTables: { l1: Buffer; label: string }[] = [];
+      const sizes = [h.size, ...img.snapshots.map(sn => sn.diskSize ?? h.size)];
+      for (let ti = 0; ti < l1Tables.length; ti++) {
+        const { l1: srcL1, label } = l1Tables[ti];
+        const size = sizes[ti];
+        const perL2 = ocs * og.l2Size;
+        const l1 = Buffer.alloc(Math.ceil(size / perL2) * 8);
+        const l2For = new Map<number, Buffer>();
+        const setEntry = (c: number, hi: number, lo: number) => {
+          const li = Math.floor(c / og.l2Size);
+          let t = l2For.get(li);
+          if (!t) { t = Buffer.alloc(ocs); l2For.set(li, t); }
+          t.writeUInt32BE(hi >>> 0, (c % og.l2Size) * 8);
+          t.writeUInt32BE(lo >>> 0, (c % og.l2Size) * 8 + 4);
+        };
+        let cur: { index: number; pieces: Piece[] } | null = null;
+        const finalize = () => {
+          if (!cur) return;
+          const ps = cur.pieces;
+          const c = cur.index;
+          cur = null;
+          if (ps.every(p => isUnalloc(p.type))) return;
+          if (ps.every(p => isZero(p.type) || trivial(p.type))) { if (hasBacking) setEntry(c, 0, 1); return; }
+          const key = ps.map(p => p.type === SubclusterType.Normal ? `d${p.host}:${p.len}` : p.type === SubclusterType.Compressed ? `c${p.comp}+${p.within}:${p.len}`
+            : isZero(p.type) ? `z${p.len}` : `u${p.guest}:${p.len}`).join('|');
+          let fake = byKey.get(key);
+          if (fake === undefined) {
+            fake = (jobs.length + 1) * ocs;
+            byKey.set(key, fake);
+            jobs.push({ fake, guest: c * ocs, pieces: ps });
+          }
+          setEntry(c, Math.floor(fake / 0x100000000), fake >>> 0);
+        };
+        await img.walk(0, size, r => {
+          let pos = r.guestOffset;
+          const end = r.guestOffset + r.length;
+          while (pos < end) {
+            const c = Math.floor(pos / ocs);
+            if (cur && cur.index !== c) finalize();
+            if (trivial(r.type) && pos % ocs === 0 && end - pos >= ocs) {
+              pos += Math.floor((end - pos) / ocs) * ocs; // whole clusters with nothing to keep
+              continue;
+            }
+            const ce = Math.min(end, (c + 1) * ocs);
+            if (!cur) cur = { index: c, pieces: [] };
+            cur.pieces.push({
+              type: r.type, guest: pos, len: ce - pos,
+              host: r.type === SubclusterType.Normal ? r.hostOffset + (pos - r.guestOffset) : 0,
+              comp: r.compressedOffset, compSize: r.compressedSize, within: pos % cs,
+            });
+            pos = ce;
+          }
+        }, { l1: srcL1, l1Label: label, signal: opts.signal });
+        finalize();
+        for (const [li, t] of l2For) {
+          const k = t.toString('base64');
+          let off = byContent.get(k);
+          if (off === undefined) { off = nextFakeL2++ * ocs; byContent.set(k, off); fakeL2.set(off, t); }
+          l1.writeBigUInt64BE(BigInt(off), li * 8);
+        }
+        newTables.push({ l1, label });
+      }
+      // from here on, the synthetic tables are the source and the output geometry is the geometry
+      l1Tables.splice(0, l1Tables.length, ...newTables);
+      srcL2.clear();
+      for (const [o, t] of fakeL2) srcL2.set(o, t);
+      dataSet.clear();
+      compSet.clear();
+      g = og;
+      cs = ocs;
+    }
     const bitmapTables = [];
     for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
     const bitmapClusters = bitmapTables.reduce((a, t) => a + t.filter(e => e.hostOffset).length, 0);
-    const totalBytes = (dataSet.size + compSet.size + bitmapClusters) * cs;
+    const totalBytes = (dataSet.size + compSet.size + bitmapClusters + jobs.length) * cs;
     let doneBytes = 0;
     const progress = (n: number) => { doneBytes += n; opts.onProgress?.(Math.min(doneBytes, totalBytes), totalBytes); };
 
@@ -273,12 +371,38 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const compDest = new Map<number, Dest>(); // 'compressed' hosts are relative to the stream start
     if (opts.compress) pool = new CompressPool(opts.compress);
     const zero = Buffer.alloc(cs);
-    const sorted = [...dataSet].sort((a, b) => a - b);
+    const sorted = recluster ? jobs.map(j => j.fake) : [...dataSet].sort((a, b) => a - b);
     const BATCH = Math.max(1, Math.floor((4 * 1024 * 1024) / cs));
     // reads of the next batch overlap compression / writes of the current one
     // batch buffers are reused once their writes are done (fresh 4 MiB buffers cost page faults)
     const spare: Buffer[] = [];
+    let lastComp: { off: number; data: Buffer } | null = null;
+    const readJobs = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer }> => {
+      const list = sorted.slice(k, k + BATCH);
+      const bufs = new Map<number, Buffer>();
+      const batchBuf = spare.pop() ?? Buffer.allocUnsafeSlow(BATCH * cs);
+      for (let i = 0; i < list.length; i++) {
+        const job = jobs[k + i];
+        const b = batchBuf.subarray(i * cs, (i + 1) * cs);
+        b.fill(0);
+        for (const p of job.pieces) {
+          const at = p.guest - job.guest;
+          if (p.type === SubclusterType.Normal) (await img.file.readPadded(p.host, p.len, 'data cluster')).copy(b, at);
+          else if (p.type === SubclusterType.Compressed) {
+            let lc = lastComp;
+            if (!lc || lc.off !== p.comp) lastComp = lc = { off: p.comp!, data: await img.readCompressedCluster(p.comp!, p.compSize!, 'compressed cluster') };
+            lc.data.copy(b, at, p.within, p.within + p.len);
+          } else if ((p.type === SubclusterType.UnallocatedPlain || p.type === SubclusterType.UnallocatedAlloc) && full?.backing) {
+            const bEnd = Math.min(p.guest + p.len, full.backing.virtualSize);
+            if (bEnd > p.guest) (await full.backing.readGuest(p.guest, bEnd - p.guest)).copy(b, at);
+          }
+        }
+        bufs.set(list[i], b);
+      }
+      return { list, bufs, batchBuf };
+    };
     const readBatch = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer }> => {
+      if (recluster) return readJobs(k);
       const list = sorted.slice(k, k + BATCH);
       const bufs = new Map<number, Buffer>();
       const batchBuf = spare.pop() ?? Buffer.allocUnsafeSlow(BATCH * cs);
@@ -455,7 +579,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       newL1Offsets.push(pos);
       pos += clustersOf(l1.length) * cs;
     }
-    const snapTable = img.snapshots.length ? Buffer.concat(img.snapshots.map((sn, i) => encodeSnapshot({ ...sn, l1TableOffset: newL1Offsets[i + 1] }))) : null;
+    const snapTable = img.snapshots.length ? Buffer.concat(img.snapshots.map((sn, i) => encodeSnapshot({ ...sn, l1TableOffset: newL1Offsets[i + 1], l1Size: l1Tables[i + 1].l1.length / 8 }))) : null;
     const snapOffset = snapTable ? pos : 0;
     if (snapTable) pos += clustersOf(snapTable.length) * cs;
     const bitmapPlaces: { tableAt: number; dataAt: number[] }[] = [];
@@ -478,7 +602,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       bitmapDir = { offset: pos, size: data.length, data };
       pos += clustersOf(data.length) * cs;
     }
-    const rg = refcountGeometry(h.clusterBits, h.refcountOrder);
+    const rg = refcountGeometry(Math.log2(cs), h.refcountOrder);
     const metaStart = pos / cs;
     const streamClusters = clustersOf(streamLen);
     let nBlocks = 0, nTable = 0;
@@ -582,8 +706,10 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── header, last ──
     const hdr = Buffer.alloc(cs);
-    const first = await img.file.read(0, Math.min(cs, img.file.size), 'header');
+    const first = await img.file.read(0, Math.min(h.clusterSize, img.file.size), 'header');
     first.copy(hdr, 0, 0, Math.min(first.length, h.headerEnd));
+    hdr.writeUInt32BE(Math.log2(cs), 20);
+    hdr.writeUInt32BE(l1Tables[0].l1.length / 8, 36);
     hdr.writeBigUInt64BE(BigInt(newL1Offsets[0]), 40);
     hdr.writeBigUInt64BE(BigInt(tableAt), 48);
     hdr.writeUInt32BE(nTable, 56);
@@ -619,6 +745,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     throw e;
   } finally {
     await pool?.close();
+    await full?.close();
     await img.close();
   }
 }

@@ -194,3 +194,35 @@ test('a compressed source keeps its compressed clusters; recompression changes t
   assert.equal(JSON.parse(qemuImg('info', '--output=json', c3))['format-specific'].data['compression-type'], 'zstd');
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('--cluster-size re-clusters (64 KiB → 512 B / 4 KiB / 2 MiB, 512 B → 64 KiB), snapshots and overlays kept', () => {
+  const dir = tmpDir();
+  for (const [from, to] of [[CONFIGS[0], '512'], [CONFIGS[0], '4096'], [CONFIGS[0], '2M'], [CONFIGS[1], '65536']] as const) {
+    const img = makeImage(dir, from, `src-${to}.qcow2`);
+    qemuImg('snapshot', '-c', 's1', img);
+    qemuIo(img, ['write -P 0x55 0 100k', 'write -z 3M 4k']);
+    for (const compress of [[], ['--compress', 'zlib']]) {
+      const out = path.join(dir, `out-${to}.qcow2`);
+      const r = cli('compact', img, '-o', out, '--cluster-size', to, ...compress);
+      assert.equal(r.status, 0, r.stderr);
+      assertClean(out);
+      const want = to === '2M' ? 2 << 20 : Number(to);
+      assert.equal(JSON.parse(qemuImg('info', '--output=json', out))['cluster-size'], want);
+      sameContent(img, out, `cluster size ${to}`);
+      sameSnapshots(img, out, dir);
+    }
+  }
+  // an overlay: partly allocated output clusters are filled from the backing file
+  const base = path.join(dir, 'base.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', base, '16M');
+  qemuIo(base, ['write -P 1 0 16M']);
+  const top = path.join(dir, 'top.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'base.qcow2', '-F', 'qcow2', top);
+  qemuIo(top, ['write -P 2 4k 4k', 'write -z 1M 64k', 'write -P 3 2M 64k']);
+  const out = path.join(dir, 'top64k.qcow2');
+  assert.equal(cli('compact', top, '-o', out, '--cluster-size', '65536').status, 0);
+  assertClean(out);
+  assert.equal(JSON.parse(qemuImg('info', '--output=json', out))['backing-filename'], 'base.qcow2');
+  sameContent(top, out, 'overlay re-clustered');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
