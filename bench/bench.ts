@@ -1,0 +1,209 @@
+/**
+ * `npm run bench`: our CLI and engine against qemu-img on large QEMU-generated images, printed
+ * side by side as wall time (median of a few runs, page cache warm for both) and the ratio
+ * ours / qemu-img (below 1: we are faster).
+ *
+ * The benchmark is a list of sections. To add one: write bench/<name>.ts exporting a
+ * `BenchSection` (or a function returning rows) and add one line to SECTIONS below.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Qcow2Image } from '../src/engine/image';
+import { imageInfo } from '../src/engine/info';
+import { mapImage, formatMapJson } from '../src/engine/map';
+import { checkSection } from './check';
+import { benchCompact } from './compact';
+import { BenchImages, prepareImages } from './images';
+import { metadataWalk } from './walk';
+
+export const ROOT = (() => {
+  let d = __dirname;
+  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
+})();
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
+
+export interface Row {
+  section: string;
+  /** What was measured, e.g. "info  100G prealloc". */
+  name: string;
+  /** Wall time of our command-line run, seconds (Node start-up included). */
+  oursSeconds: number;
+  /** The same work inside an already running Node (the editor's case), when measured. */
+  oursInProcessSeconds?: number;
+  qemuSeconds: number;
+  note?: string;
+}
+
+export interface BenchContext {
+  images: BenchImages;
+  cli: string;
+  /** Runs per measurement (median taken). */
+  runs: number;
+  log(line: string): void;
+}
+
+export interface BenchSection {
+  name: string;
+  run(ctx: BenchContext): Promise<Row[]>;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Median wall time of a command (stdout captured and returned from the last run). */
+export function timeCommand(cmd: string, args: string[], runs: number): { seconds: number; stdout: Buffer } {
+  const times: number[] = [];
+  let stdout = Buffer.alloc(0);
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync(cmd, args, { maxBuffer: 1024 * 1024 * 1024 });
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    stdout = r.stdout;
+  }
+  return { seconds: median(times), stdout };
+}
+
+export async function timeAsync<T>(fn: () => Promise<T>, runs: number): Promise<{ seconds: number; result: T }> {
+  const times: number[] = [];
+  let result!: T;
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    result = await fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return { seconds: median(times), result };
+}
+
+async function inProcess<T>(image: string, fn: (img: Qcow2Image) => Promise<T>, runs: number): Promise<{ seconds: number; result: T }> {
+  return timeAsync(async () => {
+    const img = await Qcow2Image.open(image);
+    try {
+      return await fn(img);
+    } finally {
+      await img.close();
+    }
+  }, runs);
+}
+
+/** Node's own start-up, the floor under every CLI time. */
+const startupSection: BenchSection = {
+  name: 'startup',
+  async run(ctx) {
+    const node = timeCommand(process.execPath, ['-e', '0'], ctx.runs * 2);
+    const qemu = timeCommand('qemu-img', ['--version'], ctx.runs * 2);
+    return [{ section: 'startup', name: 'node -e 0  vs  qemu-img --version', oursSeconds: node.seconds, qemuSeconds: qemu.seconds }];
+  },
+};
+
+/** info, map --json and the full metadata walk against qemu-img info / map / check. */
+const readPathSection: BenchSection = {
+  name: 'read path',
+  async run(ctx) {
+    const rows: Row[] = [];
+    for (const im of [ctx.images.prealloc100G, ctx.images.scattered1T]) {
+      ctx.log(`  info, map, walk on ${im.label}…`);
+      const qInfo = timeCommand('qemu-img', ['info', '--output=json', im.path], ctx.runs);
+      const oInfo = timeCommand(process.execPath, [ctx.cli, 'info', im.path, '--json'], ctx.runs);
+      const pInfo = await inProcess(im.path, img => imageInfo(img), ctx.runs);
+      const infoSame = deepEqualJson(JSON.parse(qInfo.stdout.toString()), JSON.parse(oInfo.stdout.toString()));
+      rows.push({ section: 'read path', name: `info      ${im.label}`, oursSeconds: oInfo.seconds, oursInProcessSeconds: pInfo.seconds, qemuSeconds: qInfo.seconds, note: infoSame ? 'same JSON' : 'JSON DIFFERS' });
+
+      const qMap = timeCommand('qemu-img', ['map', '--output=json', im.path], ctx.runs);
+      const oMap = timeCommand(process.execPath, [ctx.cli, 'map', im.path, '--json'], ctx.runs);
+      const pMap = await inProcess(im.path, async img => formatMapJson(await mapImage(img)), ctx.runs);
+      const mapSame = qMap.stdout.equals(oMap.stdout);
+      const lines = oMap.stdout.toString().split('\n').length - 1;
+      rows.push({
+        section: 'read path', name: `map       ${im.label}`, oursSeconds: oMap.seconds, oursInProcessSeconds: pMap.seconds, qemuSeconds: qMap.seconds,
+        note: `${lines} entries, ${mapSame ? 'same text' : 'TEXT DIFFERS (see README, Known differences)'}`,
+      });
+
+      const qCheck = timeCommand('qemu-img', ['check', im.path], ctx.runs);
+      const oWalk = timeCommand(process.execPath, [path.join(__dirname, 'walk.js'), im.path], ctx.runs);
+      const pWalk = await inProcess(im.path, img => metadataWalk(img), ctx.runs);
+      const w = pWalk.result;
+      rows.push({
+        section: 'read path', name: `walk/check ${im.label}`, oursSeconds: oWalk.seconds, oursInProcessSeconds: pWalk.seconds, qemuSeconds: qCheck.seconds,
+        note: `${w.l1Tables} L1, ${w.l2Tables} L2 tables, ${w.allocatedEntries} entries, ${w.refcountedClusters} refcounted`,
+      });
+    }
+    return rows;
+  },
+};
+
+function deepEqualJson(a: unknown, b: unknown): boolean {
+  if (typeof a !== typeof b) return false;
+  if (a === null || b === null || typeof a !== 'object') return a === b;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a as object), kb = Object.keys(b as object);
+  if (ka.length !== kb.length) return false;
+  return ka.every(k => deepEqualJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+type LegacyRow = { name: string; oursSeconds: number; qemuSeconds: number };
+
+/**
+ * A section living in its own bench/<file>.ts that exports a function returning
+ * { name, oursSeconds, qemuSeconds } rows. It is loaded from its own built file (dist-test/bench/),
+ * not bundled into this one, so its `require.main === module` guard keeps working.
+ */
+function fileSection(name: string, file: string, exportName: string): BenchSection {
+  return {
+    name,
+    async run(ctx) {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const mod = require(path.join(__dirname, file)) as Record<string, (log: (l: string) => void) => LegacyRow[] | Promise<LegacyRow[]>>;
+      const rows = await mod[exportName](l => ctx.log(`  ${l}`));
+      return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds }));
+    },
+  };
+}
+
+/** One line per section: add yours here. */
+export const SECTIONS: BenchSection[] = [
+  startupSection,
+  readPathSection,
+  fileSection('check', 'check.js', 'benchCheck'),
+  fileSection('compact', 'compact.js', 'benchCompact'),
+];
+
+export function formatRows(rows: Row[]): string {
+  const head = ['operation', 'ours CLI s', 'in-process s', 'qemu-img s', 'ours/qemu', 'note'];
+  const body = rows.map(r => [
+    r.name,
+    r.oursSeconds.toFixed(3),
+    r.oursInProcessSeconds === undefined ? '' : r.oursInProcessSeconds.toFixed(3),
+    r.qemuSeconds.toFixed(3),
+    (r.oursSeconds / r.qemuSeconds).toFixed(2),
+    r.note ?? '',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i].length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  return [fmt(head), widths.map(w => '-'.repeat(w)).join('  '), ...body.map(fmt)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const only = process.argv.slice(2);
+  const log = (l: string) => console.error(l);
+  const images = await prepareImages(log);
+  const ctx: BenchContext = { images, cli: CLI, runs: Number(process.env.BENCH_RUNS ?? 5), log };
+  const rows: Row[] = [];
+  for (const s of SECTIONS) {
+    if (only.length && !only.includes(s.name)) continue;
+    log(`section ${s.name}…`);
+    try {
+      rows.push(...(await s.run(ctx)));
+    } catch (e) {
+      log(`section ${s.name} failed: ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
+  console.log(formatRows(rows));
+}
+
+if (/[\\/]bench\.js$/.test(process.argv[1] ?? '')) main().catch(e => { console.error(e); process.exitCode = 1; });
