@@ -33,7 +33,7 @@ export interface CompactOptions {
   /** Write here instead of replacing the source. */
   output?: string;
   compress?: 'zlib' | 'zstd';
-  /** Must equal the source's cluster size (re-clustering is not implemented). */
+  /** Output cluster size in bytes (default: the source's); a different size re-clusters. */
   clusterSize?: number;
   signal?: AbortSignal;
   onProgress?(doneBytes: number, totalBytes: number): void;
