@@ -4,14 +4,14 @@
  * each as a time ratio (ours / qemu-img; below 1 is faster) and a size ratio.
  *
  * The source image is generated once (half incompressible, half text-like clusters, scattered
- * over the disk with qemu-io, plus zeroed ranges) and cached in $QCOW2_LENS_BENCH_CACHE or the
- * system temp folder. Run alone: `node build.mjs && node dist-test/bench/compact.js`.
+ * over the disk with qemu-io, plus zeroed ranges) and cached in bench/images.ts's cache folder
+ * ($QCOW2_LENS_BENCH_CACHE or /var/tmp/qcow2-lens-bench). Run alone: `node build.mjs && node dist-test/bench/compact.js`.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { benchCacheDir } from './images';
 
 const ROOT = (() => {
   let d = __dirname;
@@ -32,9 +32,7 @@ export interface CompactBenchRow {
 }
 
 function cacheDir(): string {
-  const d = process.env.QCOW2_LENS_BENCH_CACHE ?? path.join(os.tmpdir(), 'qcow2-lens-bench');
-  fs.mkdirSync(d, { recursive: true });
-  return d;
+  return benchCacheDir();
 }
 
 /** The 10 GiB / 1 GiB-of-data source, made with qemu-io writes from generated data files. */
