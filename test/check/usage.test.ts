@@ -1,0 +1,118 @@
+/**
+ * Cluster usage (the cluster map's data) against QEMU's own view: every host range `qemu-img map`
+ * reports as data is a data cluster whose owner path names the L1/L2 entry of that guest offset;
+ * every cluster with a stored refcount has a role; snapshot-only, bitmap and metadata roles appear
+ * where QEMU put those structures. Also the findings cap and cancellation.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { analyzeImage } from '../../src/engine/check';
+import { Qcow2Image } from '../../src/engine/image';
+import {
+  clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_DATA, ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK,
+  ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
+} from '../../src/engine/usage';
+import { qemuImg, qemuIo, readBE64, tmpDir, writeBE64 } from '../helpers/qemu';
+import { layout } from './common';
+
+interface MapEntry { start: number; length: number; data: boolean; offset?: number }
+
+test('roles and owner paths agree with qemu-img map and the header', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'u.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '1G');
+  qemuIo(img, ['write -P 1 0 256k', 'write -P 2 600M 64k']);
+  qemuImg('snapshot', '-c', 's1', img);
+  qemuIo(img, ['write -P 3 0 64k']); // copy-on-write: the old cluster becomes snapshot-only
+  qemuImg('bitmap', '--add', img, 'b0');
+  qemuIo(img, ['write -P 4 700M 64k']);
+  const q = await Qcow2Image.open(img, { openBacking: false });
+  try {
+    const u = await clusterUsage(q);
+    const cs = q.clusterSize;
+    const perL2 = cs * q.g.l2Size;
+    const map = JSON.parse(qemuImg('map', '--output=json', img)) as MapEntry[];
+    let checked = 0;
+    for (const e of map) {
+      const hostOffset = e.offset;
+      if (!e.data || hostOffset === undefined) continue;
+      for (let g = e.start; g < e.start + e.length; g += cs) {
+        const k: number = (hostOffset + (g - e.start)) / cs;
+        assert.equal(u.role[k] & ROLE_MASK, ROLE_DATA, `host cluster ${k} (guest ${g}) is data`);
+        assert.equal(u.ownerPath(k), `L1[${Math.floor(g / perL2)}] → L2[0x${(Math.floor(g / cs) % q.g.l2Size).toString(16)}]`);
+        checked++;
+      }
+    }
+    assert.ok(checked >= 6);
+    const h = q.header;
+    assert.equal(u.role[0], ROLE_HEADER);
+    assert.equal(u.role[h.l1TableOffset / cs] & ROLE_MASK, ROLE_L1);
+    assert.equal(u.role[h.refcountTableOffset / cs] & ROLE_MASK, ROLE_REFCOUNT_TABLE);
+    assert.equal(u.role[q.refcountTable[0] / cs] & ROLE_MASK, ROLE_REFCOUNT_BLOCK);
+    assert.equal(u.role[h.snapshotsOffset / cs] & ROLE_MASK, ROLE_SNAPSHOT_TABLE);
+    assert.equal(u.role[q.snapshots[0].l1TableOffset / cs] & ROLE_MASK, ROLE_SNAPSHOT_L1);
+    assert.equal(u.role[h.bitmaps!.bitmapDirectoryOffset / cs] & ROLE_MASK, ROLE_BITMAP_DIRECTORY);
+    assert.equal(u.role[q.bitmaps[0].bitmapTableOffset / cs] & ROLE_MASK, ROLE_BITMAP_TABLE);
+    // the L2 table of L1[0] is shared with the snapshot until written; after the write it is the active one's own
+    const l2 = Number(readBE64(img, h.l1TableOffset) & 0x00fffffffffffe00n);
+    assert.equal(u.role[l2 / cs] & ROLE_MASK, ROLE_L2);
+    assert.equal(u.ownerPath(l2 / cs), 'L1[0] → L2 table');
+    const roles = new Set<number>();
+    for (let k = 0; k < u.nbClusters; k++) roles.add(u.role[k] & ROLE_MASK);
+    assert.ok(roles.has(ROLE_SNAPSHOT_ONLY), 'the overwritten cluster is referenced only by the snapshot');
+    // clusters shared by the snapshot and the active disk are flagged shared
+    let shared = 0;
+    for (let k = 0; k < u.nbClusters; k++) if (u.role[k] & ROLE_SHARED) shared++;
+    assert.ok(shared > 0);
+    // every cluster QEMU counts has a role, every free one has none (the image is clean)
+    const st = await analyzeImage(q);
+    assert.equal(st.corruptions + st.leaks, 0);
+    for (let k = 0; k < u.nbClusters; k++) {
+      assert.equal(st.stored[k] > 0, (u.role[k] & ROLE_MASK) !== ROLE_FREE, `cluster ${k}: stored ${st.stored[k]}, role ${u.role[k]}`);
+    }
+    void ROLE_BITMAP;
+  } finally {
+    await q.close();
+  }
+});
+
+test('findings are capped and the cap is reported; counts stay exact', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'many.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '64M');
+  qemuIo(img, ['write -P 1 0 2M']);
+  const L = layout(img);
+  // zero every other L2 entry: 256 leaks that are not consecutive, so they cannot be grouped
+  for (let j = 0; j < 512; j += 2) writeBE64(img, L.l2(0) + 8 * j, 0n);
+  const q = await Qcow2Image.open(img, { openBacking: false });
+  try {
+    const st = await analyzeImage(q, { maxFindings: 50 });
+    assert.equal(st.leaks, 256);
+    assert.equal(st.findings.length, 51);
+    const last = st.findings[50];
+    assert.equal(last.kind, 'findings-truncated');
+    assert.equal(last.count, 256 - 50);
+  } finally {
+    await q.close();
+  }
+});
+
+test('cancellation stops the check with a cancelled error', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'c.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+  qemuIo(img, ['write -P 1 0 1M']);
+  const q = await Qcow2Image.open(img, { openBacking: false });
+  try {
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(analyzeImage(q, { signal: ac.signal }), (e: Error & { code?: string }) => e.code === 'cancelled');
+    // and the progress callback reports every phase when not cancelled
+    const seen: number[] = [];
+    await analyzeImage(q, { onProgress: (d, t) => { seen.push(d); assert.equal(t, 4); } });
+    assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+  } finally {
+    await q.close();
+  }
+});
