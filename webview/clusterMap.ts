@@ -42,6 +42,7 @@ export class ClusterMap {
   private lastHover = -1;
   private readonly schedule = rafThrottle(() => this.draw());
   hoverText = '';
+  private draws = 0;
 
   constructor(private readonly host: MapHost) {
     this.canvas = el('canvas', { className: 'map-canvas', attrs: { role: 'img', 'aria-label': 'Cluster map of the image file' } });
@@ -67,7 +68,14 @@ export class ClusterMap {
       if (c !== undefined) this.pick(c);
     });
     this.scroller.addEventListener('keydown', e => this.onKey(e));
-    new ResizeObserver(() => { if (this.fitted) this.fit(); else this.layout(); }).observe(this.scroller);
+    // React to width changes only: our own height changes (and a scrollbar appearing) must not loop.
+    let lastWidth = -1;
+    new ResizeObserver(() => {
+      const w = this.scroller.clientWidth;
+      if (Math.abs(w - lastWidth) < 2) return;
+      lastWidth = w;
+      if (this.fitted) this.fit(); else this.layout();
+    }).observe(this.scroller);
   }
 
   private readColors(): void {
@@ -75,9 +83,13 @@ export class ClusterMap {
     this.colors = CLUSTER_ROLES.map(r => cs.getPropertyValue(`--role-${r}`).trim() || '#888');
   }
 
+  /** Roles seen in the cells loaded so far: the legend lists only those. */
+  private seen = new Set<number>();
+
   private buildLegend(): void {
     clear(this.legend);
-    const shown: ClusterRole[] = ['header', 'l1', 'l2', 'refcountTable', 'refcountBlock', 'data', 'compressed', 'snapshotTable', 'snapshotL1', 'bitmapDirectory', 'bitmapTable', 'bitmapData', 'crypto', 'free', 'leaked', 'conflict', 'mixed'];
+    const order: ClusterRole[] = ['header', 'l1', 'l2', 'refcountTable', 'refcountBlock', 'data', 'compressed', 'snapshotTable', 'snapshotL1', 'bitmapDirectory', 'bitmapTable', 'bitmapData', 'crypto', 'free', 'leaked', 'conflict', 'mixed'];
+    const shown = order.filter(r => this.seen.has(CLUSTER_ROLES.indexOf(r)));
     for (const r of shown) {
       const sw = el('span', { className: `swatch role-${r}`, attrs: { 'aria-hidden': 'true' } });
       const item = el('span', { className: 'legend-item' }, sw, el('span', { text: CLUSTER_ROLE_LABELS[r] }));
@@ -90,6 +102,7 @@ export class ClusterMap {
   reset(totalClusters: number, zoom?: number, scrollTop?: number): void {
     this.totalClusters = totalClusters;
     this.rows.clear();
+    this.seen.clear();
     this.readColors();
     this.buildLegend();
     if (zoom && zoom >= 1) { this.fitted = false; this.zoom = zoom; this.layout(); if (scrollTop) this.scroller.scrollTop = scrollTop; }
@@ -158,6 +171,9 @@ export class ClusterMap {
     const count = Math.min((b - a + 1) * cols, this.cellCount - startCell);
     this.host.getCells(startCell * zoom, count, zoom).then(res => {
       for (let r = a; r <= b; r++) this.rows.set(`${zoom}:${cols}:${r}`, res.cells.slice((r - a) * cols, (r - a + 1) * cols));
+      const before = this.seen.size;
+      for (const c of res.cells) this.seen.add(c);
+      if (this.seen.size !== before) this.buildLegend();
       this.message.hidden = true;
       this.schedule();
     }, e => {
@@ -181,6 +197,7 @@ export class ClusterMap {
       this.canvas.style.width = `${w}px`;
       this.canvas.style.height = `${h}px`;
     }
+    this.canvas.dataset.draws = String(++this.draws);
     this.canvas.dataset.cell = String(this.cell);
     this.canvas.dataset.cols = String(cols);
     this.canvas.dataset.zoom = String(this.zoom);

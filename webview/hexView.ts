@@ -65,7 +65,13 @@ export class HexView {
       this.scrollToRow(this.topRow + (Math.trunc(px / this.rowHeight) || Math.sign(px)));
       this.host.onStateChange();
     }, { passive: false });
-    new ResizeObserver(() => this.schedule()).observe(this.scroller);
+    let lastSize = '';
+    new ResizeObserver(() => {
+      const size = `${this.scroller.clientWidth}x${this.scroller.clientHeight}`;
+      if (size === lastSize) return;
+      lastSize = size;
+      this.schedule();
+    }).observe(this.scroller);
     this.element = el('div', { className: 'hex-view' },
       el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.gotoInput),
       this.scroller, this.status);
@@ -184,7 +190,10 @@ export class HexView {
     return new Uint8Array(out);
   }
 
+  private renders = 0;
+
   private render(): void {
+    this.rows.dataset.renders = String(++this.renders);
     const size = this.size;
     clear(this.rows);
     if (size === 0) {

@@ -241,6 +241,17 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await treeItem('L1[0]').waitFor(); // the tree was reloaded with its expanded nodes
   });
 
+  it('settles at narrow and wide sizes (no resize/render loop)', async () => {
+    const counts = () => page.evaluate(() => [document.querySelector<HTMLElement>('.map-canvas')!.dataset.draws, document.querySelector<HTMLElement>('.hex-rows')!.dataset.renders]);
+    for (const size of [{ width: 820, height: 560 }, { width: 640, height: 700 }, { width: 1280, height: 860 }]) {
+      await page.setViewportSize(size);
+      await page.waitForTimeout(400);
+      const a = await counts();
+      await page.waitForTimeout(400);
+      assert.deepEqual(await counts(), a, `idle at ${size.width}x${size.height}`);
+    }
+  });
+
   it('shows an error state when the image cannot be read', async () => {
     const p = await h.open('no-such-image');
     try {
