@@ -77,27 +77,32 @@ try {
     await poll(`theme ${theme}`, () => page.evaluate(c => document.querySelector('.monaco-workbench')?.className.includes(c), themeClass), 15000);
     await page.waitForTimeout(1500); // the webview picks the new --vscode-* variables up
   };
+  // The visible webview: <iframe class="webview ready"> (host document) -> <iframe id="active-frame">
+  const webview = () => page.frameLocator('iframe.webview.ready:visible').frameLocator('#active-frame');
   // Open an image from the explorer. The customEditors contribution goes live slightly after the
   // workbench shows; a file opened before that lands in the text editor, so close it and retry.
   const never = () => new Promise(() => {});
   const openImage = async name => {
     for (let attempt = 1; ; attempt++) {
       await row(name).dblclick();
-      const which = await Promise.race([
+      let which = await Promise.race([
         page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 15000 }).then(() =>
           page.locator('iframe.webview.ready').last().waitFor({ timeout: 15000 }).then(() => 'custom', () => 'tab'), never),
         page.getByText('The file is not displayed in the text editor').waitFor({ timeout: 15000 }).then(() => 'text', never),
         new Promise(r => setTimeout(() => r('nothing'), 31000)),
       ]);
-      if (which === 'custom') return;
+      if (which === 'custom') {
+        // the webview of this tab shows the structure tree (it pulls it from the host)
+        const shown = await webview().locator('.tree .tree-label').first().waitFor({ timeout: 30000 }).then(() => true, () => false);
+        if (shown) return;
+        which = 'custom editor without a tree';
+      }
       if (attempt >= 5) throw new Error(`${name} did not open in the custom editor (got: ${which})`);
       mark(`attempt ${attempt}: ${name} opened in the ${which} editor, retrying`);
       await palette('View: Close All Editors');
       await page.waitForTimeout(1000);
     }
   };
-  // The visible webview: <iframe class="webview ready"> (host document) -> <iframe id="active-frame">
-  const webview = () => page.frameLocator('iframe.webview.ready:visible').frameLocator('#active-frame');
 
   await openImage('sample.qcow2');
   const labels = webview().locator('.tree .tree-label');
@@ -146,7 +151,16 @@ try {
   ok = true;
 } catch (e) {
   console.error('FAIL:', e && e.stack || e);
-  await browser?.page.screenshot({ path: path.join(OUT, 'ui-failure.png') }).catch(() => {});
+  const page = browser?.page;
+  if (page) {
+    const info = await page.evaluate(() => ({
+      tabs: [...document.querySelectorAll('.tab')].map(t => t.getAttribute('aria-label')),
+      webviews: [...document.querySelectorAll('iframe.webview')].map(f => `${f.className} visible=${f.offsetParent !== null}`),
+    })).catch(err => String(err));
+    console.error('workbench state:', JSON.stringify(info));
+    fs.rmSync(path.join(OUT, 'ui-failure.png'), { force: true });
+    await page.screenshot({ path: path.join(OUT, 'ui-failure.png'), timeout: 10000 }).catch(err => console.error('no screenshot:', err.message));
+  }
   if (server) console.error('--- code-server output (tail) ---\n' + server.output().slice(-3000));
 } finally {
   await browser?.close();

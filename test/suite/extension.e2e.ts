@@ -87,6 +87,24 @@ suite('QCOW2 Lens in VS Code', () => {
     await until('diagnostics cleared after the tab closed', () => vscode.languages.getDiagnostics(uri).length === 0);
   });
 
+  test('Repair Image (leaks) leaves an image qemu-img check finds clean', async () => {
+    const uri = copyFixture('damaged.qcow2', 'damaged-repair.qcow2');
+    await openInLens(uri);
+    const r = await vscode.commands.executeCommand<{ after: { summary: { clean: boolean } } }>('qcow2Lens.repairImage', uri, { mode: 'leaks', confirm: false });
+    assert.equal(r.after.summary.clean, true);
+    const after = spawnSync('qemu-img', ['check', '--output=json', uri.fsPath], { encoding: 'utf8' });
+    assert.equal(after.status, 0, after.stdout + after.stderr);
+    await until('diagnostics cleared after the repair', () => vscode.languages.getDiagnostics(uri).length === 0);
+  });
+
+  test('a change on disk by another tool re-runs the check (file watcher)', async () => {
+    const uri = copyFixture('damaged.qcow2', 'damaged-watch.qcow2');
+    await openInLens(uri);
+    await until('the leak diagnostic from the check on open', () => vscode.languages.getDiagnostics(uri).length > 0);
+    qemuImg('check', '-r', 'leaks', uri.fsPath); // QEMU repairs it behind the editor's back
+    await until('diagnostics to follow the file', () => vscode.languages.getDiagnostics(uri).length === 0);
+  });
+
   test('a clean image has no error diagnostics', async () => {
     const uri = file('sample.qcow2');
     await openInLens(uri);
