@@ -121,6 +121,9 @@ export class ImageFile {
  * possible: offsets are sorted and adjacent ones coalesced into reads of up to `maxRun` bytes.
  * Returns a map from each requested offset to its bytes (views into the larger buffers).
  */
+/** Reads in flight at once in readMany (libuv's pool has 4 threads by default). */
+const READ_CONCURRENCY = 8;
+
 export async function readMany(
   file: ImageFile,
   offsets: Iterable<number>,
@@ -130,16 +133,26 @@ export async function readMany(
 ): Promise<Map<number, Buffer>> {
   const sorted = [...new Set(offsets)].sort((a, b) => a - b);
   const out = new Map<number, Buffer>();
+  const runs: [number, number][] = []; // [first index, end index) into sorted
   let i = 0;
   while (i < sorted.length) {
     let j = i + 1;
     while (j < sorted.length && sorted[j] === sorted[j - 1] + size && (j - i + 1) * size <= maxRun) j++;
-    const start = sorted[i];
     // check each member so the error names the first structure that is out of bounds
     for (let k = i; k < j; k++) file.checkRange(sorted[k], size, structure(sorted[k]));
-    const buf = await file.read(start, (j - i) * size, structure(start));
-    for (let k = i; k < j; k++) out.set(sorted[k], buf.subarray((k - i) * size, (k - i + 1) * size));
+    runs.push([i, j]);
     i = j;
   }
+  // Scattered tables (the common case in fragmented images) are read several at a time, so the
+  // thread pool overlaps the system calls instead of one await per table.
+  let next = 0;
+  const worker = async () => {
+    while (next < runs.length) {
+      const [a, b] = runs[next++];
+      const buf = await file.read(sorted[a], (b - a) * size, structure(sorted[a]));
+      for (let k = a; k < b; k++) out.set(sorted[k], buf.subarray((k - a) * size, (k - a + 1) * size));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, runs.length) }, worker));
   return out;
 }

@@ -39,6 +39,20 @@ async function chainStatus(layer: BlockLayer, start: number, end: number, depth:
       }
     }
   };
+  if (!layer.backing) {
+    // Bottom of the chain: nothing to recurse into, so extents go straight out (no buffering).
+    await layer.layerStatus(start, end, e => {
+      if (e.present) {
+        e.depth = depth;
+        emit(e);
+      } else {
+        const z: StatusExtent = { start: e.start, length: e.length, present: false, zero: true, data: false, depth };
+        if (e.offset !== undefined) z.offset = e.offset;
+        emit(z);
+      }
+    }, signal);
+    return;
+  }
   // Collect this layer's extents in order; recurse for unallocated ones in order.
   const own: StatusExtent[] = [];
   await layer.layerStatus(start, end, e => own.push(e), signal);
