@@ -196,6 +196,16 @@ class App {
     if (node.hostOffset !== undefined) actions.append(button('Bytes', () => this.openNode(node), { title: 'Show the structure\'s bytes in the file' }));
     if (node.targetHostOffset !== undefined) actions.append(button('Target', () => { this.hexView.reveal(node.targetHostOffset!, 1, 'host'); this.map.select(Math.floor(node.targetHostOffset! / (this.summary?.clusterSize ?? 65536))); }, { title: 'Show what the entry points at' }));
     if (node.guestOffset !== undefined && (this.summary?.virtualSize ?? 0) > node.guestOffset) actions.append(button('Disk bytes', () => this.hexView.reveal(node.guestOffset!, 1, 'guest'), { title: 'Show the guest bytes this entry maps' }));
+    const snap = this.summary?.snapshots.find(x => x.nodeId === node.id);
+    if (snap) {
+      actions.append(
+        button('Revert to…', () => this.runCommand('revertSnapshot', { name: snap.name }), { title: `Revert the disk to snapshot "${snap.name}"` }),
+        button('Delete…', () => this.runCommand('deleteSnapshot', { name: snap.name }), { title: `Delete snapshot "${snap.name}"` }));
+    }
+    const layer = /^layer:(\d+)$/.exec(node.id);
+    const layerPath = layer ? this.summary?.backingChain[Number(layer[1])]?.path : undefined;
+    if (layerPath) actions.append(button('Open', () => this.runCommand('openBacking', { path: layerPath }), { title: `Open ${layerPath} in QCOW2 Lens` }));
+    if (node.hostOffset !== undefined) actions.append(button('Copy offset', () => this.runCommand('copyOffset', { offset: hex(node.hostOffset!) }), { title: 'Copy the host offset' }));
     if (actions.childElementCount) this.details.append(actions);
   }
 

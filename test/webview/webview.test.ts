@@ -212,11 +212,18 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await page.click('.run-check');
     await page.waitForFunction(() => (window as unknown as { __posted: Array<{ type: string; command?: string }> }).__posted.some(m => m.type === 'runCommand' && m.command === 'check'));
     assert.ok(h.received.get('main')!.some(m => m.type === 'runCommand' && m.command === 'check'));
+    // a snapshot node offers revert/delete with the snapshot's name
+    await treeItem('Snapshots').click();
+    await page.keyboard.press('ArrowRight');
+    await treeItem('1: s1').click();
+    await page.click('.details-actions button:text-is("Revert to…")');
+    await page.waitForFunction(() => (window as unknown as { __posted: Array<{ type: string; command?: string; args?: { name?: string } }> }).__posted.some(m => m.command === 'revertSnapshot' && m.args?.name === 's1'));
     await page.waitForTimeout(250); // state is saved debounced
     await page.reload();
     await page.waitForSelector('body[data-ready]');
-    await treeItem('L2[0x10]').waitFor();
-    assert.equal(await selectedLabel(), 'L2[0x10]');
+    await treeItem('1: s1').waitFor();
+    assert.equal(await selectedLabel(), '1: s1');
+    await treeItem('L2[0x10]').waitFor(); // expanded nodes are restored too
     await page.locator('.finding').first().waitFor();
     assert.deepEqual(await page.evaluate(() => (window as unknown as { __cspViolations: string[] }).__cspViolations), []);
     assert.deepEqual(h.pageErrors, []);
