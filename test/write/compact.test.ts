@@ -226,3 +226,30 @@ test('--cluster-size re-clusters (64 KiB → 512 B / 4 KiB / 2 MiB, 512 B → 64
   sameContent(top, out, 'overlay re-clustered');
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('extended L2 (subclusters): compaction and snapshots keep partial allocations', () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'e.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on', img, '64M');
+  qemuIo(img, ['write -P 1 0 1M', 'write -P 2 3M 4k', 'write -z 8M 64k', 'write -z 9M 4k']);
+  assert.equal(cli('snapshot', img, '-c', 's').status, 0);
+  assertClean(img);
+  qemuIo(img, ['write -P 3 0 8k']);
+  const out = path.join(dir, 'e2.qcow2');
+  assert.equal(cli('compact', img, '-o', out).status, 0);
+  assertClean(out);
+  sameContent(img, out, 'extended L2');
+  sameSnapshots(img, out, dir);
+  // an overlay: unallocated subclusters still read from the backing file
+  const base = path.join(dir, 'b.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', base, '16M');
+  qemuIo(base, ['write -P 7 0 16M']);
+  const top = path.join(dir, 'o.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on', '-b', 'b.qcow2', '-F', 'qcow2', top);
+  qemuIo(top, ['write -P 1 4k 4k', 'write -z 1M 8k']);
+  const out2 = path.join(dir, 'o2.qcow2');
+  assert.equal(cli('compact', top, '-o', out2).status, 0);
+  assertClean(out2);
+  sameContent(top, out2, 'extended L2 overlay');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
