@@ -13,7 +13,6 @@ import { Qcow2Image } from '../src/engine/image';
 import { imageInfo } from '../src/engine/info';
 import { mapImage, formatMapJson } from '../src/engine/map';
 import { checkSection } from './check';
-import { benchCompact } from './compact';
 import { BenchImages, prepareImages } from './images';
 import { metadataWalk } from './walk';
 
@@ -168,7 +167,7 @@ function fileSection(name: string, file: string, exportName: string): BenchSecti
 export const SECTIONS: BenchSection[] = [
   startupSection,
   readPathSection,
-  fileSection('check', 'check.js', 'benchCheck'),
+  checkSection,
   fileSection('compact', 'compact.js', 'benchCompact'),
 ];
 
