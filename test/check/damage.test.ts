@@ -218,3 +218,12 @@ test('human output ends with qemu-img check\'s summary, before and after repair'
   assert.equal(ol.stdout.toString(), ql.stdout);
   assert.equal(ourCheck(c).status, 0);
 });
+
+test('exit codes when the check cannot run at all: not qcow2, missing file', () => {
+  const dir = tmpDir();
+  const raw = path.join(dir, 'raw.img');
+  fs.writeFileSync(raw, Buffer.alloc(1024 * 1024, 0x5a));
+  assert.equal(cli('check', raw).status, qemuImgStatus('check', raw).status);
+  const missing = path.join(dir, 'missing.qcow2');
+  assert.equal(cli('check', missing).status, qemuImgStatus('check', missing).status);
+});

@@ -1,4 +1,5 @@
 import { CheckResult, checkExitCode, checkImage, formatCheckJson } from '../../engine/check';
+import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image';
 import { repairImage, RepairMode } from '../../engine/repair';
 import { assertNotLocked } from '../../engine/writable';
@@ -31,7 +32,7 @@ function human(r: CheckResult, fixed?: { leaks: number; corruptions: number }): 
 }
 
 export const checkCommand: Command = {
-  usage: 'IMAGE [--json] [--repair leaks|all] [-U]  integrity check and repair (as qemu-img check [-r]); exit 0 clean, 1 not completed, 2 corruptions, 3 leaks',
+  usage: 'IMAGE [--json] [--repair leaks|all] [-U]  integrity check and repair (as qemu-img check [-r]); exit 0 clean, 1 not completed, 2 corruptions, 3 leaks, 63 not qcow2',
   async run(argv) {
     const args = parseArgs(argv, ['--output', '--repair', '-r']);
     const [path] = args.positionals;
@@ -53,7 +54,17 @@ export const checkCommand: Command = {
       // like qemu-img check without -U: a running VM's image changes under us, so its refcounts
       // would look wrong; -U / --force-share checks it anyway
       if (!args.flags.has('-U') && !args.flags.has('--force-share')) assertNotLocked(path);
-      const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false, zeroPastEof: true });
+      let img: Qcow2Image;
+      try {
+        img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false, zeroPastEof: true });
+      } catch (e) {
+        // qemu-img check exits 63 when the format has no check (the file is not qcow2)
+        if (e instanceof Qcow2Error && e.code === 'not-qcow2') {
+          process.stderr.write(`qcow2-lens: ${e.message}; only qcow2 images can be checked\n`);
+          return 63;
+        }
+        throw e;
+      }
       try {
         r = await checkImage(img);
       } finally {
