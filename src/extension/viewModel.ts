@@ -324,6 +324,8 @@ export class ViewModel {
       }
       case 'rte': return img.rg.blockEntries;
       case 'bm': return img.bitmaps[Number(x)]?.bitmapTableSize ?? 0;
+      case 'snapshots': return img.snapshots.length;
+      case 'bitmaps': return img.bitmaps.length;
       default: void y; return 0;
     }
   }
@@ -332,7 +334,7 @@ export class ViewModel {
     if (id === ROOT_NODE_ID) return this.rootChildren();
     const { base, page } = parseId(id);
     const [kind] = base.split(':');
-    if (['l1', 'l1e', 'refcount', 'rte', 'bm'].includes(kind)) {
+    if (['l1', 'l1e', 'refcount', 'rte', 'bm', 'snapshots', 'bitmaps'].includes(kind)) {
       const n = await this.childCount(base);
       const r = page ?? { s: 0, e: n };
       const pages = pageRanges(r.s, r.e);
@@ -387,8 +389,6 @@ export class ViewModel {
         if (this.backingError) out.push({ id: 'layer:error', kind: 'backing', label: h.backingFile ?? 'backing file', description: 'cannot be opened', tooltip: this.backingError, hasChildren: false, severity: 'error' });
         return out;
       }
-      case 'snapshots':
-        return img.snapshots.map((s, k) => ({ id: `snap:${k}`, kind: 'snapshot', label: `${s.id}: ${s.name}`, description: new Date(s.dateSec * 1000).toISOString().replace('T', ' ').slice(0, 19), hasChildren: true, hostOffset: s.hostOffset, hostLength: s.entrySize }));
       case 'snap': {
         const k = Number(x), s = img.snapshots[k];
         if (!s) return [];
@@ -403,8 +403,6 @@ export class ViewModel {
         if (s.diskSize !== undefined) out.push(info('disk size', formatBytes(s.diskSize), 48, 8));
         return out;
       }
-      case 'bitmaps':
-        return img.bitmaps.map((b, k) => ({ id: `bm:${k}`, kind: 'bitmap', label: b.name, description: `granularity ${formatBytes(2 ** b.granularityBits)}${b.inUse ? ', in use' : ''}${b.auto ? ', auto' : ''}`, hasChildren: true, hostOffset: b.hostOffset, hostLength: b.entrySize, targetHostOffset: b.bitmapTableOffset }));
       case 'encryption': {
         const e = await readEncryptInfo(img.file, h).catch(() => undefined);
         return Object.entries(e ?? {}).filter(([k]) => k !== 'slots').map(([k, v]) => ({ id: `enc:${k}`, kind: 'info', label: k, description: String(v), hasChildren: false }));
@@ -512,6 +510,18 @@ export class ViewModel {
         }
         return out;
       }
+      case 'snapshots':
+        for (let k = s; k < e; k++) {
+          const sn = img.snapshots[k];
+          out.push({ id: `snap:${k}`, kind: 'snapshot', label: `${sn.id}: ${sn.name}`, description: new Date(sn.dateSec * 1000).toISOString().replace('T', ' ').slice(0, 19), hasChildren: true, hostOffset: sn.hostOffset, hostLength: sn.entrySize });
+        }
+        return out;
+      case 'bitmaps':
+        for (let k = s; k < e; k++) {
+          const b = img.bitmaps[k];
+          out.push({ id: `bm:${k}`, kind: 'bitmap', label: b.name, description: `granularity ${formatBytes(2 ** b.granularityBits)}${b.inUse ? ', in use' : ''}${b.auto ? ', auto' : ''}`, hasChildren: true, hostOffset: b.hostOffset, hostLength: b.entrySize, targetHostOffset: b.bitmapTableOffset });
+        }
+        return out;
       default:
         return out;
     }
@@ -677,8 +687,8 @@ export class ViewModel {
       const bm = /bitmap\[(\d+)\][^→]*→ bitmap table(?:\[(\d+)\])?/i.exec(structure);
       if (bm && img.bitmaps[Number(bm[1])]) {
         const k = Number(bm[1]);
-        if (bm[2] === undefined) return ['bitmaps', `bm:${k}`];
-        return ['bitmaps', `bm:${k}`, ...pagePath(`bm:${k}`, img.bitmaps[k].bitmapTableSize, Number(bm[2])), `bme:${k}:${bm[2]}`];
+        if (bm[2] === undefined) return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, k), `bm:${k}`];
+        return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, k), `bm:${k}`, ...pagePath(`bm:${k}`, img.bitmaps[k].bitmapTableSize, Number(bm[2])), `bme:${k}:${bm[2]}`];
       }
       const rb = /refcount table\[(\d+)\]/i.exec(structure);
       if (rb) return this.pathToRefcount(Number(rb[1]));
@@ -704,15 +714,15 @@ export class ViewModel {
         const l1 = this.l1Of(t);
         const i = Math.floor((hostOffset - l1.offset) / 8);
         if (i >= 0 && i < l1.size) return this.pathTo(t, i);
-        return t === ACTIVE ? ['l1:a'] : ['snapshots', `snap:${t}`, `l1:${t}`];
+        return t === ACTIVE ? ['l1:a'] : ['snapshots', ...pagePath('snapshots', img.snapshots.length, t), `snap:${t}`, `l1:${t}`];
       }
       case 'rte': return this.pathToRefcount(Number(x));
       case 'refcount': {
         const i = Math.floor((hostOffset - img.header.refcountTableOffset) / 8);
         return this.pathToRefcount(i);
       }
-      case 'bme': return ['bitmaps', `bm:${x}`, ...pagePath(`bm:${x}`, img.bitmaps[Number(x)]?.bitmapTableSize ?? 0, Number(y)), o.nodeId];
-      case 'bm': return ['bitmaps', o.nodeId];
+      case 'bme': return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, Number(x)), `bm:${x}`, ...pagePath(`bm:${x}`, img.bitmaps[Number(x)]?.bitmapTableSize ?? 0, Number(y)), o.nodeId];
+      case 'bm': return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, Number(x)), o.nodeId];
       default: return [o.nodeId];
     }
   }
@@ -721,7 +731,7 @@ export class ViewModel {
     const l1 = this.l1Of(t);
     if (l1Index < 0 || l1Index >= l1.size) return [];
     const tid = this.tableId(t);
-    const out: NodeId[] = t === ACTIVE ? ['l1:a'] : ['snapshots', `snap:${t}`, `l1:${t}`];
+    const out: NodeId[] = t === ACTIVE ? ['l1:a'] : ['snapshots', ...pagePath('snapshots', this.img.snapshots.length, t), `snap:${t}`, `l1:${t}`];
     out.push(...pagePath(`l1:${tid}`, l1.size, l1Index), `l1e:${tid}:${l1Index}`);
     if (l2Index !== undefined && l2Index >= 0 && l2Index < this.img.g.l2Size) {
       out.push(...pagePath(`l1e:${tid}:${l1Index}`, this.img.g.l2Size, l2Index), `l2e:${tid}:${l1Index}:${l2Index}`);
