@@ -81,7 +81,9 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     if (uri.scheme !== 'file') throw new Error(`QCOW2 Lens opens local files only (got ${uri.scheme}:)`);
     await checkMagic(uri.fsPath);
     const doc = await Qcow2Document.create(uri, openContext.backupId, this.applier);
-    this.docs.set(uri.toString(), doc);
+    // VS Code keeps one document per URI; a second one (a restore probe) does not replace it.
+    const primary = !this.docs.has(uri.toString());
+    if (primary) this.docs.set(uri.toString(), doc);
     const listeners: vscode.Disposable[] = [doc.onDidChange(e => this.changed.fire(e))];
     // Watch the image: another tool (qemu-img, a VM) may change it while it is open.
     const watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(vscode.Uri.file(path.dirname(uri.fsPath)), path.basename(uri.fsPath)));
@@ -97,10 +99,11 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     doc.onDidDispose(() => {
       clearTimeout(timer);
       for (const l of listeners) l.dispose();
-      if (this.docs.get(uri.toString()) === doc) this.docs.delete(uri.toString());
+      if (this.docs.get(uri.toString()) !== doc) return;
+      this.docs.delete(uri.toString());
       this.hooks.onClose(doc);
     });
-    this.hooks.onOpen(doc);
+    if (primary) this.hooks.onOpen(doc);
     return doc;
   }
 

@@ -133,6 +133,24 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.match(qemuImg('check', uri.fsPath), /No errors were found/);
   });
 
+  test('hot-exit backup records pending edits and a document restored from it has them', async () => {
+    const uri = copyFixture('sample.qcow2', 'snap-backup.qcow2');
+    await openInLens(uri);
+    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'from-backup' });
+    const ext = vscode.extensions.all.find(e => e.packageJSON.name === 'qcow2-lens')!;
+    const provider = ext.exports.services.provider as vscode.CustomEditorProvider & { document(u: vscode.Uri): vscode.CustomDocument };
+    const destination = vscode.Uri.file(path.join(ws(), 'backup.json'));
+    const cts = new vscode.CancellationTokenSource();
+    const backup = await provider.backupCustomDocument(provider.document(uri), { destination }, cts.token);
+    assert.deepEqual(JSON.parse(fs.readFileSync(destination.fsPath, 'utf8')).pending, [{ kind: 'create', name: 'from-backup' }]);
+    const restored = await provider.openCustomDocument(uri, { backupId: backup.id, untitledDocumentData: undefined }, cts.token) as unknown as { pending: unknown[]; dispose(): void };
+    assert.deepEqual(restored.pending, [{ kind: 'create', name: 'from-backup' }]);
+    restored.dispose();
+    await backup.delete();
+    assert.equal(fs.existsSync(destination.fsPath), false);
+    assert.deepEqual(snapshotNames(uri.fsPath), ['base'], 'a backup never writes the image');
+  });
+
   test('Revert drops pending snapshot edits', async () => {
     const uri = copyFixture('sample.qcow2', 'snap-revert.qcow2');
     await openInLens(uri);
