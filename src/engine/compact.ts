@@ -184,6 +184,7 @@ function cancelled(p: string): Qcow2Error {
 
 export async function compactImage(src: string, opts: CompactOptions = {}): Promise<CompactResult> {
   assertNotLocked(src);
+  if (opts.output && fs.existsSync(opts.output)) assertNotLocked(opts.output);
   const img = await Qcow2Image.open(src, { openBacking: false, openDataFile: false });
   const dest = opts.output ?? src;
   const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.compact-${process.pid}-${Date.now()}.tmp`);
