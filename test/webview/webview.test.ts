@@ -173,6 +173,8 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost);
     assert.equal(await page.getAttribute('button:text-is("File")', 'aria-pressed'), 'true');
     await page.waitForFunction(() => document.querySelector('.inspector-table tr[data-type="u8"] td:nth-child(2)')?.textContent === '171');
+    const row = page.locator('.hex-row', { has: page.locator(`.hex-off:text-is("${dataHost.toString(16).padStart(8, '0')}")`) });
+    assert.equal(await row.locator('.hex-src').textContent(), 'L1[0] → L2[0x10]', 'host bytes name their owner');
     const legend = await page.locator('.legend-item').allTextContents();
     assert.ok(legend.includes('Guest data') && legend.includes('Leaked'));
   });
