@@ -227,3 +227,16 @@ test('exit codes when the check cannot run at all: not qcow2, missing file', () 
   const missing = path.join(dir, 'missing.qcow2');
   assert.equal(cli('check', missing).status, qemuImgStatus('check', missing).status);
 });
+
+for (const opts of ['refcount_bits=1', 'refcount_bits=2,cluster_size=4096', 'refcount_bits=64', 'cluster_size=512', 'extended_l2=on', 'compat=0.10']) {
+  test(`refcount structure rebuilt in every refcount width and geometry: ${opts}`, () => {
+    const dir = tmpDir();
+    const img = path.join(dir, 'w.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, img, '64M');
+    qemuIo(img, ['write -P 0x11 0 1M', 'write -P 0x22 10M 64k']);
+    writeBE64(img, layout(img).reftable, 0n); // every refcount block gone: all used clusters count as free
+    const r = assertCheckMatches(img, `${opts}: refcount table entry zeroed`);
+    assert.ok((r.corruptions as number) > 0);
+    assertRepairMatches(img, dir, `${opts}: rebuild`);
+  });
+}
