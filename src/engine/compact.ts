@@ -300,7 +300,8 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
           const c = cur.index;
           cur = null;
           if (ps.every(p => isUnalloc(p.type))) return;
-          if (ps.every(p => isZero(p.type) || trivial(p.type))) { if (hasBacking) setEntry(c, 0, 1); return; }
+          // zero throughout (without a backing file, unallocated reads as zero too)
+          if (ps.every(p => isZero(p.type) || (!hasBacking && isUnalloc(p.type)))) { if (hasBacking) setEntry(c, 0, 1); return; }
           const key = ps.map(p => p.type === SubclusterType.Normal ? `d${p.host}:${p.len}` : p.type === SubclusterType.Compressed ? `c${p.comp}+${p.within}:${p.len}`
             : isZero(p.type) ? `z${p.len}` : `u${p.guest}:${p.len}`).join('|');
           let fake = byKey.get(key);

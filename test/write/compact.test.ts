@@ -218,7 +218,8 @@ test('--cluster-size re-clusters (64 KiB → 512 B / 4 KiB / 2 MiB, 512 B → 64
   qemuIo(base, ['write -P 1 0 16M']);
   const top = path.join(dir, 'top.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'base.qcow2', '-F', 'qcow2', top);
-  qemuIo(top, ['write -P 2 4k 4k', 'write -z 1M 64k', 'write -P 3 2M 64k']);
+  // a 64 KiB output cluster mixing data and unallocated, one mixing zero and unallocated, one all zero
+  qemuIo(top, ['write -P 2 4k 4k', 'write -z 200k 4k', 'write -z 1M 64k', 'write -P 3 2M 64k']);
   const out = path.join(dir, 'top64k.qcow2');
   assert.equal(cli('compact', top, '-o', out, '--cluster-size', '65536').status, 0);
   assertClean(out);
