@@ -123,6 +123,8 @@ try {
   // Check on a damaged image: the finding appears in the Problems view on screen.
   await openImage('damaged.qcow2');
   await palette('QCOW2: Check Image');
+  // the command's own answer (the check on open filled the Problems panel already)
+  await page.locator('.notification-toast', { hasText: '1 leaked cluster(s)' }).first().waitFor({ timeout: 30000 });
   await palette('View: Focus Problems', 'View: Focus Problems');
   const offset = '0x' + (leakedCluster * 65536).toString(16);
   const problems = page.locator('.markers-panel');
