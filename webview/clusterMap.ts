@@ -165,6 +165,7 @@ export class ClusterMap {
     let a = -1, b = -1;
     for (let r = first; r <= last; r++) if (!this.rows.has(this.rowKey(r))) { if (a < 0) a = r; b = r; }
     if (a < 0) return;
+    if (this.rows.size > 4096) this.rows.clear(); // rows of other zoom levels and widths
     const cols = this.cols, zoom = this.zoom;
     for (let r = a; r <= b; r++) this.rows.set(this.rowKey(r), 'pending');
     const startCell = a * cols;

@@ -56,6 +56,17 @@ export class HexView {
     this.rows = el('div', { className: 'hex-rows', attrs: { role: 'grid', 'aria-label': 'Hex view', 'aria-readonly': 'true' } });
     this.scroller = el('div', { className: 'hex-scroll', attrs: { tabindex: '0' } }, this.rows, this.spacer);
     this.scroller.addEventListener('scroll', () => this.onScroll());
+    // one delegated listener instead of one per byte cell (rows are rebuilt on every scroll frame)
+    this.rows.addEventListener('click', e => {
+      const cell = (e.target as HTMLElement).closest<HTMLElement>('.hb');
+      if (!cell?.dataset.offset) return;
+      this.selected = Number(cell.dataset.offset);
+      this.selectedLength = 1;
+      this.notifySelect();
+      this.schedule();
+      this.host.onStateChange();
+      this.scroller.focus({ preventScroll: true });
+    });
     this.scroller.addEventListener('keydown', e => this.onKey(e));
     // With a scaled scrollbar one wheel notch would jump millions of rows: scroll by rows instead.
     this.scroller.addEventListener('wheel', e => {
@@ -226,7 +237,6 @@ export class HexView {
           ch.classList.add('sel');
           if (off === this.selected) cell.setAttribute('aria-selected', 'true');
         }
-        cell.addEventListener('click', () => { this.selected = off; this.selectedLength = 1; this.notifySelect(); this.schedule(); this.host.onStateChange(); this.scroller.focus({ preventScroll: true }); });
         bytes.append(cell);
         ascii.append(ch);
       }

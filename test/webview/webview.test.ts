@@ -132,6 +132,9 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     assert.deepEqual(bytes, Array(16).fill('ab'));
     assert.equal(await row.locator('.hex-src').textContent(), `this image @ 0x${dataHost.toString(16)}`);
     assert.equal(await page.textContent('.inspector-table tr[data-type="u8"] td:nth-child(2)'), '171');
+    await row.locator('.hb').nth(2).click(); // clicking a byte selects it
+    await page.waitForFunction(() => document.querySelector('.hex-status')?.textContent?.includes('selected 0x100002'));
+    assert.equal(await page.textContent('.inspector .pane-title'), 'Inspector · disk 0x100002');
     // guest 0 comes from the backing file
     await page.fill('input.goto', '0');
     await page.press('input.goto', 'Enter');
