@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { assertCheckMatches, assertRepairMatches, NUMERIC_KEYS, ourCheck } from './common';
+import { qemuImg, qemuImgStatus, qemuIo, sha256 } from '../helpers/qemu';
+import { assertCheckMatches, assertRepairMatches, NUMERIC_KEYS, ourCheck, scratchDir } from './common';
 
 const WRITES = ['write -P 0x11 0 300k', 'write -P 0x22 5M 64k', 'write -P 0x33 2M 8k', 'write -z 7M 128k', 'write -P 0x44 1M 512'];
 
@@ -69,7 +69,7 @@ const configs: Config[] = [
 
 for (const c of configs) {
   test(`clean image: ${c.name}`, () => {
-    const dir = tmpDir();
+    const dir = scratchDir();
     let img = path.join(dir, 'a.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', c.opts, img, c.size ?? '64M');
     qemuIo(img, c.writes ?? WRITES);
@@ -86,7 +86,7 @@ for (const c of configs) {
 }
 
 test('LUKS-encrypted image: the encryption header is counted', t => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'enc.qcow2');
   const made = qemuImgStatus('create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=pw', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100', img, '16M');
   if (made.status !== 0) {
@@ -108,7 +108,7 @@ test('LUKS-encrypted image: the encryption header is counted', t => {
 });
 
 test('external data file: data clusters are not counted', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'ext.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(dir, 'ext.raw')}`, img, '16M');
   qemuIo(img, ['write -P 1 0 128k', 'write -P 2 4M 64k']);

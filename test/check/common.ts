@@ -5,7 +5,7 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, qemuGuestHash, qemuImgStatus, readBE64 } from '../helpers/qemu';
+import { cli, qemuGuestHash, qemuImgStatus, readBE64, tmpDir } from '../helpers/qemu';
 
 export const NUMERIC_KEYS = ['check-errors', 'image-end-offset', 'corruptions', 'leaks', 'total-clusters', 'allocated-clusters', 'fragmented-clusters', 'compressed-clusters'] as const;
 
@@ -84,4 +84,13 @@ export function layout(img: string): { cs: number; l1: number; reftable: number;
     refblock0: Number(readBE64(img, reftable) & ~0x1ffn),
     l2: (i: number) => Number(readBE64(img, l1 + 8 * i) & 0x00fffffffffffe00n),
   };
+}
+
+const scratch: string[] = [];
+process.on('exit', () => { for (const d of scratch) fs.rmSync(d, { recursive: true, force: true }); });
+/** A temporary folder removed when the test process exits. */
+export function scratchDir(): string {
+  const d = tmpDir('qcow2-lens-check-');
+  scratch.push(d);
+  return d;
 }

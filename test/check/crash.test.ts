@@ -8,8 +8,8 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, pokeBytes, qemuGuestHash, qemuImg, qemuIo, readBE64, tmpDir, writeBE64 } from '../helpers/qemu';
-import { layout, qemuCheck } from './common';
+import { CLI, pokeBytes, qemuGuestHash, qemuImg, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
+import { layout, qemuCheck, scratchDir } from './common';
 
 function repairWithCrash(img: string, mode: string, crashAfter: number): { status: number | null; signal: NodeJS.Signals | null } {
   const r = spawnSync(process.execPath, [CLI, 'check', img, '--repair', mode, '--json'], {
@@ -41,7 +41,7 @@ function crashLoop(img: string, dir: string, mode: string, what: string): number
 }
 
 test('repair survives a crash before any of its writes (refcount rebuild, COPIED flags, corrupt bit)', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'a.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
   qemuIo(img, ['write -P 0x11 0 1M', 'write -P 0x22 10M 64k']);
@@ -55,7 +55,7 @@ test('repair survives a crash before any of its writes (refcount rebuild, COPIED
 });
 
 test('repair survives a crash before any of its writes (in-place leaks and too-low refcounts)', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'a.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
   qemuIo(img, ['write -P 0x11 0 1M']);

@@ -8,8 +8,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, tmpDir, writeBE64 } from '../helpers/qemu';
-import { assertCheckMatches, assertRepairMatches, layout, ourCheck } from './common';
+import { cli, pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
+import { assertCheckMatches, assertRepairMatches, layout, ourCheck, scratchDir } from './common';
 
 function base(dir: string, name: string, opts = 'cluster_size=65536'): string {
   const img = path.join(dir, name);
@@ -25,7 +25,7 @@ function kinds(j: { findings?: { kind: string }[] }): string[] {
 }
 
 test('zeroed L2 entry: one leaked cluster', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.l2(0) + 8 * 1, 0n);
@@ -37,7 +37,7 @@ test('zeroed L2 entry: one leaked cluster', () => {
 });
 
 test('zeroed L1 entry: its L2 table and data leak, grouped into few findings', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.l1, 0n);
@@ -50,7 +50,7 @@ test('zeroed L1 entry: its L2 table and data leak, grouped into few findings', (
 });
 
 test('refcount lowered to 0: used cluster counted as free (rebuild)', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   const k = L.l2(0) === 0 ? 0 : Number(readBE64(img, L.l2(0)) & 0x00fffffffffffe00n) / L.cs;
@@ -63,7 +63,7 @@ test('refcount lowered to 0: used cluster counted as free (rebuild)', () => {
 });
 
 test('refcount raised: a leak and a COPIED flag that no longer matches', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   const k = Number(readBE64(img, L.l2(0)) & 0x00fffffffffffe00n) / L.cs;
@@ -76,7 +76,7 @@ test('refcount raised: a leak and a COPIED flag that no longer matches', () => {
 });
 
 test('two L2 entries pointing at one cluster', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.l2(0) + 8, readBE64(img, L.l2(0)));
@@ -88,7 +88,7 @@ test('two L2 entries pointing at one cluster', () => {
 });
 
 test('L2 entry pointing past the end of the file', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.l2(0) + 16, COPIED | 0x100000000n);
@@ -98,7 +98,7 @@ test('L2 entry pointing past the end of the file', () => {
 });
 
 test('misaligned preallocated zero cluster is turned into a plain zero cluster', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   qemuIo(img, ['write -z 30M 64k']); // plain zero: give it a host offset to make it preallocated
   const L = layout(img);
@@ -110,7 +110,7 @@ test('misaligned preallocated zero cluster is turned into a plain zero cluster',
 });
 
 test('dirty bit: reported as a finding, cleared by repair', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2', 'cluster_size=65536,lazy_refcounts=on');
   writeBE64(img, 72, readBE64(img, 72) | 1n);
   const r = assertCheckMatches(img, 'dirty bit');
@@ -121,7 +121,7 @@ test('dirty bit: reported as a finding, cleared by repair', () => {
 });
 
 test('corrupt bit: reported, cleared by repair like qemu-img -r all', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   writeBE64(img, 72, readBE64(img, 72) | 2n);
   const r = assertCheckMatches(img, 'corrupt bit');
@@ -131,7 +131,7 @@ test('corrupt bit: reported, cleared by repair like qemu-img -r all', () => {
 });
 
 test('truncated file: clusters past the end', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const size = fs.statSync(img).size;
   fs.truncateSync(img, size - 2 * 65536);
@@ -151,7 +151,7 @@ test('truncated file: clusters past the end', () => {
 });
 
 test('damaged snapshot L1 table', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   qemuImg('snapshot', '-c', 'snap1', img);
   qemuIo(img, ['write -P 0x44 0 64k']);
@@ -175,7 +175,7 @@ test('damaged snapshot L1 table', () => {
 });
 
 test('refcount block pointer zeroed: everything counted as free', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.reftable, 0n);
@@ -185,7 +185,7 @@ test('refcount block pointer zeroed: everything counted as free', () => {
 });
 
 test('human output ends with qemu-img check\'s summary, before and after repair', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = base(dir, 'a.qcow2');
   const L = layout(img);
   writeBE64(img, L.l2(0) + 8, 0n); // a leak
@@ -220,7 +220,7 @@ test('human output ends with qemu-img check\'s summary, before and after repair'
 });
 
 test('exit codes when the check cannot run at all: not qcow2, missing file', () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const raw = path.join(dir, 'raw.img');
   fs.writeFileSync(raw, Buffer.alloc(1024 * 1024, 0x5a));
   assert.equal(cli('check', raw).status, qemuImgStatus('check', raw).status);
@@ -230,7 +230,7 @@ test('exit codes when the check cannot run at all: not qcow2, missing file', () 
 
 for (const opts of ['refcount_bits=1', 'refcount_bits=2,cluster_size=4096', 'refcount_bits=64', 'cluster_size=512', 'extended_l2=on', 'compat=0.10']) {
   test(`refcount structure rebuilt in every refcount width and geometry: ${opts}`, () => {
-    const dir = tmpDir();
+    const dir = scratchDir();
     const img = path.join(dir, 'w.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, img, '64M');
     qemuIo(img, ['write -P 0x11 0 1M', 'write -P 0x22 10M 64k']);

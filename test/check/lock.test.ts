@@ -8,8 +8,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isLockedByQemu } from '../../src/engine/lock';
-import { cli, qemuImg, qemuIo, sha256, tmpDir, writeBE64 } from '../helpers/qemu';
-import { layout } from './common';
+import { cli, qemuImg, qemuIo, sha256, writeBE64 } from '../helpers/qemu';
+import { layout, scratchDir } from './common';
 
 async function waitFor(cond: () => boolean, ms = 10000): Promise<void> {
   const end = Date.now() + ms;
@@ -20,7 +20,7 @@ async function waitFor(cond: () => boolean, ms = 10000): Promise<void> {
 }
 
 test('check and repair refuse an image held by a running qemu-io; the file is untouched', async () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'held.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', img, '16M');
   qemuIo(img, ['write -P 1 0 256k']);

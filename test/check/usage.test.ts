@@ -13,13 +13,13 @@ import {
   clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_DATA, ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK,
   ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
 } from '../../src/engine/usage';
-import { qemuImg, qemuIo, readBE64, tmpDir, writeBE64 } from '../helpers/qemu';
-import { layout } from './common';
+import { qemuImg, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
+import { layout, scratchDir } from './common';
 
 interface MapEntry { start: number; length: number; data: boolean; offset?: number }
 
 test('roles and owner paths agree with qemu-img map and the header', async () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'u.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', img, '1G');
   qemuIo(img, ['write -P 1 0 256k', 'write -P 2 600M 64k']);
@@ -78,7 +78,7 @@ test('roles and owner paths agree with qemu-img map and the header', async () =>
 });
 
 test('findings are capped and the cap is reported; counts stay exact', async () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'many.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '64M');
   qemuIo(img, ['write -P 1 0 2M']);
@@ -99,7 +99,7 @@ test('findings are capped and the cap is reported; counts stay exact', async () 
 });
 
 test('cancellation stops the check with a cancelled error', async () => {
-  const dir = tmpDir();
+  const dir = scratchDir();
   const img = path.join(dir, 'c.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
   qemuIo(img, ['write -P 1 0 1M']);
