@@ -68,26 +68,67 @@ async function chainStatus(layer: BlockLayer, start: number, end: number, depth:
   }
 }
 
-/** The same array `qemu-img map --output=json` prints for the image (and its chain). */
-export async function mapImage(top: BlockLayer, opts: { start?: number; end?: number; signal?: AbortSignal } = {}): Promise<MapEntry[]> {
-  const out: MapEntry[] = [];
+/**
+ * The entries `qemu-img map --output=json` prints for the image (and its chain), handed to `visit`
+ * one at a time as soon as each is final (merged exactly as qemu-img merges them), so a caller
+ * can stream millions of entries without keeping them.
+ */
+export async function forEachMapEntry(top: BlockLayer, visit: (e: MapEntry) => void, opts: { start?: number; end?: number; signal?: AbortSignal } = {}): Promise<void> {
+  let last: MapEntry | null = null;
   await chainStatus(top, opts.start ?? 0, opts.end ?? top.virtualSize, 0, e => {
-    const last = out[out.length - 1];
     if (last && mergeable(last, e)) last.length += e.length;
     else {
+      if (last) visit(last);
       const m: MapEntry = { start: e.start, length: e.length, depth: e.depth, present: e.present, zero: e.zero, data: e.data };
       if (e.offset !== undefined) m.offset = e.offset;
-      out.push(m);
+      last = m;
     }
   }, opts.signal);
   // qemu-img map starts from an all-false zero-length entry and prints it even when the loop
   // never runs (a 0-byte disk).
-  if (out.length === 0) out.push({ start: opts.start ?? 0, length: 0, depth: 0, present: false, zero: false, data: false });
+  visit(last ?? { start: opts.start ?? 0, length: 0, depth: 0, present: false, zero: false, data: false });
+}
+
+/** The same array `qemu-img map --output=json` prints for the image (and its chain). */
+export async function mapImage(top: BlockLayer, opts: { start?: number; end?: number; signal?: AbortSignal } = {}): Promise<MapEntry[]> {
+  const out: MapEntry[] = [];
+  await forEachMapEntry(top, e => out.push(e), opts);
   return out;
+}
+
+/** One entry as qemu-img 7.2 prints it. */
+export function formatMapEntry(e: MapEntry): string {
+  return `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}${e.offset !== undefined ? `, "offset": ${e.offset}` : ''}}`;
 }
 
 /** Formats entries exactly as qemu-img 7.2 prints them (one object a line). */
 export function formatMapJson(entries: MapEntry[]): string {
-  const lines = entries.map(e => `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}${e.offset !== undefined ? `, "offset": ${e.offset}` : ''}}`);
-  return '[' + lines.join(',\n') + ']\n';
+  return '[' + entries.map(formatMapEntry).join(',\n') + ']\n';
+}
+
+/**
+ * Streams `qemu-img map --output=json` text for the image to `write` in chunks of about
+ * `chunkBytes` (no array of entries, no single giant string).
+ */
+export async function writeMapJson(top: BlockLayer, write: (chunk: string) => void | Promise<void>, opts: { signal?: AbortSignal; chunkBytes?: number } = {}): Promise<void> {
+  const limit = opts.chunkBytes ?? 1 << 20;
+  let parts: string[] = [];
+  let size = 0;
+  let first = true;
+  const pending: Promise<void>[] = [];
+  await forEachMapEntry(top, e => {
+    const line = (first ? '[' : ',\n') + formatMapEntry(e);
+    first = false;
+    parts.push(line);
+    size += line.length;
+    if (size >= limit) {
+      const r = write(parts.join(''));
+      if (r) pending.push(r);
+      parts = [];
+      size = 0;
+    }
+  }, opts);
+  parts.push(']\n');
+  await Promise.all(pending);
+  await write(parts.join(''));
 }

@@ -1,5 +1,5 @@
 import { Qcow2Image } from '../../engine/image';
-import { formatMapJson, mapImage } from '../../engine/map';
+import { mapImage, writeMapJson } from '../../engine/map';
 import { parseArgs, UsageError } from '../args';
 import type { Command } from './index';
 
@@ -12,9 +12,13 @@ export const mapCommand: Command = {
     const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
     const img = await Qcow2Image.open(path);
     try {
-      const entries = await mapImage(img);
-      if (json) process.stdout.write(formatMapJson(entries));
-      else {
+      if (json) {
+        await writeMapJson(img, chunk => {
+          if (!process.stdout.write(chunk)) return new Promise<void>(resolve => process.stdout.once('drain', () => resolve()));
+          return undefined;
+        });
+      } else {
+        const entries = await mapImage(img);
         const chain = img.chain();
         const lines = ['Offset          Length          Mapped to       File'];
         for (const e of entries) {
