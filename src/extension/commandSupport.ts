@@ -80,8 +80,8 @@ export function parseOffset(text: string): number | undefined {
 
 /**
  * Wraps a command: errors become messages. Callers passing an options argument (tests, other
- * extensions) also get the throw; the palette and the editor title menu (which passes just the URI)
- * do not, so VS Code does not show the error twice.
+ * extensions) also get the throw; the palette and the editor title menu (which passes the URI and
+ * its own { groupId } context) do not, so VS Code does not show the error twice.
  */
 export function command<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R | undefined> {
   return async (...args: A) => {
@@ -92,7 +92,9 @@ export function command<A extends unknown[], R>(name: string, fn: (...args: A) =
       const cancelled = (e as { name?: string; code?: string })?.name === 'AbortError' || (e as { code?: string })?.code === 'cancelled';
       if (cancelled) void vscode.window.showInformationMessage(`${name} cancelled.`);
       else void vscode.window.showErrorMessage(`${name}: ${msg}`);
-      if (args.length >= 2 && args[1] !== undefined) throw e;
+      const opts = args[1];
+      const fromEditorMenu = typeof opts === 'object' && opts !== null && 'groupId' in opts; // VS Code's editor context
+      if (opts !== undefined && !fromEditorMenu) throw e;
       return undefined;
     }
   };

@@ -29,9 +29,14 @@ async function askOffset(prompt: string, max: number): Promise<number | undefine
   return text === undefined ? undefined : parseOffset(text);
 }
 
-function toOffset(v: unknown): number | undefined {
+/** An offset argument (number or text); anything else (the editor menu's context object) = none given. */
+function givenOffset(v: unknown): number | undefined {
   if (typeof v === 'number') return v;
-  if (typeof v === 'string') return parseOffset(v);
+  if (typeof v === 'string') {
+    const n = parseOffset(v);
+    if (n === undefined) throw new UserError(`"${v}" is not an offset (decimal, 0x… hex, or with K/M/G).`);
+    return n;
+  }
   return undefined;
 }
 
@@ -39,7 +44,7 @@ export async function goToGuestOffset(s: Services, uriArg?: unknown, offsetArg?:
   const uri = targetUri(s, uriArg);
   const img = await Qcow2Image.open(uri.fsPath, { openBacking: false });
   try {
-    const guestOffset = offsetArg !== undefined ? toOffset(offsetArg) : await askOffset(`Guest offset (disk size ${img.virtualSize} bytes)`, img.virtualSize);
+    const guestOffset = givenOffset(offsetArg) ?? await askOffset(`Guest offset (disk size ${img.virtualSize} bytes)`, img.virtualSize);
     if (guestOffset === undefined) return undefined;
     if (!(guestOffset >= 0 && guestOffset < img.virtualSize)) throw new UserError(`Guest offset ${guestOffset} is outside the ${img.virtualSize}-byte disk.`);
     let loc: Omit<GuestLocation, 'revealedIn'> = { guestOffset, type: 'unallocated', structure: 'L1' };
@@ -58,7 +63,7 @@ export async function goToGuestOffset(s: Services, uriArg?: unknown, offsetArg?:
 export async function goToHostOffset(s: Services, uriArg?: unknown, offsetArg?: unknown): Promise<{ hostOffset: number; hostCluster: number; revealedIn: number } | undefined> {
   const uri = targetUri(s, uriArg);
   const size = (await vscode.workspace.fs.stat(uri)).size;
-  const hostOffset = offsetArg !== undefined ? toOffset(offsetArg) : await askOffset(`Host offset in the image file (${size} bytes)`, size);
+  const hostOffset = givenOffset(offsetArg) ?? await askOffset(`Host offset in the image file (${size} bytes)`, size);
   if (hostOffset === undefined) return undefined;
   if (!(hostOffset >= 0 && hostOffset < size)) throw new UserError(`Host offset ${hostOffset} is outside the ${size}-byte file.`);
   const img = await Qcow2Image.open(uri.fsPath, { openBacking: false, openDataFile: false });

@@ -212,6 +212,18 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.ok(loc.revealedIn >= 1, 'the open tab was asked to reveal it');
   });
 
+  test('Go to Host Offset takes hex text and names the host cluster; bad text is refused', async () => {
+    const uri = file('sample.qcow2');
+    await openInLens(uri);
+    const l1TableOffset = Number(fs.readFileSync(uri.fsPath).readBigUInt64BE(40)); // header.l1_table_offset
+    const clusterSize = JSON.parse(qemuImg('info', '--output=json', uri.fsPath))['cluster-size'];
+    const r = await vscode.commands.executeCommand<{ hostOffset: number; hostCluster: number; revealedIn: number }>('qcow2Lens.goToHostOffset', uri, '0x' + l1TableOffset.toString(16));
+    assert.equal(r.hostOffset, l1TableOffset);
+    assert.equal(r.hostCluster, l1TableOffset / clusterSize);
+    assert.ok(r.revealedIn >= 1);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.goToHostOffset', uri, 'twelve')), /not an offset/);
+  });
+
   test('Copy Cluster as Hex copies the file bytes of that cluster', async () => {
     const uri = file('sample.qcow2');
     const r = await vscode.commands.executeCommand<{ clusterOffset: number; text: string }>('qcow2Lens.copyClusterAsHex', uri, 0x10);
