@@ -57,6 +57,8 @@ export class WebviewHarness {
   requests = 0;
   readonly pageErrors: string[] = [];
   maxReadLength = 0;
+  /** Delays getSummary replies (to test messages that arrive before the webview has started). */
+  summaryDelayMs = 0;
   url = '';
   browser?: Browser;
   context?: BrowserContext;
@@ -91,6 +93,7 @@ export class WebviewHarness {
           this.received.set(key, list);
           this.requests++;
           if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
+          if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
           const vm = this.models.get(key);
           const reply = vm ? await vm.handle(msg) : { type: 'error', requestId: (msg as { requestId?: number }).requestId, message: `no image ${key}` };
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply ?? null));
@@ -108,11 +111,11 @@ export class WebviewHarness {
     });
   }
 
-  async open(key: string): Promise<Page> {
+  async open(key: string, opts: { waitReady?: boolean } = {}): Promise<Page> {
     const p = await this.context!.newPage();
     p.on('pageerror', e => this.pageErrors.push(`${key}: ${e.message}`));
     await p.goto(`${this.url}/?img=${encodeURIComponent(key)}`);
-    await p.waitForSelector('body[data-ready]', { timeout: 15000 });
+    if (opts.waitReady !== false) await p.waitForSelector('body[data-ready]', { timeout: 15000 });
     return p;
   }
 

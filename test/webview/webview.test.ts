@@ -264,6 +264,20 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     }
   });
 
+  it('a reveal that arrives before the webview has started is applied once it has', async () => {
+    h.summaryDelayMs = 400;
+    const p = await h.open('big', { waitReady: false });
+    try {
+      await h.push(p, { type: 'revealStructure', structure: 'L1[2047]' });
+      assert.equal(await p.getAttribute('body', 'data-ready'), null, 'still starting');
+      await p.waitForSelector('body[data-ready]');
+      await p.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] > .tree-row > .tree-label')?.textContent === 'L1[2047]');
+    } finally {
+      h.summaryDelayMs = 0;
+      await p.close();
+    }
+  });
+
   it('shows an error state when the image cannot be read', async () => {
     const p = await h.open('no-such-image');
     try {
