@@ -141,6 +141,8 @@ export interface ClusterUsage {
 }
 
 export const MAX_STORED_ISSUES = 10000;
+/** About 17 bytes are kept per host cluster; beyond 2^27 clusters (8 TiB of 64 KiB clusters) we refuse rather than exhaust memory. */
+export const MAX_USAGE_CLUSTERS = 2 ** 27;
 /** Bytes of L2 tables read per batch. */
 const WINDOW_BYTES = 32 * 1024 * 1024;
 
@@ -175,6 +177,9 @@ export async function clusterUsage(img: Qcow2Image, opts: ClusterUsageOptions = 
   const cb = g.clusterBits;
   const fileSize = file.size;
   const fileClusters = Math.ceil(fileSize / cs);
+  if (fileClusters > MAX_USAGE_CLUSTERS) {
+    throw new Qcow2Error(img.path, 'file', undefined, `${fileClusters} host clusters are more than the ${MAX_USAGE_CLUSTERS} the cluster usage map can hold in memory`, 'unsupported');
+  }
   // A structure may end less than one cluster past EOF (QEMU allows that), so one spare entry.
   const cap = fileClusters + 1;
   const refs = new Uint32Array(cap);
