@@ -452,7 +452,8 @@ export class ViewModel {
           const guest = (i * g.l2Size + j) * cs;
           let desc: string, target: number | undefined;
           if (d.compressed) { desc = `compressed at ${hex(d.hostOffset)} (${d.compressedSize} bytes)`; target = d.hostOffset; }
-          else if (d.hostOffset || (g.externalData && d.copied)) { desc = `data at ${hex(d.hostOffset)}${d.zeroFlag ? ', reads as zero' : ''}`; target = d.hostOffset; }
+          else if (g.externalData && (d.hostOffset || d.copied)) desc = `data at ${hex(d.hostOffset)} in ${path.basename(img.dataFilePath ?? 'the data file')}${d.zeroFlag ? ', reads as zero' : ''}`;
+          else if (d.hostOffset) { desc = `data at ${hex(d.hostOffset)}${d.zeroFlag ? ', reads as zero' : ''}`; target = d.hostOffset; }
           else if (d.zeroFlag) desc = 'zero';
           else desc = 'unallocated';
           if (d.bitmap !== undefined && d.bitmap !== 0n) desc += `, subclusters ${hex(d.bitmap)}`;
@@ -665,7 +666,8 @@ export class ViewModel {
     const sources: ByteRangeSource[] = (await mapImage(img, { start: guestOffset, end: guestOffset + length })).map(m => ({
       offset: m.start, length: m.length,
       kind: !m.present ? 'unallocated' : m.zero ? 'zero' : m.offset === undefined && chain[m.depth]?.format === 'qcow2' && !(chain[m.depth] as Qcow2Image).encrypted ? 'compressed' : 'data',
-      depth: m.depth, layerPath: chain[m.depth]?.path, hostOffset: m.offset,
+      // with an external data file the host offset is in that file
+      depth: m.depth, layerPath: (chain[m.depth] as Qcow2Image | undefined)?.dataFilePath ?? chain[m.depth]?.path, hostOffset: m.offset,
     }));
     const data = await img.readGuest(guestOffset, length); // encrypted data: a Qcow2Error the hex view shows
     return { offset: guestOffset, data: b64(data), sources };

@@ -223,4 +223,25 @@ describe('ViewModel against QEMU', () => {
       await vm.close();
     }
   });
+
+  it('external data file: entries name the data file, guest bytes come from it', async () => {
+    const img = path.join(dir, 'ext.qcow2');
+    const data = path.join(dir, 'ext.raw');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${data}`, img, '16M');
+    qemuIo(img, ['write -P 0x62 1M 64k']);
+    const vm = await ViewModel.open(img);
+    try {
+      const page = await ask<TreeChildrenReply>(vm, { type: 'getTreeChildren', nodeId: 'l1e:a:0|p:0:256' });
+      const e = page.children[16];
+      assert.equal(e.description, `data at 0x100000 in ext.raw`);
+      assert.equal(e.targetHostOffset, undefined, 'the target is not in the qcow2 file');
+      const r = await ask<BytesReply>(vm, { type: 'readGuest', guestOffset: 1024 * 1024, length: 16 });
+      assert.deepEqual(Buffer.from(r.data, 'base64'), fs.readFileSync(data).subarray(1024 * 1024, 1024 * 1024 + 16));
+      assert.equal(r.sources[0].layerPath, data);
+      const m = await ask<ClusterMapReply>(vm, { type: 'getClusterMap', startCluster: 0, count: 100, zoom: 1 });
+      assert.ok(!m.cells.some(c => CLUSTER_ROLES[c] === 'data'), 'no guest data clusters in the metadata file');
+    } finally {
+      await vm.close();
+    }
+  });
 });
