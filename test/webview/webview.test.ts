@@ -182,6 +182,19 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     assert.ok(legend.includes('Guest data') && legend.includes('Leaked'));
   });
 
+  it('the cluster map zooms and works from the keyboard', async () => {
+    await page.click('button[aria-label="Zoom out"]');
+    await page.waitForFunction(() => document.querySelector('.map-zoom')?.textContent?.startsWith('2 clusters per cell'));
+    await page.waitForFunction(() => document.querySelector<HTMLElement>('.map-canvas')?.dataset.zoom === '2');
+    await page.click('button:text-is("Fit")');
+    await page.waitForFunction(() => document.querySelector('.map-zoom')?.textContent?.startsWith('1 cluster per cell'));
+    await page.locator('.map-scroll').focus();
+    await page.keyboard.press('ArrowLeft'); // from the selected data cluster
+    await page.waitForFunction(x => document.querySelector('.map-hover')?.textContent?.startsWith(`Cluster ${x} `), dataHost / CS - 1);
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost - CS);
+  });
+
   it('renders a check result from qemu-img check and a finding click reveals its bytes', async () => {
     const chk = qemuImgStatus('check', top);
     const leaks = [...(chk.stdout + chk.stderr).matchAll(/Leaked cluster (\d+) refcount=(\d+) reference=(\d+)/g)];
