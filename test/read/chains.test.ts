@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -84,4 +85,41 @@ test('LUKS-encrypted image: info equals qemu-img, map equals qemu-img with the k
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0], /luks\.qcow2.*encrypted/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
+
+test('raw backing file (fully allocated) under a qcow2 overlay', () => {
+  const raw = path.join(dir, 'rb.raw'), top = path.join(dir, 'rb-top.qcow2');
+  fs.writeFileSync(raw, crypto.randomBytes(3 * 1024 * 1024)); // written bytes: no holes for SEEK_HOLE to find
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', raw, '-F', 'raw', top, '4M');
+  qemuIo(top, ['write -P 0x81 1M 64k', 'write -z 2M 4k']);
+  assertMatchesQemu(top, dir);
+});
+
+test('compressed clusters in an overlay, overlay smaller than its backing, odd disk sizes', () => {
+  const base = path.join(dir, 'cb.qcow2'), top = path.join(dir, 'ct.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', base, '10M');
+  qemuIo(base, ['write -P 0x91 0 10M']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '4M');
+  qemuIo(top, ['write -c -P 0x92 64k 64k', 'write -c -P 0x93 1M 64k']);
+  assertMatchesQemu(top, dir);
+  const odd = path.join(dir, 'odd.qcow2'), oddTop = path.join(dir, 'odd-top.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', odd, '5000000');
+  qemuIo(odd, ['write -P 0x94 4999000 1000']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', odd, '-F', 'qcow2', oddTop, '6000000');
+  assertMatchesQemu(oddTop, dir);
+});
+
+test('version 2 overlay on a version 2 base, and extended L2 with a snapshot', () => {
+  const base = path.join(dir, 'v2b.qcow2'), top = path.join(dir, 'v2t.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', base, '4M');
+  qemuIo(base, ['write -P 0xa1 0 1M']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', base, '-F', 'qcow2', top, '4M');
+  qemuIo(top, ['write -P 0xa2 512k 64k', 'write -z 0 64k']);
+  assertMatchesQemu(top, dir);
+  const es = path.join(dir, 'es.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on', es, '4M');
+  qemuIo(es, ['write -P 0xa3 0 100k']);
+  qemuImg('snapshot', '-c', 's1', es);
+  qemuIo(es, ['write -P 0xa4 8k 4k', 'write -z 64k 8k']);
+  assertMatchesQemu(es, dir);
 });
