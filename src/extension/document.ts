@@ -2,26 +2,15 @@
  * The custom document behind a qcow2 editor tab. The image is opened read-only; the only edits are
  * snapshot creations and deletions, which stay pending (undoable, dirty tab) until the user saves.
  * Saving applies them to the file in order; hot-exit backups record the pending list as JSON.
+ * The edit list itself is vscode-free (snapshotEdits.ts); this class adds VS Code's events.
  */
 import * as vscode from 'vscode';
+import { describeEdit, EditApplier, SnapshotEdit, SnapshotEditList } from './snapshotEdits';
 
-export type SnapshotEdit = { kind: 'create'; name: string } | { kind: 'delete'; name: string };
-
-/** Applies pending edits to an image file (the engine's snapshot writers; injected for testing). */
-export type EditApplier = (path: string, edits: readonly SnapshotEdit[], signal?: AbortSignal) => Promise<void>;
-
-interface BackupFile {
-  version: 1;
-  uri: string;
-  pending: SnapshotEdit[];
-}
-
-export function describeEdit(e: SnapshotEdit): string {
-  return e.kind === 'create' ? `Create snapshot "${e.name}"` : `Delete snapshot "${e.name}"`;
-}
+export type { EditApplier, SnapshotEdit } from './snapshotEdits';
 
 export class Qcow2Document implements vscode.CustomDocument {
-  private pendingEdits: SnapshotEdit[] = [];
+  private edits = new SnapshotEditList();
   private readonly changed = new vscode.EventEmitter<vscode.CustomDocumentEditEvent<Qcow2Document>>();
   /** For the provider: VS Code's dirty state and undo stack. */
   readonly onDidChange = this.changed.event;
@@ -38,8 +27,7 @@ export class Qcow2Document implements vscode.CustomDocument {
     const doc = new Qcow2Document(uri, applier);
     if (backupId) {
       const raw = await vscode.workspace.fs.readFile(vscode.Uri.parse(backupId));
-      const backup = JSON.parse(Buffer.from(raw).toString('utf8')) as BackupFile;
-      if (backup.version === 1 && Array.isArray(backup.pending)) doc.pendingEdits = backup.pending.filter(isEdit);
+      doc.edits = SnapshotEditList.fromBackup(Buffer.from(raw).toString('utf8'));
     }
     return doc;
   }
@@ -50,42 +38,32 @@ export class Qcow2Document implements vscode.CustomDocument {
 
   /** Edits not yet written to the file, oldest first. */
   get pending(): readonly SnapshotEdit[] {
-    return this.pendingEdits;
+    return this.edits.pending;
   }
 
   get dirty(): boolean {
-    return this.pendingEdits.length > 0;
+    return this.edits.dirty;
   }
 
-  /** The snapshot names as they will be after saving: on-disk names with pending edits applied. */
+  /** The snapshot names as they will be after saving. */
   namesAfterSave(onDisk: readonly string[]): string[] {
-    const names = [...onDisk];
-    for (const e of this.pendingEdits) {
-      if (e.kind === 'create') names.push(e.name);
-      else {
-        const i = names.indexOf(e.name);
-        if (i >= 0) names.splice(i, 1);
-      }
-    }
-    return names;
+    return this.edits.namesAfterSave(onDisk);
   }
 
   /** Records an edit: VS Code marks the tab dirty and puts undo/redo on its stack. */
   edit(e: SnapshotEdit): void {
-    this.pendingEdits.push(e);
+    const { undo, redo } = this.edits.add(e);
     this.contentChanged.fire();
     this.changed.fire({
       document: this,
       label: describeEdit(e),
       undo: () => {
-        const i = this.pendingEdits.lastIndexOf(e);
-        if (i >= 0) this.pendingEdits.splice(i, 1);
-        else if (e.kind === 'create') this.pendingEdits.push({ kind: 'delete', name: e.name }); // saved already: undo = delete on next save
-        else void vscode.window.showWarningMessage(`Snapshot "${e.name}" was already deleted from the file; that cannot be undone.`);
+        const problem = undo();
+        if (problem) void vscode.window.showWarningMessage(problem);
         this.contentChanged.fire();
       },
       redo: () => {
-        this.pendingEdits.push(e);
+        redo();
         this.contentChanged.fire();
       },
     });
@@ -103,13 +81,11 @@ export class Qcow2Document implements vscode.CustomDocument {
   }
 
   private async saveTo(target: vscode.Uri, cancellation?: vscode.CancellationToken): Promise<void> {
-    if (this.pendingEdits.length === 0) return;
+    if (!this.edits.dirty) return;
     const ac = new AbortController();
     const sub = cancellation?.onCancellationRequested(() => ac.abort());
     try {
-      const edits = [...this.pendingEdits];
-      await this.applier(target.fsPath, edits, ac.signal);
-      if (target.toString() === this.uri.toString()) this.pendingEdits = this.pendingEdits.slice(edits.length);
+      await this.edits.applyTo(target.fsPath, this.applier, target.toString() === this.uri.toString(), ac.signal);
     } finally {
       sub?.dispose();
     }
@@ -117,13 +93,12 @@ export class Qcow2Document implements vscode.CustomDocument {
   }
 
   async revert(): Promise<void> {
-    this.pendingEdits = [];
+    this.edits.clear();
     this.contentChanged.fire();
   }
 
   async backup(destination: vscode.Uri): Promise<vscode.CustomDocumentBackup> {
-    const data: BackupFile = { version: 1, uri: this.uri.toString(), pending: this.pendingEdits };
-    await vscode.workspace.fs.writeFile(destination, Buffer.from(JSON.stringify(data)));
+    await vscode.workspace.fs.writeFile(destination, Buffer.from(this.edits.toBackup(this.uri.toString())));
     return {
       id: destination.toString(),
       delete: async () => {
@@ -153,9 +128,4 @@ export class Qcow2Document implements vscode.CustomDocument {
     this.contentChanged.dispose();
     this.disposed.dispose();
   }
-}
-
-function isEdit(e: unknown): e is SnapshotEdit {
-  const x = e as SnapshotEdit;
-  return !!x && (x.kind === 'create' || x.kind === 'delete') && typeof x.name === 'string';
 }

@@ -5,28 +5,17 @@
  */
 import * as vscode from 'vscode';
 import { checkImage } from './checkImage';
-import { command, refuseLocked, Services } from './commandSupport';
+import { command, Services } from './commandSupport';
 import { compactImage } from './compactImage';
 import { copyClusterAsHex } from './copyAsHex';
 import { CheckService } from './diagnostics';
-import { EditApplier } from './document';
 import { Qcow2EditorProvider, VIEW_TYPE, ViewModelFactory } from './editorProvider';
-import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
 import { exportImageInfo } from './exportInfo';
 import { goToGuestOffset, goToHostOffset } from './goToOffset';
 import { repairImage } from './repairImage';
+import { applyWithEngine } from './snapshotEdits';
 import { ViewModel } from './viewModel';
 import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
-
-/** Saving a document applies its pending snapshot edits, oldest first. */
-const applyEdits: EditApplier = async (path, edits, signal) => {
-  refuseLocked(vscode.Uri.file(path));
-  for (const e of edits) {
-    if (signal?.aborted) throw Object.assign(new Error('save cancelled'), { name: 'AbortError' });
-    if (e.kind === 'create') await createSnapshotAt(path, e.name, { signal });
-    else await deleteSnapshotAt(path, e.name, { signal });
-  }
-};
 
 /** One view model per tab, read-only: it answers the webview's requests from the engine. */
 const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath);
@@ -48,7 +37,7 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
       void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${e}`));
     }, 200));
   };
-  provider = Qcow2EditorProvider.register(context, applyEdits, openViewModel, {
+  provider = Qcow2EditorProvider.register(context, applyWithEngine, openViewModel, {
     onOpen: doc => {
       checks.opened(doc.uri);
       scheduleCheck(doc.uri);
