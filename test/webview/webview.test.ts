@@ -270,7 +270,8 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     const counts = () => page.evaluate(() => [document.querySelector<HTMLElement>('.map-canvas')!.dataset.draws, document.querySelector<HTMLElement>('.hex-rows')!.dataset.renders]);
     for (const size of [{ width: 820, height: 560 }, { width: 640, height: 700 }, { width: 1280, height: 860 }]) {
       await page.setViewportSize(size);
-      await page.waitForTimeout(400);
+      await page.waitForTimeout(500);
+      await page.waitForFunction(() => !document.querySelector('.hex-status')?.textContent?.includes('Loading'));
       const a = await counts();
       await page.waitForTimeout(400);
       assert.deepEqual(await counts(), a, `idle at ${size.width}x${size.height}`);
