@@ -150,6 +150,21 @@ try {
   await poll('qemu-img snapshot -l to drop ui-snap', () => !snapshots('snap-ui.qcow2').includes('ui-snap'));
   assert.deepEqual(snapshots('snap-ui.qcow2'), ['base']);
   mark('deleted: snapshot list is back to base');
+
+  // Apply Snapshot writes at once, after a modal confirmation.
+  const expected = path.join(folder, 'expected-after-apply.qcow2');
+  fs.copyFileSync(path.join(folder, 'snap-ui.qcow2'), expected);
+  execFileSync('qemu-img', ['snapshot', '-a', 'base', expected]);
+  const same = () => spawnSync('qemu-img', ['compare', '-U', path.join(folder, 'snap-ui.qcow2'), expected]).status === 0;
+  assert.equal(same(), false, 'the disk differs from the snapshot before applying it');
+  await palette('QCOW2: Apply Snapshot', 'QCOW2: Apply Snapshot…');
+  await quickInput('base', 'base');
+  const dialog = page.locator('.monaco-dialog-box');
+  await dialog.waitFor({ timeout: 10000 });
+  assert.match(await dialog.innerText(), /Revert the disk to snapshot "base"/);
+  await dialog.getByRole('button', { name: 'Apply' }).click();
+  await poll('qemu-img compare to match the snapshot', same);
+  mark('applied through a modal confirmation: qemu-img compare matches');
   ok = true;
 } catch (e) {
   console.error('FAIL:', e && e.stack || e);
