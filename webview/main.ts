@@ -49,6 +49,8 @@ class App {
   /** The last error the host reported on its own (e.g. why the image could not be opened). */
   private lastHostError: string | undefined;
   private pendingReveals: ToWebviewMessage[] = [];
+  /** The summary and the tree's first level are loaded: reveals can be applied. */
+  private loaded = false;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -141,6 +143,7 @@ class App {
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
+    this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
     document.body.dataset.ready = 'true';
   }
@@ -256,7 +259,7 @@ class App {
   private onMessage(m: ToWebviewMessage): void {
     if (!m || typeof m !== 'object' || typeof (m as { type?: unknown }).type !== 'string') return;
     if (this.requester.handle(m)) return;
-    if (!this.started && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure')) {
+    if (!this.loaded && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure')) {
       this.pendingReveals.push(m); // sizes and the tree are not known yet: replayed after start()
       return;
     }
