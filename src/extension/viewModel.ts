@@ -709,7 +709,8 @@ export class ViewModel {
     if (!o.nodeId) return [];
     const [kind, x, y, z] = o.nodeId.split(':');
     switch (kind) {
-      case 'l1e': return this.pathTo(this.parseTable(x), Number(y));
+      case 'l1e': // a byte of an L2 table: its entry
+        return this.pathTo(this.parseTable(x), Number(y), Math.floor((hostOffset % img.clusterSize) / img.g.l2EntrySize));
       case 'l2e': return this.pathTo(this.parseTable(x), Number(y), Number(z));
       case 'l1': {
         const t = this.parseTable(x);
@@ -718,13 +719,21 @@ export class ViewModel {
         if (i >= 0 && i < l1.size) return this.pathTo(t, i);
         return t === ACTIVE ? ['l1:a'] : ['snapshots', ...pagePath('snapshots', img.snapshots.length, t), `snap:${t}`, `l1:${t}`];
       }
-      case 'rte': return this.pathToRefcount(Number(x));
+      case 'rte': { // a byte of a refcount block: the entry it holds (or starts)
+        const i = Number(x), k = Math.floor(((hostOffset % img.clusterSize) * 8) / img.header.refcountBits);
+        return [...(await this.pathToRefcount(i)), ...pagePath(`rte:${i}`, img.rg.blockEntries, k), `rbe:${i}:${k}`];
+      }
       case 'refcount': {
         const i = Math.floor((hostOffset - img.header.refcountTableOffset) / 8);
         return this.pathToRefcount(i);
       }
       case 'bme': return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, Number(x)), `bm:${x}`, ...pagePath(`bm:${x}`, img.bitmaps[Number(x)]?.bitmapTableSize ?? 0, Number(y)), o.nodeId];
-      case 'bm': return ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, Number(x)), o.nodeId];
+      case 'bm': {
+        const k = Number(x), b = img.bitmaps[k];
+        const up = ['bitmaps', ...pagePath('bitmaps', img.bitmaps.length, k), o.nodeId];
+        const idx = b ? Math.floor((hostOffset - b.bitmapTableOffset) / 8) : -1;
+        return b && idx >= 0 && idx < b.bitmapTableSize ? [...up, ...pagePath(o.nodeId, b.bitmapTableSize, idx), `bme:${k}:${idx}`] : up;
+      }
       default: return [o.nodeId];
     }
   }

@@ -102,6 +102,12 @@ describe('ViewModel against QEMU', () => {
       // the owner leads back into the tree
       const p = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', hostOffset: broken * CS + 100 });
       assert.deepEqual(p.path, ['l1:a', 'l1e:a:0', 'l1e:a:0|p:0:256', 'l2e:a:0:48']);
+      // a byte of the L2 table leads to its entry; a byte of the refcount block to its entry
+      const l2Table = Number(readBE64(img, Number(readBE64(img, 40))) & 0x00fffffffffffe00n); // L1[0] without its flags
+      const viaTable = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', hostOffset: l2Table + 48 * 8 + 3 });
+      assert.deepEqual(viaTable.path, ['l1:a', 'l1e:a:0', 'l1e:a:0|p:0:256', 'l2e:a:0:48']);
+      const viaBlock = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', hostOffset: block + broken * 2 });
+      assert.deepEqual(viaBlock.path, ['refcount', 'rte:0', 'rte:0|p:0:256', `rbe:0:${broken}`]);
       const err = await vm.handle({ type: 'describeCluster', requestId: 999, hostCluster: leak + 5 });
       assert.equal(err?.type, 'error');
       assert.equal((err as { requestId?: number }).requestId, 999);
