@@ -139,7 +139,9 @@ try {
   await openImage('snap-ui.qcow2');
   await palette('QCOW2: Create Snapshot', 'QCOW2: Create Snapshot…');
   await quickInput('ui-snap');
-  await page.waitForTimeout(500);
+  // pending until saved: the webview's banner says so, the file is unchanged
+  await webview().locator('.banner', { hasText: 'Unsaved: create snapshot "ui-snap"' }).waitFor({ timeout: 10000 });
+  assert.deepEqual(snapshots('snap-ui.qcow2'), ['base']);
   await palette('File: Save', 'File: Save');
   await poll('qemu-img snapshot -l to list ui-snap', () => snapshots('snap-ui.qcow2').includes('ui-snap'));
   mark(`created: ${snapshots('snap-ui.qcow2').join(', ')}`);

@@ -14,8 +14,8 @@ export class Qcow2Document implements vscode.CustomDocument {
   private readonly changed = new vscode.EventEmitter<vscode.CustomDocumentEditEvent<Qcow2Document>>();
   /** For the provider: VS Code's dirty state and undo stack. */
   readonly onDidChange = this.changed.event;
-  private readonly contentChanged = new vscode.EventEmitter<void>();
-  /** The file or the pending edits changed: views should reload. */
+  private readonly contentChanged = new vscode.EventEmitter<'disk' | 'edits'>();
+  /** 'disk': the file changed (views reload, the check re-runs); 'edits': the pending list changed. */
   readonly onDidChangeContent = this.contentChanged.event;
   private readonly disposed = new vscode.EventEmitter<void>();
   readonly onDidDispose = this.disposed.event;
@@ -53,18 +53,18 @@ export class Qcow2Document implements vscode.CustomDocument {
   /** Records an edit: VS Code marks the tab dirty and puts undo/redo on its stack. */
   edit(e: SnapshotEdit): void {
     const { undo, redo } = this.edits.add(e);
-    this.contentChanged.fire();
+    this.contentChanged.fire('edits');
     this.changed.fire({
       document: this,
       label: describeEdit(e),
       undo: () => {
         const problem = undo();
         if (problem) void vscode.window.showWarningMessage(problem);
-        this.contentChanged.fire();
+        this.contentChanged.fire('edits');
       },
       redo: () => {
         redo();
-        this.contentChanged.fire();
+        this.contentChanged.fire('edits');
       },
     });
   }
@@ -89,12 +89,13 @@ export class Qcow2Document implements vscode.CustomDocument {
     } finally {
       sub?.dispose();
     }
-    this.contentChanged.fire();
+    this.contentChanged.fire('disk');
+    this.contentChanged.fire('edits');
   }
 
   async revert(): Promise<void> {
     this.edits.clear();
-    this.contentChanged.fire();
+    this.contentChanged.fire('edits');
   }
 
   async backup(destination: vscode.Uri): Promise<vscode.CustomDocumentBackup> {
@@ -113,7 +114,7 @@ export class Qcow2Document implements vscode.CustomDocument {
 
   /** The file changed on disk (watcher): reload views. */
   fileChanged(): void {
-    this.contentChanged.fire();
+    this.contentChanged.fire('disk');
   }
 
   get isClosed(): boolean {

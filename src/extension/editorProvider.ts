@@ -95,7 +95,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
       }, 300);
     };
     listeners.push(watcher, watcher.onDidChange(onDisk), watcher.onDidCreate(onDisk));
-    listeners.push(doc.onDidChangeContent(() => this.reloadViews(doc)));
+    listeners.push(doc.onDidChangeContent(what => (what === 'disk' ? this.reloadViews(doc) : this.showPendingEdits(doc))));
     doc.onDidDispose(() => {
       clearTimeout(timer);
       for (const l of listeners) l.dispose();
@@ -202,6 +202,15 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
       void ed.vmReady.then(() => this.post(ed, { type: 'refresh' }));
     }
     this.hooks.onFileChanged(doc);
+  }
+
+  /** The webview shows the image as it is on disk; its banner says what saving will change. */
+  private showPendingEdits(doc: Qcow2Document): void {
+    const n = doc.pending.length;
+    const message = n === 0
+      ? 'No unsaved snapshot edits.'
+      : `Unsaved: ${doc.pending.map(e => `${e.kind} snapshot "${e.name}"`).join('; ')}. Save (Ctrl+S) writes ${n === 1 ? 'it' : 'them'}; Undo takes ${n === 1 ? 'it' : 'them'} back.`;
+    this.postTo(doc.uri, { type: 'commandState', command: 'snapshotEdits', state: 'done', message });
   }
 
   // ---- for commands ------------------------------------------------------------------------------

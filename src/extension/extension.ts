@@ -108,8 +108,13 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
     switch (cmd) {
       case 'check': await checkImage(s, uri); break;
       case 'repair': await repairImage(s, uri, { mode: args.mode === 'all' || args.mode === 'leaks' ? args.mode : undefined }); break;
-      case 'createSnapshot': await createSnapshot(s, uri, { name }); break;
-      case 'deleteSnapshot': await deleteSnapshot(s, uri, { name }); break;
+      case 'createSnapshot':
+      case 'deleteSnapshot': {
+        const r = await (cmd === 'createSnapshot' ? createSnapshot : deleteSnapshot)(s, uri, { name });
+        if (r?.state === 'pending') return; // the banner lists the pending edits
+        if (!r) return void state('done', 'Cancelled.');
+        break;
+      }
       case 'revertSnapshot': await applySnapshot(s, uri, { name }); break;
       case 'compact': await compactImage(s, uri); break;
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
