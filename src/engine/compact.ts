@@ -178,6 +178,24 @@ function compressedLength(type: number, stored: Buffer, cs: number, file: string
   }
 }
 
+/** Removes temp files left by a compaction of `dest` whose process is gone (killed, crashed). */
+function removeStaleTemps(dest: string): void {
+  const dir = path.dirname(path.resolve(dest));
+  const re = new RegExp(`^\\.${path.basename(dest).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.compact-(\\d+)-\\d+\\.tmp(\\.stream)?$`);
+  let names: string[] = [];
+  try { names = fs.readdirSync(dir); } catch { return; }
+  for (const n of names) {
+    const m = re.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try { process.kill(pid, 0); alive = true; } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM'; }
+    }
+    if (!alive) fs.rmSync(path.join(dir, n), { force: true });
+  }
+}
+
 function cancelled(p: string): Qcow2Error {
   return new Qcow2Error(p, 'compaction', undefined, 'cancelled', 'cancelled');
 }
@@ -187,6 +205,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   if (opts.output && fs.existsSync(opts.output)) assertNotLocked(opts.output);
   const img = await Qcow2Image.open(src, { openBacking: false, openDataFile: false });
   const dest = opts.output ?? src;
+  removeStaleTemps(dest);
   const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.compact-${process.pid}-${Date.now()}.tmp`);
   const streamTmp = tmp + '.stream';
   let out: ImageFile | null = null;
