@@ -17,6 +17,8 @@ const MAX_SCROLL_PX = 8_000_000;
 export interface HexHost {
   read(space: Space, offset: number, length: number): Promise<{ offset: number; data: Uint8Array; sources: ByteRangeSource[] }>;
   size(space: Space): number;
+  /** Host cluster size, to mark cluster boundaries in the file view. */
+  clusterSize?(): number;
   onSelect(space: Space, offset: number, bytes: Uint8Array): void;
   onStateChange(): void;
 }
@@ -217,6 +219,8 @@ export class HexView {
     for (let r = 0; r < n; r++) {
       const rowOff = (this.topRow + r) * ROW_BYTES;
       const line = el('div', { className: 'hex-row', attrs: { role: 'row' } });
+      const cs = this.host.clusterSize?.() ?? 0;
+      if (this.space === 'host' && cs && rowOff % cs === 0 && rowOff > 0) line.classList.add('cluster-start');
       line.append(el('span', { className: 'hex-off', text: rowOff.toString(16).padStart(this.space === 'guest' ? 10 : 8, '0'), attrs: { role: 'rowheader' } }));
       const bytes = el('span', { className: 'hex-bytes' });
       const ascii = el('span', { className: 'hex-ascii', attrs: { 'aria-hidden': 'true' } });
@@ -231,7 +235,11 @@ export class HexView {
         const cell = el('span', { className: 'hb', text: b.value === undefined ? (b.error ? '!!' : '··') : b.value.toString(16).padStart(2, '0'), attrs: { role: 'gridcell' } });
         cell.dataset.offset = String(off);
         const ch = el('span', { className: 'ha', text: b.value === undefined ? ' ' : b.value >= 0x20 && b.value < 0x7f ? String.fromCharCode(b.value) : '.' });
-        if (b.source) { cell.classList.add(`src-${b.source.kind}`); ch.classList.add(`src-${b.source.kind}`); }
+        if (b.source) {
+          cell.classList.add(`src-${b.source.kind}`);
+          ch.classList.add(`src-${b.source.kind}`);
+          if (b.source.depth && (b.source.kind === 'data' || b.source.kind === 'compressed')) { cell.classList.add('src-backing'); ch.classList.add('src-backing'); }
+        }
         if (this.selected !== undefined && off >= this.selected && off < this.selected + this.selectedLength) {
           cell.classList.add('sel');
           ch.classList.add('sel');

@@ -92,6 +92,7 @@ class App {
         return { offset: r.offset, data: decodeBase64(r.data), sources: r.sources };
       },
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
+      clusterSize: () => this.summary?.clusterSize ?? 0,
       onSelect: (space, offset, bytes) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });

@@ -140,6 +140,7 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await page.press('input.goto', 'Enter');
     await page.waitForFunction(() => document.querySelector('.hex-row .hb')?.textContent === '11');
     assert.match((await page.locator('.hex-row .hex-src').first().textContent())!, /^backing depth 1 \(base\.qcow2\)/);
+    assert.match((await page.locator('.hex-row .hb').first().getAttribute('class'))!, /src-data src-backing/, 'bytes from a backing file are marked');
     // the arrow keys move the selection byte by byte
     await page.locator('.hex-scroll').focus();
     await page.keyboard.press('ArrowRight');
