@@ -7,7 +7,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pokeBytes, qemuImg, qemuIo, tmpDir, writeBE64 } from '../helpers/qemu';
-import { assertCleanFailure } from './compare';
+import { assertCleanFailure, assertInfoEqual } from './compare';
 
 const dir = tmpDir('qcow2-lens-badhdr-');
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -87,6 +87,16 @@ test('missing backing file: the error names it', () => {
     const line = assertCleanFailure([c[0], img, ...c.slice(1)], img, /backing file.*no-such-base\.qcow2/);
     if (!line.includes('cannot be opened')) throw new Error(line);
   }
+  assertInfoEqual(img); // info reads only this image, as qemu-img info does
+});
+
+test('missing external data file: the error names it', () => {
+  const img = path.join(dir, 'no-data.qcow2');
+  const data = path.join(dir, 'gone.data');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${data}`, img, '8M');
+  fs.rmSync(data);
+  for (const c of [['map', '--json'], ['read']]) assertCleanFailure([c[0], img, ...c.slice(1)], img, /external data file.*gone\.data/);
+  assertInfoEqual(img);
 });
 
 test('backing chain loops: an image backing itself, and two images backing each other', () => {
