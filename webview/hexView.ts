@@ -248,7 +248,9 @@ export class HexView {
         bytes.append(cell);
         ascii.append(ch);
       }
-      line.append(bytes, ascii, el('span', { className: 'hex-src', text: rowSource ? describeSource(rowSource, this.space) : '' }));
+      const where = rowSource ? describeSource(rowSource, this.space) : '';
+      line.append(bytes, ascii, el('span', { className: 'hex-src', text: where }));
+      if (where) line.title = where;
       this.rows.append(line);
     }
     const where = this.selected !== undefined ? `selected ${hex(this.selected)}` : '';

@@ -29,8 +29,9 @@ export class DataInspector {
       this.body.append(tr);
     };
     const u8 = bytes[0];
-    row('u8', String(u8), `0x${u8.toString(16).padStart(2, '0')} · 0b${u8.toString(2).padStart(8, '0')}`);
+    row('u8', String(u8), '');
     row('i8', String((u8 << 24) >> 24), '');
+    row('bits', `0x${u8.toString(16).padStart(2, '0')}`, `0b${u8.toString(2).padStart(8, '0')}`);
     const n = bytes.length;
     const na = '—';
     row('u16', n >= 2 ? String(dv.getUint16(0, true)) : na, n >= 2 ? String(dv.getUint16(0, false)) : na);
