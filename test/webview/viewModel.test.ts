@@ -250,4 +250,29 @@ describe('ViewModel against QEMU', () => {
       await vm.close();
     }
   });
+
+  it('a damaged L1 entry: the entry is flagged, expanding it answers an error naming the structure, the map still builds', async () => {
+    const img = path.join(dir, 'damaged.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+    qemuIo(img, ['write -P 0x9 0 64k']);
+    const l1 = Number(readBE64(img, 40));
+    const good = readBE64(img, l1);
+    const writeBE = (off: number, v: bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(v); pokeBytes(img, off, b); };
+    writeBE(l1, good + 0x200n); // L2 table offset no longer cluster-aligned
+    const chk = qemuImgStatus('check', img);
+    assert.notEqual(chk.status, 0, 'qemu-img check sees the damage');
+    const vm = await ViewModel.open(img);
+    try {
+      const entries = await ask<TreeChildrenReply>(vm, { type: 'getTreeChildren', nodeId: 'l1:a' });
+      assert.equal(entries.children[0].severity, 'error');
+      const r = await vm.handle({ type: 'getTreeChildren', requestId: 5, nodeId: 'l1e:a:0|p:0:256' });
+      assert.equal(r?.type, 'error');
+      assert.match((r as { message: string }).message, /L1\[0\] → L2 table at 0x[0-9a-f]+: L2 table offset is not cluster-aligned/);
+      assert.equal((r as { structure?: string }).structure, 'L1[0] → L2 table');
+      const m = await ask<ClusterMapReply>(vm, { type: 'getClusterMap', startCluster: 0, count: 100, zoom: 1 });
+      assert.ok(m.cells.length > 0);
+    } finally {
+      await vm.close();
+    }
+  });
 });
