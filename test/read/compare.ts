@@ -5,10 +5,22 @@
  */
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CLI, cli, cliJson, qemuGuestHash, qemuImg, sha256 } from '../helpers/qemu';
 
+/** Flushes the image so its allocated size (info's actual-size) cannot change between our run and qemu-img's. */
+function settle(image: string): void {
+  const fd = fs.openSync(image, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function assertInfoEqual(image: string): void {
+  settle(image);
   assert.deepEqual(cliJson('info', image, '--json'), JSON.parse(qemuImg('info', '--output=json', image)), `info of ${image}`);
 }
 
