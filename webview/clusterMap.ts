@@ -68,6 +68,11 @@ export class ClusterMap {
       if (c !== undefined) this.pick(c);
     });
     this.scroller.addEventListener('keydown', e => this.onKey(e));
+    // VS Code changes the theme by rewriting the variables on <html> and the classes on <body>.
+    const retheme = () => { this.readColors(); this.schedule(); };
+    const mo = new MutationObserver(retheme);
+    mo.observe(document.documentElement, { attributes: true, attributeFilter: ['style', 'class'] });
+    mo.observe(document.body, { attributes: true, attributeFilter: ['class'] });
     // React to width changes only: our own height changes (and a scrollbar appearing) must not loop.
     let lastWidth = -1;
     new ResizeObserver(() => {

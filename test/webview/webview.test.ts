@@ -196,6 +196,25 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await page.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), dataHost - CS);
   });
 
+  it('the map follows a theme change (colours come from the theme variables)', async () => {
+    const pixelAt = (cluster: number) => page.$eval('.map-canvas', (c, k) => {
+      const e = c as HTMLCanvasElement;
+      const cell = Number(e.dataset.cell), cols = Number(e.dataset.cols), dpr = e.width / e.clientWidth;
+      const d = e.getContext('2d')!.getImageData(Math.floor(((k % cols) * cell + 2) * dpr), Math.floor((Math.floor(k / cols) * cell + 2) * dpr), 1, 1).data;
+      return [d[0], d[1], d[2]];
+    }, cluster);
+    await page.evaluate(() => document.documentElement.style.setProperty('--vscode-charts-blue', 'rgb(255, 0, 0)'));
+    await page.waitForFunction(k => {
+      const e = document.querySelector<HTMLCanvasElement>('.map-canvas')!;
+      const cell = Number(e.dataset.cell), cols = Number(e.dataset.cols), dpr = e.width / e.clientWidth;
+      const d = e.getContext('2d')!.getImageData(Math.floor(((k % cols) * cell + 2) * dpr), Math.floor((Math.floor(k / cols) * cell + 2) * dpr), 1, 1).data;
+      return d[0] === 255 && d[1] === 0 && d[2] === 0;
+    }, dataHost / CS);
+    assert.deepEqual(await pixelAt(dataHost / CS), [255, 0, 0], 'guest data cells use --vscode-charts-blue');
+    assert.notDeepEqual(await pixelAt(0), [255, 0, 0], 'the header cell does not');
+    await page.evaluate(() => document.documentElement.style.removeProperty('--vscode-charts-blue'));
+  });
+
   it('renders a check result from qemu-img check and a finding click reveals its bytes', async () => {
     const chk = qemuImgStatus('check', top);
     const leaks = [...(chk.stdout + chk.stderr).matchAll(/Leaked cluster (\d+) refcount=(\d+) reference=(\d+)/g)];
