@@ -13,7 +13,7 @@ import { Qcow2Error, hex } from './errors';
 import { Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from './header';
 import { ImageFile, readMany } from './io';
 import * as L from './layout';
-import { readRefcountTable, RefcountGeometry, refcountGeometry } from './refcount';
+import { readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from './refcount';
 import { readSnapshotTable, Snapshot } from './snapshot';
 
 export interface OpenOptions {
@@ -461,6 +461,25 @@ export class Qcow2Image implements BlockLayer {
       if (r) await r;
       idx = j;
     }
+  }
+
+  /**
+   * QEMU's qcow2_detect_metadata_preallocation, exactly: true when at least
+   * max(allocated/cluster × 10/9, allocated/cluster + 2) clusters have a non-zero refcount, where
+   * "allocated" is what the host file system has really allocated (stat blocks). QEMU then asks the
+   * file system for holes (SEEK_HOLE) inside data clusters and reports them as zero in `map`,
+   * which Node cannot do (README, Known differences): callers use this to say so.
+   */
+  async detectMetadataPreallocation(): Promise<boolean> {
+    const st = await this.file.handle.stat();
+    const cs = this.clusterSize;
+    const realClusters = Math.floor((st.blocks * 512) / cs);
+    const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
+    const endCluster = Math.ceil(st.size / cs);
+    const refcounts = await readAllRefcounts(this.file, this.refcountTable, this.rg, endCluster);
+    let count = 0;
+    for (let i = 0; i < endCluster && count < threshold; i++) if (refcounts[i] !== 0) count++;
+    return count >= threshold;
   }
 
   async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void, signal?: AbortSignal): Promise<void> {

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { qemuImg, qemuIo, tmpDir } from '../helpers/qemu';
+import * as assert from 'node:assert/strict';
+import { cli, qemuImg, qemuIo, tmpDir } from '../helpers/qemu';
 import { assertMatchesQemu } from './compare';
 
 const dir = tmpDir('qcow2-lens-geometry-');
@@ -63,4 +64,18 @@ test('metadata preallocation: holes in data clusters', { todo: 'needs SEEK_HOLE,
   qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', img, '16M');
   qemuIo(img, ['write -P 0x44 1M 64k']);
   assertMatchesQemu(img, dir);
+});
+
+test('metadata preallocation is detected as QEMU detects it, and map says so on stderr', () => {
+  const img = path.join(dir, 'prealloc-note.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', img, '16M');
+  const qemuMap = qemuImg('map', '--output=json', img);
+  assert.match(qemuMap, /"zero": true, "data": true/); // QEMU did consult the holes
+  const r = cli('map', img, '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /metadata preallocation detected/);
+  const plain = build('no-prealloc', 'cluster_size=64k');
+  assert.doesNotMatch(qemuImg('map', '--output=json', plain), /"zero": true, "data": true/);
+  const q = cli('map', plain, '--json');
+  assert.equal(q.stderr, '');
 });

@@ -12,6 +12,13 @@ export const mapCommand: Command = {
     const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
     const img = await Qcow2Image.open(path);
     try {
+      const preallocated: string[] = [];
+      for (const layer of img.chain()) {
+        if (layer instanceof Qcow2Image && await layer.detectMetadataPreallocation().catch(() => false)) preallocated.push(layer.path);
+      }
+      if (preallocated.length) {
+        process.stderr.write(`qcow2-lens: note: ${preallocated.join(', ')}: metadata preallocation detected; qemu-img map would also ask the file system for holes in data clusters and report them as "zero": true (Node cannot see holes; see README, Known differences)\n`);
+      }
       if (json) {
         await writeMapJson(img, chunk => {
           if (!process.stdout.write(chunk)) return new Promise<void>(resolve => process.stdout.once('drain', () => resolve()));
