@@ -17,6 +17,8 @@ const MAX_SCROLL_PX = 8_000_000;
 export interface HexHost {
   read(space: Space, offset: number, length: number): Promise<{ offset: number; data: Uint8Array; sources: ByteRangeSource[] }>;
   size(space: Space): number;
+  /** The image's path, to tell its own bytes from an external data file's. */
+  imagePath?(): string;
   /** Host cluster size, to mark cluster boundaries in the file view. */
   clusterSize?(): number;
   onSelect(space: Space, offset: number, bytes: Uint8Array): void;
@@ -248,7 +250,7 @@ export class HexView {
         bytes.append(cell);
         ascii.append(ch);
       }
-      const where = rowSource ? describeSource(rowSource, this.space) : '';
+      const where = rowSource ? describeSource(rowSource, this.space, this.host.imagePath?.()) : '';
       line.append(bytes, ascii, el('span', { className: 'hex-src', text: where }));
       if (where) line.title = where;
       this.rows.append(line);
@@ -301,12 +303,14 @@ export class HexView {
   }
 }
 
-export function describeSource(s: ByteRangeSource, space: Space): string {
+export function describeSource(s: ByteRangeSource, space: Space, imagePath?: string): string {
   if (space === 'host') return s.structure ?? s.role ?? s.kind;
   const layer = s.depth === undefined ? '' : s.depth === 0 ? 'this image' : `backing depth ${s.depth}`;
   const file = s.layerPath ? s.layerPath.split('/').pop() : '';
+  // name the file when it is a backing file or this image's external data file
+  const named = file && (s.depth || (imagePath !== undefined && s.layerPath !== imagePath));
   switch (s.kind) {
-    case 'data': return `${layer}${file && s.depth ? ` (${file})` : ''}${s.hostOffset !== undefined ? ` @ ${hex(s.hostOffset)}` : ''}`;
+    case 'data': return `${layer}${named ? ` (${file})` : ''}${s.hostOffset !== undefined ? ` @ ${hex(s.hostOffset)}` : ''}`;
     case 'compressed': return `compressed, ${layer}`;
     case 'zero': return `zero (${layer})`;
     case 'unallocated': return 'unallocated (reads as zero)';

@@ -93,6 +93,7 @@ class App {
       },
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
       clusterSize: () => this.summary?.clusterSize ?? 0,
+      imagePath: () => this.summary?.path ?? '',
       onSelect: (space, offset, bytes) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
