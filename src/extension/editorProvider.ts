@@ -138,7 +138,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     panel.onDidDispose(() => {
       this.editors.delete(ed);
       if (this.activeEditor === ed) this.activeEditor = undefined;
-      void ed.vmReady.then(vm => vm?.close());
+      void ed.vmReady.then(vm => vm?.close()).catch(() => undefined);
     });
   }
 
@@ -198,7 +198,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     for (const ed of this.editors) {
       if (ed.document !== doc) continue;
       const old = ed.vmReady;
-      ed.vmReady = old.then(vm => vm?.close()).then(() => this.openViewModel(ed));
+      ed.vmReady = old.then(vm => vm?.close()).catch(() => undefined).then(() => this.openViewModel(ed));
       void ed.vmReady.then(() => this.post(ed, { type: 'refresh' }));
     }
     this.hooks.onFileChanged(doc);
