@@ -21,11 +21,12 @@ export interface CompressReply {
   error?: string;
 }
 
-let zstd: ((b: Uint8Array) => Uint8Array) | null = null;
+// one load shared by every message: batches arrive while the first is still loading the encoder
+let zstdLoad: Promise<(b: Uint8Array) => Uint8Array> | null = null;
 
 parentPort!.on('message', async (m: CompressRequest) => {
   try {
-    if (m.type === 'zstd' && !zstd) zstd = await loadZstd();
+    const zstd = m.type === 'zstd' ? await (zstdLoad ??= loadZstd()) : null;
     const input = Buffer.from(m.data);
     const n = input.length / m.clusterSize;
     const outs: Uint8Array[] = [];
