@@ -245,6 +245,14 @@ suite('QCOW2 Lens in VS Code', () => {
     }
   });
 
+  test('an image not named *.qcow2 opens with "Reopen Editor With… QCOW2 Lens (any file)" (magic)', async () => {
+    const uri = copyFixture('sample.qcow2', 'disk.img');
+    await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editorAny');
+    await until('the any-file editor tab', async () => (await state()).editors.find(e => e.uri === uri.toString() && e.active));
+    const out = await vscode.commands.executeCommand<{ summary: { clean: boolean } }>('qcow2Lens.checkImage', undefined, {});
+    assert.equal(out.summary.clean, true, 'commands act on the active QCOW2 Lens tab');
+  });
+
   test('a file that is not qcow2 is refused by the "any file" editor', async () => {
     const uri = file('notes.txt');
     await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editorAny');
