@@ -33,8 +33,13 @@ async function poll(what, probe, ms = 20000) {
 
 let server, browser, ok = false;
 try {
-  const vsix = packageVsix(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-')));
-  server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); } });
+  const vsixDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-'));
+  try {
+    const vsix = packageVsix(vsixDir);
+    server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); } });
+  } finally {
+    fs.rmSync(vsixDir, { recursive: true, force: true });
+  }
   mark(`code-server up at ${server.url} with the .vsix installed`);
   browser = await launchChromium();
   const page = browser.page;
