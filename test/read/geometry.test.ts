@@ -79,3 +79,17 @@ test('metadata preallocation is detected as QEMU detects it, and map says so on 
   const q = cli('map', plain, '--json');
   assert.equal(q.stderr, '');
 });
+
+test('a map of 16,000+ entries (streamed in several chunks) equals qemu-img and prints nothing on stderr', () => {
+  const raw = path.join(dir, 'striped.raw');
+  const buf = Buffer.alloc(8 * 1024 * 1024);
+  for (let off = 0; off < buf.length; off += 1024) buf.fill(1 + ((off >> 10) % 250), off, off + 512); // data, hole, data, …
+  fs.writeFileSync(raw, buf);
+  const img = path.join(dir, 'striped.qcow2');
+  qemuImg('convert', '-S', '512', '-O', 'qcow2', '-o', 'cluster_size=512', raw, img);
+  const r = cli('map', img, '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  assert.ok(r.stdout.length > 1.5 * 1024 * 1024, `only ${r.stdout.length} bytes`);
+  assertMatchesQemu(img, dir);
+});

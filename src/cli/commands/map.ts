@@ -20,9 +20,13 @@ export const mapCommand: Command = {
         process.stderr.write(`qcow2-lens: note: ${preallocated.join(', ')}: metadata preallocation detected; qemu-img map would also ask the file system for holes in data clusters and report them as "zero": true (Node cannot see holes; see README, Known differences)\n`);
       }
       if (json) {
+        // The walk does not pause for a slow reader (stdout buffers); one drain wait at a time.
+        let drain: Promise<void> | null = null;
         await writeMapJson(img, chunk => {
-          if (!process.stdout.write(chunk)) return new Promise<void>(resolve => process.stdout.once('drain', () => resolve()));
-          return undefined;
+          if (!process.stdout.write(chunk) && !drain) {
+            drain = new Promise<void>(resolve => process.stdout.once('drain', () => { drain = null; resolve(); }));
+          }
+          return drain ?? undefined;
         });
       } else {
         const entries = await mapImage(img);
