@@ -378,7 +378,8 @@ export async function createSnapshot(path: string, name: string, opts: SnapshotO
     const l1Copy = Buffer.from(img.l1);
     s.progressTotal = l1Size + 2;
     // A dry run over the counts first: overflow (1-bit refcounts, say) is refused before any write.
-    {
+    // Not needed when the refcount width holds one more reference per table than there are tables.
+    if (img.snapshots.length + 2 > s.rc.max) {
       const probe = Buffer.from(img.l1);
       await s.pass(probe, 1, 'L1', { dryRun: true });
       await s.close().catch(() => undefined);
