@@ -594,9 +594,12 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     let pos = o.pos; // cluster-aligned: only whole clusters so far
     const l2Dest = new Map<number, number>();
     for (const so of [...l2Refs.keys()].sort((a, b) => a - b)) { l2Dest.set(so, pos); pos += cs; }
+    // with no compressed stream, the active L1 table goes last and the file ends where it ends (as
+    // qemu-img's output does) instead of padding its last cluster
+    const l1Last = streamLen === 0 && l1Tables[0].l1.length > 0;
     const newL1Offsets: number[] = [];
-    for (const { l1 } of l1Tables) {
-      if (l1.length === 0) { newL1Offsets.push(0); continue; }
+    for (const [ti, { l1 }] of l1Tables.entries()) {
+      if (l1.length === 0 || (ti === 0 && l1Last)) { newL1Offsets.push(0); continue; }
       newL1Offsets.push(pos);
       pos += clustersOf(l1.length) * cs;
     }
@@ -628,7 +631,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const streamClusters = clustersOf(streamLen);
     let nBlocks = 0, nTable = 0;
     for (;;) {
-      const total = metaStart + nBlocks + nTable + streamClusters;
+      const total = metaStart + nBlocks + nTable + streamClusters + (l1Last ? clustersOf(l1Tables[0].l1.length) : 0);
       const b = Math.ceil(total / rg.blockEntries);
       const t = Math.max(1, Math.ceil((b * 8) / cs));
       if (b === nBlocks && t === nTable) break;
@@ -636,10 +639,11 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     }
     const blocksAt = pos;
     const tableAt = blocksAt + nBlocks * cs;
-    const streamBase = tableAt + nTable * cs;
+    if (l1Last) newL1Offsets[0] = tableAt + nTable * cs;
+    const streamBase = l1Last ? newL1Offsets[0] + l1Tables[0].l1.length : tableAt + nTable * cs;
 
     // ── refcounts ──
-    const counts = new Float64Array(streamBase / cs + streamClusters);
+    const counts = new Float64Array(Math.ceil(streamBase / cs) + streamClusters);
     const inc = (host: number, len = cs, times = 1) => {
       for (let c = Math.floor(host / cs); c <= Math.floor((host + len - 1) / cs); c++) counts[c] += times;
     };
@@ -691,16 +695,19 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── write the metadata in the layout order, then the stream ──
     for (const so of [...l2Refs.keys()].sort((a, b) => a - b)) await o.append(newL2.get(so)!);
-    for (let i = 0; i < l1Tables.length; i++) {
-      const l1 = l1Tables[i].l1;
-      if (!l1.length) continue;
-      const n = Buffer.alloc(clustersOf(l1.length) * cs);
+    const encodeL1 = (l1: Buffer, padded: boolean): Buffer => {
+      const n = Buffer.alloc(padded ? clustersOf(l1.length) * cs : l1.length);
       for (let e = 0; e < l1.length / 8; e++) {
         const so = entryOffset(wordHi(l1, e * 8), wordLo(l1, e * 8));
         const d = so ? l2Dest.get(so) : undefined;
         if (d !== undefined) n.writeBigUInt64BE(BigInt(d) | (l2Refs.get(so) === 1 ? L.QCOW_OFLAG_COPIED : 0n), e * 8);
       }
-      await o.append(n);
+      return n;
+    };
+    for (let i = 0; i < l1Tables.length; i++) {
+      const l1 = l1Tables[i].l1;
+      if (!l1.length || (i === 0 && l1Last)) continue;
+      await o.append(encodeL1(l1, true));
     }
     if (snapTable) { await o.append(snapTable); await o.padTo(cs); }
     for (let b = 0; b < bitmapData.length; b++) {
@@ -714,6 +721,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const table = Buffer.alloc(nTable * cs);
     for (let i = 0; i < nBlocks; i++) table.writeBigUInt64BE(BigInt(blocksAt + i * cs), i * 8);
     await o.append(table);
+    if (l1Last) await o.append(encodeL1(l1Tables[0].l1, false));
     await o.drain();
     if (o.pos !== streamBase) throw new Error(`internal: layout mismatch (${o.pos} != ${streamBase})`);
     for (let at = 0; at < streamLen; at += 8 * 1024 * 1024) {

@@ -254,3 +254,18 @@ test('extended L2 (subclusters): compaction and snapshots keep partial allocatio
   sameContent(top, out2, 'extended L2 overlay');
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('an image without data compacts to no more than qemu-img convert makes, and stays writable', () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'e.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '100G');
+  qemuIo(img, ['write -P 0 0 1M']); // zero-filled data clusters: dropped
+  const out = path.join(dir, 'e2.qcow2'), conv = path.join(dir, 'e3.qcow2');
+  assert.equal(cli('compact', img, '-o', out).status, 0);
+  qemuImg('convert', '-O', 'qcow2', img, conv);
+  assertClean(out);
+  assert.ok(size(out) <= size(conv), `${size(out)} > ${size(conv)}`);
+  qemuIo(out, ['write -P 5 99G 1M']);
+  assertClean(out);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
