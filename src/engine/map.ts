@@ -110,13 +110,14 @@ export function formatMapJson(entries: MapEntry[]): string {
  * Streams `qemu-img map --output=json` text for the image to `write` in chunks of about
  * `chunkBytes` (no array of entries, no single giant string).
  */
-export async function writeMapJson(top: BlockLayer, write: (chunk: string) => void | Promise<void>, opts: { signal?: AbortSignal; chunkBytes?: number } = {}): Promise<void> {
+export async function writeMapJson(top: BlockLayer, write: (chunk: string) => void | Promise<void>, opts: { signal?: AbortSignal; chunkBytes?: number; onEntry?: (e: MapEntry) => void } = {}): Promise<void> {
   const limit = opts.chunkBytes ?? 1 << 20;
   let parts: string[] = [];
   let size = 0;
   let first = true;
   const pending: Promise<void>[] = [];
   await forEachMapEntry(top, e => {
+    opts.onEntry?.(e);
     const line = (first ? '[' : ',\n') + formatMapEntry(e);
     first = false;
     parts.push(line);

@@ -73,7 +73,7 @@ test('metadata preallocation is detected as QEMU detects it, and map says so on 
   assert.match(qemuMap, /"zero": true, "data": true/); // QEMU did consult the holes
   const r = cli('map', img, '--json');
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stderr, /metadata preallocation detected/);
+  assert.match(r.stderr, /metadata preallocation with a sparse file/);
   const plain = build('no-prealloc', 'cluster_size=64k');
   assert.doesNotMatch(qemuImg('map', '--output=json', plain), /"zero": true, "data": true/);
   const q = cli('map', plain, '--json');

@@ -1,7 +1,28 @@
 import { Qcow2Image } from '../../engine/image';
-import { mapImage, writeMapJson } from '../../engine/map';
+import { MapEntry, mapImage, writeMapJson } from '../../engine/map';
 import { parseArgs, UsageError } from '../args';
 import type { Command } from './index';
+
+/**
+ * Says on stderr when qemu-img's map certainly differs from ours: QEMU detects "metadata
+ * preallocation" in a layer and then reports holes of the host file inside data clusters as zero
+ * (SEEK_HOLE, which Node lacks). It certainly finds some when the host file has fewer bytes
+ * allocated than the data the layer maps. (README, Known differences.)
+ */
+async function noteHoles(img: Qcow2Image, dataBytes: Map<number, number>): Promise<void> {
+  const chain = img.chain();
+  const layers: string[] = [];
+  for (const [depth, bytes] of dataBytes) {
+    const layer = chain[depth];
+    if (!(layer instanceof Qcow2Image)) continue;
+    const host = layer.dataFile ?? layer.file;
+    const allocated = (await host.handle.stat()).blocks * 512;
+    if (allocated < bytes && await layer.detectMetadataPreallocation().catch(() => false)) layers.push(layer.path);
+  }
+  if (layers.length) {
+    process.stderr.write(`qcow2-lens: note: ${layers.join(', ')}: metadata preallocation with a sparse file; qemu-img map reports the file's holes inside data clusters as "zero": true, which Node cannot see (see README, Known differences)\n`);
+  }
+}
 
 export const mapCommand: Command = {
   usage: 'IMAGE [--json]            guest ranges and where they live (as qemu-img map)',
@@ -12,13 +33,11 @@ export const mapCommand: Command = {
     const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
     const img = await Qcow2Image.open(path);
     try {
-      const preallocated: string[] = [];
-      for (const layer of img.chain()) {
-        if (layer instanceof Qcow2Image && await layer.detectMetadataPreallocation().catch(() => false)) preallocated.push(layer.path);
-      }
-      if (preallocated.length) {
-        process.stderr.write(`qcow2-lens: note: ${preallocated.join(', ')}: metadata preallocation detected; qemu-img map would also ask the file system for holes in data clusters and report them as "zero": true (Node cannot see holes; see README, Known differences)\n`);
-      }
+      // Host bytes of data each layer maps (where QEMU could look for file holes).
+      const dataBytes = new Map<number, number>();
+      const count = (e: MapEntry) => {
+        if (e.data && !e.zero && e.offset !== undefined) dataBytes.set(e.depth, (dataBytes.get(e.depth) ?? 0) + e.length);
+      };
       if (json) {
         // The walk does not pause for a slow reader (stdout buffers); one drain wait at a time.
         let drain: Promise<void> | null = null;
@@ -27,17 +46,19 @@ export const mapCommand: Command = {
             drain = new Promise<void>(resolve => process.stdout.once('drain', () => { drain = null; resolve(); }));
           }
           return drain ?? undefined;
-        });
+        }, { onEntry: count });
       } else {
         const entries = await mapImage(img);
         const chain = img.chain();
         const lines = ['Offset          Length          Mapped to       File'];
         for (const e of entries) {
+          count(e);
           if (!e.data || e.offset === undefined) continue;
           lines.push(`0x${e.start.toString(16).padEnd(16)}0x${e.length.toString(16).padEnd(16)}0x${e.offset.toString(16).padEnd(16)}${chain[e.depth]?.path ?? ''}`);
         }
         process.stdout.write(lines.join('\n') + '\n');
       }
+      await noteHoles(img, dataBytes);
       return 0;
     } finally {
       await img.close();
