@@ -275,7 +275,8 @@ export class Qcow2Image implements BlockLayer {
     if (start >= end) return;
     const firstL1 = Math.floor(start / perL2);
     const lastL1 = Math.floor((end - 1) / perL2);
-    const window = opts.window ?? 256;
+    // at most 256 tables and 64 MiB of them in memory per batch (2 MiB clusters: 32 tables)
+    const window = opts.window ?? Math.max(1, Math.min(256, Math.floor((64 * 1024 * 1024) / g.clusterSize)));
     let pending = null as MappingRun | null;
     const flush = async (l2: Buffer | null) => {
       if (pending) {
