@@ -123,3 +123,18 @@ test('version 2 overlay on a version 2 base, and extended L2 with a snapshot', (
   qemuIo(es, ['write -P 0xa4 8k 4k', 'write -z 64k 8k']);
   assertMatchesQemu(es, dir);
 });
+
+test('map in the human format equals qemu-img map (plain, chain, external data file)', () => {
+  const base = path.join(dir, 'h-base.qcow2'), top = path.join(dir, 'h-top.qcow2'), df = path.join(dir, 'h-df.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', base, '8M');
+  qemuIo(base, ['write -P 0xb1 0 2M', 'write -z 3M 64k']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '8M');
+  qemuIo(top, ['write -P 0xb2 1M 64k', 'write -P 0xb3 6M 128k']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(dir, 'h-df.data')}`, df, '4M');
+  qemuIo(df, ['write -P 0xb4 0 64k']);
+  for (const img of [base, top, df]) {
+    const ours = cli('map', img);
+    assert.equal(ours.status, 0, ours.stderr);
+    assert.equal(ours.stdout.toString(), qemuImg('map', img), `human map of ${img}`);
+  }
+});

@@ -1,3 +1,4 @@
+import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image';
 import { MapEntry, mapImage, writeMapJson } from '../../engine/map';
 import { parseArgs, UsageError } from '../args';
@@ -50,11 +51,18 @@ export const mapCommand: Command = {
       } else {
         const entries = await mapImage(img);
         const chain = img.chain();
+        // qemu-img map's human format: printf("%#-16" PRIx64 …) per data entry, no zero entries
+        const col = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`).padEnd(16);
         const lines = ['Offset          Length          Mapped to       File'];
         for (const e of entries) {
           count(e);
-          if (!e.data || e.offset === undefined) continue;
-          lines.push(`0x${e.start.toString(16).padEnd(16)}0x${e.length.toString(16).padEnd(16)}0x${e.offset.toString(16).padEnd(16)}${chain[e.depth]?.path ?? ''}`);
+          if (e.data && e.offset === undefined) {
+            throw new Qcow2Error(path, 'map', undefined, 'File contains external, encrypted or compressed clusters (use --json)');
+          }
+          if (!e.data || e.zero) continue;
+          const layer = chain[e.depth];
+          const file = layer instanceof Qcow2Image && layer.dataFilePath ? layer.dataFilePath : layer?.path ?? '';
+          lines.push(`${col(e.start)}${col(e.length)}${col(e.offset ?? 0)}${file}`);
         }
         process.stdout.write(lines.join('\n') + '\n');
       }
