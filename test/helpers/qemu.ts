@@ -15,8 +15,17 @@ export const ROOT = (() => {
 })();
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
 
+const scratchDirs: string[] = [];
+process.on('exit', () => {
+  if (process.env.KEEP_TEST_TMP) return;
+  for (const d of scratchDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh scratch folder, removed when the test process exits (KEEP_TEST_TMP=1 keeps it). */
 export function tmpDir(prefix = 'qcow2-lens-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  scratchDirs.push(d);
+  return d;
 }
 
 export function qemuImg(...args: string[]): string {
