@@ -22,6 +22,21 @@ const checked = spawnSync('qemu-img', ['check', path.join(folder, 'damaged.qcow2
 const leakedCluster = Number(/Leaked cluster (\d+)/.exec(checked.stdout + checked.stderr)?.[1]);
 assert.ok(Number.isInteger(leakedCluster), `qemu-img check names the leaked cluster: ${checked.stdout}${checked.stderr}`);
 
+// Waits until the extension has written `file` (size/mtime changed, then quiet for 700 ms) without
+// running qemu-img meanwhile: QEMU's tools lock the image while they read it, and the extension
+// refuses to write an image that something holds a lock on.
+async function written(file, before, ms = 30000) {
+  const sig = () => { const st = fs.statSync(path.join(folder, file)); return `${st.size}:${st.mtimeMs}`; };
+  await poll(`${file} to be written`, () => sig() !== before, ms);
+  for (let last = sig(); ; ) {
+    await new Promise(r => setTimeout(r, 700));
+    const now = sig();
+    if (now === last) return now;
+    last = now;
+  }
+}
+const stamp = file => { const st = fs.statSync(path.join(folder, file)); return `${st.size}:${st.mtimeMs}`; };
+
 async function poll(what, probe, ms = 20000) {
   const end = Date.now() + ms;
   for (;;) {
@@ -51,15 +66,23 @@ try {
   // Runs a command from the palette, clicking the row whose label is exactly `pick` (the top row
   // is not always the one wanted: recently used commands move up).
   const palette = async (text, pick = text) => {
-    await page.keyboard.press('Escape');
-    await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget:visible .quick-input-box input').first();
-    await input.waitFor({ timeout: 10000 });
-    await input.fill('>' + text);
+    for (let attempt = 1; ; attempt++) {
+      await page.keyboard.press('Escape');
+      // focus the workbench (not a webview, not a closing widget) before F1
+      await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 }, timeout: 5000 }).catch(() => {});
+      await page.keyboard.press('F1');
+      const ok = await input.fill('>' + text, { timeout: 5000 }).then(() => true, () => false);
+      if (ok) break;
+      if (attempt >= 4) throw new Error(`the command palette did not take input for "${text}"`);
+    }
     const item = page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row')
       .filter({ has: page.locator('.label-name').getByText(pick, { exact: true }) }).first();
     await item.waitFor({ timeout: 10000 });
-    await item.click();
+    // keyboard, not a click: the list re-renders while results stream in, which defeats clicks
+    const index = Number(await item.getAttribute('data-index'));
+    for (let i = 0; i < index; i++) await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Enter');
   };
   // The input a command opened (an input box or a quick pick) has the focus: type into it.
   const quickInput = async (text, pick) => {
@@ -130,6 +153,9 @@ try {
   await palette('QCOW2: Check Image');
   // the command's own answer (the check on open filled the Problems panel already)
   await page.locator('.notification-toast', { hasText: '1 leaked cluster(s)' }).first().waitFor({ timeout: 30000 });
+  // the webview's own Check button runs the same command through the host, which reports back
+  await webview().getByRole('button', { name: 'Check', exact: true }).click();
+  await webview().locator('.banner', { hasText: 'check: done' }).waitFor({ timeout: 30000 });
   await palette('View: Focus Problems', 'View: Focus Problems');
   const offset = '0x' + (leakedCluster * 65536).toString(16);
   const problems = page.locator('.markers-panel');
@@ -147,14 +173,17 @@ try {
   // pending until saved: the webview's banner says so, the file is unchanged
   await webview().locator('.banner', { hasText: 'Unsaved: create snapshot "ui-snap"' }).waitFor({ timeout: 10000 });
   assert.deepEqual(snapshots('snap-ui.qcow2'), ['base']);
+  let before = stamp('snap-ui.qcow2');
   await palette('File: Save', 'File: Save');
-  await poll('qemu-img snapshot -l to list ui-snap', () => snapshots('snap-ui.qcow2').includes('ui-snap'));
+  await written('snap-ui.qcow2', before);
+  assert.deepEqual(snapshots('snap-ui.qcow2'), ['base', 'ui-snap']);
   mark(`created: ${snapshots('snap-ui.qcow2').join(', ')}`);
   await palette('QCOW2: Delete Snapshot', 'QCOW2: Delete Snapshot…');
   await quickInput('ui-snap', 'ui-snap');
   await page.waitForTimeout(500);
+  before = stamp('snap-ui.qcow2');
   await palette('File: Save', 'File: Save');
-  await poll('qemu-img snapshot -l to drop ui-snap', () => !snapshots('snap-ui.qcow2').includes('ui-snap'));
+  await written('snap-ui.qcow2', before);
   assert.deepEqual(snapshots('snap-ui.qcow2'), ['base']);
   mark('deleted: snapshot list is back to base');
 
@@ -169,8 +198,10 @@ try {
   const dialog = page.locator('.monaco-dialog-box');
   await dialog.waitFor({ timeout: 10000 });
   assert.match(await dialog.innerText(), /Revert the disk to snapshot "base"/);
+  before = stamp('snap-ui.qcow2');
   await dialog.getByRole('button', { name: 'Apply' }).click();
-  await poll('qemu-img compare to match the snapshot', same);
+  await written('snap-ui.qcow2', before);
+  assert.equal(same(), true, 'qemu-img compare: the disk equals the snapshot');
   mark('applied through a modal confirmation: qemu-img compare matches');
   ok = true;
 } catch (e) {
