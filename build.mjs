@@ -3,6 +3,7 @@
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 
 const prod = process.argv.includes('--production');
 const common = { bundle: true, sourcemap: !prod, minify: prod, logLevel: 'warning' };
@@ -17,6 +18,21 @@ function walk(dir, pred, out = []) {
   return out;
 }
 
+// native/holes.c → dist/holes.node: lseek(SEEK_DATA/SEEK_HOLE) as a Node-API addon, compiled with the
+// machine's C compiler against Node's own headers (no download). Optional: without it `map` cannot
+// see host-file holes on metadata-preallocated images and says so.
+function buildHoleSeeker() {
+  const src = 'native/holes.c', out = 'dist/holes.node';
+  if (!fs.existsSync(src)) return;
+  if (fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(src).mtimeMs) return;
+  const include = [process.env.NODE_API_INCLUDE, path.join(path.dirname(path.dirname(process.execPath)), 'include', 'node'), '/usr/include/node']
+    .find(d => d && fs.existsSync(path.join(d, 'node_api.h')));
+  if (!include) { console.warn('build: Node-API headers not found; map will not see host-file holes'); return; }
+  fs.mkdirSync('dist', { recursive: true });
+  const r = spawnSync(process.env.CC || 'cc', ['-O2', '-shared', '-fPIC', '-Wall', `-I${include}`, src, '-o', out], { stdio: 'inherit' });
+  if (r.status !== 0) console.warn('build: could not compile native/holes.c; map will not see host-file holes');
+}
+
 const builds = [];
 if (fs.existsSync('src/extension/extension.ts')) builds.push({ ...common, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node18', external: ['vscode'] });
 builds.push({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node18', banner: { js: '#!/usr/bin/env node' } });
@@ -29,4 +45,5 @@ if (!prod) {
   if (fs.existsSync('test/suite')) builds.push({ ...common, entryPoints: walk('test/suite', p => p.endsWith('.ts')), outdir: 'dist-test/suite', platform: 'node', format: 'cjs', target: 'node18', external: ['vscode', 'mocha'] });
 }
 await Promise.all(builds.map(b => esbuild.build(b)));
+buildHoleSeeker();
 if (fs.existsSync('dist/cli.js')) fs.chmodSync('dist/cli.js', 0o755);

@@ -17,7 +17,7 @@ export function packageFiles() {
 
 /** The exact set allowed in the .vsix; anything else (src/, test/, e2e/, *.map, node_modules) is a defect. */
 export function assertPackageFiles(files) {
-  const allowed = [/^package\.json$/, /^README\.md$/, /^LICENSE(\.md)?$/, /^dist\/extension\.js$/, /^dist\/[\w.-]+\.worker\.js$/, /^dist\/[\w.-]+\.wasm$/,
+  const allowed = [/^package\.json$/, /^README\.md$/, /^LICENSE(\.md)?$/, /^dist\/extension\.js$/, /^dist\/[\w.-]+\.worker\.js$/, /^dist\/[\w.-]+\.wasm$/, /^dist\/holes\.node$/,
     /^media\/webview\.(js|css)$/, /^media\/icon\.png$/, /^media\/[\w.-]+\.svg$/,
     // the zstd encoder compaction loads at run time (WebAssembly, read next to its loader)
     /^node_modules\/@bokuweb\/zstd-wasm\/(package\.json|LICENSE[\w.]*|dist\/common\/[\w./-]+\.(js|wasm))$/];

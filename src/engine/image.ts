@@ -11,6 +11,7 @@ import { entryOffset, L2Geometry, l2Geometry, SubclusterType, subclusterType, wo
 import { decompressCluster, DecompressError } from './compress';
 import { Qcow2Error, hex } from './errors';
 import { Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from './header';
+import { forEachHostPiece, HoleSeeker, holeSeeker } from './holes';
 import { ImageFile, readMany } from './io';
 import * as L from './layout';
 import { readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from './refcount';
@@ -483,9 +484,32 @@ export class Qcow2Image implements BlockLayer {
     return count >= threshold;
   }
 
+  /**
+   * As QEMU's block status does, once per image: when metadata preallocation is detected, data
+   * clusters are looked up in the host file (SEEK_DATA/SEEK_HOLE) and holes report as zero.
+   * Undefined when not detected or when the hole seeker addon is unavailable.
+   */
+  private async holeLookup(): Promise<{ seeker: HoleSeeker; fd: number } | undefined> {
+    if (this.holeLookupState === undefined) {
+      const seeker = this.encrypted ? undefined : holeSeeker();
+      this.holeLookupState = seeker && (await this.detectMetadataPreallocation().catch(() => false))
+        ? { seeker, fd: (this.dataFile ?? this.file).handle.fd }
+        : null;
+    }
+    return this.holeLookupState ?? undefined;
+  }
+  private holeLookupState: { seeker: HoleSeeker; fd: number } | null | undefined;
+
   async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void, signal?: AbortSignal): Promise<void> {
     const enc = this.encrypted;
+    const holes = await this.holeLookup();
     await this.walk(start, end, r => {
+      if (holes && r.type === SubclusterType.Normal) {
+        forEachHostPiece(holes.seeker, holes.fd, r.hostOffset, r.length, (host, length, hole) => {
+          visit({ start: r.guestOffset + (host - r.hostOffset), length, present: true, zero: hole, data: true, offset: host, depth: 0 });
+        });
+        return;
+      }
       const e: StatusExtent = { start: r.guestOffset, length: r.length, present: false, zero: false, data: false, depth: 0 };
       switch (r.type) {
         case SubclusterType.Normal: e.present = true; e.data = true; if (!enc) e.offset = r.hostOffset; break;

@@ -1,4 +1,5 @@
 import { Qcow2Error } from '../../engine/errors';
+import { holeSeeker } from '../../engine/holes';
 import { Qcow2Image } from '../../engine/image';
 import { MapEntry, mapImage, writeMapJson } from '../../engine/map';
 import { parseArgs, UsageError } from '../args';
@@ -7,10 +8,11 @@ import type { Command } from './index';
 /**
  * Says on stderr when qemu-img's map certainly differs from ours: QEMU detects "metadata
  * preallocation" in a layer and then reports holes of the host file inside data clusters as zero
- * (SEEK_HOLE, which Node lacks). It certainly finds some when the host file has fewer bytes
+ * (SEEK_HOLE, which needs the native hole seeker; only when it could not be built or loaded). It certainly finds some when the host file has fewer bytes
  * allocated than the data the layer maps. (README, Known differences.)
  */
 async function noteHoles(img: Qcow2Image, dataBytes: Map<number, number>): Promise<void> {
+  if (holeSeeker()) return; // we looked at the holes as QEMU does
   const chain = img.chain();
   const layers: string[] = [];
   for (const [depth, bytes] of dataBytes) {
