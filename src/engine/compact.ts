@@ -22,6 +22,7 @@ import { decompressCluster, zstdFrameLength } from './compress';
 import * as zlib from 'node:zlib';
 import type { CompressReply, CompressRequest } from './compress.worker';
 import { Qcow2Error } from './errors';
+import { forEachHostPiece, holeSeeker } from './holes';
 import { Qcow2Image } from './image';
 import { ImageFile, readMany } from './io';
 import * as L from './layout';
@@ -422,37 +423,56 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       }
       return { list, bufs, batchBuf };
     };
-    const readBatch = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer }> => {
+    // Holes of a sparse host file (preallocation=metadata) are zeros: asked of the file system
+    // (SEEK_DATA/SEEK_HOLE, native/holes.c) instead of read, and clusters wholly inside one are
+    // known to be zero without comparing their bytes.
+    const seeker = holeSeeker();
+    const readRun = async (b: Buffer, host: number, holeOnly: Set<number>): Promise<void> => {
+      const avail = Math.max(0, Math.min(b.length, img.file.size - host));
+      b.fill(0, avail); // data clusters past the end of the file read as zero, as in QEMU
+      const readInto = async (from: number, len: number) => {
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await img.file.handle.read(b, from - host + got, len - got, from + got);
+          if (bytesRead === 0) { b.fill(0, from - host + got, from - host + len); break; }
+          got += bytesRead;
+        }
+      };
+      if (!seeker) return readInto(host, avail);
+      const pieces: { at: number; len: number; hole: boolean }[] = [];
+      forEachHostPiece(seeker, img.file.handle.fd, host, avail, (at, len, hole) => pieces.push({ at, len, hole }));
+      for (const p of pieces) {
+        if (!p.hole) { await readInto(p.at, p.len); continue; }
+        b.fill(0, p.at - host, p.at - host + p.len);
+        for (let c = Math.ceil((p.at - host) / cs) * cs; c + cs <= p.at - host + p.len; c += cs) holeOnly.add(host + c);
+      }
+      for (let c = Math.ceil(avail / cs) * cs; c < b.length; c += cs) holeOnly.add(host + c); // wholly past the end
+    };
+    const readBatch = async (k: number): Promise<{ list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; holeOnly?: Set<number> }> => {
       if (recluster) return readJobs(k);
       const list = sorted.slice(k, k + BATCH);
       const bufs = new Map<number, Buffer>();
+      const holeOnly = new Set<number>();
       const batchBuf = spare.pop() ?? Buffer.allocUnsafeSlow(BATCH * cs);
       let i = 0;
       while (i < list.length) {
         let j = i + 1;
         while (j < list.length && list[j] === list[j - 1] + cs) j++;
         const b = batchBuf.subarray(i * cs, j * cs);
-        const avail = Math.max(0, Math.min(b.length, img.file.size - list[i]));
-        let got = 0;
-        while (got < avail) {
-          const { bytesRead } = await img.file.handle.read(b, got, avail - got, list[i] + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        b.fill(0, got); // data clusters past the end of the file read as zero, as in QEMU
+        await readRun(b, list[i], holeOnly);
         for (let k2 = i; k2 < j; k2++) bufs.set(list[k2], b.subarray((k2 - i) * cs, (k2 - i + 1) * cs));
         i = j;
       }
-      return { list, bufs, batchBuf };
+      return { list, bufs, batchBuf, holeOnly };
     };
     // a pipeline: up to three batches are read (and compressed, on the workers) ahead of the one
     // being written, so the disk and both cores stay busy; results are placed in batch order
     type Ready = { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; keep: number[]; parts: number[][]; replies: CompressReply[] };
     const prepare = async (k: number): Promise<Ready> => {
-      const { list, bufs, batchBuf } = await readBatch(k);
+      const { list, bufs, batchBuf, holeOnly } = await readBatch(k);
       const keep: number[] = [];
       for (const s of list) {
-        if (detectZero && bufs.get(s)!.equals(zero)) dataDest.set(s, ZERO);
+        if (detectZero && (holeOnly?.has(s) || bufs.get(s)!.equals(zero))) dataDest.set(s, ZERO);
         else keep.push(s);
       }
       let parts: number[][] = [], replies: CompressReply[] = [];
@@ -480,7 +500,10 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
         for (const s of keep) dataDest.set(s, await o.append(bufs.get(s)!));
       }
       await o.flush();
-      o.whenWritten().then(() => spare.push(batchBuf), () => undefined);
+      // the batch buffer is free again once its bytes are on disk; at once when none were kept
+      // (all-zero batches: without this, hole-only batches read with no I/O outran the recycling)
+      if (keep.length === 0) spare.push(batchBuf);
+      else o.whenWritten().then(() => spare.push(batchBuf), () => undefined);
       progress(list.length * cs);
     };
     const ahead: Promise<Ready>[] = [];
