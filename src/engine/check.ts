@@ -7,7 +7,7 @@
  */
 import { entryOffset, wordHi, wordLo } from './cluster';
 import { hex, Qcow2Error } from './errors';
-import type { Qcow2Image } from './image';
+import { Qcow2Image } from './image';
 import * as L from './layout';
 import { maxRefcount, refcountAt } from './refcount';
 import { ClusterUsage, clusterUsage, readTablesPadded, ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, UsageIssue, UsageIssueKind } from './usage';
@@ -413,6 +413,15 @@ export function checkResultOf(img: Qcow2Image, st: CheckState, fixed?: { leaks: 
   if (u.fragmentedClusters) r['fragmented-clusters'] = u.fragmentedClusters;
   if (u.compressedClusters) r['compressed-clusters'] = u.compressedClusters;
   return r;
+}
+
+/**
+ * Opens an image the way the check reads it, as qemu-img check does: without its backing chain or
+ * data file (the check needs neither; repair opens it writable), and with table bytes past the end of a truncated file read
+ * as zeros so the truncation is judged rather than refused.
+ */
+export function openForCheck(path: string, writable = false): Promise<Qcow2Image> {
+  return Qcow2Image.open(path, { writable, openBacking: false, openDataFile: false, zeroPastEof: true });
 }
 
 export async function checkImage(img: Qcow2Image, opts: CheckOptions = {}): Promise<CheckResult> {

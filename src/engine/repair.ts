@@ -17,7 +17,7 @@
  *  3. COPIED flags in L2 tables and L1 entries, now that refcounts are right, fsync.
  *  4. Header last: dirty and corrupt bits cleared only when the re-check finds no corruption, fsync.
  */
-import { analyzeImage, CheckResult, checkResultOf, CheckState } from './check';
+import { analyzeImage, CheckResult, checkResultOf, CheckState, openForCheck } from './check';
 import { hex, Qcow2Error } from './errors';
 import { Qcow2Image } from './image';
 import * as L from './layout';
@@ -42,8 +42,8 @@ export interface RepairOptions {
   onProgress?(done: number, total: number): void;
 }
 
-async function reopen(path: string): Promise<Qcow2Image> {
-  return Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false, zeroPastEof: true });
+function reopen(path: string): Promise<Qcow2Image> {
+  return openForCheck(path, true);
 }
 
 export async function repairImage(path: string, mode: RepairMode, opts: RepairOptions = {}): Promise<RepairResult> {

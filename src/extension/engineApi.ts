@@ -35,7 +35,7 @@ export interface WriteOpts {
 
 /** The integrity check of one image (read-only; backing files are not needed for it). */
 export async function checkPath(path: string, opts: WriteOpts = {}): Promise<CheckReportLike> {
-  const img = await Qcow2Image.open(path, { openBacking: false });
+  const img = await check.openForCheck(path);
   try {
     const r = await check.checkImage(img, { signal: opts.signal, onProgress: opts.onProgress });
     if (isLockedByQemu(path)) {

@@ -1,4 +1,4 @@
-import { CheckResult, checkExitCode, checkImage, formatCheckJson } from '../../engine/check';
+import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck } from '../../engine/check';
 import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image';
 import { repairImage, RepairMode } from '../../engine/repair';
@@ -56,7 +56,7 @@ export const checkCommand: Command = {
       if (!args.flags.has('-U') && !args.flags.has('--force-share')) assertNotLocked(path);
       let img: Qcow2Image;
       try {
-        img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false, zeroPastEof: true });
+        img = await openForCheck(path);
       } catch (e) {
         // qemu-img check exits 63 when the format has no check (the file is not qcow2)
         if (e instanceof Qcow2Error && e.code === 'not-qcow2') {
