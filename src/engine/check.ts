@@ -9,7 +9,7 @@ import { entryOffset, wordHi, wordLo } from './cluster';
 import { hex, Qcow2Error } from './errors';
 import { Qcow2Image } from './image';
 import * as L from './layout';
-import { maxRefcount, refcountAt } from './refcount';
+import { decodeRefcountBlock, maxRefcount, refcountAt } from './refcount';
 import { ClusterUsage, clusterUsage, readTablesPadded, ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, UsageIssue, UsageIssueKind } from './usage';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -267,12 +267,7 @@ export async function readStoredRefcounts(img: Qcow2Image, nb: number): Promise<
     if (off === 0 || off % cs !== 0) continue;
     const blk = blocks.get(off)!;
     const base = i * rg.blockEntries;
-    const n = Math.min(rg.blockEntries, nb - base);
-    if (rg.order === 4) {
-      for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
-    } else {
-      for (let k = 0; k < n; k++) out[base + k] = refcountAt(blk, k, rg.order);
-    }
+    decodeRefcountBlock(blk, rg.order, out, base, Math.min(rg.blockEntries, nb - base));
   }
   return out;
 }

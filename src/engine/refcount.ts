@@ -65,6 +65,15 @@ export function refcountGeometry(clusterBits: number, order: number): RefcountGe
   return { order, clusterBits, blockEntries: 2 ** blockBits, blockBits };
 }
 
+/** Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case, unrolled). */
+export function decodeRefcountBlock(blk: Uint8Array, order: number, out: Float64Array, base: number, n: number): void {
+  if (order === 4) {
+    for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
+  } else {
+    for (let k = 0; k < n; k++) out[base + k] = refcountAt(blk, k, order);
+  }
+}
+
 /** Reads the refcount table (validated against QEMU's 8 MiB limit and the file size). */
 export async function readRefcountTable(file: ImageFile, offset: number, clusters: number, clusterSize: number): Promise<Float64Array> {
   const bytes = clusters * clusterSize;
@@ -116,12 +125,7 @@ export async function readAllRefcounts(
     const blk = blocks.get(off)!;
     for (const i of idxs) {
       const base = i * g.blockEntries;
-      const n = Math.min(g.blockEntries, nbClusters - base);
-      if (g.order === 4) {
-        for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
-      } else {
-        for (let k = 0; k < n; k++) out[base + k] = refcountAt(blk, k, g.order);
-      }
+      decodeRefcountBlock(blk, g.order, out, base, Math.min(g.blockEntries, nbClusters - base));
     }
   }
   return out;
