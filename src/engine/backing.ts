@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import { Qcow2Error } from './errors';
+import { forEachHostPiece, holeSeeker } from './holes';
 import { ImageFile } from './io';
 
 /** QEMU's path_combine: a relative name is joined to the directory part of the overlay's path. */
@@ -47,8 +48,9 @@ export class RawImage implements BlockLayer {
   static async open(p: string): Promise<RawImage> {
     return new RawImage(p, await ImageFile.open(p));
   }
+  /** QEMU sizes a raw file in whole 512-byte sectors (the tail past the end of the file reads as zero). */
   get virtualSize(): number {
-    return this.file.size;
+    return Math.ceil(this.file.size / 512) * 512;
   }
   async readGuest(guestOffset: number, length: number): Promise<Buffer> {
     if (guestOffset < 0 || guestOffset + length > this.virtualSize) {
@@ -56,9 +58,22 @@ export class RawImage implements BlockLayer {
     }
     return this.file.readPadded(guestOffset, length, 'raw data');
   }
+  /**
+   * As QEMU's raw format over file-posix: every byte is present at its own offset; with the hole
+   * seeker, holes of the file report as zero and not data (SEEK_DATA/SEEK_HOLE, as qemu-img map).
+   */
   async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void): Promise<void> {
-    if (end > start) visit({ start, length: end - start, present: true, zero: false, data: true, offset: start, depth: 0 });
+    if (end <= start) return;
+    const seeker = holeSeeker();
+    if (!seeker) {
+      visit({ start, length: end - start, present: true, zero: false, data: true, offset: start, depth: 0 });
+      return;
+    }
+    forEachHostPiece(seeker, this.file.handle.fd, start, end - start, (at, length, hole) => {
+      visit({ start: at, length, present: true, zero: hole, data: !hole, offset: at, depth: 0 });
+    });
   }
+
   async close(): Promise<void> {
     await this.file.close();
   }

@@ -95,6 +95,24 @@ test('raw backing file (fully allocated) under a qcow2 overlay', () => {
   assertMatchesQemu(top, dir);
 });
 
+test('sparse raw backing files: holes map as zero (SEEK_HOLE, as qemu-img), odd sizes count whole sectors', () => {
+  const raw = path.join(dir, 'sparse.raw'), top = path.join(dir, 'sparse-top.qcow2');
+  fs.writeFileSync(raw, Buffer.alloc(0));
+  fs.truncateSync(raw, 3 * 1024 * 1024 + 777); // a hole with an odd-sized tail
+  const fd = fs.openSync(raw, 'r+');
+  fs.writeSync(fd, crypto.randomBytes(64 * 1024), 0, 64 * 1024, 1024 * 1024);
+  fs.writeSync(fd, Buffer.from('tail'), 0, 4, 3 * 1024 * 1024 + 700);
+  fs.closeSync(fd);
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', raw, '-F', 'raw', top, '4M');
+  qemuIo(top, ['write -P 0x82 0 64k']);
+  assert.match(qemuImg('map', '--output=json', top), /"depth": 1, "present": true, "zero": true, "data": false/);
+  assertMatchesQemu(top, dir);
+  const small = path.join(dir, 'small.raw'), smallTop = path.join(dir, 'small-top.qcow2');
+  fs.writeFileSync(small, crypto.randomBytes(5000)); // not a multiple of 512
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', small, '-F', 'raw', smallTop, '1M');
+  assertMatchesQemu(smallTop, dir);
+});
+
 test('compressed clusters in an overlay, overlay smaller than its backing, odd disk sizes', () => {
   const base = path.join(dir, 'cb.qcow2'), top = path.join(dir, 'ct.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', base, '10M');
