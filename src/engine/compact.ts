@@ -205,7 +205,8 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   assertNotLocked(src);
   if (opts.output && fs.existsSync(opts.output)) assertNotLocked(opts.output);
   const img = await Qcow2Image.open(src, { openBacking: false, openDataFile: false });
-  const dest = opts.output ?? src;
+  // in place through a symbolic link: the linked file is replaced, not the link
+  const dest = opts.output ?? fs.realpathSync(src);
   removeStaleTemps(dest);
   const tmp = path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.compact-${process.pid}-${Date.now()}.tmp`);
   const streamTmp = tmp + '.stream';
@@ -784,6 +785,11 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     await out.close();
     out = null;
     if (opts.signal?.aborted) throw cancelled(src);
+    if (!opts.output) {
+      // in place: the file keeps its owner and group (root compacting a VM's image must not hand it
+      // to root); without the privilege to give it away, chown fails and the file stays ours
+      try { fs.chownSync(tmp, st.uid, st.gid); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e; }
+    }
     fs.chmodSync(tmp, st.mode & 0o7777);
     fs.renameSync(tmp, dest);
     const dfd = fs.openSync(path.dirname(path.resolve(dest)), 'r');

@@ -412,12 +412,16 @@ export async function createSnapshot(path: string, name: string, opts: SnapshotO
   }
 }
 
-/** `qemu-img snapshot -a NAME` (id first, then name): the disk reverts to the snapshot. */
-export async function applySnapshot(path: string, nameOrId: string, opts: SnapshotOpOptions = {}): Promise<SnapshotInfo> {
+/**
+ * `qemu-img snapshot -a NAME` (id first, then name): the disk reverts to the snapshot.
+ * `match: 'name'` matches names only (the editor picks by name; a name such as "1" must not
+ * select the snapshot whose id is 1).
+ */
+export async function applySnapshot(path: string, nameOrId: string, opts: SnapshotOpOptions & { match?: 'name' | 'id-or-name' } = {}): Promise<SnapshotInfo> {
   const s = await SnapshotSession.open(path, opts);
   try {
     const img = s.img, h = img.header, cs = s.cs;
-    const sn = findSnapshot(img, nameOrId, 'id-or-name');
+    const sn = findSnapshot(img, nameOrId, opts.match ?? 'id-or-name');
     const g = img.g;
     const diskSize = sn.diskSize ?? h.size;
     if (diskSize !== h.size) {

@@ -60,7 +60,7 @@ export async function deleteSnapshotAt(path: string, name: string, opts: WriteOp
   return snapshot.deleteSnapshot(path, name, { ...opts, match: 'name' });
 }
 export async function applySnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
-  return snapshot.applySnapshot(path, name, opts);
+  return snapshot.applySnapshot(path, name, { ...opts, match: 'name' }); // the editor's pickers offer names
 }
 /** Snapshot names (and ids) as the file has them now. */
 export async function listSnapshots(path: string): Promise<{ id: string; name: string }[]> {
