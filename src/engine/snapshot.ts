@@ -378,8 +378,13 @@ export async function createSnapshot(path: string, name: string, opts: SnapshotO
     const l1Copy = Buffer.from(img.l1);
     s.progressTotal = l1Size + 2;
     // A dry run over the counts first: overflow (1-bit refcounts, say) is refused before any write.
-    // Not needed when the refcount width holds one more reference per table than there are tables.
-    if (img.snapshots.length + 2 > s.rc.max) {
+    // A snapshot adds to each cluster at most the references the active L1 holds, never more than
+    // its refcount now: the dry run is not needed when twice the largest refcount fits. (Counting
+    // tables instead missed compressed clusters packed into one host cluster: a refused create
+    // left its L1 copy leaked.)
+    let maxNow = 0;
+    for (let c = 0, n = s.rc.endOffset / cs; c < n; c++) { const v = s.rc.get(c); if (v > maxNow) maxNow = v; }
+    if (2 * maxNow > s.rc.max) {
       const probe = Buffer.from(img.l1);
       await s.pass(probe, 1, 'L1', { dryRun: true });
       await s.close().catch(() => undefined);

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
+import { qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
+import { createSnapshot } from '../../src/engine/snapshot';
 import { compactImage } from '../../src/engine/compact';
 import { applySnapshotAt } from '../../src/extension/engineApi';
 import { assertClean } from './util';
@@ -59,4 +60,16 @@ test('in-place compaction through a symbolic link compacts the linked file and k
   assert.equal(qemuImgStatus('compare', real, ref).status, 0);
   assert.ok(fs.statSync(real).size < fs.statSync(ref).size, 'the linked file itself is compacted');
   assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);
+});
+
+test('snapshot create refused for 2-bit refcount overflow (compressed clusters sharing a host cluster) leaves the file unchanged', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'a.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'refcount_bits=2', img, '8M');
+  qemuIo(img, ['write -P 0x11 0 1M', 'write -c -P 0x22 2M 64k', 'write -c -P 0x23 4M 64k']);
+  assertClean(img);
+  const before = sha256(fs.readFileSync(img));
+  await assert.rejects(createSnapshot(img, 'a'), /refcount would exceed 3/);
+  assertClean(img);
+  assert.equal(sha256(fs.readFileSync(img)), before);
 });
