@@ -428,10 +428,12 @@ export async function applySnapshot(path: string, nameOrId: string, opts: Snapsh
     const img = s.img, h = img.header, cs = s.cs;
     const sn = findSnapshot(img, nameOrId, opts.match ?? 'id-or-name');
     const g = img.g;
+    // qemu-img refuses too ("Device has active dirty bitmaps"), enabled or not: the revert changes
+    // guest data the bitmaps do not record, so an incremental backup from them would miss it
+    if (img.bitmaps.length) throw new Qcow2Error(path, 'bitmap directory', img.header.bitmaps?.bitmapDirectoryOffset, `the image has persistent bitmaps (${img.bitmaps.map(b => b.name).join(', ')}); remove them before reverting to a snapshot`, 'unsupported');
     const diskSize = sn.diskSize ?? h.size;
     if (diskSize !== h.size) {
       if (h.version < 3) throw new Qcow2Error(path, 'header.size', 24, `the snapshot's disk size (${diskSize}) differs and a version 2 image with snapshots cannot be resized (QEMU refuses too)`, 'unsupported');
-      if (img.bitmaps.length) throw new Qcow2Error(path, 'header.size', 24, `the snapshot's disk size (${diskSize}) differs and an image with persistent bitmaps cannot be resized`, 'unsupported');
     }
     const need = Math.ceil(diskSize / (g.clusterSize * g.l2Size));
     const newL1Size = Math.max(h.l1Size, sn.l1Size, need);

@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { createSnapshot } from '../../src/engine/snapshot';
+import { applySnapshot, createSnapshot } from '../../src/engine/snapshot';
 import { compactImage } from '../../src/engine/compact';
 import { applySnapshotAt } from '../../src/extension/engineApi';
 import { assertClean } from './util';
@@ -72,4 +72,22 @@ test('snapshot create refused for 2-bit refcount overflow (compressed clusters s
   await assert.rejects(createSnapshot(img, 'a'), /refcount would exceed 3/);
   assertClean(img);
   assert.equal(sha256(fs.readFileSync(img)), before);
+});
+
+test('snapshot apply is refused on an image with persistent bitmaps, as qemu-img refuses it (a revert the bitmaps do not record breaks incremental backups)', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'a.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '8M');
+  qemuIo(img, ['write -P 0x11 0 64k']);
+  qemuImg('snapshot', '-c', 's1', img);
+  qemuImg('bitmap', '--add', img, 'b0');
+  qemuIo(img, ['write -P 0x22 0 64k']);
+  const q = path.join(dir, 'q.qcow2');
+  fs.copyFileSync(img, q);
+  const byQemu = qemuImgStatus('snapshot', '-a', 's1', q);
+  assert.notEqual(byQemu.status, 0, 'qemu-img refuses it');
+  const before = sha256(fs.readFileSync(img));
+  await assert.rejects(applySnapshot(img, 's1'), /bitmap/);
+  assert.equal(sha256(fs.readFileSync(img)), before);
+  assertClean(img);
 });
