@@ -244,6 +244,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const detectZero = !g.extendedL2 && (!hasBacking || canZeroFlag);
     const bytesBefore = img.file.size;
     const st = fs.statSync(src);
+    const stamp = fs.statSync(src, { bigint: true });
 
     // ── pass A: every L1 table and the distinct source clusters they reach ──
     const l1Tables: { l1: Buffer; label: string }[] = [{ l1: img.l1, label: 'L1' }];
@@ -785,6 +786,13 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     await out.close();
     out = null;
     if (opts.signal?.aborted) throw cancelled(src);
+    // nothing holds the source while we read it: a VM started meanwhile (or any writer) may have
+    // changed it, and replacing it now would drop those writes (a separate output would be torn)
+    assertNotLocked(src);
+    const now = fs.statSync(src, { bigint: true });
+    if (now.ino !== stamp.ino || now.size !== stamp.size || now.mtimeNs !== stamp.mtimeNs) {
+      throw new Qcow2Error(src, 'file', undefined, 'the image changed while it was being compacted; nothing was replaced, compact it again', 'locked');
+    }
     if (!opts.output) {
       // in place: the file keeps its owner and group (root compacting a VM's image must not hand it
       // to root); without the privilege to give it away, chown fails and the file stays ours

@@ -91,3 +91,18 @@ test('snapshot apply is refused on an image with persistent bitmaps, as qemu-img
   assert.equal(sha256(fs.readFileSync(img)), before);
   assertClean(img);
 });
+
+test('a write to the image while it is being compacted in place is not lost: the compaction is abandoned', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'a.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+  qemuIo(img, ['write -P 0x11 0 16M']);
+  let wrote = false;
+  // mid-compaction (after the first batch is read), something that takes the image's locks writes to it
+  const run = compactImage(img, { onProgress: () => { if (!wrote) { wrote = true; qemuIo(img, ['write -P 0x77 1M 64k']); } } });
+  await assert.rejects(run, /changed/);
+  assert.ok(wrote);
+  assertClean(img);
+  assert.match(qemuIo(img, ['read -P 0x77 1M 64k']), /read 65536\/65536/);
+  assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);
+});
