@@ -8,16 +8,20 @@ import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
 
 export type SnapshotEdit = { kind: 'create'; name: string } | { kind: 'delete'; name: string };
 
-/** Applies edits to an image file, oldest first (the engine's snapshot writers). */
-export type EditApplier = (path: string, edits: readonly SnapshotEdit[], signal?: AbortSignal) => Promise<void>;
+/**
+ * Applies edits to an image file, oldest first (the engine's snapshot writers); `onApplied` is
+ * called after each edit is written, so a save that fails part-way knows what reached the file.
+ */
+export type EditApplier = (path: string, edits: readonly SnapshotEdit[], signal?: AbortSignal, onApplied?: (e: SnapshotEdit) => void) => Promise<void>;
 
 /** The applier saving uses: refuses an image QEMU holds, then writes each edit with the engine. */
-export const applyWithEngine: EditApplier = async (path, edits, signal) => {
+export const applyWithEngine: EditApplier = async (path, edits, signal, onApplied) => {
   if (isLockedByQemu(path)) throw new Error(`${path} is in use by QEMU (a running VM or qemu-nbd holds a lock on it); the snapshot edits were not saved.`);
   for (const e of edits) {
     if (signal?.aborted) throw Object.assign(new Error('save cancelled'), { name: 'AbortError' });
     if (e.kind === 'create') await createSnapshotAt(path, e.name, { signal });
     else await deleteSnapshotAt(path, e.name, { signal });
+    onApplied?.(e);
   }
 };
 
@@ -90,7 +94,10 @@ export class SnapshotEditList {
   async applyTo(path: string, applier: EditApplier, sameFile: boolean, signal?: AbortSignal): Promise<void> {
     if (this.list.length === 0) return;
     const edits = [...this.list];
-    await applier(path, edits, signal);
+    // each written edit stops pending at once: after a failure part-way, saving again must not
+    // repeat the edits already in the file (a second snapshot of the same name)
+    const done = (e: SnapshotEdit) => { if (sameFile) { const i = this.list.indexOf(e); if (i >= 0) this.list.splice(i, 1); } };
+    await applier(path, edits, signal, done);
     // edits recorded while saving stay pending
     if (sameFile) this.list = this.list.filter(e => !edits.includes(e));
   }
