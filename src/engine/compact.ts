@@ -775,6 +775,23 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       hdr.writeBigUInt64BE(inc2, 72);
       if (h.headerLength > 104) hdr[104] = outType;
     }
+    // a relative backing file name is resolved against the image's folder: written into another
+    // folder, the output would silently read a different file of that name (or none). Re-point it.
+    // (in place the folder is the same; through a symlink QEMU still resolves against the link's)
+    if (opts.output && h.backingFile && !path.isAbsolute(h.backingFile)) {
+      const target = path.resolve(path.dirname(src), h.backingFile);
+      const rel = path.relative(path.dirname(path.resolve(dest)), target);
+      if (rel !== h.backingFile && fs.existsSync(target)) {
+        const name = Buffer.from(rel, 'utf8');
+        const extEnd = h.extensions.reduce((a, e) => Math.max(a, e.hostOffset + 8 + L.alignUp(e.length, 8) + 8), h.headerLength);
+        if (name.length > L.QCOW_MAX_BACKING_FILE_NAME || h.backingFileOffset < extEnd || h.backingFileOffset + name.length > cs) {
+          throw new Qcow2Error(src, 'header.backing_file_offset', 8, `the backing file name "${h.backingFile}" is relative and the output's name for it ("${rel}") does not fit in the header; write the output next to the source`, 'unsupported');
+        }
+        hdr.fill(0, h.backingFileOffset, Math.min(cs, h.backingFileOffset + h.backingFileSize));
+        name.copy(hdr, h.backingFileOffset);
+        hdr.writeUInt32BE(name.length, 16);
+      }
+    }
     if (bitmapDir) {
       const ext = h.extensions.find(e => e.type === L.EXT_BITMAPS)!;
       hdr.writeBigUInt64BE(BigInt(bitmapDir.size), ext.hostOffset + 8 + 8);

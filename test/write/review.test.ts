@@ -106,3 +106,23 @@ test('a write to the image while it is being compacted in place is not lost: the
   assert.match(qemuIo(img, ['read -P 0x77 1M 64k']), /read 65536\/65536/);
   assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);
 });
+
+test('compaction into another folder keeps a relative backing file name pointing at the same backing file', async () => {
+  const dir = tmpDir();
+  const a = path.join(dir, 'A'), b = path.join(dir, 'B', 'sub');
+  fs.mkdirSync(a); fs.mkdirSync(b, { recursive: true });
+  qemuImg('create', '-q', '-f', 'qcow2', path.join(a, 'base.qcow2'), '4M');
+  qemuIo(path.join(a, 'base.qcow2'), ['write -P 0x09 0 4M']);
+  const ov = path.join(a, 'ov.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', ov, '4M');
+  qemuIo(ov, ['write -P 0x01 0 64k']);
+  // a different image of the same name next to the output must not be picked up
+  qemuImg('create', '-q', '-f', 'qcow2', path.join(b, 'base.qcow2'), '4M');
+  const out = path.join(b, 'out.qcow2');
+  await compactImage(ov, { output: out });
+  assertClean(out);
+  const r = qemuImgStatus('compare', ov, out);
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  const info = JSON.parse(qemuImg('info', '--output=json', out)) as { 'full-backing-filename': string };
+  assert.equal(fs.realpathSync(info['full-backing-filename']), fs.realpathSync(path.join(a, 'base.qcow2')));
+});
