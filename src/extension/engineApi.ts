@@ -2,6 +2,8 @@
  * The engine's write and check entry points the extension uses, in one place (the engine modules
  * are written by other parts of the project; the extension only calls these names).
  */
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
 import * as check from '../engine/check';
 import * as compact from '../engine/compact';
 import { Qcow2Image } from '../engine/image';
@@ -50,22 +52,50 @@ export async function checkPath(path: string, opts: WriteOpts = {}): Promise<Che
   }
 }
 
+/**
+ * Write operations on one file run one at a time: two at once (a save of pending edits while a
+ * snapshot is created from the palette, a compaction during a repair) each read the refcounts and
+ * write their own view of them back, which corrupts the image. Keyed by the file's real path.
+ */
+const writeQueues = new Map<string, Promise<unknown>>();
+function fileKey(p: string): string {
+  try { return fs.realpathSync(p); } catch { return nodePath.resolve(p); }
+}
+async function serialized<T>(paths: string[], fn: () => Promise<T>): Promise<T> {
+  const keys = [...new Set(paths.map(fileKey))].sort(); // one order for all: no deadlock between two
+  const release: (() => void)[] = [];
+  try {
+    for (const k of keys) {
+      const prev = writeQueues.get(k) ?? Promise.resolve();
+      let done!: () => void;
+      const mine = new Promise<void>(r => { done = r; });
+      const tail = prev.then(() => mine);
+      writeQueues.set(k, tail);
+      release.push(() => { done(); if (writeQueues.get(k) === tail) writeQueues.delete(k); });
+      await prev;
+    }
+    return await fn();
+  } finally {
+    for (const r of release) r();
+  }
+}
+
 export function repairPath(path: string, mode: 'leaks' | 'all', opts: WriteOpts = {}): Promise<repair.RepairResult> {
-  return repair.repairImage(path, mode, opts);
+  return serialized([path], () => repair.repairImage(path, mode, opts));
 }
 export async function createSnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
-  return snapshot.createSnapshot(path, name, opts);
+  return serialized([path], () => snapshot.createSnapshot(path, name, opts));
 }
 export async function deleteSnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
-  return snapshot.deleteSnapshot(path, name, { ...opts, match: 'name' });
+  return serialized([path], () => snapshot.deleteSnapshot(path, name, { ...opts, match: 'name' }));
 }
 export async function applySnapshotAt(path: string, name: string, opts: WriteOpts = {}): Promise<unknown> {
-  return snapshot.applySnapshot(path, name, { ...opts, match: 'name' }); // the editor's pickers offer names
+  return serialized([path], () => snapshot.applySnapshot(path, name, { ...opts, match: 'name' })); // the editor's pickers offer names
 }
 /** Snapshot names (and ids) as the file has them now. */
 export async function listSnapshots(path: string): Promise<{ id: string; name: string }[]> {
   return (await snapshot.listSnapshots(path)).map(s => ({ id: s.id, name: s.name }));
 }
 export function compactPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<compact.CompactResult> {
-  return compact.compactImage(path, opts);
+  return serialized(opts.output ? [path, opts.output] : [path], () => compact.compactImage(path, opts));
 }
