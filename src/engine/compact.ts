@@ -289,6 +289,10 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     if (recluster) {
       if (img.bitmaps.length) throw new Qcow2Error(src, 'bitmaps', undefined, 'changing the cluster size of an image with persistent bitmaps is not supported', 'unsupported');
       if (g.extendedL2) throw new Qcow2Error(src, 'header.incompatible_features', 72, 'changing the cluster size of an image with extended L2 entries is not supported', 'unsupported');
+      // a savevm snapshot's VM state lies past its disk size, at an offset that depends on the
+      // cluster size; the guest-view walk below would drop it
+      const withState = img.snapshots.find(sn => (sn.vmStateSizeLarge ?? sn.vmStateSize) > 0);
+      if (withState) throw new Qcow2Error(src, `snapshot "${withState.name}"`, withState.hostOffset, 'changing the cluster size of an image whose snapshots carry VM state is not supported', 'unsupported');
       const ocs = opts.clusterSize!;
       const og = l2Geometry(Math.log2(ocs), false);
       if (hasBacking) full = await Qcow2Image.open(src, { openDataFile: false });

@@ -126,3 +126,48 @@ test('compaction into another folder keeps a relative backing file name pointing
   const info = JSON.parse(qemuImg('info', '--output=json', out)) as { 'full-backing-filename': string };
   assert.equal(fs.realpathSync(info['full-backing-filename']), fs.realpathSync(path.join(a, 'base.qcow2')));
 });
+
+/** An image whose snapshot "s1" carries 64 KiB of VM state (as savevm stores it: past the disk size in the snapshot's L1). */
+function imageWithVmState(dir: string): string {
+  const img = path.join(dir, 'vm.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', img, '1G');
+  qemuIo(img, ['write -P 0x11 0 64k', 'write -P 0xaa 512M 64k']);
+  qemuImg('snapshot', '-c', 's1', img);
+  // make the snapshot a 1 MiB disk with 64 KiB of VM state: the second L1 entry (512 MiB) is the VM state area
+  const fd = fs.openSync(img, 'r+');
+  const h = Buffer.alloc(12);
+  fs.readSync(fd, h, 0, 12, 60);
+  const off = Number(h.readBigUInt64BE(4));
+  const e = Buffer.alloc(4); e.writeUInt32BE(65536); fs.writeSync(fd, e, 0, 4, off + 32);
+  const x = Buffer.alloc(16); x.writeBigUInt64BE(65536n, 0); x.writeBigUInt64BE(1n << 20n, 8); fs.writeSync(fd, x, 0, 16, off + 40);
+  fs.closeSync(fd);
+  qemuIo(img, ['write -z 512M 64k']);
+  qemuImg('resize', '-q', '--shrink', img, '1M');
+  assertClean(img);
+  return img;
+}
+/** The VM state bytes of s1, made guest-visible by qemu-img: apply s1, grow the disk over the VM state area. */
+function vmStateReads(img: string, dir: string): boolean {
+  const c = path.join(dir, 'vv.qcow2');
+  fs.copyFileSync(img, c);
+  qemuImg('snapshot', '-a', 's1', c);
+  qemuImg('resize', '-q', c, '1G');
+  return qemuIoStatus(c, ['read -P 0xaa 512M 64k']) === 0;
+}
+function qemuIoStatus(img: string, cmds: string[]): number {
+  try { qemuIo(img, cmds); return 0; } catch { return 1; }
+}
+
+test('compaction keeps the VM state of a savevm snapshot, and refuses a cluster size change that would drop it', async () => {
+  const dir = tmpDir();
+  const img = imageWithVmState(dir);
+  assert.ok(vmStateReads(img, dir), 'the source carries the VM state');
+  const same = path.join(dir, 'same.qcow2');
+  await compactImage(img, { output: same });
+  assertClean(same);
+  assert.ok(vmStateReads(same, dir), 'kept by a same-size compaction');
+  const other = path.join(dir, 'other.qcow2');
+  await assert.rejects(compactImage(img, { output: other, clusterSize: 4096 }), /VM state/);
+  assert.ok(!fs.existsSync(other));
+  assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);
+});
