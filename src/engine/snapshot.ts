@@ -440,6 +440,18 @@ export async function applySnapshot(path: string, nameOrId: string, opts: Snapsh
     if (newL1Size > L.QCOW_MAX_L1_SIZE / 8) throw new Qcow2Error(path, 'header.l1_size', 36, 'L1 table would exceed QEMU\'s limit', 'unsupported');
     const snL1 = sn.l1Size > 0 ? await img.file.read(sn.l1TableOffset, sn.l1Size * 8, `snapshot "${sn.name}" L1 table`) : Buffer.alloc(0);
     s.progressTotal = sn.l1Size + 2 * newL1Size + h.l1Size;
+    // overflow is refused before any write (step 1 flushes window by window): a dry run on a
+    // separate session when twice the largest refcount does not fit (see createSnapshot)
+    let maxNow = 0;
+    for (let c = 0, n = s.rc.endOffset / cs; c < n; c++) { const v = s.rc.get(c); if (v > maxNow) maxNow = v; }
+    if (2 * maxNow > s.rc.max) {
+      const probe = await SnapshotSession.open(path, opts);
+      try {
+        await probe.pass(Buffer.from(snL1), 1, `snapshot "${sn.name}" L1`, { dryRun: true });
+      } finally {
+        await probe.close();
+      }
+    }
     // 1. refcounts up for what the snapshot reaches (its L1 copy on disk is not rewritten)
     const newL1 = Buffer.alloc(newL1Size * 8);
     snL1.copy(newL1);

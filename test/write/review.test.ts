@@ -171,3 +171,19 @@ test('compaction keeps the VM state of a savevm snapshot, and refuses a cluster 
   assert.ok(!fs.existsSync(other));
   assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);
 });
+
+test('snapshot apply refused for 4-bit refcount overflow leaves the file unchanged (overflow found in a later L1 window)', async () => {
+  const dir = tmpDir();
+  const img = path.join(dir, 'a.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'refcount_bits=4,cluster_size=4096', img, '1200M');
+  qemuIo(img, ['write -P 1 1G 64k']); // L1 entry 512: the third window of 256 entries
+  for (let i = 1; i <= 13; i++) qemuImg('snapshot', '-c', `s${i}`, img); // its clusters now at 14 of 15
+  qemuIo(img, ['write -P 2 0 64k']);
+  qemuImg('snapshot', '-c', 's14', img); // 15
+  qemuIo(img, ['write -P 3 0 64k']);
+  assertClean(img);
+  const before = sha256(fs.readFileSync(img));
+  await assert.rejects(applySnapshot(img, 's14'), /refcount would exceed 15/);
+  assertClean(img);
+  assert.equal(sha256(fs.readFileSync(img)), before);
+});
