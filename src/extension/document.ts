@@ -5,6 +5,7 @@
  * The edit list itself is vscode-free (snapshotEdits.ts); this class adds VS Code's events.
  */
 import * as vscode from 'vscode';
+import { refuseLocked } from './commandSupport';
 import { describeEdit, EditApplier, SnapshotEdit, SnapshotEditList } from './snapshotEdits';
 
 export type { EditApplier, SnapshotEdit } from './snapshotEdits';
@@ -75,6 +76,8 @@ export class Qcow2Document implements vscode.CustomDocument {
 
   async saveAs(target: vscode.Uri, cancellation?: vscode.CancellationToken): Promise<void> {
     if (target.toString() !== this.uri.toString()) {
+      // never overwrite an image a running QEMU holds (the copy would replace a live VM's disk)
+      if (target.scheme === 'file') refuseLocked(target);
       await vscode.workspace.fs.copy(this.uri, target, { overwrite: true });
     }
     await this.saveTo(target, cancellation);
