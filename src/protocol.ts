@@ -7,9 +7,12 @@
  * answers with exactly one reply echoing that `requestId` (or an `error` message with the same
  * `requestId`). Host-initiated messages (check results, reveals, refresh) carry no `requestId`.
  *
- * This file has no imports: it is bundled into both the host (Node) and the webview (browser).
+ * It has type imports only (erased when bundled): it is bundled into both the host (Node) and the
+ * webview (browser).
  * Changes after the first commit are additive only.
  */
+
+import type { Finding as EngineFinding } from './engine/check';
 
 // ---------------------------------------------------------------------------------------------
 // Shared value types
@@ -245,20 +248,10 @@ export interface CheckSummary {
   note?: string;
 }
 
-export interface CheckFinding {
-  /** Stable machine name, e.g. 'leak', 'refcount-mismatch', 'l2-misaligned'. */
-  kind: string;
-  severity: Severity;
-  hostOffset?: number;
-  /** Structure path, e.g. "L1[3] → L2[0x1f0]". */
-  structure: string;
-  message: string;
-  /** One or two sentences on what it means and what repair would do. */
-  explanation: string;
+/** A finding of the engine's check (src/engine/check.ts), plus where the webview can show it. */
+export interface CheckFinding extends EngineFinding {
   guestOffset?: number;
   nodeId?: NodeId;
-  /** For grouped findings (a run of leaked clusters): how many clusters or entries. */
-  count?: number;
 }
 
 /** Commands buttons in the webview can ask the host to run (the host decides and confirms). */
