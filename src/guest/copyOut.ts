@@ -7,7 +7,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { GuestFileSystem, GuestStat } from './fs';
 import { joinGuestPath, splitGuestPath } from './fs';
 
@@ -61,7 +60,11 @@ export async function copyOut(gfs: GuestFileSystem, source: string, dest: string
       case 'file': {
         const out = await fs.promises.open(hostPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
         try {
-          await pipeline(await gfs.createReadStream(guestPath), out.createWriteStream({ autoClose: false }), { signal });
+          for await (const chunk of await gfs.createReadStream(guestPath)) {
+            signal?.throwIfAborted();
+            const b = chunk as Buffer;
+            for (let at = 0; at < b.length;) at += (await out.write(b, at, b.length - at)).bytesWritten;
+          }
           await out.chmod(e.mode & 0o777);
           await out.utimes(e.atime ?? e.mtime, e.mtime);
         } finally {
