@@ -10,7 +10,12 @@ import * as path from 'node:path';
 import { cli, qemuImg, qemuIo } from '../helpers/qemu';
 
 export function run(cmd: string, args: string[], input?: string): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', input, maxBuffer: 256 * 1024 * 1024, stdio: ['pipe', 'pipe', 'pipe'] });
+  // mtools stores local time; the tests read FAT times as UTC, so every tool runs in UTC.
+  return execFileSync(cmd, args, { encoding: 'utf8', input, maxBuffer: 256 * 1024 * 1024, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TZ: 'UTC', MTOOLS_SKIP_CHECK: '1' } });
+}
+
+export function runBuffer(cmd: string, args: string[]): Buffer {
+  return execFileSync(cmd, args, { maxBuffer: 256 * 1024 * 1024, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TZ: 'UTC', MTOOLS_SKIP_CHECK: '1' } });
 }
 
 /** Deterministic pseudo-random bytes (a test must be repeatable). */
