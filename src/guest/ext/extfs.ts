@@ -10,7 +10,7 @@
  */
 import { Readable } from 'node:stream';
 import { GuestDisk, readStructure } from '../disk';
-import { GuestPath, GuestPathError } from '../errors';
+import { guestError, GuestPath, GuestPathError } from '../errors';
 import { coalesceRanges, EntryType, FileRange, GuestFileSystem, GuestStat, joinGuestPath, splitGuestPath, Usage, Whose } from '../fs';
 import type { FsKind } from '../identify';
 import { inodeRuns, InodeRun } from './blockmap';
@@ -90,6 +90,11 @@ export class ExtFileSystem implements GuestFileSystem {
       if (code === 'ENOTDIR') throw new GuestPathError('ENOTDIR', guestPath, 'not a directory');
       if (code === 'EISDIR') throw new GuestPathError('EISDIR', guestPath, 'is a directory');
       if (code === 'ELOOP') throw new GuestPathError('ELOOP', guestPath, 'too many levels of symbolic links');
+      const errno = e as { errno?: number; syscall?: string };
+      if (typeof errno.errno === 'number' && typeof errno.syscall === 'string') {
+        // libext2fs refused (a damaged structure it checks itself): one line naming the path, not the glue's arguments.
+        throw guestError(this.disk.name ?? 'disk', [...this.path, guestPath], undefined, `libext2fs ${errno.syscall.replace(/^node_ext2fs_/, '')} failed: ${code ?? `error ${errno.errno}`} (the file system is damaged here; e2fsck -n says more)`);
+      }
       throw e;
     }
   }

@@ -68,8 +68,8 @@ export class FatTable {
   }
 
   /**
-   * The clusters of a chain starting at `first`, as runs of consecutive clusters, stopping after
-   * maxClusters (callers pass what the file's size needs, or the volume's cluster count).
+   * The clusters of a chain starting at `first`, as runs of consecutive clusters; the chain must
+   * end within maxClusters (callers pass what the file's size needs, or a directory's limit).
    */
   async chain(first: number, what: string, maxClusters = this.bpb.clusterCount): Promise<Array<{ start: number; count: number }>> {
     const runs: Array<{ start: number; count: number }> = [];
@@ -80,11 +80,12 @@ export class FatTable {
       const last = runs[runs.length - 1];
       if (last && last.start + last.count === c) last.count++;
       else runs.push({ start: c, count: 1 });
-      if (++n >= maxClusters) break;
-      if (n > this.bpb.clusterCount) throw guestError(file, [...this.path, what], undefined, 'cluster chain is longer than the volume (a loop in the FAT)');
       const v = await this.entry(c);
       const k = this.kindOf(v);
       if (k === 'end') break;
+      // A loop never reaches an end mark, so a chain still going after the clusters its owner can
+      // have is a loop (or a chain longer than the file): refused rather than read as repeated data.
+      if (++n >= maxClusters) throw guestError(file, [...this.path, what], this.clusterOffset(c), `cluster chain does not end after ${n} clusters (a loop in the FAT, or longer than its file)`);
       if (k !== 'next') throw guestError(file, [...this.path, what], this.fsStart + this.bpb.fatOffset, `FAT entry of cluster ${c} is ${k === 'free' ? 'free' : k === 'bad' ? 'a bad-cluster mark' : `0x${v.toString(16)}`} inside a chain`);
       c = v;
     }
