@@ -85,7 +85,7 @@ export async function openGuest(raw: GuestDisk, opts: OpenGuestOptions = {}): Pr
     disk, table, partitions, fileSystems, warnings: table.warnings,
     fileSystem(number?: number): GuestFileSystem {
       if (number === undefined) {
-        if (fileSystems.length === 0) throw new GuestPathError('ENOENT', '', partitions.length ? `no browsable file system (found: ${partitions.map(x => `${partLabel(x)} ${x.fs ?? 'unknown'}`).join(', ')})` : 'the disk has no partitions');
+        if (fileSystems.length === 0) throw new GuestPathError('ENOENT', disk.name ?? 'guest disk', partitions.length ? `no browsable file system (found: ${partitions.map(x => `${partLabel(x)} ${x.fs ?? 'unknown'}`).join(', ')})` : 'the disk has no partitions');
         return fileSystems[0];
       }
       const p = partitions.find(x => x.number === number);

@@ -119,5 +119,5 @@ test('FAT: a chain that loops is refused instead of read as repeated data; a bad
   pokeBytes(img, 13, [3]); // sectors per cluster 3: not a power of two
   const r = lens('ls', img, '/');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /no browsable file system/);
+  assert.match(r.stderr, /loop16.fs: (no browsable file system|the disk has no partitions)/);
 });
