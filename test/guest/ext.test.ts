@@ -96,11 +96,14 @@ test('partitions equal sfdisk --json, logical partitions numbered from 5, file s
 
 for (const variant of ['raw', 'plain', 'compressed', 'snapshot', 'overlay'] as Variant[]) {
   test(`${variant}: ls -R equals debugfs rdump, cat equals the files' bytes`, () => {
-    for (const disk of [gptRaw, mbrRaw]) {
+    // Every layout on the raw disks and the plain conversion; the other qcow2 forms on one partition each (wall time).
+    const full = variant === 'raw' || variant === 'plain';
+    for (const disk of full ? [gptRaw, mbrRaw] : [gptRaw]) {
       const image = asImage(disk, variant);
-      for (const l of layouts.filter(x => x.disk === disk)) assertListingMatches(image, l);
+      for (const l of layouts.filter(x => x.disk === disk && (full || x.partition === 1))) assertListingMatches(image, l);
       const part = disk === gptRaw ? 1 : 5;
-      for (const f of ['big.bin', 'sparse.img', 'ünïcødé — 名前.txt', 'deep/level0/level1/level2/level3/level4/level5/level6/level7/leaf.txt', 'empty']) {
+      const files = ['big.bin', 'sparse.img', 'ünïcødé — 名前.txt', 'deep/level0/level1/level2/level3/level4/level5/level6/level7/leaf.txt', 'empty'];
+      for (const f of full ? files : files.slice(0, 2)) {
         assert.equal(sha256(cliOk('cat', image, `${part}:/${f}`)), sha256(fs.readFileSync(path.join(src, f))), `${variant} ${part}:/${f}`);
       }
     }
