@@ -139,7 +139,7 @@ function deepEqualJson(a: unknown, b: unknown): boolean {
   if (typeof a !== typeof b) return false;
   if (a === null || b === null || typeof a !== 'object') return a === b;
   if (Array.isArray(a) !== Array.isArray(b)) return false;
-  const ka = Object.keys(a as object), kb = Object.keys(b as object);
+  const ka = Object.keys(a), kb = Object.keys(b as object);
   if (ka.length !== kb.length) return false;
   return ka.every(k => deepEqualJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
@@ -155,7 +155,7 @@ function fileSection(name: string, file: string, exportName: string): BenchSecti
   return {
     name,
     async run(ctx) {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by path at run time, on purpose (above)
       const mod = require(path.join(__dirname, file)) as Record<string, (log: (l: string) => void) => LegacyRow[] | Promise<LegacyRow[]>>;
       const rows = await mod[exportName](l => ctx.log(`  ${l}`));
       return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds }));

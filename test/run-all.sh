@@ -17,6 +17,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p . --noEmit
+npm run --silent lint
 node build.mjs
 echo "=== engine and CLI tests (node --test)"
 node --test --test-concurrency=2 dist-test/test/

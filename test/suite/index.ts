@@ -3,7 +3,6 @@
  * this file (extensionTestsPath) inside its extension host and awaits run(). Here it runs under
  * code-server (e2e/exthost.mjs); @vscode/test-electron's runTests can load it unchanged.
  */
-/// <reference types="mocha" />
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Mocha from 'mocha';

@@ -1,7 +1,7 @@
 import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck } from '../../engine/check';
 import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image';
-import { repairImage, RepairMode } from '../../engine/repair';
+import { repairImage } from '../../engine/repair';
 import { assertNotLocked } from '../../engine/writable';
 import { parseArgs, UsageError } from '../args';
 import type { Command } from './index';
@@ -46,7 +46,7 @@ export const checkCommand: Command = {
     let fixed: { leaks: number; corruptions: number } | undefined;
     if (repair) {
       assertNotLocked(path);
-      const res = await repairImage(path, repair as RepairMode);
+      const res = await repairImage(path, repair);
       r = res.after;
       fixed = { leaks: res.leaksFixed, corruptions: res.corruptionsFixed };
       if (!json) for (const a of res.actions) process.stderr.write(`Repaired: ${a}\n`);

@@ -19,7 +19,7 @@ function human(info: ImageInfo): string {
     `disk size: ${humanSize(info['actual-size'])}`,
     `cluster_size: ${info['cluster-size']}`,
   ];
-  if (info['backing-filename']) lines.push(`backing file: ${info['backing-filename']}${info['full-backing-filename'] !== info['backing-filename'] ? ` (actual path: ${info['full-backing-filename']})` : ''}`);
+  if (info['backing-filename']) lines.push(`backing file: ${info['backing-filename']}${info['full-backing-filename'] !== info['backing-filename'] ? ` (actual path: ${info['full-backing-filename'] ?? ''})` : ''}`);
   if (info['backing-filename-format']) lines.push(`backing file format: ${info['backing-filename-format']}`);
   if (info.encrypted) lines.push('encrypted: yes');
   if (info.snapshots) {
