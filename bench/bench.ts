@@ -13,8 +13,11 @@ import { Qcow2Image } from '../src/engine/image';
 import { imageInfo } from '../src/engine/info';
 import { writeMapJson } from '../src/engine/map';
 import { checkSection } from './check';
-import { BenchImages, prepareImages } from './images';
+import { prepareImages } from './images';
+import type { BenchContext, BenchSection, Row } from './section';
 import { metadataWalk } from './walk';
+
+export type { BenchContext, BenchSection, Row } from './section';
 
 export const ROOT = (() => {
   let d = __dirname;
@@ -22,31 +25,6 @@ export const ROOT = (() => {
   return d;
 })();
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
-
-export interface Row {
-  section: string;
-  /** What was measured, e.g. "info  100G prealloc". */
-  name: string;
-  /** Wall time of our command-line run, seconds (Node start-up included). */
-  oursSeconds: number;
-  /** The same work inside an already running Node (the editor's case), when measured. */
-  oursInProcessSeconds?: number;
-  qemuSeconds: number;
-  note?: string;
-}
-
-export interface BenchContext {
-  images: BenchImages;
-  cli: string;
-  /** Runs per measurement (median taken). */
-  runs: number;
-  log(line: string): void;
-}
-
-export interface BenchSection {
-  name: string;
-  run(ctx: BenchContext): Promise<Row[]>;
-}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

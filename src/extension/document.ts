@@ -5,7 +5,7 @@
  * The edit list itself is vscode-free (snapshotEdits.ts); this class adds VS Code's events.
  */
 import * as vscode from 'vscode';
-import { refuseLocked } from './commandSupport';
+import { refuseLocked } from './userError';
 import { describeEdit, EditApplier, SnapshotEdit, SnapshotEditList } from './snapshotEdits';
 
 export type { EditApplier, SnapshotEdit } from './snapshotEdits';
