@@ -1,4 +1,8 @@
-/** The CLI's command table: one file per command, registered here. */
+/**
+ * The CLI's commands, in the order `qcow2-lens --help` lists them. Each is one file here exporting
+ * a CommandSpec (../command.ts); adding a command is adding its file and one line below.
+ */
+import type { CommandSpec } from '../command';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
 import { infoCommand } from './info';
@@ -6,16 +10,11 @@ import { mapCommand } from './map';
 import { readCommand } from './read';
 import { snapshotCommand } from './snapshot';
 
-export interface Command {
-  usage: string;
-  run(argv: string[]): Promise<number>;
-}
-
-export const commands: Record<string, Command> = {
-  check: checkCommand,
-  compact: compactCommand,
-  info: infoCommand,
-  map: mapCommand,
-  read: readCommand,
-  snapshot: snapshotCommand,
-};
+export const commands: readonly CommandSpec[] = [
+  infoCommand,
+  mapCommand,
+  checkCommand,
+  snapshotCommand,
+  compactCommand,
+  readCommand,
+];
