@@ -12,7 +12,7 @@ import * as vscode from 'vscode';
 
 const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
 const file = (name: string) => vscode.Uri.file(path.join(ws(), name));
-const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
+const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }); // its repair chatter stays out of the log
 const snapshotNames = (p: string) => (JSON.parse(qemuImg('info', '--output=json', '-U', p)).snapshots ?? []).map((s: { name: string }) => s.name) as string[];
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
