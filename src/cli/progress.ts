@@ -49,7 +49,7 @@ class TerminalBar implements Progress {
     if (permille === this.shown) return;
     this.shown = permille;
     const pct = `${(permille / 10).toFixed(1)}%`.padStart(6);
-    const columns = this.stream.columns ?? 80;
+    const columns = this.stream.columns || 80; // 0 on a terminal that does not say
     const label = this.label.length > columns / 2 ? `…${this.label.slice(-Math.floor(columns / 2) + 1)}` : this.label;
     const barWidth = Math.max(10, columns - label.length - pct.length - 5);
     const filled = Math.round((barWidth * permille) / 1000);
