@@ -13,8 +13,11 @@ import { Qcow2Image } from '../src/engine/image';
 import { imageInfo } from '../src/engine/info';
 import { writeMapJson } from '../src/engine/map';
 import { checkSection } from './check';
-import { BenchImages, prepareImages } from './images';
+import { prepareImages } from './images';
+import type { BenchContext, BenchSection, Row } from './section';
 import { metadataWalk } from './walk';
+
+export type { BenchContext, BenchSection, Row } from './section';
 
 export const ROOT = (() => {
   let d = __dirname;
@@ -22,31 +25,6 @@ export const ROOT = (() => {
   return d;
 })();
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
-
-export interface Row {
-  section: string;
-  /** What was measured, e.g. "info  100G prealloc". */
-  name: string;
-  /** Wall time of our command-line run, seconds (Node start-up included). */
-  oursSeconds: number;
-  /** The same work inside an already running Node (the editor's case), when measured. */
-  oursInProcessSeconds?: number;
-  qemuSeconds: number;
-  note?: string;
-}
-
-export interface BenchContext {
-  images: BenchImages;
-  cli: string;
-  /** Runs per measurement (median taken). */
-  runs: number;
-  log(line: string): void;
-}
-
-export interface BenchSection {
-  name: string;
-  run(ctx: BenchContext): Promise<Row[]>;
-}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -139,7 +117,7 @@ function deepEqualJson(a: unknown, b: unknown): boolean {
   if (typeof a !== typeof b) return false;
   if (a === null || b === null || typeof a !== 'object') return a === b;
   if (Array.isArray(a) !== Array.isArray(b)) return false;
-  const ka = Object.keys(a as object), kb = Object.keys(b as object);
+  const ka = Object.keys(a), kb = Object.keys(b as object);
   if (ka.length !== kb.length) return false;
   return ka.every(k => deepEqualJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
@@ -155,7 +133,7 @@ function fileSection(name: string, file: string, exportName: string): BenchSecti
   return {
     name,
     async run(ctx) {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by path at run time, on purpose (above)
       const mod = require(path.join(__dirname, file)) as Record<string, (log: (l: string) => void) => LegacyRow[] | Promise<LegacyRow[]>>;
       const rows = await mod[exportName](l => ctx.log(`  ${l}`));
       return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds }));

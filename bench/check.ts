@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { checkImage, formatCheckJson } from '../src/engine/check';
 import { Qcow2Image } from '../src/engine/image';
-import type { BenchContext, BenchSection, Row } from './bench';
+import type { BenchContext, BenchSection, Row } from './section';
 
 function med(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

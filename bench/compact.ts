@@ -19,7 +19,7 @@ const ROOT = (() => {
   return d;
 })();
 const CLI = path.join(ROOT, 'dist', 'cli.js');
-const GiB = 1024 ** 3, MiB = 1024 ** 2;
+const MiB = 1024 ** 2;
 
 export interface CompactBenchRow {
   name: string;

@@ -5,7 +5,7 @@
  * taller than a browser can scroll (a 1 TiB disk has 68 G rows), the scrollbar is scaled.
  */
 import type { ByteRangeSource } from '../src/protocol';
-import { button, clear, decodeBase64, el, errorText, hex, parseOffset, rafThrottle } from './dom';
+import { button, clear, el, errorText, hex, parseOffset, rafThrottle } from './dom';
 
 export type Space = 'host' | 'guest';
 const ROW_BYTES = 16;
@@ -176,9 +176,9 @@ export class HexView {
     c = {};
     const space = this.space;
     c.pending = this.host.read(space, start, Math.min(CHUNK, this.size - start)).then(
-      r => { c!.data = r.data; c!.sources = r.sources; },
-      e => { c!.error = errorText(e); },
-    ).finally(() => { c!.pending = undefined; if (space === this.space) this.schedule(); });
+      r => { c.data = r.data; c.sources = r.sources; },
+      e => { c.error = errorText(e); },
+    ).finally(() => { c.pending = undefined; if (space === this.space) this.schedule(); });
     this.chunks.set(key, c);
     while (this.chunks.size > MAX_CHUNKS) this.chunks.delete(this.chunks.keys().next().value!);
     return c;

@@ -2,33 +2,67 @@
  * qcow2-lens: the engine's command-line front end. Its JSON output is what the tests and the
  * editor rely on; it mirrors qemu-img's where qemu-img has the same command.
  * Exit codes: 0 success, 1 error (one line on stderr naming file, structure and offset),
- * 64 usage error; `check` uses qemu-img check's codes.
+ * 64 usage error (EX_USAGE); `check` uses qemu-img check's codes (help.ts lists them).
  */
+import { version } from '../../package.json';
 import { Qcow2Error } from '../engine/errors';
-import { UsageError } from './args';
+import { parseCommandLine, UsageError, wantsHelp } from './args';
+import type { CommandSpec } from './command';
 import { commands } from './commands';
+import { commandHelp, mainHelp } from './help';
 
-const USAGE = `usage: qcow2-lens <command> [options]
-${Object.entries(commands).map(([n, c]) => `  ${n.padEnd(9)}${c.usage}`).join('\n')}
-`;
+const EXIT_USAGE = 64;
+
+function find(name: string): CommandSpec | undefined {
+  return commands.find(c => c.name === name);
+}
+
+/** The command name is not echoed: a mistyped line may have put anything first. */
+function unknownCommand(): number {
+  process.stderr.write(`qcow2-lens: unknown command; the commands are ${commands.map(c => c.name).join(', ')} (qcow2-lens --help)\n`);
+  return EXIT_USAGE;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '-h' || name === '--help' || name === 'help') {
-    process.stdout.write(USAGE);
-    return name ? 0 : 64;
+  if (name === undefined) {
+    process.stderr.write(mainHelp(commands, version));
+    return EXIT_USAGE;
   }
-  const cmd = commands[name];
-  if (!cmd) {
-    process.stderr.write(`qcow2-lens: unknown command "${name}"\n${USAGE}`);
-    return 64;
+  if (name === '-h' || name === '--help') {
+    process.stdout.write(mainHelp(commands, version));
+    return 0;
+  }
+  if (name === '-V' || name === '--version') {
+    process.stdout.write(`qcow2-lens ${version}\n`);
+    return 0;
+  }
+  if (name === 'help') {
+    if (rest.length === 0) {
+      process.stdout.write(mainHelp(commands, version));
+      return 0;
+    }
+    const cmd = rest.length === 1 ? find(rest[0]) : undefined;
+    if (!cmd) return unknownCommand();
+    process.stdout.write(commandHelp(cmd));
+    return 0;
+  }
+  if (name.startsWith('-')) {
+    process.stderr.write('qcow2-lens: a command comes first (options follow it); see qcow2-lens --help\n');
+    return EXIT_USAGE;
+  }
+  const cmd = find(name);
+  if (!cmd) return unknownCommand();
+  if (wantsHelp(rest)) {
+    process.stdout.write(commandHelp(cmd));
+    return 0;
   }
   try {
-    return await cmd.run(rest);
+    return await cmd.run(parseCommandLine(cmd, rest));
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`qcow2-lens ${name}: ${e.message}\nusage: qcow2-lens ${name} ${cmd.usage}\n`);
-      return 64;
+      process.stderr.write(`qcow2-lens ${cmd.name}: ${e.message}\n${cmd.usage.map((u, i) => `${i ? '      ' : 'usage:'} qcow2-lens ${cmd.name} ${u}`).join('\n')}\n(qcow2-lens help ${cmd.name} lists every option)\n`);
+      return EXIT_USAGE;
     }
     if (e instanceof Qcow2Error) {
       process.stderr.write(`qcow2-lens: ${e.message}\n`);
@@ -42,5 +76,5 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   code => { process.exitCode = code; },
-  e => { process.stderr.write(`qcow2-lens: ${String(e)}\n`); process.exitCode = 1; },
+  (e: unknown) => { process.stderr.write(`qcow2-lens: ${String(e)}\n`); process.exitCode = 1; },
 );

@@ -4,18 +4,17 @@
  * image that QEMU holds open.
  */
 import * as vscode from 'vscode';
-import { isLockedByQemu } from '../engine/lock';
 import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
+import { UserError } from './userError';
+
+export { refuseLocked, UserError } from './userError';
 
 export interface Services {
   provider: Qcow2EditorProvider;
   checks: CheckService;
   output: vscode.OutputChannel;
 }
-
-/** Thrown for conditions the user must fix; shown as a plain error message. */
-export class UserError extends Error {}
 
 /** The image a command acts on: its URI argument (Uri or path string), else the active qcow2 tab. */
 export function targetUri(s: Services, arg: unknown): vscode.Uri {
@@ -24,13 +23,6 @@ export function targetUri(s: Services, arg: unknown): vscode.Uri {
   const active = s.provider.activeUri;
   if (active) return active;
   throw new UserError('Open a qcow2 image in QCOW2 Lens first (or pass the image to the command).');
-}
-
-/** Writes are refused while QEMU (a VM, qemu-nbd, qemu-img) holds the image. */
-export function refuseLocked(uri: vscode.Uri): void {
-  if (isLockedByQemu(uri.fsPath)) {
-    throw new UserError(`${vscode.workspace.asRelativePath(uri)} is in use by QEMU (a running VM or qemu-nbd holds a lock on it). Shut it down first; writing now would corrupt the image.`);
-  }
 }
 
 /** Writes in place are refused while snapshot edits are pending (they would be applied on top). */

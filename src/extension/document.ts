@@ -5,7 +5,7 @@
  * The edit list itself is vscode-free (snapshotEdits.ts); this class adds VS Code's events.
  */
 import * as vscode from 'vscode';
-import { refuseLocked } from './commandSupport';
+import { refuseLocked } from './userError';
 import { describeEdit, EditApplier, SnapshotEdit, SnapshotEditList } from './snapshotEdits';
 
 export type { EditApplier, SnapshotEdit } from './snapshotEdits';
@@ -105,6 +105,8 @@ export class Qcow2Document implements vscode.CustomDocument {
     await vscode.workspace.fs.writeFile(destination, Buffer.from(this.edits.toBackup(this.uri.toString())));
     return {
       id: destination.toString(),
+      // VS Code ignores the result; returning the promise lets a caller wait for the file to go.
+      // eslint-disable-next-line @typescript-eslint/no-misused-promises
       delete: async () => {
         try {
           await vscode.workspace.fs.delete(destination);

@@ -265,12 +265,12 @@ export function webviewHtml(webview: vscode.Webview, media: vscode.Uri, title: s
 <meta charset="UTF-8">
 <meta http-equiv="Content-Security-Policy" content="${csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link href="${style}" rel="stylesheet">
+<link href="${style.toString()}" rel="stylesheet">
 <title>${escapeHtml(title)}</title>
 </head>
 <body>
 <div id="app" data-file="${escapeHtml(title)}"></div>
-<script nonce="${nonce}" src="${script}"></script>
+<script nonce="${nonce}" src="${script.toString()}"></script>
 </body>
 </html>`;
 }

@@ -34,7 +34,7 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     clearTimeout(recheck.get(key));
     recheck.set(key, setTimeout(() => {
       recheck.delete(key);
-      void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${e}`));
+      void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${String(e)}`));
     }, 200));
   };
   provider = Qcow2EditorProvider.register(context, applyWithEngine, openViewModel, {
@@ -53,6 +53,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   const s: Services = { provider, checks, output };
   context.subscriptions.push(output, checks);
 
+  // Each command takes what VS Code or a caller passes and checks its own arguments.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const register = (id: string, title: string, fn: (s: Services, ...args: any[]) => Promise<unknown>) =>
     context.subscriptions.push(vscode.commands.registerCommand(id, command(title, (...args: unknown[]) => fn(s, ...args))));
   register('qcow2Lens.checkImage', 'Check Image', checkImage);

@@ -23,7 +23,7 @@ export async function repairImage(s: Services, uriArg?: unknown, opts: RepairOpt
   refuseLocked(uri);
   refuseDirty(s, uri);
   if (opts.confirm !== false && !await confirm(`Repair ${vscode.workspace.asRelativePath(uri)} (${mode})?`, 'The image file is modified in place. Make a copy first if it matters.', 'Repair')) return undefined;
-  const result = await withCancellableProgress(`Repairing ${vscode.workspace.asRelativePath(uri)}`, (signal, onProgress) => repairPath(uri.fsPath, mode!, { signal, onProgress }));
+  const result = await withCancellableProgress(`Repairing ${vscode.workspace.asRelativePath(uri)}`, (signal, onProgress) => repairPath(uri.fsPath, mode, { signal, onProgress }));
   s.provider.document(uri)?.fileChanged();
   const after = await s.checks.check(uri);
   void vscode.window.showInformationMessage(after.summary.clean ? 'Repair done: the image is clean.' : 'Repair done; problems remain (see the Problems panel).');

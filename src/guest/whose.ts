@@ -6,7 +6,7 @@ export function describeWhose(w: Whose): string {
   const where = w.partition !== undefined ? ` (partition ${w.partition}${w.fs ? `, ${w.fs}` : ''})` : '';
   switch (w.kind) {
     case 'file':
-      return `${at}: ${w.path}${w.role && w.role !== 'data' ? ` [${w.role}]` : ''}${w.fileOffset !== undefined ? ` at file offset ${w.fileOffset}` : ''}${where}`;
+      return `${at}: ${w.path ?? "?"}${w.role && w.role !== 'data' ? ` [${w.role}]` : ''}${w.fileOffset !== undefined ? ` at file offset ${w.fileOffset}` : ''}${where}`;
     case 'free':
       return `${at}: free space${where}`;
     default:

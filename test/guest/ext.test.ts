@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tmpDir, sha256 } from '../helpers/qemu';
+import { cli, tmpDir, sha256 } from '../helpers/qemu';
 import { openGuest } from '../../src/guest/guest';
 import { openDiskImage } from '../../src/guest/qcow2Disk';
 import type { GuestFileSystem } from '../../src/guest/fs';
@@ -118,7 +118,7 @@ test('ls text forms: names, -l shows symlink targets; a path that is not there i
   assert.match(long, /^-rwxr-xr-x .* run\.sh$/m);
   const missing = cliJsonOk<{ entries: unknown[] }>('ls', '--json', gptRaw, '1:/etc/fstab').entries;
   assert.equal(missing.length, 1);
-  const { status, stderr } = require('../helpers/qemu').cli('ls', gptRaw, '1:/nope');
+  const { status, stderr } = cli('ls', gptRaw, '1:/nope');
   assert.equal(status, 1);
   assert.match(stderr, /\/nope: no such file or directory/);
 });
@@ -137,13 +137,13 @@ test('cp copies a folder out with modes, times and symlinks as debugfs rdump doe
   // A single file into an existing folder, and refusing to overwrite.
   cliOk('cp', image, '1:/etc/fstab', dest);
   assert.equal(fs.readFileSync(path.join(dest, 'fstab'), 'utf8'), fs.readFileSync(path.join(src, 'etc/fstab'), 'utf8'));
-  const again = require('../helpers/qemu').cli('cp', image, '1:/etc/fstab', dest);
+  const again = cli('cp', image, '1:/etc/fstab', dest);
   assert.equal(again.status, 1);
   // A symlink planted in DEST is not followed.
   const trap = fs.mkdtempSync(path.join(dir, 'trap-'));
   const dest2 = fs.mkdtempSync(path.join(dir, 'cp2-'));
   fs.symlinkSync(trap, path.join(dest2, 'etc'));
-  const r = require('../helpers/qemu').cli('cp', image, '1:/etc', dest2);
+  const r = cli('cp', image, '1:/etc', dest2);
   assert.equal(r.status, 1);
   assert.deepEqual(fs.readdirSync(trap), []);
 });
@@ -246,7 +246,7 @@ test('an ext4 that needs journal recovery or has errors is shown read-only with 
   assert.ok(r.partitions[0].warnings.some(w => /needs_recovery/.test(w)), JSON.stringify(r));
   assert.ok(r.partitions[0].warnings.some(w => /not cleanly unmounted/.test(w)));
   assert.ok(r.partitions[0].warnings.some(w => /errors/.test(w)));
-  const ls = require('../helpers/qemu').cli('ls', dirty, '/etc');
+  const ls = cli('ls', dirty, '/etc');
   assert.equal(ls.status, 0);
   assert.match(ls.stderr, /needs recovery/);
   assert.deepEqual(ls.stdout.toString().trim().split('\n'), ['fstab', 'shadow']);

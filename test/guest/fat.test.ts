@@ -6,6 +6,7 @@
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cli, pokeBytes, sha256, tmpDir } from '../helpers/qemu';
@@ -140,7 +141,7 @@ test('the FAT dirty bit (boot sector state, as fsck.fat reports it) is shown as 
   const img = path.join(dir, 'dirty16.fs');
   fs.copyFileSync(fat16, img);
   pokeBytes(img, 37, [0x01]);
-  const fsck = require('node:child_process').spawnSync('fsck.fat', ['-n', img], { encoding: 'utf8' });
+  const fsck = spawnSync('fsck.fat', ['-n', img], { encoding: 'utf8' });
   assert.match(fsck.stdout + fsck.stderr, /dirty bit/i);
   const r = cliJsonOk<{ partitions: Array<{ readOnly: boolean; warnings: string[] }> }>('partitions', '--json', img);
   assert.equal(r.partitions[0].readOnly, true);

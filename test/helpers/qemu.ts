@@ -28,8 +28,12 @@ export function tmpDir(prefix = 'qcow2-lens-'): string {
   return d;
 }
 
+// stderr is captured, not inherited: qemu-img's repair chatter ("Repairing cluster 5 …") is not the
+// test log's business; when a call fails, execFileSync's error carries it.
+const QUIET_STDIO = ['ignore', 'pipe', 'pipe'] as const;
+
 export function qemuImg(...args: string[]): string {
-  return execFileSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  return execFileSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, stdio: [...QUIET_STDIO] });
 }
 
 /** qemu-img with its exit code (for check, compare). */
@@ -42,7 +46,7 @@ export function qemuImgStatus(...args: string[]): { status: number; stdout: stri
 export function qemuIo(image: string, cmds: string[], extra: string[] = []): string {
   const args = [...extra];
   for (const c of cmds) args.push('-c', c);
-  return execFileSync('qemu-io', [...args, image], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  return execFileSync('qemu-io', [...args, image], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: [...QUIET_STDIO] });
 }
 
 export interface CliResult {

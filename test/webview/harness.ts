@@ -86,17 +86,13 @@ export class WebviewHarness {
         const key = u.searchParams.get('img') ?? 'main';
         const chunks: Buffer[] = [];
         req.on('data', c => chunks.push(c));
-        req.on('end', async () => {
-          const msg = JSON.parse(Buffer.concat(chunks).toString()) as FromWebviewMessage;
-          const list = this.received.get(key) ?? [];
-          list.push(msg);
-          this.received.set(key, list);
-          this.requests++;
-          if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
-          if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
-          const vm = this.models.get(key);
-          const reply = vm ? await vm.handle(msg) : { type: 'error', requestId: (msg as { requestId?: number }).requestId, message: `no image ${key}` };
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply ?? null));
+        req.on('end', () => {
+          // a failure here is recorded as a page error (the tests assert there are none), not thrown
+          // into the server's event handler where nobody would catch it
+          this.reply(key, Buffer.concat(chunks), res).catch((e: unknown) => {
+            this.pageErrors.push(`${key}: harness: ${e instanceof Error ? e.message : String(e)}`);
+            res.writeHead(500).end();
+          });
         });
       } else {
         res.writeHead(404).end();
@@ -109,6 +105,19 @@ export class WebviewHarness {
     this.context = await chromium.launchPersistentContext(this.userDataDir, {
       executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 860 },
     });
+  }
+
+  private async reply(key: string, body: Buffer, res: http.ServerResponse): Promise<void> {
+    const msg = JSON.parse(body.toString()) as FromWebviewMessage;
+    const list = this.received.get(key) ?? [];
+    list.push(msg);
+    this.received.set(key, list);
+    this.requests++;
+    if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
+    if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
+    const vm = this.models.get(key);
+    const reply = vm ? await vm.handle(msg) : { type: 'error', requestId: (msg as { requestId?: number }).requestId, message: `no image ${key}` };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply ?? null));
   }
 
   async open(key: string, opts: { waitReady?: boolean } = {}): Promise<Page> {

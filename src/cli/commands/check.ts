@@ -1,10 +1,10 @@
 import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck } from '../../engine/check';
 import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image';
-import { repairImage, RepairMode } from '../../engine/repair';
+import { repairImage, type RepairMode } from '../../engine/repair';
 import { assertNotLocked } from '../../engine/writable';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, PROGRESS, QUIET, type CommandSpec } from '../command';
+import { createProgress } from '../progress';
 
 /** qemu-img check's human summary (dump_human_image_check), preceded by our findings. */
 function human(r: CheckResult, fixed?: { leaks: number; corruptions: number }): string {
@@ -31,47 +31,55 @@ function human(r: CheckResult, fixed?: { leaks: number; corruptions: number }): 
   return out.join('\n') + '\n';
 }
 
-export const checkCommand: Command = {
-  usage: 'IMAGE [--json] [--repair leaks|all] [-U]  integrity check and repair (as qemu-img check [-r]); exit 0 clean, 1 not completed, 2 corruptions, 3 leaks, 63 not qcow2',
-  async run(argv) {
-    const args = parseArgs(argv, ['--output', '--repair', '-r']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
-    const output = args.flags.get('--output');
-    if (output !== undefined && output !== 'json' && output !== 'human') throw new UsageError(`--output must be json or human, not "${String(output)}"`);
-    const json = args.flags.has('--json') || output === 'json';
-    const repair = args.flags.get('--repair') ?? args.flags.get('-r');
-    if (repair !== undefined && repair !== 'leaks' && repair !== 'all') throw new UsageError('--repair must be "leaks" or "all"');
+export const checkCommand: CommandSpec = {
+  name: 'check',
+  summary: 'integrity check and repair, as qemu-img check [-r]: the same counts, JSON and exit codes, plus findings',
+  usage: ['[-q] [-p] [-f qcow2] [--output=human|json] [-r leaks|all] [-U] IMAGE'],
+  options: [
+    { long: 'repair', short: 'r', value: 'leaks|all', choices: ['leaks', 'all'], help: 'repair in place: leaks, or all (also raises low refcounts, rebuilds the refcount structure, sets COPIED flags)' },
+    OUTPUT, JSON_FLAG, FORCE_SHARE, FORMAT, { ...QUIET, help: 'quiet: print nothing (not even the JSON); the exit code is the answer' }, PROGRESS,
+  ],
+  operands: { names: ['IMAGE'] },
+  exitCodes: '0 clean, 1 check not completed, 2 corruptions, 3 leaks only, 63 not a qcow2 image, 64 usage error (as qemu-img check)',
+  async run(args) {
+    const [path] = args.operands;
+    const repair = args.string('repair') as RepairMode | undefined;
+    const progress = createProgress({ label: `${repair ? 'repairing' : 'checking'} ${path}`, quiet: args.quiet, force: args.forceProgress });
     let r: CheckResult;
     let fixed: { leaks: number; corruptions: number } | undefined;
-    if (repair) {
-      assertNotLocked(path);
-      const res = await repairImage(path, repair as RepairMode);
-      r = res.after;
-      fixed = { leaks: res.leaksFixed, corruptions: res.corruptionsFixed };
-      if (!json) for (const a of res.actions) process.stderr.write(`Repaired: ${a}\n`);
-    } else {
-      // like qemu-img check without -U: a running VM's image changes under us, so its refcounts
-      // would look wrong; -U / --force-share checks it anyway
-      if (!args.flags.has('-U') && !args.flags.has('--force-share')) assertNotLocked(path);
-      let img: Qcow2Image;
-      try {
-        img = await openForCheck(path);
-      } catch (e) {
-        // qemu-img check exits 63 when the format has no check (the file is not qcow2)
-        if (e instanceof Qcow2Error && e.code === 'not-qcow2') {
-          process.stderr.write(`qcow2-lens: ${e.message}; only qcow2 images can be checked\n`);
-          return 63;
+    try {
+      if (repair) {
+        assertNotLocked(path);
+        const res = await repairImage(path, repair, { onProgress: (d, t) => progress.update(d, t) });
+        r = res.after;
+        fixed = { leaks: res.leaksFixed, corruptions: res.corruptionsFixed };
+        if (!args.json && !args.quiet) for (const a of res.actions) process.stderr.write(`Repaired: ${a}\n`);
+      } else {
+        // like qemu-img check without -U: a running VM's image changes under us, so its refcounts
+        // would look wrong; -U / --force-share checks it anyway
+        if (!args.has('force-share')) assertNotLocked(path);
+        let img: Qcow2Image;
+        try {
+          img = await openForCheck(path);
+        } catch (e) {
+          // qemu-img check exits 63 when the format has no check (the file is not qcow2)
+          if (e instanceof Qcow2Error && e.code === 'not-qcow2') {
+            process.stderr.write(`qcow2-lens: ${e.message}; only qcow2 images can be checked\n`);
+            return 63;
+          }
+          throw e;
         }
-        throw e;
+        try {
+          r = await checkImage(img, { onProgress: (d, t) => progress.update(d, t) });
+        } finally {
+          await img.close();
+        }
       }
-      try {
-        r = await checkImage(img);
-      } finally {
-        await img.close();
-      }
+    } finally {
+      progress.end();
     }
-    process.stdout.write(json ? formatCheckJson(r) : human(r, fixed));
+    // -q prints nothing, JSON included, as qemu-img check -q: the exit code is the answer
+    if (!args.quiet) process.stdout.write(args.json ? formatCheckJson(r) : human(r, fixed));
     const code = checkExitCode(r);
     if (code === 1) process.stderr.write('qcow2-lens: Check failed\n');
     return code;

@@ -1,28 +1,36 @@
 import { compactImage } from '../../engine/compact';
-import { numberFlag, parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { JSON_FLAG, OUTPUT, PROGRESS, QUIET, type CommandSpec } from '../command';
+import { createProgress } from '../progress';
 
-export const compactCommand: Command = {
-  usage: 'IMAGE [-o OUT] [--compress zlib|zstd] [--cluster-size N] [--json]   keep only clusters that carry data (snapshots, bitmaps, backing kept)',
-  async run(argv) {
-    const args = parseArgs(argv, ['-o', '--compress', '--cluster-size']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
-    const output = args.flags.get('-o');
-    if (output === true) throw new UsageError('-o needs a file name');
-    const compress = args.flags.get('--compress');
-    if (compress !== undefined && compress !== 'zlib' && compress !== 'zstd') throw new UsageError('--compress is zlib or zstd');
-    const clusterSize = args.flags.has('--cluster-size') ? numberFlag(args, '--cluster-size') : undefined;
+export const compactCommand: CommandSpec = {
+  name: 'compact',
+  summary: 'rewrite an image keeping only clusters that carry data (snapshots, bitmaps and backing file kept)',
+  usage: ['[-q] [-p] [-o OUT] [--compress zlib|zstd] [--cluster-size N] [--output=human|json] IMAGE'],
+  options: [
+    { short: 'o', value: 'OUT', help: 'write the compacted image here (default: replace IMAGE, through a temporary file)' },
+    { long: 'compress', value: 'zlib|zstd', choices: ['zlib', 'zstd'], help: 'compress the data clusters' },
+    { long: 'cluster-size', value: 'N', help: 're-cluster to N bytes (512 to 2M, a power of two)' },
+    OUTPUT, JSON_FLAG, QUIET, PROGRESS,
+  ],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [path] = args.operands;
+    const output = args.string('o');
+    const compress = args.string('compress') as 'zlib' | 'zstd' | undefined;
+    const clusterSize = args.has('cluster-size') ? args.size('cluster-size') : undefined;
+    const progress = createProgress({ label: `compacting ${path}`, quiet: args.quiet, force: args.forceProgress });
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
     process.once('SIGTERM', onSig);
     try {
-      const r = await compactImage(path, { output, compress, clusterSize, signal: ac.signal });
-      if (args.flags.has('--json')) process.stdout.write(JSON.stringify(r) + '\n');
-      else process.stdout.write(`${r.output}: ${r.bytesBefore} bytes before, ${r.bytesAfter} bytes after (${(100 * r.bytesAfter / Math.max(1, r.bytesBefore)).toFixed(1)}%)\n`);
+      const r = await compactImage(path, { output, compress, clusterSize, signal: ac.signal, onProgress: (d, t) => progress.update(d, t) });
+      progress.end();
+      if (args.json) process.stdout.write(JSON.stringify(r) + '\n');
+      else if (!args.quiet) process.stdout.write(`${r.output}: ${r.bytesBefore} bytes before, ${r.bytesAfter} bytes after (${(100 * r.bytesAfter / Math.max(1, r.bytesBefore)).toFixed(1)}%)\n`);
       return 0;
     } finally {
+      progress.end();
       process.off('SIGINT', onSig);
       process.off('SIGTERM', onSig);
     }

@@ -1,15 +1,16 @@
 import { copyOut } from '../../guest/copyOut';
 import { withGuestImage } from '../../guest/image';
 import { parsePartitionPath } from '../../guest/guest';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import type { CommandSpec } from '../command';
 
-export const cpCommand: Command = {
-  usage: 'IMAGE [PARTITION:]PATH DEST   copy a guest file or folder out (recursively; modes, times and symlinks kept)',
-  async run(argv) {
-    const args = parseArgs(argv, []);
-    const [image, spec, dest] = args.positionals;
-    if (!image || !spec || !dest) throw new UsageError('IMAGE, PATH and DEST are required');
+export const cpCommand: CommandSpec = {
+  name: 'cp',
+  summary: 'copy a guest file or folder out to the host (recursively; modes, times and symlinks kept; never overwrites)',
+  usage: ['IMAGE [PARTITION:]PATH DEST'],
+  options: [],
+  operands: { names: ['IMAGE', '[PARTITION:]PATH', 'DEST'] },
+  async run(args) {
+    const [image, spec, dest] = args.operands;
     const { partition, path } = parsePartitionPath(spec);
     return withGuestImage(image, async g => {
       const r = await copyOut(g.fileSystem(partition), path, dest);

@@ -1,4 +1,8 @@
-/** The CLI's command table: one file per command, registered here. */
+/**
+ * The CLI's commands, in the order `qcow2-lens --help` lists them. Each is one file here exporting
+ * a CommandSpec (../command.ts); adding a command is adding its file and one line below.
+ */
+import type { CommandSpec } from '../command';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
@@ -11,21 +15,16 @@ import { readCommand } from './read';
 import { snapshotCommand } from './snapshot';
 import { whoseCommand } from './whose';
 
-export interface Command {
-  usage: string;
-  run(argv: string[]): Promise<number>;
-}
-
-export const commands: Record<string, Command> = {
-  cat: catCommand,
-  check: checkCommand,
-  compact: compactCommand,
-  cp: cpCommand,
-  info: infoCommand,
-  ls: lsCommand,
-  map: mapCommand,
-  partitions: partitionsCommand,
-  read: readCommand,
-  snapshot: snapshotCommand,
-  whose: whoseCommand,
-};
+export const commands: readonly CommandSpec[] = [
+  infoCommand,
+  mapCommand,
+  checkCommand,
+  snapshotCommand,
+  compactCommand,
+  readCommand,
+  partitionsCommand,
+  lsCommand,
+  catCommand,
+  cpCommand,
+  whoseCommand,
+];

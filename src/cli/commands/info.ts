@@ -1,7 +1,6 @@
 import { Qcow2Image } from '../../engine/image';
 import { formatInfoJson, imageInfo, ImageInfo } from '../../engine/info';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
 function humanSize(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -19,7 +18,7 @@ function human(info: ImageInfo): string {
     `disk size: ${humanSize(info['actual-size'])}`,
     `cluster_size: ${info['cluster-size']}`,
   ];
-  if (info['backing-filename']) lines.push(`backing file: ${info['backing-filename']}${info['full-backing-filename'] !== info['backing-filename'] ? ` (actual path: ${info['full-backing-filename']})` : ''}`);
+  if (info['backing-filename']) lines.push(`backing file: ${info['backing-filename']}${info['full-backing-filename'] !== info['backing-filename'] ? ` (actual path: ${info['full-backing-filename'] ?? ''})` : ''}`);
   if (info['backing-filename-format']) lines.push(`backing file format: ${info['backing-filename-format']}`);
   if (info.encrypted) lines.push('encrypted: yes');
   if (info.snapshots) {
@@ -39,13 +38,15 @@ function human(info: ImageInfo): string {
   return lines.join('\n') + '\n';
 }
 
-export const infoCommand: Command = {
-  usage: 'IMAGE [--json]            header, features, snapshots, bitmaps, backing file (as qemu-img info)',
-  async run(argv) {
-    const args = parseArgs(argv, ['--output']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
-    const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
+export const infoCommand: CommandSpec = {
+  name: 'info',
+  summary: 'header, features, snapshots, bitmaps and backing file, as qemu-img info',
+  usage: ['[-f qcow2] [--output=human|json] [-U] IMAGE'],
+  options: [OUTPUT, JSON_FLAG, FORMAT, { ...FORCE_SHARE, help: 'accepted as qemu-img takes it: info only reads and never refuses an image QEMU holds' }],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [path] = args.operands;
+    const json = args.json;
     const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false });
     try {
       const info = await imageInfo(img);

@@ -2,16 +2,21 @@ import { withGuestImage } from '../../guest/image';
 import { parsePartitionPath } from '../../guest/guest';
 import { listPath } from '../../guest/list';
 import { isoTime, longLine } from '../../guest/format';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
-export const lsCommand: Command = {
-  usage: '[--json] [-l] [-R] IMAGE [PARTITION:]PATH   list a guest directory (PARTITION as in /dev/vdaN)',
-  async run(argv) {
-    const args = parseArgs(argv, []);
-    const [image, spec = '/'] = args.positionals;
-    if (!image) throw new UsageError('IMAGE is required');
-    const json = args.flags.has('--json'), long = args.flags.has('-l'), recursive = args.flags.has('-R') || args.flags.has('-lR') || args.flags.has('-Rl');
+export const lsCommand: CommandSpec = {
+  name: 'ls',
+  summary: 'list a guest directory (PARTITION as in /dev/vdaN; default: the only or first browsable file system)',
+  usage: ['[--output=human|json] [-l] [-R] IMAGE [PARTITION:]PATH'],
+  options: [
+    OUTPUT, JSON_FLAG,
+    { short: 'l', help: 'long listing: mode, owner, size, time, symlink target' },
+    { short: 'R', help: 'recursive: every entry below PATH, with its full path' },
+  ],
+  operands: { names: ['IMAGE', '[PARTITION:]PATH'], min: 1 },
+  async run(args) {
+    const [image, spec = '/'] = args.operands;
+    const json = args.json, long = args.has('l'), recursive = args.has('R');
     const { partition, path } = parsePartitionPath(spec);
     return withGuestImage(image, async g => {
       const fs = g.fileSystem(partition);
@@ -27,7 +32,7 @@ export const lsCommand: Command = {
           entries.push(o);
         } else {
           const name = recursive ? e.path : e.name;
-          process.stdout.write((long || args.flags.has('-lR') || args.flags.has('-Rl') ? longLine(e, name) : name) + '\n');
+          process.stdout.write((long ? longLine(e, name) : name) + '\n');
         }
       }
       if (json) process.stdout.write(JSON.stringify({ entries }, null, 2) + '\n');

@@ -2,8 +2,7 @@ import { Qcow2Error } from '../../engine/errors';
 import { holeSeeker } from '../../engine/holes';
 import { Qcow2Image } from '../../engine/image';
 import { MapEntry, mapImage, writeMapJson } from '../../engine/map';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
 /**
  * Says on stderr when qemu-img's map certainly differs from ours: QEMU detects "metadata
@@ -27,13 +26,15 @@ async function noteHoles(img: Qcow2Image, dataBytes: Map<number, number>): Promi
   }
 }
 
-export const mapCommand: Command = {
-  usage: 'IMAGE [--json]            guest ranges and where they live (as qemu-img map)',
-  async run(argv) {
-    const args = parseArgs(argv, ['--output']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
-    const json = args.flags.has('--json') || args.flags.get('--output') === 'json';
+export const mapCommand: CommandSpec = {
+  name: 'map',
+  summary: 'guest ranges and where they live in the backing chain, as qemu-img map',
+  usage: ['[-f qcow2] [--output=human|json] [-U] IMAGE'],
+  options: [OUTPUT, JSON_FLAG, FORMAT, { ...FORCE_SHARE, help: 'accepted as qemu-img takes it: map only reads and never refuses an image QEMU holds' }],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [path] = args.operands;
+    const json = args.json;
     const img = await Qcow2Image.open(path);
     try {
       // Host bytes of data each layer maps (where QEMU could look for file holes).

@@ -1,17 +1,18 @@
 import { partitionsReport } from '../../guest/report';
 import { withGuestImage } from '../../guest/image';
 import { formatSize } from '../../guest/format';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
-export const partitionsCommand: Command = {
-  usage: '[--json] IMAGE   the guest disk\'s partition table and the file system in each partition',
-  async run(argv) {
-    const args = parseArgs(argv, []);
-    const [image] = args.positionals;
-    if (!image) throw new UsageError('IMAGE is required');
+export const partitionsCommand: CommandSpec = {
+  name: 'partitions',
+  summary: 'the guest disk\'s partition table and the file system in each partition',
+  usage: ['[--output=human|json] IMAGE'],
+  options: [OUTPUT, JSON_FLAG],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [image] = args.operands;
     const report = await withGuestImage(image, async g => partitionsReport(g), { strict: false });
-    if (args.flags.has('--json')) {
+    if (args.json) {
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return 0;
     }

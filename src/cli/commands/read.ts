@@ -1,7 +1,6 @@
 import { Qcow2Image, MAX_GUEST_READ } from '../../engine/image';
 import { Qcow2Error } from '../../engine/errors';
-import { numberFlag, parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { FORMAT, type CommandSpec } from '../command';
 
 function writeOut(buf: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -10,16 +9,22 @@ function writeOut(buf: Buffer): Promise<void> {
   });
 }
 
-export const readCommand: Command = {
-  usage: 'IMAGE [--offset N] [--length N]   guest bytes on stdout, through the backing chain',
-  async run(argv) {
-    const args = parseArgs(argv, ['--offset', '--length']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
+export const readCommand: CommandSpec = {
+  name: 'read',
+  summary: 'guest bytes on stdout, through the backing chain (as qemu-img convert -O raw, or a part of it)',
+  usage: ['[-f qcow2] [--offset N] [--length N] IMAGE'],
+  options: [
+    { long: 'offset', value: 'N', help: 'first guest byte (default 0; K/M/G/T suffixes, 0x for hex)' },
+    { long: 'length', value: 'N', help: 'bytes to read (default: to the end of the disk)' },
+    FORMAT,
+  ],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [path] = args.operands;
     const img = await Qcow2Image.open(path);
     try {
-      const offset = numberFlag(args, '--offset', 0);
-      const length = numberFlag(args, '--length', Math.max(0, img.virtualSize - offset));
+      const offset = args.size('offset', 0);
+      const length = args.size('length', Math.max(0, img.virtualSize - offset));
       if (offset + length > img.virtualSize) {
         throw new Qcow2Error(path, 'guest read', offset, `range of ${length} bytes is outside the ${img.virtualSize}-byte disk`);
       }

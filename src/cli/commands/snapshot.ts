@@ -1,6 +1,6 @@
 import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots, SnapshotInfo } from '../../engine/snapshot';
-import { parseArgs, UsageError } from '../args';
-import type { Command } from './index';
+import { UsageError } from '../args';
+import { JSON_FLAG, OUTPUT, QUIET, type CommandSpec } from '../command';
 
 /** qemu-img's size_to_str: "0 B", "1.5 MiB" (three significant digits). */
 function sizeToStr(n: number): string {
@@ -24,18 +24,27 @@ export function snapshotLine(sn: SnapshotInfo): string {
   return `${sn.id.padEnd(9)} ${sn.name.padEnd(16)} ${sizeToStr(sn.vmStateSize).padStart(8)}${date.padStart(20)}${clock.padStart(13)}${(sn.icount === undefined ? '' : String(sn.icount)).padStart(11)}`;
 }
 
-export const snapshotCommand: Command = {
-  usage: 'IMAGE -l [--json] | -c NAME | -a NAME | -d NAME   internal snapshots, as qemu-img snapshot',
-  async run(argv) {
-    const args = parseArgs(argv, ['-c', '-a', '-d']);
-    const [path] = args.positionals;
-    if (!path) throw new UsageError('IMAGE is required');
-    const ops = ['-l', '-c', '-a', '-d'].filter(f => args.flags.has(f));
+export const snapshotCommand: CommandSpec = {
+  name: 'snapshot',
+  summary: 'list, create, apply or delete internal snapshots, as qemu-img snapshot',
+  usage: ['[-q] -l [--output=human|json] IMAGE', '[-q] -c NAME | -a NAME | -d NAME IMAGE'],
+  options: [
+    { short: 'l', help: 'list the snapshots' },
+    { short: 'c', value: 'NAME', help: 'create a snapshot of the current disk state' },
+    { short: 'a', value: 'NAME', help: 'apply (revert the disk to) a snapshot, by name or id' },
+    { short: 'd', value: 'NAME', help: 'delete a snapshot, by name' },
+    OUTPUT, JSON_FLAG,
+    { ...QUIET, help: 'quiet (qemu-img\'s -q; these operations print nothing anyway)' },
+  ],
+  operands: { names: ['IMAGE'] },
+  async run(args) {
+    const [path] = args.operands;
+    const ops = (['l', 'c', 'a', 'd'] as const).filter(f => args.has(f));
     if (ops.length !== 1) throw new UsageError('exactly one of -l, -c, -a, -d is needed');
     const op = ops[0];
-    if (op === '-l') {
+    if (op === 'l') {
       const list = await listSnapshots(path);
-      if (args.flags.has('--json')) {
+      if (args.json) {
         process.stdout.write(JSON.stringify(list, null, 2) + '\n');
       } else if (list.length) {
         process.stdout.write('Snapshot list:\n' + `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}\n`);
@@ -43,10 +52,10 @@ export const snapshotCommand: Command = {
       }
       return 0;
     }
-    const name = args.flags.get(op);
-    if (typeof name !== 'string' || name === '') throw new UsageError(`${op} needs a snapshot name`);
-    if (op === '-c') await createSnapshot(path, name);
-    else if (op === '-a') await applySnapshot(path, name);
+    const name = args.string(op);
+    if (!name) throw new UsageError(`-${op} needs a snapshot name`);
+    if (op === 'c') await createSnapshot(path, name);
+    else if (op === 'a') await applySnapshot(path, name);
     else await deleteSnapshot(path, name, { match: 'name' });
     return 0;
   },

@@ -45,7 +45,7 @@ function spend(ctx: Ctx, n: number, at: number | undefined): void {
 }
 
 /** True when the inode's i_block holds data, not block numbers (fast symlinks, inline data). */
-export function hasNoBlocks(inode: Inode, sb: Superblock): boolean {
+export function hasNoBlocks(inode: Inode, _sb: Superblock): boolean {
   if (inode.flags & INLINE_DATA_FL) return true;
   if ((inode.mode & S_IFMT) === S_IFLNK) {
     // A fast symlink keeps its target in i_block: no data blocks (an xattr block may still count in i_blocks).

@@ -149,12 +149,12 @@ export class ExtFileSystem implements GuestFileSystem {
     const flags = O_RDONLY | O_NOATIME | O_NOFOLLOW;
     const fd = await this.libCall(p, () => m.open(p, flags));
     const size = st.size;
-    const self = this;
+    const call = <R>(f: () => Promise<R>) => this.libCall(p, f);
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
         for (let pos = 0; pos < size;) {
           const want = Math.min(READ_CHUNK, size - pos);
-          const buf = await self.libCall(p, () => m.read(fd, flags, want, pos));
+          const buf = await call(() => m.read(fd, flags, want, pos));
           if (buf.length === 0) break;
           pos += buf.length;
           yield buf;

@@ -45,7 +45,7 @@ function loadLib(): Lib {
 
 /** The io the glue calls: reads from the partition, refuses writes. */
 class ReadOnlyDisk {
-  lastError: unknown;
+  lastError: Error | undefined;
   constructor(private readonly disk: GuestDisk, private readonly start: number, private readonly size: number) {}
   async read(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<{ bytesRead: number; buffer: Buffer }> {
     try {
@@ -55,7 +55,7 @@ class ReadOnlyDisk {
       if (n < length) buffer.fill(0, bufferOffset + Math.max(0, n), bufferOffset + length);
       return { bytesRead: length, buffer };
     } catch (e) {
-      this.lastError = e;
+      this.lastError = e instanceof Error ? e : new Error(String(e));
       throw e;
     }
   }
@@ -102,7 +102,9 @@ export async function mountExt(disk: GuestDisk, start: number, size: number): Pr
       try {
         return await hooked(...a);
       } catch (e) {
-        if (ro.lastError && (e as { code?: string }).code === 'EIO') throw ro.lastError;
+        // read after the await: the disk callback may have set it meanwhile
+        const last = ro.lastError as Error | undefined;
+        if (last && (e as { code?: string }).code === 'EIO') throw last;
         throw e;
       }
     };

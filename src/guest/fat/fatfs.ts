@@ -129,14 +129,14 @@ export class FatFileSystem implements GuestFileSystem {
     if (n.isDir) throw new GuestPathError('EISDIR', n.path, 'is a directory');
     const runs = await this.fileRuns(n);
     const size = n.entry!.size, cb = this.bpb.clusterBytes;
-    const self = this;
+    const { disk, table } = this;
     async function* chunks(): AsyncGenerator<Buffer> {
       let left = size;
       for (const r of runs) {
         for (let k = 0; k < r.count && left > 0;) {
           const clusters = Math.min(r.count - k, Math.max(1, Math.floor(READ_CHUNK / cb)));
           const len = Math.min(clusters * cb, left);
-          yield await self.disk.read(self.table.clusterOffset(r.start + k), len);
+          yield await disk.read(table.clusterOffset(r.start + k), len);
           left -= len;
           k += clusters;
         }

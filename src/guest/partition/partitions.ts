@@ -21,13 +21,13 @@ export async function readPartitionTable(disk: GuestDisk): Promise<PartitionTabl
   if (!plausibleMbr(sector0) || looksLikeFatBootSector(sector0) || sector0.toString('latin1', 3, 11) === 'NTFS    ') return none;
   const entries = decodeMbrEntries(sector0);
   if (entries.some(e => e.type === PROTECTIVE_TYPE)) {
-    let lastError: unknown;
+    let lastError: Error | undefined;
     for (const sectorSize of [512, 4096]) {
       try {
         const g = await readGpt(disk, sectorSize);
         return { table: 'gpt', sectorSize, id: g.id, partitions: g.partitions, warnings: g.warnings, tableRanges: [{ start: 0, length: SECTOR, kind: 'partition table (protective MBR)' }, ...g.tableRanges] };
       } catch (e) {
-        lastError ??= e;
+        lastError ??= e instanceof Error ? e : new Error(String(e));
         const sig = disk.size >= 2 * 4096 ? (await readStructure(disk, 4096, 8, ['GPT header'])).toString('latin1') : '';
         if (sig !== 'EFI PART') break; // no 4 KiB-sector GPT either: report the 512-byte attempt
       }
