@@ -53,6 +53,21 @@ export class FormatFile {
     return buf;
   }
 
+  /**
+   * Guest data: `length` bytes at `hostOffset` into `target` (already zeroed by the caller's
+   * Buffer.alloc), whatever lies past the end of the file left as zero. No ceiling: the caller
+   * sized `target` for its own request, nothing here comes from the file.
+   */
+  async readInto(target: Buffer, targetOffset: number, hostOffset: number, length: number): Promise<void> {
+    const avail = Math.max(0, Math.min(length, this.size - hostOffset));
+    let done = 0;
+    while (done < avail) {
+      const { bytesRead } = await this.fh.read(target, targetOffset + done, avail - done, hostOffset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+  }
+
   checkRange(hostOffset: number, length: number, structure: string): void {
     if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
       throw new Qcow2Error(this.path, structure, undefined, `offset ${hostOffset} is not a valid file position`);

@@ -30,7 +30,9 @@ export class RawReader implements BlockLayer {
 
   async readGuest(guestOffset: number, length: number): Promise<Buffer> {
     checkGuestRange(this.path, guestOffset, length, this.virtualSize);
-    return this.file.readPadded(guestOffset, length, 'raw data');
+    const out = Buffer.alloc(length);
+    await this.file.readInto(out, 0, guestOffset, length);
+    return out;
   }
 
   async layerStatus(start: number, end: number, visit: (e: StatusExtent) => void): Promise<void> {

@@ -164,18 +164,18 @@ export class VpcImage implements BlockLayer {
 
   async readGuest(guestOffset: number, length: number): Promise<Buffer> {
     checkGuestRange(this.path, guestOffset, length, this.virtualSize);
-    if (this.subformat === 'fixed') return this.file.readPadded(guestOffset, length, 'VHD data');
     const out = Buffer.alloc(length);
+    if (this.subformat === 'fixed') {
+      await this.file.readInto(out, 0, guestOffset, length);
+      return out;
+    }
     const blockSize = this.dynamicHeader!.blockSize;
     let done = 0;
     while (done < length) {
       const at = guestOffset + done;
       const n = Math.min(length - done, blockSize - (at % blockSize));
       const host = this.hostOffset(at);
-      if (host >= 0) {
-        const data = await this.file.read(host, n, `VHD block ${Math.floor(at / blockSize)}`);
-        data.copy(out, done);
-      }
+      if (host >= 0) await this.file.readInto(out, done, host, n); // inside the file: checked at open
       done += n;
     }
     return out;
