@@ -8,8 +8,11 @@
 import type { ImageSink, ImageSource, WriteControl } from './layer';
 import { throwIfCancelled } from './layer';
 
-/** How much status is asked at once (runs of one span are held in memory). */
-const STATUS_SPAN = 1024 * 1024 * 1024;
+/**
+ * How much status is asked at once: the runs of one span are held in memory, so this bounds them
+ * (a 512-byte-cluster source alternating data and zero has 64 Ki runs in 32 MiB).
+ */
+const STATUS_SPAN = 32 * 1024 * 1024;
 /** The read window: a multiple of every unit size used (64 KiB grains, 2 MiB blocks). */
 export const COPY_WINDOW = 8 * 1024 * 1024;
 /** The largest single guest read (a source may split further). */
@@ -41,7 +44,8 @@ export function nonZeroRanges(buf: Uint8Array, granularity = 4096): Array<[numbe
 /**
  * Calls `visit(unitStart, data)` in ascending order for every `unitSize`-aligned unit of the source
  * holding a non-zero byte; `data` covers the unit up to the end of the source (the last unit may
- * be short) and stays valid after the call. `unitSize` must divide COPY_WINDOW.
+ * be short). `data` is a view of the one reused window: it is valid until `visit` resolves, so a
+ * writer keeping it longer copies it. `unitSize` must divide COPY_WINDOW.
  */
 export async function forEachDataUnit(
   source: ImageSource,
@@ -52,6 +56,7 @@ export async function forEachDataUnit(
 ): Promise<void> {
   if (COPY_WINDOW % unitSize !== 0) throw new RangeError(`unit ${unitSize} does not divide the copy window`);
   const size = source.virtualSize;
+  const window = Buffer.alloc(Math.min(COPY_WINDOW, size));
   for (let spanStart = 0; spanStart < size; spanStart += STATUS_SPAN) {
     throwIfCancelled(control.signal, file);
     const spanEnd = Math.min(size, spanStart + STATUS_SPAN);
@@ -60,7 +65,7 @@ export async function forEachDataUnit(
     while (i < runs.length) {
       const winStart = Math.floor(runs[i].start / COPY_WINDOW) * COPY_WINDOW;
       const winEnd = Math.min(spanEnd, winStart + COPY_WINDOW);
-      const win = Buffer.alloc(winEnd - winStart);
+      const win = window.subarray(0, winEnd - winStart).fill(0);
       // Which units of the window may hold data (a unit only touched by zero runs is never looked at).
       const touched = new Set<number>();
       let j = i;

@@ -66,7 +66,8 @@ export interface ImageSource {
 /**
  * Where a writer puts the image. Offsets are byte offsets in the output file. The writer calls
  * `truncate` to set the file length (holes, never written zeros), `write` for everything else and
- * `sync` once when the image is complete; the caller renames only after that.
+ * `sync` once when the image is complete; the caller renames only after that. `write` must be
+ * done with `data` when its promise resolves (writers reuse their buffers).
  */
 export interface ImageSink {
   write(offset: number, data: Uint8Array): Promise<void>;

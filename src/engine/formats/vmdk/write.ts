@@ -224,8 +224,9 @@ async function writeStream(source: ImageSource, sink: ImageSink, options: VmdkWr
     grains++;
   };
   await forEachDataUnit(source, g.grainBytes, options, name, async (unitStart, data) => {
-    // Only the bytes inside the disk are deflated (a short last grain stays short, as in QEMU).
-    pending.push({ grainIndex: unitStart / g.grainBytes, compressed: deflate(data, {}) });
+    // Only the bytes inside the disk are deflated (a short last grain stays short, as in QEMU);
+    // copied, since the copy window is reused while the deflate runs.
+    pending.push({ grainIndex: unitStart / g.grainBytes, compressed: deflate(Buffer.from(data), {}) });
     while (pending.length >= DEFLATE_AHEAD) await writeOne();
   });
   while (pending.length) await writeOne();
