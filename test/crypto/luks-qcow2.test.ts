@@ -12,9 +12,11 @@ import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isAes } from '../../src/engine/crypto/algorithms';
 import { DataCipher, luksDataCipher } from '../../src/engine/crypto/dataCipher';
 import { legacyAesDataCipher } from '../../src/engine/crypto/legacyAes';
 import { LuksArea } from '../../src/engine/crypto/luksArea';
+import { createLuks } from '../../src/engine/crypto/luksCreate';
 import { readLuksHeader } from '../../src/engine/crypto/luksHeader';
 import { addKeySlot, eraseKeySlots, LuksEdit } from '../../src/engine/crypto/luksKeySlots';
 import { unlockLuks } from '../../src/engine/crypto/luksUnlock';
@@ -99,9 +101,18 @@ for (const img of [luksDefault, luksCbc]) {
     const { masterKey } = await unlockLuks(area, h, Secret.fromString(img.pass));
     const cipher = luksDataCipher(area, h, masterKey, 'qcow2');
     assert.equal(cipher.ivOffset, 'host');
+    // The area we would build for the same parameters is laid out as QEMU's: same length (the
+    // extension's), same key slot places, same payload offset.
+    const alg = h.cipherAlg;
+    assert.ok(isAes(alg));
+    const ours = await createLuks('x', Secret.fromString(img.pass), { cipherAlg: alg, cipherMode: h.cipherMode, ivgenAlg: h.ivgenAlg, ivgenHashAlg: h.ivgenHashAlg, hashAlg: h.hashAlg, slotIterations: 1000, masterKeyIterations: 1000 });
+    assert.equal(ours.area.length, area.length);
+    assert.deepEqual(ours.header.slots.map(s => [s.keyMaterialSector, s.stripes]), h.slots.map(s => [s.keyMaterialSector, s.stripes]));
+    assert.equal(ours.header.payloadOffsetSector, h.payloadOffsetSector);
+    assert.equal(ours.header.cipherModeSpec, h.cipherModeSpec);
+    ours.masterKey.wipe();
     const expected = await qemuRaw(opts(img), [['sec0', img.pass]], img.file + '.raw');
-    const ours = guestDisk(img.file, cipher);
-    assert.ok(ours.equals(expected), 'guest disk differs from qemu-img convert');
+    assert.ok(guestDisk(img.file, cipher).equals(expected), 'guest disk differs from qemu-img convert');
     assert.equal(expected[3 << 20], 0x11);
     // The clusters do not sit at their guest offsets, so guest-offset IVs would be wrong.
     assert.ok(mapQcow2(img.file).clusters.some(c => c.hostOffset !== c.guestOffset));

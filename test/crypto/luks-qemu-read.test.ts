@@ -57,19 +57,26 @@ add('aes-256', 'ecb', 'essiv', 'sha256');
 const imageOpts = (c: Combo) => `driver=luks,file.filename=${c.file},key-secret=sec0`;
 const errors: string[] = [];
 
-before(async () => {
-  await Promise.all(combos.map(async c => {
-    const opts = [`key-secret=sec0`, `cipher-alg=${c.alg}`, `cipher-mode=${c.mode}`, `ivgen-alg=${c.ivgen}`, `hash-alg=${c.hash}`, 'iter-time=10'];
-    if (c.ivgenHash) opts.push(`ivgen-hash-alg=${c.ivgenHash}`);
-    await runOk('qemu-img', ['create', '-q', '-f', 'luks', ...secretArgs(['sec0', c.pass]), '-o', opts.join(','), c.file, '1M']);
-    // The first and last sectors, a run across the 64 KiB chunking, and one lone sector.
-    await runOk('qemu-io', [...secretArgs(['sec0', c.pass]), '--image-opts', imageOpts(c),
-      '-c', 'write -P 0x5a 0 96k', '-c', 'write -P 0xa5 300k 512', '-c', 'write -P 0x3c 1023k 1k']);
-  }));
+/** Each image is made once, two qemu-img processes at a time; a test waits for its own image only. */
+const made = new Map<Combo, Promise<void>>();
+before(() => {
+  for (const c of combos) made.set(c, makeImage(c));
+  // Failures are reported by the test that awaits them.
+  for (const p of made.values()) p.catch(() => undefined);
 });
+
+async function makeImage(c: Combo): Promise<void> {
+  const opts = [`key-secret=sec0`, `cipher-alg=${c.alg}`, `cipher-mode=${c.mode}`, `ivgen-alg=${c.ivgen}`, `hash-alg=${c.hash}`, 'iter-time=10'];
+  if (c.ivgenHash) opts.push(`ivgen-hash-alg=${c.ivgenHash}`);
+  await runOk('qemu-img', ['create', '-q', '-f', 'luks', ...secretArgs(['sec0', c.pass]), '-o', opts.join(','), c.file, '1M']);
+  // The first and last sectors, a run across the 64 KiB chunking, and one lone sector.
+  await runOk('qemu-io', [...secretArgs(['sec0', c.pass]), '--image-opts', imageOpts(c),
+    '-c', 'write -P 0x5a 0 96k', '-c', 'write -P 0xa5 300k 512', '-c', 'write -P 0x3c 1023k 1k']);
+}
 
 for (const c of combos) {
   test(`qemu-img -f luks ${path.basename(c.file, '.luks')}: header as qemu-img info, unlocked, payload = qemu-img convert`, async () => {
+    await made.get(c);
     const area = rawLuksArea(c.file);
     const h = await readLuksHeader(area);
     const info = JSON.parse(await runOk('qemu-img', ['info', '--output=json', c.file]))['format-specific'].data;
@@ -114,6 +121,7 @@ for (const c of combos) {
 
 test('key slots qemu-img amend writes and erases open (and stop opening) with us', async () => {
   const c = combos.find(x => x.alg === 'aes-256' && x.mode === 'xts' && x.ivgen === 'plain64')!;
+  await made.get(c);
   const file = path.join(dir, 'amended.luks');
   fs.copyFileSync(c.file, file);
   const opts = `driver=luks,file.filename=${file},key-secret=sec0`;
@@ -143,7 +151,8 @@ test("aes-192 in cbc, ecb and ctr: qemu-img 7.2 aborts creating them (96000 byte
   }
 });
 
-test('no passphrase in any file, output or error message of this test file', () => {
+test('no passphrase in any file, output or error message of this test file', async () => {
+  await Promise.allSettled(made.values());
   assert.ok(errors.length >= combos.length);
   assert.deepEqual(findLeaks([dir], [PASS, UTF8_PASS, WRONG, NEW_PASS], errors), []);
 });
