@@ -23,6 +23,7 @@ export type Qcow2ErrorCode =
   | 'encrypted' // guest data is encrypted and no key handling exists
   | 'missing-backing' // a backing file named by the header cannot be opened
   | 'locked' // a running QEMU holds the image
+  | 'bad-passphrase' // no active key slot opens with the passphrase given (or QEMU would refuse the passphrase itself)
   | 'cancelled';
 
 export function hex(n: number | bigint): string {
