@@ -9,9 +9,9 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Qcow2Image } from '../src/engine/image';
-import { imageInfo } from '../src/engine/info';
-import { writeMapJson } from '../src/engine/map';
+import { Qcow2Image } from '../src/engine/image/image';
+import { imageInfo } from '../src/engine/image/info';
+import { writeMapJson } from '../src/engine/image/map';
 import { checkSection } from './check';
 import { prepareImages } from './images';
 import type { BenchContext, BenchSection, Row } from './section';

@@ -8,8 +8,8 @@
  * Run alone: `node build.mjs && node dist-test/bench/bench.js check`.
  */
 import { spawnSync } from 'node:child_process';
-import { checkImage, formatCheckJson } from '../src/engine/check';
-import { Qcow2Image } from '../src/engine/image';
+import { checkImage, formatCheckJson } from '../src/engine/check/check';
+import { Qcow2Image } from '../src/engine/image/image';
 import type { BenchContext, BenchSection, Row } from './section';
 
 function med(xs: number[]): number {

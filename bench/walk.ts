@@ -4,11 +4,11 @@
  * entry classified), plus every refcount block. Compared with `qemu-img check`, which does the
  * same reads (and more bookkeeping). Run alone: `node dist-test/bench/walk.js IMAGE`.
  */
-import { entryOffset, wordHi, wordLo } from '../src/engine/cluster';
+import { entryOffset, wordHi, wordLo } from '../src/engine/qcow2/cluster';
 import { hex } from '../src/engine/errors';
-import { Qcow2Image } from '../src/engine/image';
-import { readMany } from '../src/engine/io';
-import { readAllRefcounts } from '../src/engine/refcount';
+import { Qcow2Image } from '../src/engine/image/image';
+import { readMany } from '../src/engine/io/reader';
+import { readAllRefcounts } from '../src/engine/qcow2/refcount';
 
 export interface WalkResult {
   l1Tables: number;

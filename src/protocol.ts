@@ -12,7 +12,7 @@
  * Changes after the first commit are additive only.
  */
 
-import type { Finding as EngineFinding } from './engine/check';
+import type { Finding as EngineFinding } from './engine/check/check';
 
 // ---------------------------------------------------------------------------------------------
 // Shared value types

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as vscode from 'vscode';
-import { Qcow2Image } from '../engine/image';
+import { Qcow2Image } from '../engine/image/image';
 import { parseOffset, Services, targetUri, UserError } from './commandSupport';
 
 export function hexDump(buf: Uint8Array, base: number): string {

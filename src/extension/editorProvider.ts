@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { QCOW_MAGIC } from '../engine/layout';
+import { QCOW_MAGIC } from '../engine/qcow2/layout';
 import type { CheckResultMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
 import { Qcow2Document, EditApplier } from './document';
 

@@ -4,12 +4,12 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import * as check from '../engine/check';
-import * as compact from '../engine/compact';
-import { Qcow2Image } from '../engine/image';
-import { isLockedByQemu } from '../engine/lock';
-import * as repair from '../engine/repair';
-import * as snapshot from '../engine/snapshot';
+import * as check from '../engine/check/check';
+import * as compact from '../engine/ops/compact';
+import { Qcow2Image } from '../engine/image/image';
+import { isLockedByQemu } from '../engine/io/lock';
+import * as repair from '../engine/check/repair';
+import * as snapshot from '../engine/qcow2/snapshot';
 
 export interface CheckFindingLike {
   kind: string;

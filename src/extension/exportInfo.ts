@@ -1,7 +1,7 @@
 /** "Export Image Info (JSON)": `qemu-img info --output=json` of the image, to a file or a new tab. */
 import * as vscode from 'vscode';
-import { Qcow2Image } from '../engine/image';
-import { formatInfoJson, imageInfo, ImageInfo } from '../engine/info';
+import { Qcow2Image } from '../engine/image/image';
+import { formatInfoJson, imageInfo, ImageInfo } from '../engine/image/info';
 import { Services, targetUri } from './commandSupport';
 
 export async function exportImageInfo(s: Services, uriArg?: unknown, opts: { output?: string | vscode.Uri } = {}): Promise<{ info: ImageInfo; output?: string } | undefined> {

@@ -3,8 +3,8 @@
  * cluster through L1/L2), then ask the open webviews to reveal it.
  */
 import * as vscode from 'vscode';
-import { SUBCLUSTER_TYPE_NAMES } from '../engine/cluster';
-import { Qcow2Image } from '../engine/image';
+import { SUBCLUSTER_TYPE_NAMES } from '../engine/qcow2/cluster';
+import { Qcow2Image } from '../engine/image/image';
 import { parseOffset, Services, targetUri, UserError } from './commandSupport';
 
 export interface GuestLocation {

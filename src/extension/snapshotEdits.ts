@@ -3,7 +3,7 @@
  * the names the image will have after saving, applying them to a file, and the hot-exit backup
  * format. Qcow2Document (document.ts) wraps it for VS Code; test/extension tests it with QEMU.
  */
-import { isLockedByQemu } from '../engine/lock';
+import { isLockedByQemu } from '../engine/io/lock';
 import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
 
 export type SnapshotEdit = { kind: 'create'; name: string } | { kind: 'delete'; name: string };

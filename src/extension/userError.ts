@@ -4,7 +4,7 @@
  * import the command layer that imports it.
  */
 import * as vscode from 'vscode';
-import { isLockedByQemu } from '../engine/lock';
+import { isLockedByQemu } from '../engine/io/lock';
 
 /** Thrown for conditions the user must fix; shown as a plain error message. */
 export class UserError extends Error {}

@@ -8,21 +8,21 @@
  * on the first cluster map request, from one walk of the metadata (like `qemu-img check`).
  */
 import * as path from 'node:path';
-import { decodeL2Entry } from '../engine/cluster';
+import { decodeL2Entry } from '../engine/qcow2/cluster';
 import { Qcow2Error, hex } from '../engine/errors';
-import { featureBits } from '../engine/header';
-import { Qcow2Image } from '../engine/image';
-import * as L from '../engine/layout';
-import { isLockedByQemu } from '../engine/lock';
-import { mapImage } from '../engine/map';
-import { refcountAt } from '../engine/refcount';
-import { readEncryptInfo } from '../engine/crypto';
-import { readStoredRefcounts } from '../engine/check';
+import { featureBits } from '../engine/qcow2/header';
+import { Qcow2Image } from '../engine/image/image';
+import * as L from '../engine/qcow2/layout';
+import { isLockedByQemu } from '../engine/io/lock';
+import { mapImage } from '../engine/image/map';
+import { refcountAt } from '../engine/qcow2/refcount';
+import { readEncryptInfo } from '../engine/qcow2/encryption';
+import { readStoredRefcounts } from '../engine/check/check';
 import {
   ClusterUsage, clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_COMPRESSED, ROLE_CONFLICT, ROLE_CRYPTO, ROLE_DATA,
   ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2,
   ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
-} from '../engine/usage';
+} from '../engine/check/usage';
 import {
   ByteRangeSource, CLUSTER_ROLES, ClusterDescription, ClusterOwner, ClusterRole, FromWebviewMessage, HeaderField,
   ImageSummary, MAX_MAP_CELLS, MAX_READ_LENGTH, NodeId, ROOT_NODE_ID, ToWebviewMessage, TREE_PAGE_SIZE, TreeNode,

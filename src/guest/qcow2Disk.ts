@@ -4,7 +4,7 @@
  * longer reads are paged here. Raw disk files (no qcow2 magic) open as RawFileDisk.
  */
 import * as fs from 'node:fs';
-import { MAX_GUEST_READ, Qcow2Image } from '../engine/image';
+import { MAX_GUEST_READ, Qcow2Image } from '../engine/image/image';
 import type { GuestDisk } from './disk';
 import { RawFileDisk } from './rawDisk';
 

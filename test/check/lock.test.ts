@@ -7,7 +7,7 @@ import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isLockedByQemu } from '../../src/engine/lock';
+import { isLockedByQemu } from '../../src/engine/io/lock';
 import { cli, qemuImg, qemuIo, sha256, writeBE64 } from '../helpers/qemu';
 import { layout, scratchDir } from './common';
 

@@ -7,12 +7,12 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { analyzeImage } from '../../src/engine/check';
-import { Qcow2Image } from '../../src/engine/image';
+import { analyzeImage } from '../../src/engine/check/check';
+import { Qcow2Image } from '../../src/engine/image/image';
 import {
   clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_DATA, ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK,
   ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
-} from '../../src/engine/usage';
+} from '../../src/engine/check/usage';
 import { qemuImg, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
 import { layout, scratchDir } from './common';
 

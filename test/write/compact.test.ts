@@ -9,9 +9,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cli, qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { compactImage } from '../../src/engine/compact';
-import { readBitmapTable } from '../../src/engine/bitmap';
-import { Qcow2Image } from '../../src/engine/image';
+import { compactImage } from '../../src/engine/ops/compact';
+import { readBitmapTable } from '../../src/engine/qcow2/bitmap';
+import { Qcow2Image } from '../../src/engine/image/image';
 import { assertClean, CONFIGS, copy, makeImage, snapshotList } from './util';
 
 function sameContent(a: string, b: string, what: string): void {

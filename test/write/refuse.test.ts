@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cli, qemuImg, qemuIo, readBE64, sha256, tmpDir, writeBE64 } from '../helpers/qemu';
-import { isLockedByQemu } from '../../src/engine/lock';
+import { isLockedByQemu } from '../../src/engine/io/lock';
 
 const WRITES: string[][] = [['snapshot', '-c', 'x'], ['snapshot', '-a', 's'], ['snapshot', '-d', 's'], ['compact'], ['compact', '--compress', 'zlib']];
 

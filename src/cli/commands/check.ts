@@ -1,8 +1,8 @@
-import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck } from '../../engine/check';
+import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck } from '../../engine/check/check';
 import { Qcow2Error } from '../../engine/errors';
-import { Qcow2Image } from '../../engine/image';
-import { repairImage, type RepairMode } from '../../engine/repair';
-import { assertNotLocked } from '../../engine/writable';
+import { Qcow2Image } from '../../engine/image/image';
+import { repairImage, type RepairMode } from '../../engine/check/repair';
+import { assertNotLocked } from '../../engine/ops/writable';
 import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, PROGRESS, QUIET, type CommandSpec } from '../command';
 import { createProgress } from '../progress';
 

@@ -1,4 +1,4 @@
-import { compactImage } from '../../engine/compact';
+import { compactImage } from '../../engine/ops/compact';
 import { JSON_FLAG, OUTPUT, PROGRESS, QUIET, type CommandSpec } from '../command';
 import { createProgress } from '../progress';
 

@@ -1,5 +1,5 @@
-import { Qcow2Image } from '../../engine/image';
-import { formatInfoJson, imageInfo, ImageInfo } from '../../engine/info';
+import { Qcow2Image } from '../../engine/image/image';
+import { formatInfoJson, imageInfo, ImageInfo } from '../../engine/image/info';
 import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
 function humanSize(n: number): string {

@@ -1,7 +1,7 @@
 import { Qcow2Error } from '../../engine/errors';
-import { holeSeeker } from '../../engine/holes';
-import { Qcow2Image } from '../../engine/image';
-import { MapEntry, mapImage, writeMapJson } from '../../engine/map';
+import { holeSeeker } from '../../engine/io/holes';
+import { Qcow2Image } from '../../engine/image/image';
+import { MapEntry, mapImage, writeMapJson } from '../../engine/image/map';
 import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
 /**

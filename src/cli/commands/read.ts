@@ -1,4 +1,4 @@
-import { Qcow2Image, MAX_GUEST_READ } from '../../engine/image';
+import { Qcow2Image, MAX_GUEST_READ } from '../../engine/image/image';
 import { Qcow2Error } from '../../engine/errors';
 import { FORMAT, type CommandSpec } from '../command';
 

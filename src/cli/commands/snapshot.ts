@@ -1,4 +1,4 @@
-import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots, SnapshotInfo } from '../../engine/snapshot';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots, SnapshotInfo } from '../../engine/qcow2/snapshot';
 import { UsageError } from '../args';
 import { JSON_FLAG, OUTPUT, QUIET, type CommandSpec } from '../command';
 

@@ -3,9 +3,9 @@
  */
 import * as fs from 'node:fs';
 import { resolveBackingPath } from './backing';
-import { readEncryptInfo, EncryptInfo } from './crypto';
+import { readEncryptInfo, EncryptInfo } from '../qcow2/encryption';
 import { Qcow2Image } from './image';
-import * as L from './layout';
+import * as L from '../qcow2/layout';
 
 export interface SnapshotInfo {
   id: string;

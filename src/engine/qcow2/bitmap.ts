@@ -3,8 +3,8 @@
  * bitmap's table of data clusters.
  */
 import { entryOffset, wordHi, wordLo } from './cluster';
-import { Qcow2Error } from './errors';
-import { ImageFile } from './io';
+import { Qcow2Error } from '../errors';
+import { ImageFile } from '../io/reader';
 import * as L from './layout';
 
 export interface Bitmap {

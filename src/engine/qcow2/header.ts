@@ -2,8 +2,8 @@
  * The qcow2 header (versions 2 and 3) and its extensions: every field, feature bits decoded by
  * name (from the image's feature name table when it has one), unknown extensions kept.
  */
-import { Qcow2Error } from './errors';
-import { ImageFile } from './io';
+import { Qcow2Error } from '../errors';
+import { ImageFile } from '../io/reader';
 import * as L from './layout';
 
 export interface FeatureBit {

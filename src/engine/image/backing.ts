@@ -4,9 +4,9 @@
  * backing files as layers of their own.
  */
 import * as path from 'node:path';
-import { Qcow2Error } from './errors';
-import { forEachHostPiece, holeSeeker } from './holes';
-import { ImageFile } from './io';
+import { Qcow2Error } from '../errors';
+import { forEachHostPiece, holeSeeker } from '../io/holes';
+import { ImageFile } from '../io/reader';
 
 /** QEMU's path_combine: a relative name is joined to the directory part of the overlay's path. */
 export function resolveBackingPath(overlayPath: string, backingName: string): string {

@@ -5,11 +5,11 @@
  * fragmentation counters follow QEMU's rules so the numbers are the same as qemu-img's. On top of
  * the counters, every problem becomes a Finding with a structure path and plain-language text.
  */
-import { entryOffset, wordHi, wordLo } from './cluster';
-import { hex, Qcow2Error } from './errors';
-import { Qcow2Image } from './image';
-import * as L from './layout';
-import { decodeRefcountBlock, maxRefcount, refcountAt } from './refcount';
+import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import { hex, Qcow2Error } from '../errors';
+import { Qcow2Image } from '../image/image';
+import * as L from '../qcow2/layout';
+import { decodeRefcountBlock, maxRefcount, refcountAt } from '../qcow2/refcount';
 import { ClusterUsage, clusterUsage, readTablesPadded, ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, UsageIssue, UsageIssueKind } from './usage';
 
 export type Severity = 'error' | 'warning' | 'info';

@@ -18,11 +18,11 @@
  *  4. Header last: dirty and corrupt bits cleared only when the re-check finds no corruption, fsync.
  */
 import { analyzeImage, CheckResult, checkResultOf, CheckState, openForCheck } from './check';
-import { hex, Qcow2Error } from './errors';
-import { Qcow2Image } from './image';
-import * as L from './layout';
-import { maxRefcount, RefcountWriter, setRefcountAt, writeAt } from './refcount';
-import { assertNotLocked } from './writable';
+import { hex, Qcow2Error } from '../errors';
+import { Qcow2Image } from '../image/image';
+import * as L from '../qcow2/layout';
+import { maxRefcount, RefcountWriter, setRefcountAt, writeAt } from '../qcow2/refcount';
+import { assertNotLocked } from '../ops/writable';
 
 export type RepairMode = 'leaks' | 'all';
 

@@ -2,8 +2,8 @@
  * The internal snapshot table: entries with their extra data (v3: large VM state size, disk size,
  * instruction count). Parsing is bounded by QEMU's own limits.
  */
-import { Qcow2Error } from './errors';
-import { ImageFile } from './io';
+import { Qcow2Error } from '../errors';
+import { ImageFile } from '../io/reader';
 import * as L from './layout';
 
 export interface Snapshot {
@@ -145,10 +145,10 @@ export function encodeSnapshot(sn: Snapshot): Buffer {
 // them and no guest data is at risk.
 
 import { decodeCompressed as decodeCompressedEntry, entryOffset as entryOffsetOf, l2Geometry as l2GeometryOf, wordHi as hiOf, wordLo as loOf } from './cluster';
-import { readMany as readManyTables } from './io';
+import { readMany as readManyTables } from '../io/reader';
 import { RefcountWriter, writeAt } from './refcount';
-import { assertNotLocked, assertWritable } from './writable';
-import type { Qcow2Image as Qcow2ImageT } from './image';
+import { assertNotLocked, assertWritable } from '../ops/writable';
+import type { Qcow2Image as Qcow2ImageT } from '../image/image';
 
 export interface SnapshotOpOptions {
   signal?: AbortSignal;
@@ -178,7 +178,7 @@ function info(sn: Snapshot): SnapshotInfo {
 
 async function openImage(path: string, writable: boolean): Promise<Qcow2ImageT> {
   // imported lazily: image.ts imports this module for the table parser
-  const { Qcow2Image } = await import('./image');
+  const { Qcow2Image } = await import('../image/image');
   if (writable) assertNotLocked(path);
   return Qcow2Image.open(path, { writable, openBacking: false });
 }

@@ -14,12 +14,12 @@
  * Reads beyond the end of the file return zeros, as QEMU's block layer does, so a truncated image
  * is walked (and judged) the way `qemu-img check` judges it.
  */
-import { decodeCompressed, entryOffset, wordHi, wordLo } from './cluster';
-import { hex, Qcow2Error } from './errors';
-import type { Qcow2Image } from './image';
-import { ImageFile, readMany } from './io';
-import * as L from './layout';
-import { maxRefcount } from './refcount';
+import { decodeCompressed, entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import { hex, Qcow2Error } from '../errors';
+import type { Qcow2Image } from '../image/image';
+import { ImageFile, readMany } from '../io/reader';
+import * as L from '../qcow2/layout';
+import { maxRefcount } from '../qcow2/refcount';
 
 // ---- roles (low 6 bits of `role`), plus two flag bits ----
 export const ROLE_FREE = 0;

@@ -2,7 +2,7 @@
  * Encryption structure (no key handling): the legacy AES method and the LUKS header that the full
  * disk encryption header extension points at, decoded to the fields `qemu-img info` shows.
  */
-import { ImageFile } from './io';
+import { ImageFile } from '../io/reader';
 import { Qcow2Header } from './header';
 import * as L from './layout';
 

@@ -4,10 +4,10 @@
  * settled), and what we are about to write is allowed by its version. Each refusal is a Qcow2Error
  * with a message a user can act on.
  */
-import { Qcow2Error } from './errors';
-import type { Qcow2Image } from './image';
-import * as L from './layout';
-import { isLockedByQemu, locksOn } from './lock';
+import { Qcow2Error } from '../errors';
+import type { Qcow2Image } from '../image/image';
+import * as L from '../qcow2/layout';
+import { isLockedByQemu, locksOn } from '../io/lock';
 
 export type WriteFeature = 'zstd' | 'extended-l2' | 'external-data-file' | 'lazy-refcounts' | 'bitmaps' | 'snapshot-extra-data';
 

@@ -61,6 +61,20 @@ export const L1E_RESERVED_MASK = 0x7f000000000001fen;
 /** Standard L2 bits 1-8 and 56-61 are reserved. */
 export const L2E_STD_RESERVED_MASK = 0x3f000000000001fen;
 
+/**
+ * The same entry bits on the high and low 32-bit halves of a big-endian entry, for the hot paths that
+ * decode millions of entries without BigInt. Each is the bigint mask above, split at bit 32.
+ */
+export const OFLAG_COPIED_HI = 0x80000000;
+export const OFLAG_COMPRESSED_HI = 0x40000000;
+export const OFLAG_ZERO_LO = 0x1;
+export const ENTRY_OFFSET_HI_MASK = 0x00ffffff;
+export const ENTRY_OFFSET_LO_MASK = 0xfffffe00;
+export const L1E_RESERVED_HI = 0x7f000000;
+export const L1E_RESERVED_LO = 0x000001fe;
+export const L2E_STD_RESERVED_HI = 0x3f000000;
+export const L2E_STD_RESERVED_LO = 0x000001fe;
+
 export const SUBCLUSTERS_PER_CLUSTER = 32;
 export const COMPRESSED_SECTOR_SIZE = 512;
 
@@ -80,6 +94,57 @@ export const BME_MAX_NAME_SIZE = 1023;
 export const BME_MAX_TABLE_SIZE = 0x8000000;
 export const BME_MAX_GRANULARITY_BITS = 31;
 export const BME_MIN_GRANULARITY_BITS = 9;
+
+/**
+ * The header's fixed fields (spec "Header"), in on-disk order: the one table the parser, every header
+ * write and the structure view take offsets and sizes from. Fields from `incompatible_features` on
+ * exist only in version 3; `compression_type` only when header_length reaches it.
+ */
+export const HEADER_FIELDS = [
+  { name: 'magic', offset: 0, size: 4 },
+  { name: 'version', offset: 4, size: 4 },
+  { name: 'backing_file_offset', offset: 8, size: 8 },
+  { name: 'backing_file_size', offset: 16, size: 4 },
+  { name: 'cluster_bits', offset: 20, size: 4 },
+  { name: 'size', offset: 24, size: 8 },
+  { name: 'crypt_method', offset: 32, size: 4 },
+  { name: 'l1_size', offset: 36, size: 4 },
+  { name: 'l1_table_offset', offset: 40, size: 8 },
+  { name: 'refcount_table_offset', offset: 48, size: 8 },
+  { name: 'refcount_table_clusters', offset: 56, size: 4 },
+  { name: 'nb_snapshots', offset: 60, size: 4 },
+  { name: 'snapshots_offset', offset: 64, size: 8 },
+  { name: 'incompatible_features', offset: 72, size: 8 },
+  { name: 'compatible_features', offset: 80, size: 8 },
+  { name: 'autoclear_features', offset: 88, size: 8 },
+  { name: 'refcount_order', offset: 96, size: 4 },
+  { name: 'header_length', offset: 100, size: 4 },
+  { name: 'compression_type', offset: 104, size: 1 },
+] as const;
+export type HeaderFieldName = (typeof HEADER_FIELDS)[number]['name'];
+export const HEADER_FIELD: { readonly [K in HeaderFieldName]: { readonly name: K; readonly offset: number; readonly size: 1 | 4 | 8 } } =
+  Object.fromEntries(HEADER_FIELDS.map(f => [f.name, f])) as never;
+
+/** Reads one header field: 8-byte fields as bigint (exact past 2^53), others as number. */
+export function readHeaderField(buf: Buffer, name: HeaderFieldName): bigint | number {
+  const f = HEADER_FIELD[name];
+  return f.size === 8 ? buf.readBigUInt64BE(f.offset) : f.size === 4 ? buf.readUInt32BE(f.offset) : buf.readUInt8(f.offset);
+}
+/** Writes one header field into a buffer holding the header from byte 0. */
+export function writeHeaderField(buf: Buffer, name: HeaderFieldName, value: bigint | number): void {
+  const f = HEADER_FIELD[name];
+  if (f.size === 8) buf.writeBigUInt64BE(BigInt(value), f.offset);
+  else if (f.size === 4) buf.writeUInt32BE(Number(value) >>> 0, f.offset);
+  else buf.writeUInt8(Number(value), f.offset);
+}
+/** The field's bytes alone, ready for an in-place write at `HEADER_FIELD[name].offset`. */
+export function encodeHeaderField(name: HeaderFieldName, value: bigint | number): Buffer {
+  const f = HEADER_FIELD[name], b = Buffer.alloc(f.size);
+  if (f.size === 8) b.writeBigUInt64BE(BigInt(value));
+  else if (f.size === 4) b.writeUInt32BE(Number(value) >>> 0);
+  else b.writeUInt8(Number(value));
+  return b;
+}
 
 export function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;

@@ -5,17 +5,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Bitmap, readBitmapDirectory } from './bitmap';
+import { Bitmap, readBitmapDirectory } from '../qcow2/bitmap';
 import { BlockLayer, RawImage, resolveBackingPath, StatusExtent } from './backing';
-import { entryOffset, L2Geometry, l2Geometry, SubclusterType, subclusterType, wordHi, wordLo, decodeCompressed } from './cluster';
-import { decompressCluster, DecompressError } from './compress';
-import { Qcow2Error, hex } from './errors';
-import { Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from './header';
-import { forEachHostPiece, HoleSeeker, holeSeeker } from './holes';
-import { ImageFile, readMany } from './io';
-import * as L from './layout';
-import { readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from './refcount';
-import { readSnapshotTable, Snapshot } from './snapshot';
+import { entryOffset, L2Geometry, l2Geometry, SubclusterType, subclusterType, wordHi, wordLo, decodeCompressed } from '../qcow2/cluster';
+import { decompressCluster, DecompressError } from '../qcow2/compress';
+import { Qcow2Error, hex } from '../errors';
+import { Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from '../qcow2/header';
+import { forEachHostPiece, HoleSeeker, holeSeeker } from '../io/holes';
+import { ImageFile, readMany } from '../io/reader';
+import * as L from '../qcow2/layout';
+import { readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from '../qcow2/refcount';
+import { readSnapshotTable, Snapshot } from '../qcow2/snapshot';
 
 export interface OpenOptions {
   writable?: boolean;

@@ -16,18 +16,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { readBitmapTable } from './bitmap';
-import { decodeCompressed, entryOffset, l2Geometry, SubclusterType, wordHi, wordLo } from './cluster';
-import { decompressCluster, zstdFrameLength } from './compress';
+import { readBitmapTable } from '../qcow2/bitmap';
+import { decodeCompressed, entryOffset, l2Geometry, SubclusterType, wordHi, wordLo } from '../qcow2/cluster';
+import { decompressCluster, zstdFrameLength } from '../qcow2/compress';
 import * as zlib from 'node:zlib';
-import type { CompressReply, CompressRequest } from './compress.worker';
-import { Qcow2Error } from './errors';
-import { forEachHostPiece, holeSeeker } from './holes';
-import { Qcow2Image } from './image';
-import { ImageFile, readMany } from './io';
-import * as L from './layout';
-import { maxRefcount, refcountGeometry, setRefcountAt } from './refcount';
-import { encodeSnapshot } from './snapshot';
+import type { CompressReply, CompressRequest } from '../qcow2/compress.worker';
+import { Qcow2Error } from '../errors';
+import { forEachHostPiece, holeSeeker } from '../io/holes';
+import { Qcow2Image } from '../image/image';
+import { ImageFile, readMany } from '../io/reader';
+import * as L from '../qcow2/layout';
+import { maxRefcount, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
+import { encodeSnapshot } from '../qcow2/snapshot';
 import { assertNotLocked, assertWritable, beforeWrite, WriteFeature } from './writable';
 
 export interface CompactOptions {

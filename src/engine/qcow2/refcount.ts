@@ -3,8 +3,8 @@
  * with entries of 1 to 64 bits (refcount_order 0-6). Sub-byte widths pack the lowest index in the
  * lowest bits of each byte, as QEMU does; wider ones are big-endian.
  */
-import { Qcow2Error } from './errors';
-import { ImageFile, readMany } from './io';
+import { Qcow2Error } from '../errors';
+import { ImageFile, readMany } from '../io/reader';
 import * as L from './layout';
 
 export function refcountAt(block: Uint8Array, index: number, order: number): number {
@@ -138,7 +138,7 @@ export async function readAllRefcounts(
 // refcount table (a grown table goes to new clusters and only the header switch makes it live),
 // and the old table is freed last. A crash at any point leaves at most leaked clusters.
 
-import { beforeWrite } from './writable';
+import { beforeWrite } from '../ops/writable';
 
 /** One write through the crash hook (tests can stop the process after any write). */
 export async function writeAt(file: ImageFile, hostOffset: number, data: Uint8Array, structure: string): Promise<void> {

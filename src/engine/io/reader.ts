@@ -4,7 +4,7 @@
  * hostile header cannot make us allocate gigabytes or read past the end of the file.
  */
 import * as fs from 'node:fs';
-import { Qcow2Error } from './errors';
+import { Qcow2Error } from '../errors';
 
 /** The largest single metadata read we allow (L1 tables of 32 MiB are QEMU's own limit). */
 export const MAX_METADATA_READ = 256 * 1024 * 1024;
