@@ -18,7 +18,7 @@ export function packageFiles() {
 /** The exact set allowed in the .vsix; anything else (src/, test/, e2e/, *.map, node_modules) is a defect. */
 export function assertPackageFiles(files) {
   const allowed = [/^package\.json$/, /^README\.md$/, /^LICENSE(\.md)?$/, /^dist\/extension\.js$/, /^dist\/[\w.-]+\.worker\.js$/, /^dist\/[\w.-]+\.wasm$/, /^dist\/holes\.node$/,
-    /^media\/webview\.(js|css)$/, /^media\/icon\.png$/, /^media\/[\w.-]+\.svg$/,
+    /^media\/webview\.(js|css)$/, /^media\/icon\.png$/, /^media\/[\w.-]+\.svg$/, /^media\/walkthrough\/[\w-]+\.md$/, /^media\/sample\.qcow2\.gz$/, /^CHANGELOG\.md$/,
     // the zstd encoder compaction loads at run time (WebAssembly, read next to its loader)
     /^node_modules\/@bokuweb\/zstd-wasm\/(package\.json|LICENSE[\w.]*|dist\/common\/[\w./-]+\.(js|wasm))$/];
   for (const f of files) assert.ok(allowed.some(r => r.test(f)), `unexpected file in the .vsix: ${f}`);
@@ -27,7 +27,7 @@ export function assertPackageFiles(files) {
 
 export function packageVsix(outDir) {
   const out = path.join(outDir, 'qcow2-lens.vsix');
-  vsce('package', '--skip-license', '--allow-missing-repository', '-o', out);
+  vsce('package', '--allow-missing-repository', '-o', out);
   return out;
 }
 

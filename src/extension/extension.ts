@@ -15,6 +15,7 @@ import { goToGuestOffset, goToHostOffset } from './goToOffset';
 import { repairImage } from './repairImage';
 import { applyWithEngine } from './snapshotEdits';
 import { ViewModel } from './viewModel';
+import { openSampleImage } from './walkthrough';
 import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
 
 /** One view model per tab, read-only: it answers the webview's requests from the engine. */
@@ -73,6 +74,7 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     await vscode.commands.executeCommand('vscode.openWith', target, VIEW_TYPE);
     return target.toString();
   });
+  register('qcow2Lens.openSample', 'Open Sample Image', () => openSampleImage(context));
   // For tests: which images are open in the editor, and the pending edits of one.
   register('qcow2Lens.internal.state', 'State', async (sv, uri?: vscode.Uri) => ({
     editors: sv.provider.openEditors(),

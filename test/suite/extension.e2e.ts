@@ -67,6 +67,23 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.ok(fs.readFileSync(uri.fsPath).equals(before), 'opening does not modify the image');
   });
 
+  test('the walkthrough is declared and its Open Sample Image opens a QEMU-clean copy outside the workspace', async () => {
+    const ext = vscode.extensions.all.find(e => e.packageJSON.name === 'qcow2-lens')!;
+    const walk = ext.packageJSON.contributes.walkthroughs?.[0];
+    assert.ok(walk, 'a walkthrough is contributed');
+    for (const st of walk.steps as { media: { markdown: string } }[]) assert.ok(fs.existsSync(path.join(ext.extensionPath, st.media.markdown)), `${st.media.markdown} ships`);
+    const opened = await vscode.commands.executeCommand<string>('qcow2Lens.openSample');
+    assert.ok(!opened.startsWith(ws()), 'the sample is not written into the workspace');
+    await until('the sample in the custom editor', () => {
+      const tab = vscode.window.tabGroups.activeTabGroup.activeTab;
+      return tab?.input instanceof vscode.TabInputCustom && tab.input.uri.fsPath === opened && tab.input.viewType === 'qcow2Lens.editor';
+    });
+    const info = JSON.parse(qemuImg('info', '--output=json', '-U', opened));
+    assert.equal(info['virtual-size'], 64 * 1024 * 1024);
+    assert.deepEqual(info.snapshots.map((s: { name: string }) => s.name), ['fresh-install']);
+    assert.equal(spawnSync('qemu-img', ['check', '-U', opened]).status, 0, 'qemu-img check finds the sample clean');
+  });
+
   test('Check Image puts qemu-img check\'s leak into the Problems panel and clears it on close', async () => {
     const uri = copyFixture('damaged.qcow2', 'damaged-check.qcow2');
     const expected = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', uri.fsPath], { encoding: 'utf8' }).stdout);
