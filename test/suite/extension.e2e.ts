@@ -48,6 +48,13 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.ok(ext, 'the extension is installed');
     await ext.activate();
   });
+
+  test('activation (loading the bundle and activate()) takes under 50 ms', async () => {
+    const api = vscode.extensions.all.find(e => e.packageJSON.name === 'qcow2-lens')!.exports as { activationMs: number };
+    console.log(`activation: ${api.activationMs.toFixed(1)} ms`);
+    assert.ok(api.activationMs > 0, 'the bundle recorded its load start');
+    assert.ok(api.activationMs < 50, `activation took ${api.activationMs.toFixed(1)} ms`);
+  });
   teardown(async () => {
     await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor').then(undefined, () => undefined);
     await vscode.commands.executeCommand('workbench.action.closeAllEditors');
