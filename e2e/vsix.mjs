@@ -27,7 +27,10 @@ export function assertPackageFiles(files) {
 
 export function packageVsix(outDir) {
   const out = path.join(outDir, 'qcow2-lens.vsix');
-  vsce('package', '--allow-missing-repository', '-o', out);
+  // the same flags as `npm run package`: README's relative picture needs a base URL when the repository is not on GitHub
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  const flags = pkg.scripts.package.split(/\s+/).slice(2);
+  vsce('package', ...flags, '--allow-missing-repository', '-o', out);
   return out;
 }
 

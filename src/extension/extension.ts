@@ -29,6 +29,7 @@ export interface Qcow2LensApi {
 }
 
 export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
+  const activateStart = performance.now();
   const output = vscode.window.createOutputChannel('QCOW2 Lens');
   let provider: Qcow2EditorProvider | undefined;
   const checks = new CheckService((uri, m) => provider?.postTo(uri, m));
@@ -84,8 +85,10 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     pending: uri ? sv.provider.document(uri)?.pending ?? null : null,
   }));
   void reopenTextTabsOfImages();
-  const activationMs = performance.now() - loadStart;
-  output.appendLine(`activated in ${activationMs.toFixed(1)} ms`);
+  // As VS Code counts it: loading the code plus the activate() call, not the host's own wait between them.
+  const activateMs = performance.now() - activateStart, loadMs = modulesLoaded - loadStart;
+  const activationMs = loadMs + activateMs;
+  output.appendLine(`activated in ${activationMs.toFixed(1)} ms (loading ${loadMs.toFixed(1)} ms, activate() ${activateMs.toFixed(1)} ms)`);
   return { services: s, activationMs };
 }
 
@@ -145,6 +148,9 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
     void vscode.window.showErrorMessage(msg);
   }
 }
+
+/** Evaluated last of the bundle's eagerly loaded modules: the end of code loading. */
+const modulesLoaded = performance.now();
 
 export function deactivate(): void {
   // everything is in context.subscriptions
