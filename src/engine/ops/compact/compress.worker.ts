@@ -6,7 +6,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
-import { compressClusterZlib, loadZstd } from './compress';
+import { compressClusterZlib, loadZstd } from '../../qcow2/compress';
 
 export interface CompressRequest {
   id: number;
