@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import * as L from '../../qcow2/layout';
+import { putOffset } from './entry';
 import type { Layout } from './layout';
 
 /** A header extension's type and length, before its data. */
@@ -67,8 +68,8 @@ export async function buildHeader(x: HeaderInput): Promise<Buffer> {
   }
   if (lay.bitmapDir) {
     const ext = h.extensions.find(e => e.type === L.EXT_BITMAPS)!;
-    hdr.writeBigUInt64BE(BigInt(lay.bitmapDir.size), ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_SIZE);
-    hdr.writeBigUInt64BE(BigInt(lay.bitmapDir.offset), ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_OFFSET);
+    putOffset(hdr, ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_SIZE, lay.bitmapDir.size);
+    putOffset(hdr, ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_OFFSET, lay.bitmapDir.offset);
   }
   return hdr;
 }

@@ -9,6 +9,7 @@ import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import { l2Geometry, SubclusterType } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
+import { offsetHi, putEntry, putOffset } from './entry';
 import type { CompactPlan, Job, L1Source, Piece, SourceTables } from './plan';
 
 /** Refuses what the guest-view walk cannot carry into another cluster size. */
@@ -49,8 +50,7 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
       const li = Math.floor(c / og.l2Size);
       let t = l2For.get(li);
       if (!t) { t = Buffer.alloc(ocs); l2For.set(li, t); }
-      t.writeUInt32BE(hi >>> 0, (c % og.l2Size) * 8);
-      t.writeUInt32BE(lo >>> 0, (c % og.l2Size) * 8 + 4);
+      putEntry(t, (c % og.l2Size) * 8, hi, lo);
     };
     let cur: { index: number; pieces: Piece[] } | null = null;
     const finalize = () => {
@@ -69,7 +69,7 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
         byKey.set(key, fake);
         jobs.push({ fake, guest: c * ocs, pieces: ps });
       }
-      setEntry(c, Math.floor(fake / 0x100000000), fake >>> 0);
+      setEntry(c, offsetHi(fake), fake >>> 0);
     };
     await img.walk(0, size, r => {
       let pos = r.guestOffset;
@@ -96,7 +96,7 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
       const k = t.toString('base64');
       let off = byContent.get(k);
       if (off === undefined) { off = nextFakeL2++ * ocs; byContent.set(k, off); fakeL2.set(off, t); }
-      l1.writeBigUInt64BE(BigInt(off), li * 8);
+      putOffset(l1, li * 8, off);
     }
     newTables.push({ l1, label });
   }

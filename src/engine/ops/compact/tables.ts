@@ -9,23 +9,8 @@ import { decodeCompressed, entryOffset, type L2Geometry, wordHi, wordLo } from '
 import * as L from '../../qcow2/layout';
 import { encodeSnapshot } from '../../qcow2/snapshot';
 import { ZERO, type Placement } from './copy';
+import { compressedEntryHi, offsetHi, putEntry, putOffset } from './entry';
 import type { L1Source, SourceTables } from './plan';
-
-/**
- * The high word of a compressed L2 entry for `len` bytes at `host` (the compressed flag, the
- * additional 512-byte sectors at bit `compressedOffsetBits`, the offset's top bits); the low word
- * is `host >>> 0`. The sector count sits at bit 49 or higher, so it is shifted within the high word.
- */
-export function compressedEntryHi(g: L2Geometry, host: number, len: number): number {
-  const nb = Math.floor((host + len - 1) / L.COMPRESSED_SECTOR_SIZE) - Math.floor(host / L.COMPRESSED_SECTOR_SIZE);
-  return (L.OFLAG_COMPRESSED_HI | (nb << (g.compressedOffsetBits - 32)) | Math.floor(host / 0x100000000)) >>> 0;
-}
-
-/** Writes a 64-bit entry from its high and low 32-bit words. */
-function putEntry(t: Buffer, pos: number, hi: number, lo: number): void {
-  t.writeUInt32BE(hi >>> 0, pos);
-  t.writeUInt32BE(lo >>> 0, pos + 4);
-}
 
 /**
  * Source L2 table `t` with every entry pointed at its copy (compressed ones at `streamBase` plus
@@ -43,7 +28,7 @@ export function buildL2(t: Buffer, g: L2Geometry, hasBacking: boolean, placed: P
     if (hi & L.OFLAG_COMPRESSED_HI) {
       const d = placed.compressed.get(decodeCompressed(g, hi, lo).hostOffset)!;
       if (d.kind === 'compressed') { nhi = compressedEntryHi(g, streamBase + d.host, d.len); nlo = (streamBase + d.host) >>> 0; }
-      else if (d.kind === 'data') { nhi = Math.floor(d.host / 0x100000000); nlo = d.host >>> 0; }
+      else if (d.kind === 'data') { nhi = offsetHi(d.host); nlo = d.host >>> 0; }
       else nlo = zeroLo;
     } else {
       const host = entryOffset(hi, lo);
@@ -54,7 +39,7 @@ export function buildL2(t: Buffer, g: L2Geometry, hasBacking: boolean, placed: P
         const d = placed.data.get(host)!;
         if (viaComp && viaComp.kind === 'compressed') { nhi = compressedEntryHi(g, streamBase + viaComp.host, viaComp.len); nlo = (streamBase + viaComp.host) >>> 0; }
         else if (d === ZERO) nlo = zeroLo;
-        else { nhi = Math.floor(d / 0x100000000); nlo = d >>> 0; }
+        else { nhi = offsetHi(d); nlo = d >>> 0; }
       }
     }
     if (g.extendedL2 && !(nhi & L.OFLAG_COMPRESSED_HI)) {
@@ -93,7 +78,7 @@ export function encodeL1(l1: Buffer, padded: boolean, cs: number, l2Dest: Map<nu
   for (let e = 0; e < l1.length / 8; e++) {
     const so = entryOffset(wordHi(l1, e * 8), wordLo(l1, e * 8));
     const d = so ? l2Dest.get(so) : undefined;
-    if (d !== undefined) putEntry(n, e * 8, Math.floor(d / 0x100000000) | (l2Refs.get(so) === 1 ? L.OFLAG_COPIED_HI : 0), d >>> 0);
+    if (d !== undefined) putOffset(n, e * 8, d, l2Refs.get(so) === 1 ? L.OFLAG_COPIED_HI : 0);
   }
   return n;
 }
@@ -133,7 +118,7 @@ export async function readBitmapData(img: Qcow2Image, tables: BitmapTableEntry[]
 
 /** Points a bitmap table's entries at its data clusters' new places. */
 export function fillBitmapTable(bd: BitmapData, dataAt: number[]): void {
-  bd.clusters.forEach((c, k) => putEntry(bd.tbl, c.index * 8, Math.floor(dataAt[k] / 0x100000000), dataAt[k] >>> 0));
+  bd.clusters.forEach((c, k) => putOffset(bd.tbl, c.index * 8, dataAt[k]));
 }
 
 /** bitmap_table_offset within a bitmap directory entry. */
@@ -148,7 +133,7 @@ export function encodeBitmapDirectory(img: Qcow2Image, rawDir: Buffer, tableAt: 
   return Buffer.concat(img.bitmaps.map((bm, b) => {
     const rel = bm.hostOffset - dirOffset;
     const ent = Buffer.from(rawDir.subarray(rel, rel + bm.entrySize));
-    ent.writeBigUInt64BE(BigInt(tableAt[b]), BME_TABLE_OFFSET);
+    putOffset(ent, BME_TABLE_OFFSET, tableAt[b]);
     return ent;
   }));
 }
@@ -156,6 +141,6 @@ export function encodeBitmapDirectory(img: Qcow2Image, rawDir: Buffer, tableAt: 
 /** The refcount table: `nBlocks` blocks from `blocksAt` on, in `nTable` clusters. */
 export function encodeRefcountTable(nTable: number, nBlocks: number, blocksAt: number, cs: number): Buffer {
   const table = Buffer.alloc(nTable * cs);
-  for (let i = 0; i < nBlocks; i++) putEntry(table, i * 8, Math.floor((blocksAt + i * cs) / 0x100000000), (blocksAt + i * cs) >>> 0);
+  for (let i = 0; i < nBlocks; i++) putOffset(table, i * 8, blocksAt + i * cs);
   return table;
 }
