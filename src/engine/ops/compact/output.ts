@@ -59,7 +59,6 @@ export class OutFile {
         done += bytesWritten;
         // advance past what was written (short writes are rare but legal)
         let w = bytesWritten + skip;
-        skip = 0;
         while (i < bufs.length && w >= bufs[i].length) { w -= bufs[i].length; i++; }
         skip = w;
       }
@@ -104,7 +103,7 @@ export async function createTemp(file: string, mode: number): Promise<ImageFile>
 export function removeStaleTemps(dest: string): void {
   const dir = path.dirname(path.resolve(dest));
   const re = new RegExp(`^\\.${path.basename(dest).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.compact-(\\d+)-\\d+\\.tmp(\\.stream)?$`);
-  let names: string[] = [];
+  let names: string[];
   try { names = fs.readdirSync(dir); } catch { return; }
   for (const n of names) {
     const m = re.exec(n);

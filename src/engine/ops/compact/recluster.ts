@@ -61,7 +61,7 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
       if (ps.every(p => isUnalloc(p.type))) return;
       // zero throughout (without a backing file, unallocated reads as zero too)
       if (ps.every(p => isZero(p.type) || (!hasBacking && isUnalloc(p.type)))) { if (hasBacking) setEntry(c, 0, L.OFLAG_ZERO_LO); return; }
-      const key = ps.map(p => p.type === SubclusterType.Normal ? `d${p.host}:${p.len}` : p.type === SubclusterType.Compressed ? `c${p.comp}+${p.within}:${p.len}`
+      const key = ps.map(p => p.type === SubclusterType.Normal ? `d${p.host}:${p.len}` : p.type === SubclusterType.Compressed ? `c${p.comp!}+${p.within}:${p.len}`
         : isZero(p.type) ? `z${p.len}` : `u${p.guest}:${p.len}`).join('|');
       let fake = byKey.get(key);
       if (fake === undefined) {
