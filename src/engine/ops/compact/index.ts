@@ -31,13 +31,13 @@ import { readBitmapTable } from '../../qcow2/bitmap';
 import { assertNotLocked } from '../writable';
 import { copyClusters } from './copy';
 import { buildHeader } from './header';
-import { layoutMetadata } from './layout';
+import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
-import { checkCompactable, type CompactOptions, type CompactPlan, readSourceTables } from './plan';
+import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, readSourceTables } from './plan';
 import { CompressPool } from './pool';
 import { checkReclusterable, reclusterTables } from './recluster';
-import { buildRefcounts } from './refcounts';
-import { countL2Refs, encodeL1, encodeRefcountTable, fillBitmapTable, readBitmapData } from './tables';
+import { buildRefcounts, type Refcounted } from './refcounts';
+import { type BitmapData, countL2Refs, encodeL1, encodeRefcountTable, fillBitmapTable, readBitmapData } from './tables';
 
 export type { CompactOptions } from './plan';
 
@@ -105,25 +105,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const rc = buildRefcounts({ file: src, g, hasBacking: settings.hasBacking, tables: plan.tables, l2Refs, placed, layout: lay, bitmaps });
 
     // ── the metadata, in layout order, then the compressed stream ──
-    for (const so of lay.l2Order) await o.append(rc.l2.get(so)!);
-    for (let i = 0; i < l1Tables.length; i++) {
-      const l1 = l1Tables[i].l1;
-      if (!l1.length || (i === 0 && lay.l1Last)) continue;
-      await o.append(encodeL1(l1, true, cs, lay.l2Dest, l2Refs));
-    }
-    if (lay.snapshotTable) { await o.append(lay.snapshotTable); await o.padTo(cs); }
-    for (let b = 0; b < bitmaps.length; b++) {
-      const bd = bitmaps[b];
-      fillBitmapTable(bd, lay.bitmaps[b].dataAt);
-      for (const c of bd.clusters) await o.append(c.data);
-      if (bd.tbl.length) { await o.append(bd.tbl); await o.padTo(cs); }
-    }
-    if (lay.bitmapDir) { await o.append(lay.bitmapDir.data); await o.padTo(cs); }
-    await o.append(rc.blocks);
-    await o.append(encodeRefcountTable(lay.nTable, lay.nBlocks, lay.blocksAt, cs));
-    if (lay.l1Last) await o.append(encodeL1(l1Tables[0].l1, false, cs, lay.l2Dest, l2Refs));
-    await o.drain();
-    if (o.pos !== lay.streamBase) throw new Error(`internal: layout mismatch (${o.pos} != ${lay.streamBase})`);
+    await writeMetadata(o, { cs, l1Tables, l2Refs, bitmaps, lay, rc });
     for (let at = 0; at < placed.streamLen; at += STREAM_COPY_BYTES) {
       throwIfCancelled(opts.signal, src, 'compaction');
       await o.append(await streamFile.read(at, Math.min(STREAM_COPY_BYTES, placed.streamLen - at), 'compressed stream'));
@@ -161,4 +143,36 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     await full?.close();
     await img.close();
   }
+}
+
+interface Metadata {
+  cs: number;
+  l1Tables: L1Source[];
+  l2Refs: Map<number, number>;
+  bitmaps: BitmapData[];
+  lay: Layout;
+  rc: Refcounted;
+}
+
+/** Appends the metadata after the data, in the order layoutMetadata placed it. */
+async function writeMetadata(o: OutFile, { cs, l1Tables, l2Refs, bitmaps, lay, rc }: Metadata): Promise<void> {
+  for (const so of lay.l2Order) await o.append(rc.l2.get(so)!);
+  for (let i = 0; i < l1Tables.length; i++) {
+    const l1 = l1Tables[i].l1;
+    if (!l1.length || (i === 0 && lay.l1Last)) continue;
+    await o.append(encodeL1(l1, true, cs, lay.l2Dest, l2Refs));
+  }
+  if (lay.snapshotTable) { await o.append(lay.snapshotTable); await o.padTo(cs); }
+  for (let b = 0; b < bitmaps.length; b++) {
+    const bd = bitmaps[b];
+    fillBitmapTable(bd, lay.bitmaps[b].dataAt);
+    for (const c of bd.clusters) await o.append(c.data);
+    if (bd.tbl.length) { await o.append(bd.tbl); await o.padTo(cs); }
+  }
+  if (lay.bitmapDir) { await o.append(lay.bitmapDir.data); await o.padTo(cs); }
+  await o.append(rc.blocks);
+  await o.append(encodeRefcountTable(lay.nTable, lay.nBlocks, lay.blocksAt, cs));
+  if (lay.l1Last) await o.append(encodeL1(l1Tables[0].l1, false, cs, lay.l2Dest, l2Refs));
+  await o.drain();
+  if (o.pos !== lay.streamBase) throw new Error(`internal: layout mismatch (${o.pos} != ${lay.streamBase})`);
 }
