@@ -5,8 +5,7 @@
  * would not be smaller than the cluster (it is then stored uncompressed, as QEMU does).
  */
 import { parentPort } from 'node:worker_threads';
-import * as zlib from 'node:zlib';
-import { compressClusterZlib, loadZstd } from './compress';
+import { compressClusterZlib, loadZstd } from '../../qcow2/compress';
 
 export interface CompressRequest {
   id: number;
@@ -24,7 +23,7 @@ export interface CompressReply {
 // one load shared by every message: batches arrive while the first is still loading the encoder
 let zstdLoad: Promise<(b: Uint8Array) => Uint8Array> | null = null;
 
-parentPort!.on('message', async (m: CompressRequest) => {
+async function compressBatch(m: CompressRequest): Promise<void> {
   try {
     const zstd = m.type === 'zstd' ? await (zstdLoad ??= loadZstd()) : null;
     const input = Buffer.from(m.data);
@@ -38,10 +37,12 @@ parentPort!.on('message', async (m: CompressRequest) => {
       else { lengths.push(o.length); outs.push(o); }
     }
     const out = Buffer.concat(outs);
-    const ab = out.buffer.slice(out.byteOffset, out.byteOffset + out.length) as ArrayBuffer;
+    const ab = out.buffer.slice(out.byteOffset, out.byteOffset + out.length);
     parentPort!.postMessage({ id: m.id, lengths, data: ab } satisfies CompressReply, [ab]);
   } catch (e) {
     parentPort!.postMessage({ id: m.id, lengths: [], data: new ArrayBuffer(0), error: (e as Error).message } satisfies CompressReply);
   }
-});
-void zlib;
+}
+
+// compressBatch answers every message itself, failures included
+parentPort!.on('message', (m: CompressRequest) => { void compressBatch(m); });

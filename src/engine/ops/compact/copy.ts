@@ -1,0 +1,259 @@
+/**
+ * The data copy: every kept cluster, in source order. Uncompressed clusters go to the image from
+ * cluster 1 on; compressed ones to a side stream that is placed last (after the metadata), so the
+ * file ends mid-cluster as qemu-img's does instead of padding a final cluster. All-zero clusters
+ * are dropped. A pipeline keeps the disk and both compression workers busy.
+ */
+import * as zlib from 'node:zlib';
+import { throwIfCancelled } from '../../cancel';
+import { Qcow2Error } from '../../errors';
+import type { Qcow2Image } from '../../image/image';
+import { forEachHostPiece, holeSeeker } from '../../io/holes';
+import { SubclusterType } from '../../qcow2/cluster';
+import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
+import * as L from '../../qcow2/layout';
+import type { CompressReply } from './compress.worker';
+import type { OutFile } from './output';
+import type { CompactPlan, Job } from './plan';
+import type { CompressPool } from './pool';
+
+/** A data cluster that reads as zero: it becomes a zero flag (overlay) or unallocated. */
+export const ZERO = -1;
+/** Where a compressed source cluster (or a data cluster that compressed) went. */
+export type Dest = { kind: 'data'; host: number } | { kind: 'compressed'; host: number; len: number } | { kind: 'zero' };
+
+/** Where each kept cluster now lies. */
+export interface Placement {
+  /** Source host (or re-clustering job id) → output host offset, or ZERO. */
+  data: Map<number, number>;
+  /**
+   * Compressed source offset → its destination. A data cluster that was compressed on the way is
+   * keyed `-1 - source host`, apart from the compressed sources. Stream hosts are relative to the
+   * stream's start.
+   */
+  compressed: Map<number, Dest>;
+  /** Bytes of the compressed stream. */
+  streamLen: number;
+}
+
+export interface CopyInput {
+  img: Qcow2Image;
+  /** Re-clustering an overlay: the image with its backing chain, for guest reads through it. */
+  full: Qcow2Image | null;
+  plan: CompactPlan;
+  recluster: boolean;
+  detectZero: boolean;
+  outType: number;
+  out: OutFile;
+  stream: OutFile;
+  pool: CompressPool | null;
+  progress(bytes: number): void;
+  signal?: AbortSignal;
+}
+
+interface Batch { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; holeOnly?: Set<number> }
+interface Ready { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; keep: number[]; parts: number[][]; replies: CompressReply[] }
+
+/** Batches of this many bytes are read, compressed and written as one. */
+const BATCH_BYTES = 4 * 1024 * 1024;
+/** Batches prepared (read, compressed) ahead of the one being written. */
+const AHEAD = 3;
+
+/** Copies the data clusters, then the compressed source clusters; drains both outputs. */
+export async function copyClusters(c: CopyInput): Promise<Placement> {
+  const { plan, out, stream } = c;
+  const cs = plan.cs;
+  const data = new Map<number, number>();
+  const compressed = new Map<number, Dest>();
+  const zero = Buffer.alloc(cs);
+  const sorted = c.recluster ? plan.jobs.map(j => j.fake) : [...plan.tables.data].sort((a, b) => a - b);
+  const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
+  const read = new BatchReader(c, BATCH);
+  const prepare = async (k: number): Promise<Ready> => {
+    const { list, bufs, batchBuf, holeOnly } = c.recluster ? await read.jobs(k, plan.jobs, sorted) : await read.clusters(k, sorted);
+    const keep: number[] = [];
+    for (const s of list) {
+      if (c.detectZero && (holeOnly?.has(s) || bufs.get(s)!.equals(zero))) data.set(s, ZERO);
+      else keep.push(s);
+    }
+    let parts: number[][] = [], replies: CompressReply[] = [];
+    if (c.pool && keep.length) {
+      const pool = c.pool;
+      const half = Math.ceil(keep.length / 2);
+      parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
+      replies = await Promise.all(parts.map(p => pool.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
+    }
+    return { list, bufs, batchBuf, keep, parts, replies };
+  };
+  const place = async ({ list, bufs, batchBuf, keep, parts, replies }: Ready) => {
+    if (c.pool && keep.length) {
+      for (let pi = 0; pi < parts.length; pi++) {
+        const r = replies[pi], bytes = Buffer.from(r.data);
+        let at = 0;
+        for (let idx = 0; idx < parts[pi].length; idx++) {
+          const s = parts[pi][idx], len = r.lengths[idx];
+          if (len < 0) { data.set(s, await out.append(bufs.get(s)!)); continue; }
+          compressed.set(-1 - s, { kind: 'compressed', host: stream.push(bytes.subarray(at, at + len)), len });
+          at += len;
+        }
+      }
+      await stream.flushIfLarge();
+    } else {
+      for (const s of keep) data.set(s, await out.append(bufs.get(s)!));
+    }
+    await out.flush();
+    // the batch buffer is free again once its bytes are on disk; at once when none were kept
+    // (all-zero batches: without this, hole-only batches read with no I/O outran the recycling)
+    if (keep.length === 0) read.spare.push(batchBuf);
+    else out.whenWritten().then(() => read.spare.push(batchBuf), () => undefined);
+    c.progress(list.length * cs);
+  };
+  const ahead: Promise<Ready>[] = [];
+  try {
+    for (let k = 0; k < sorted.length; k += BATCH) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      ahead.push(prepare(k));
+      if (ahead.length >= AHEAD) await place(await ahead.shift()!);
+    }
+    while (ahead.length) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      await place(await ahead.shift()!);
+    }
+  } finally {
+    await Promise.allSettled(ahead);
+  }
+  await copyCompressed(c, compressed, zero);
+  await out.drain();
+  await stream.drain();
+  return { data, compressed, streamLen: stream.pos };
+}
+
+/**
+ * Compressed source clusters: copied as they are (trimmed to their real length), or recompressed
+ * when the compression type changes.
+ */
+async function copyCompressed(c: CopyInput, compressed: Map<number, Dest>, zero: Buffer): Promise<void> {
+  const { img, out, stream } = c;
+  const h = img.header, cs = c.plan.cs;
+  const compSorted = [...c.plan.tables.compressed].sort((a, b) => a[0] - b[0]);
+  for (const [off, size] of compSorted) {
+    throwIfCancelled(c.signal, img.path, 'compaction');
+    const stored = await img.file.readPadded(off, Math.min(size, 2 * cs + 512), 'compressed cluster');
+    if (c.outType === h.compressionType) {
+      const len = Math.min(size, compressedLength(h.compressionType, stored, cs, img.path, off));
+      compressed.set(off, { kind: 'compressed', host: stream.push(Buffer.from(stored.subarray(0, len))), len });
+      await stream.flushIfLarge();
+    } else {
+      const plain = decompressCluster(h.compressionType, stored, cs);
+      if (plain.equals(zero) && c.detectZero) { compressed.set(off, { kind: 'zero' }); c.progress(cs); continue; }
+      // a different output type comes only from --compress, which started the pool
+      const r = await c.pool!.compress(plain, cs);
+      if (r.lengths[0] < 0) compressed.set(off, { kind: 'data', host: await out.append(plain) });
+      else compressed.set(off, { kind: 'compressed', host: stream.push(Buffer.from(r.data)), len: r.lengths[0] });
+    }
+    c.progress(cs);
+  }
+}
+
+/** The real length of a stored compressed cluster (the L2 entry only bounds it to 512-byte sectors). */
+function compressedLength(type: number, stored: Buffer, cs: number, file: string, off: number): number {
+  try {
+    if (type === L.COMPRESSION_ZSTD) return zstdFrameLength(stored);
+    const r = zlib.inflateRawSync(stored, { info: true, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cs }) as unknown as { engine: { bytesWritten: number } };
+    return r.engine.bytesWritten;
+  } catch (e) {
+    throw new Qcow2Error(file, 'compressed cluster', off, `cannot be decoded (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Reads batches of clusters into reused buffers (fresh 4 MiB buffers cost page faults): runs of
+ * adjacent source clusters in one read each, or re-clustering jobs assembled from their pieces.
+ */
+class BatchReader {
+  readonly spare: Buffer[] = [];
+  private lastComp: { off: number; data: Buffer } | null = null;
+  // Holes of a sparse host file (preallocation=metadata) are zeros: asked of the file system
+  // (SEEK_DATA/SEEK_HOLE, native/holes.c) instead of read, and clusters wholly inside one are
+  // known to be zero without comparing their bytes.
+  private readonly seeker = holeSeeker();
+  private readonly cs: number;
+  constructor(private readonly c: CopyInput, private readonly batch: number) {
+    this.cs = c.plan.cs;
+  }
+
+  private buffer(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.batch * this.cs);
+  }
+
+  /** Source clusters `sorted[k…]`, each batch's adjacent ones read as one run. */
+  async clusters(k: number, sorted: number[]): Promise<Batch> {
+    const cs = this.cs;
+    const list = sorted.slice(k, k + this.batch);
+    const bufs = new Map<number, Buffer>();
+    const holeOnly = new Set<number>();
+    const batchBuf = this.buffer();
+    let i = 0;
+    while (i < list.length) {
+      let j = i + 1;
+      while (j < list.length && list[j] === list[j - 1] + cs) j++;
+      const b = batchBuf.subarray(i * cs, j * cs);
+      await this.run(b, list[i], holeOnly);
+      for (let k2 = i; k2 < j; k2++) bufs.set(list[k2], b.subarray((k2 - i) * cs, (k2 - i + 1) * cs));
+      i = j;
+    }
+    return { list, bufs, batchBuf, holeOnly };
+  }
+
+  /** Re-clustering jobs `jobs[k…]`, each output cluster assembled from its pieces. */
+  async jobs(k: number, jobs: Job[], sorted: number[]): Promise<Batch> {
+    const { img, full } = this.c;
+    const cs = this.cs;
+    const list = sorted.slice(k, k + this.batch);
+    const bufs = new Map<number, Buffer>();
+    const batchBuf = this.buffer();
+    for (let i = 0; i < list.length; i++) {
+      const job = jobs[k + i];
+      const b = batchBuf.subarray(i * cs, (i + 1) * cs);
+      b.fill(0);
+      for (const p of job.pieces) {
+        const at = p.guest - job.guest;
+        if (p.type === SubclusterType.Normal) (await img.file.readPadded(p.host, p.len, 'data cluster')).copy(b, at);
+        else if (p.type === SubclusterType.Compressed) {
+          let lc = this.lastComp;
+          if (!lc || lc.off !== p.comp) this.lastComp = lc = { off: p.comp!, data: await img.readCompressedCluster(p.comp!, p.compSize!, 'compressed cluster') };
+          lc.data.copy(b, at, p.within, p.within + p.len);
+        } else if ((p.type === SubclusterType.UnallocatedPlain || p.type === SubclusterType.UnallocatedAlloc) && full?.backing) {
+          const bEnd = Math.min(p.guest + p.len, full.backing.virtualSize);
+          if (bEnd > p.guest) (await full.backing.readGuest(p.guest, bEnd - p.guest)).copy(b, at);
+        }
+      }
+      bufs.set(list[i], b);
+    }
+    return { list, bufs, batchBuf };
+  }
+
+  /** Reads the run at `host` into `b`; clusters known to be zero without reading go to `holeOnly`. */
+  private async run(b: Buffer, host: number, holeOnly: Set<number>): Promise<void> {
+    const file = this.c.img.file, cs = this.cs;
+    const avail = Math.max(0, Math.min(b.length, file.size - host));
+    b.fill(0, avail); // data clusters past the end of the file read as zero, as in QEMU
+    const readInto = async (from: number, len: number) => {
+      let got = 0;
+      while (got < len) {
+        const { bytesRead } = await file.handle.read(b, from - host + got, len - got, from + got);
+        if (bytesRead === 0) { b.fill(0, from - host + got, from - host + len); break; }
+        got += bytesRead;
+      }
+    };
+    if (!this.seeker) return readInto(host, avail);
+    const pieces: { at: number; len: number; hole: boolean }[] = [];
+    forEachHostPiece(this.seeker, file.handle.fd, host, avail, (at, len, hole) => pieces.push({ at, len, hole }));
+    for (const p of pieces) {
+      if (!p.hole) { await readInto(p.at, p.len); continue; }
+      b.fill(0, p.at - host, p.at - host + p.len);
+      for (let c = Math.ceil((p.at - host) / cs) * cs; c + cs <= p.at - host + p.len; c += cs) holeOnly.add(host + c);
+    }
+    for (let c = Math.ceil(avail / cs) * cs; c < b.length; c += cs) holeOnly.add(host + c); // wholly past the end
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * What a compaction keeps: the refusals (what cannot be compacted, and why), then every L1 table
+ * (the active one and each snapshot's) and the distinct source clusters they reach. A source host
+ * cluster reached from several L2 tables is listed once, so it is copied once and stays shared.
+ */
+import { Qcow2Error } from '../../errors';
+import type { Qcow2Image } from '../../image/image';
+import { decodeCompressed, entryOffset, type L2Geometry, type SubclusterType, wordHi, wordLo } from '../../qcow2/cluster';
+import * as L from '../../qcow2/layout';
+import { readMany } from '../../io/reader';
+import { assertWritable, type WriteFeature } from '../writable';
+
+export interface CompactOptions {
+  /** Write here instead of replacing the source. */
+  output?: string;
+  compress?: 'zlib' | 'zstd';
+  /** Output cluster size in bytes (default: the source's); a different size re-clusters. */
+  clusterSize?: number;
+  signal?: AbortSignal;
+  onProgress?(doneBytes: number, totalBytes: number): void;
+}
+
+/** What the options and the source decide before anything is read. */
+export interface Settings {
+  /** The output cluster size differs from the source's. */
+  recluster: boolean;
+  /** The output's compression type (header.compression_type). */
+  outType: number;
+  hasBacking: boolean;
+  /** All-zero data clusters are dropped (to a zero flag in an overlay, to unallocated otherwise). */
+  detectZero: boolean;
+}
+
+/** One L1 table to carry over: the active one first, then each snapshot's in table order. */
+export interface L1Source { l1: Buffer; label: string }
+
+/** The source's tables and the clusters they reach (or, re-clustering, synthetic ones: recluster.ts). */
+export interface SourceTables {
+  l1Tables: L1Source[];
+  /** Source L2 table offset → its bytes. */
+  l2: Map<number, Buffer>;
+  /** Source host offsets of data clusters. */
+  data: Set<number>;
+  /** Compressed source offset → its size bound from the L2 entry. */
+  compressed: Map<number, number>;
+}
+
+/** A stretch of one output cluster's guest range, and where its bytes come from in the source. */
+export interface Piece { type: SubclusterType; guest: number; len: number; host: number; comp?: number; compSize?: number; within: number }
+/** Re-clustering: one distinct output cluster, named by a synthetic host id (`fake`). */
+export interface Job { fake: number; guest: number; pieces: Piece[] }
+
+/** The tables the rest of the compaction lays out, in the geometry of the output. */
+export interface CompactPlan {
+  tables: SourceTables;
+  g: L2Geometry;
+  cs: number;
+  /** Re-clustering only: the output clusters to assemble, in synthetic-id order. */
+  jobs: Job[];
+}
+
+/** Refuses what cannot be compacted; returns what the options decide. */
+export function checkCompactable(img: Qcow2Image, opts: CompactOptions): Settings {
+  const src = img.path;
+  const h = img.header;
+  const features: WriteFeature[] = [];
+  if (opts.compress === 'zstd') features.push('zstd');
+  assertWritable(img, features);
+  if (img.encrypted) throw new Qcow2Error(src, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'encrypted images cannot be compacted (the key is not handled)', 'unsupported');
+  const incompatAt = L.HEADER_FIELD.incompatible_features.offset;
+  if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(src, 'header.incompatible_features', incompatAt, 'images with an external data file hold no data clusters to compact', 'unsupported');
+  const recluster = opts.clusterSize !== undefined && opts.clusterSize !== h.clusterSize;
+  if (recluster) {
+    const c = opts.clusterSize!;
+    if (!Number.isInteger(Math.log2(c)) || c < 2 ** L.MIN_CLUSTER_BITS || c > 2 ** L.MAX_CLUSTER_BITS) {
+      throw new Qcow2Error(src, 'cluster size', undefined, `${c} is not a power of two between 512 and 2 MiB`, 'unsupported');
+    }
+    if (h.headerEnd > c) throw new Qcow2Error(src, 'header', 0, `the header and its extensions (${h.headerEnd} bytes) do not fit in a ${c}-byte cluster`, 'unsupported');
+  }
+  if (opts.compress && img.g.extendedL2) {
+    throw new Qcow2Error(src, 'header.incompatible_features', incompatAt, 'compressing an image with extended L2 entries (subclusters) is not supported', 'unsupported');
+  }
+  const outType = opts.compress === 'zstd' ? L.COMPRESSION_ZSTD : opts.compress === 'zlib' ? L.COMPRESSION_ZLIB : h.compressionType;
+  if (outType === L.COMPRESSION_ZSTD && h.headerLength <= L.HEADER_FIELD.compression_type.offset) {
+    throw new Qcow2Error(src, 'header.header_length', L.HEADER_FIELD.header_length.offset, 'the header has no compression_type field, so zstd cannot be recorded', 'unsupported');
+  }
+  const hasBacking = !!h.backingFile;
+  // zero flags are kept in overlays (they hide backing data); a v2 overlay keeps zero data clusters
+  const canZeroFlag = h.version >= 3;
+  const detectZero = !img.g.extendedL2 && (!hasBacking || canZeroFlag);
+  return { recluster, outType, hasBacking, detectZero };
+}
+
+/** Reads every L1 table and the L2 tables they reach; lists the data and compressed clusters. */
+export async function readSourceTables(img: Qcow2Image): Promise<SourceTables> {
+  const g = img.g, cs = img.header.clusterSize;
+  const l1Tables: L1Source[] = [{ l1: img.l1, label: 'L1' }];
+  for (const sn of img.snapshots) {
+    l1Tables.push({ l1: sn.l1Size ? await img.file.read(sn.l1TableOffset, sn.l1Size * 8, `snapshot "${sn.name}" L1 table`) : Buffer.alloc(0), label: `snapshot "${sn.name}" L1` });
+  }
+  const l2 = new Map<number, Buffer>();
+  const data = new Set<number>();
+  const compressed = new Map<number, number>();
+  for (const { l1, label } of l1Tables) {
+    const offs: number[] = [];
+    for (let i = 0; i < l1.length / 8; i++) {
+      const o = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
+      if (o && !l2.has(o)) { img.checkL2Offset(o, i, label); offs.push(o); }
+    }
+    const got = await readMany(img.file, offs, cs, o => `${label} → L2 table at 0x${o.toString(16)}`);
+    for (const [o, t] of got) {
+      l2.set(o, t);
+      for (let j = 0; j < g.l2Size; j++) {
+        const p = j * g.l2EntrySize;
+        const hi = wordHi(t, p), lo = wordLo(t, p);
+        if (hi & L.OFLAG_COMPRESSED_HI) {
+          const c = decodeCompressed(g, hi, lo);
+          compressed.set(c.hostOffset, c.compressedSize);
+        } else {
+          const host = entryOffset(hi, lo);
+          if (host && !(!g.extendedL2 && (lo & L.OFLAG_ZERO_LO))) {
+            if (host % cs) throw new Qcow2Error(img.path, `${label} → L2 table at 0x${o.toString(16)}[${j}]`, o + p, 'data cluster offset is not cluster-aligned');
+            data.add(host);
+          }
+        }
+      }
+    }
+  }
+  return { l1Tables, l2, data, compressed };
+}
