@@ -21,7 +21,8 @@ import { analyzeImage, CheckResult, checkResultOf, CheckState, openForCheck } fr
 import { hex, Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
 import * as L from '../qcow2/layout';
-import { maxRefcount, RefcountWriter, setRefcountAt, writeAt } from '../qcow2/refcount';
+import { maxRefcount, setRefcountAt } from '../qcow2/refcount';
+import { RefcountWriter, writeAt } from '../ops/refcountWrite';
 import { assertNotLocked } from '../ops/writable';
 
 export type RepairMode = 'leaks' | 'all';
