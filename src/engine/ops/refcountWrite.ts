@@ -7,7 +7,9 @@
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile, readMany } from '../io/reader';
+import { headerPath } from '../qcow2/header';
 import * as L from '../qcow2/layout';
+import { formatPath, step } from '../path';
 import { maxRefcount, readAllRefcounts, RefcountGeometry, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
 import { beforeWrite } from './writable';
 
@@ -66,7 +68,7 @@ export class RefcountWriter {
     const g = refcountGeometry(init.clusterBits, init.refcountOrder);
     const nb = Math.ceil(init.file.size / cs);
     const counts = await readAllRefcounts(init.file, init.table, g, nb, (i, off, reason) => {
-      throw new Qcow2Error(init.file.path, `refcount table[${i}] → refcount block`, off, reason);
+      throw new Qcow2Error(init.file.path, formatPath([step('refcount table', i), step('refcount block')]), off, reason);
     });
     const w = new RefcountWriter(init, counts);
     // the blocks' own bytes, so entries past the end of the file are rewritten unchanged
@@ -213,7 +215,6 @@ export class RefcountWriter {
   async flush(): Promise<void> {
     if (!this.dirty) return;
     this.materialize();
-    const path = this.file.path;
     for (const bi of [...this.dirtyBlocks].sort((a, b) => a - b)) {
       if (!(bi < this.table.length && this.table[bi] !== 0)) continue;
       await writeAt(this.file, this.table[bi], this.encodeBlock(bi), `refcount block ${bi}`);
@@ -227,23 +228,20 @@ export class RefcountWriter {
       for (let i = 0; i < this.table.length; i++) buf.writeBigUInt64BE(BigInt(this.table[i]), i * 8);
       await writeAt(this.file, this.tableOffset, buf, 'refcount table');
       await this.file.sync();
-      const hdr = Buffer.alloc(12);
-      hdr.writeBigUInt64BE(BigInt(this.tableOffset), 0);
-      hdr.writeUInt32BE(this.tableClusters, 8);
-      await writeAt(this.file, 48, hdr, 'header.refcount_table_offset');
+      const sw = L.encodeHeaderRun([['refcount_table_offset', this.tableOffset], ['refcount_table_clusters', this.tableClusters]]);
+      await writeAt(this.file, sw.offset, sw.bytes, headerPath('refcount_table_offset'));
       await this.file.sync();
       const old = this.oldTable;
       this.oldTable = null;
       this.dirtyTableEntries.clear();
       this.free(old.offset, old.clusters * this.clusterSize, 'old refcount table');
-      void path;
       await this.flush();
       return;
     }
     for (const i of [...this.dirtyTableEntries].sort((a, b) => a - b)) {
       const b = Buffer.alloc(8);
       b.writeBigUInt64BE(BigInt(this.table[i]), 0);
-      await writeAt(this.file, this.tableOffset + i * 8, b, `refcount table[${i}]`);
+      await writeAt(this.file, this.tableOffset + i * 8, b, formatPath([step('refcount table', i)]));
     }
     if (this.dirtyTableEntries.size) await this.file.sync();
     this.dirtyTableEntries.clear();

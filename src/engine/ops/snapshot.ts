@@ -25,11 +25,14 @@
  * clusters, so no order avoids this — QEMU has the same window); `qemu-img check -r all` repairs
  * them and no guest data is at risk.
  */
-import { decodeCompressed, entryOffset, l2Geometry, wordHi, wordLo } from '../qcow2/cluster';
+import { throwIfCancelled } from '../cancel';
+import { compressedLength, compressedOffset, entryOffset, isCompressed, l1EntryOffset, l2Geometry, withCopied } from '../qcow2/cluster';
 import { Qcow2Error } from '../errors';
+import { headerPath } from '../qcow2/header';
 import { Qcow2Image } from '../image/image';
 import { readMany } from '../io/reader';
 import * as L from '../qcow2/layout';
+import { encodeHeaderRun, HEADER_FIELD } from '../qcow2/layout';
 import { encodeSnapshot, Snapshot, SnapshotInfo, snapshotInfo } from '../qcow2/snapshot';
 import { RefcountWriter, writeAt } from './refcountWrite';
 import { assertNotLocked, assertWritable } from './writable';
@@ -57,12 +60,8 @@ export async function listSnapshots(path: string): Promise<SnapshotInfo[]> {
 function findSnapshot(img: Qcow2Image, nameOrId: string, mode: 'id-or-name' | 'name'): Snapshot {
   const byId = mode === 'id-or-name' ? img.snapshots.find(s => s.id === nameOrId) : undefined;
   const sn = byId ?? img.snapshots.find(s => s.name === nameOrId);
-  if (!sn) throw new Qcow2Error(img.path, 'snapshot table', img.header.snapshotsOffset || undefined, `snapshot "${nameOrId}" not found`, 'corrupt');
+  if (!sn) throw new Qcow2Error(img.path, 'snapshot table', img.header.snapshotsOffset || undefined, `snapshot "${nameOrId}" not found`, 'not-found');
   return sn;
-}
-
-function cancelled(path: string): Qcow2Error {
-  return new Qcow2Error(path, 'snapshot', undefined, 'cancelled', 'cancelled');
 }
 
 /** The state one snapshot operation works with: the image, its refcounts, and L2 tables. */
@@ -84,7 +83,7 @@ class SnapshotSession {
     try {
       assertWritable(img, []);
       if (img.dataFile || (img.header.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) {
-        throw new Qcow2Error(path, 'header.incompatible_features', 72, 'images with an external data file cannot have internal snapshots (QEMU refuses them too)', 'unsupported');
+        throw new Qcow2Error(path, headerPath('incompatible_features'), HEADER_FIELD.incompatible_features.offset, 'images with an external data file cannot have internal snapshots (QEMU refuses them too)', 'unsupported');
       }
       const h = img.header;
       const rc = await RefcountWriter.load({ file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
@@ -96,7 +95,7 @@ class SnapshotSession {
   }
 
   checkCancel(): void {
-    if (!this.committed && this.opts.signal?.aborted) throw cancelled(this.img.path);
+    if (!this.committed) throwIfCancelled(this.opts.signal, this.img.path, 'snapshot');
   }
 
   progress(n: number): void {
@@ -135,7 +134,7 @@ class SnapshotSession {
       const end = Math.min(n, w + WINDOW);
       const offs: number[] = [];
       for (let i = w; i < end; i++) {
-        const o = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
+        const o = l1EntryOffset(l1, i);
         if (o === 0) continue;
         img.checkL2Offset(o, i, label);
         offs.push(o);
@@ -143,8 +142,8 @@ class SnapshotSession {
       const tables = await readMany(img.file, offs, cs, o => `${label} → L2 table at 0x${o.toString(16)}`);
       const dirty = new Map<number, Buffer>();
       for (let i = w; i < end; i++) {
-        const old = l1.readBigUInt64BE(i * 8);
-        const l2Offset = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
+        const l1Hi = l1.readUInt32BE(i * 8);
+        const l2Offset = l1EntryOffset(l1, i);
         if (l2Offset === 0) continue;
         const l2 = dirty.get(l2Offset) ?? Buffer.from(tables.get(l2Offset)!);
         let l2Changed = false;
@@ -152,9 +151,8 @@ class SnapshotSession {
           const p = j * g.l2EntrySize;
           const hi = l2.readUInt32BE(p), lo = l2.readUInt32BE(p + 4);
           let refcount = 0;
-          if (hi & 0x40000000) {
-            const { hostOffset, compressedSize } = decodeCompressed(g, hi, lo);
-            if (addend !== 0) this.rc.addRange(hostOffset, compressedSize, addend, `${label}[${i}] → L2[${j}] → compressed data`);
+          if (isCompressed(hi)) {
+            if (addend !== 0) this.rc.addRange(compressedOffset(g, hi, lo), compressedLength(g, hi, lo), addend, `${label}[${i}] → L2[${j}] → compressed data`);
             refcount = 2; // compressed clusters are never written in place: no COPIED flag
           } else {
             const host = entryOffset(hi, lo);
@@ -164,14 +162,14 @@ class SnapshotSession {
               refcount = addend !== 0 ? this.rc.add(ci, addend, `${label}[${i}] → L2[${j}] → data`) : this.rc.get(ci);
             }
           }
-          const nhi = refcount === 1 ? (hi | 0x80000000) >>> 0 : (hi & 0x7fffffff) >>> 0;
+          const nhi = withCopied(hi, refcount === 1);
           if (nhi !== hi) { l2.writeUInt32BE(nhi, p); l2Changed = true; }
         }
         const ci = l2Offset / cs;
         const l2rc = addend !== 0 ? this.rc.add(ci, addend, `${label}[${i}] → L2 table`) : this.rc.get(ci);
         if (l2Changed && l2rc > 0) dirty.set(l2Offset, l2);
-        const neu = l2rc === 1 ? (old | L.QCOW_OFLAG_COPIED) : (old & ~L.QCOW_OFLAG_COPIED);
-        if (neu !== old) { l1.writeBigUInt64BE(neu, i * 8); l1Changed = true; }
+        const l1HiNew = withCopied(l1Hi, l2rc === 1);
+        if (l1HiNew !== l1Hi) { l1.writeUInt32BE(l1HiNew, i * 8); l1Changed = true; }
       }
       if (opts.dryRun) continue;
       // refcounts before the tables whose flags depend on them
@@ -201,10 +199,8 @@ class SnapshotSession {
       await this.write(offset, Buffer.concat(bufs), 'snapshot table');
       await this.sync();
     }
-    const hdr = Buffer.alloc(12);
-    hdr.writeUInt32BE(entries.length, 0);
-    hdr.writeBigUInt64BE(BigInt(offset), 4);
-    await this.write(60, hdr, 'header.nb_snapshots');
+    const sw = encodeHeaderRun([['nb_snapshots', entries.length], ['snapshots_offset', offset]]);
+    await this.write(sw.offset, sw.bytes, headerPath('nb_snapshots'));
     await this.sync();
     const h = img.header;
     if (h.nbSnapshots > 0 && h.snapshotsOffset > 0) {
@@ -231,7 +227,7 @@ export async function createSnapshot(path: string, name: string, opts: SnapshotO
   const s = await SnapshotSession.open(path, opts);
   try {
     const img = s.img, h = img.header, cs = s.cs;
-    if (img.snapshots.length >= L.QCOW_MAX_SNAPSHOTS) throw new Qcow2Error(path, 'header.nb_snapshots', 60, `the image already has ${L.QCOW_MAX_SNAPSHOTS} snapshots, QEMU's limit`, 'unsupported');
+    if (img.snapshots.length >= L.QCOW_MAX_SNAPSHOTS) throw new Qcow2Error(path, headerPath('nb_snapshots'), HEADER_FIELD.nb_snapshots.offset, `the image already has ${L.QCOW_MAX_SNAPSHOTS} snapshots, QEMU's limit`, 'unsupported');
     let maxId = 0;
     for (const sn of img.snapshots) { const v = parseInt(sn.id, 10); if (Number.isFinite(v) && v > maxId) maxId = v; }
     const id = String(maxId + 1);
@@ -294,11 +290,11 @@ export async function applySnapshot(path: string, nameOrId: string, opts: Snapsh
     if (img.bitmaps.length) throw new Qcow2Error(path, 'bitmap directory', img.header.bitmaps?.bitmapDirectoryOffset, `the image has persistent bitmaps (${img.bitmaps.map(b => b.name).join(', ')}); remove them before reverting to a snapshot`, 'unsupported');
     const diskSize = sn.diskSize ?? h.size;
     if (diskSize !== h.size) {
-      if (h.version < 3) throw new Qcow2Error(path, 'header.size', 24, `the snapshot's disk size (${diskSize}) differs and a version 2 image with snapshots cannot be resized (QEMU refuses too)`, 'unsupported');
+      if (h.version < 3) throw new Qcow2Error(path, headerPath('size'), HEADER_FIELD.size.offset, `the snapshot's disk size (${diskSize}) differs and a version 2 image with snapshots cannot be resized (QEMU refuses too)`, 'unsupported');
     }
     const need = Math.ceil(diskSize / (g.clusterSize * g.l2Size));
     const newL1Size = Math.max(h.l1Size, sn.l1Size, need);
-    if (newL1Size > L.QCOW_MAX_L1_SIZE / 8) throw new Qcow2Error(path, 'header.l1_size', 36, 'L1 table would exceed QEMU\'s limit', 'unsupported');
+    if (newL1Size > L.QCOW_MAX_L1_SIZE / 8) throw new Qcow2Error(path, headerPath('l1_size'), HEADER_FIELD.l1_size.offset, 'L1 table would exceed QEMU\'s limit', 'unsupported');
     const snL1 = sn.l1Size > 0 ? await img.file.read(sn.l1TableOffset, sn.l1Size * 8, `snapshot "${sn.name}" L1 table`) : Buffer.alloc(0);
     s.progressTotal = sn.l1Size + 2 * newL1Size + h.l1Size;
     // overflow is refused before any write (step 1 flushes window by window): a dry run on a
@@ -323,12 +319,8 @@ export async function applySnapshot(path: string, nameOrId: string, opts: Snapsh
     await s.write(newL1Offset, newL1, 'L1 table');
     await s.sync();
     // 3. the switch: size, l1_size and l1_table_offset in one header write
-    const hdr = Buffer.alloc(24);
-    hdr.writeBigUInt64BE(BigInt(diskSize), 0);
-    hdr.writeUInt32BE(h.cryptMethod, 8);
-    hdr.writeUInt32BE(newL1Size, 12);
-    hdr.writeBigUInt64BE(BigInt(newL1Offset), 16);
-    await s.write(24, hdr, 'header.size');
+    const sw = encodeHeaderRun([['size', diskSize], ['crypt_method', h.cryptMethod], ['l1_size', newL1Size], ['l1_table_offset', newL1Offset]]);
+    await s.write(sw.offset, sw.bytes, headerPath('size'));
     await s.sync();
     // 4. the old active L1's clusters lose their reference
     const oldL1 = Buffer.from(img.l1);

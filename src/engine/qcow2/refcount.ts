@@ -5,6 +5,8 @@
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile, readMany } from '../io/reader';
+import { reftableEntryOffset, wordHi, wordLo } from './cluster';
+import { headerPath } from './header';
 import * as L from './layout';
 
 export function refcountAt(block: Uint8Array, index: number, order: number): number {
@@ -78,20 +80,15 @@ export function decodeRefcountBlock(blk: Uint8Array, order: number, out: Float64
 export async function readRefcountTable(file: ImageFile, offset: number, clusters: number, clusterSize: number): Promise<Float64Array> {
   const bytes = clusters * clusterSize;
   if (bytes > L.QCOW_MAX_REFTABLE_SIZE) {
-    throw new Qcow2Error(file.path, 'header.refcount_table_clusters', 56, `refcount table of ${clusters} clusters (${bytes} bytes) exceeds QEMU's 8 MiB limit`);
+    throw new Qcow2Error(file.path, headerPath('refcount_table_clusters'), L.HEADER_FIELD.refcount_table_clusters.offset, `refcount table of ${clusters} clusters (${bytes} bytes) exceeds QEMU's 8 MiB limit`);
   }
   if (offset % clusterSize !== 0) throw new Qcow2Error(file.path, 'refcount table', offset, 'offset is not cluster-aligned');
-  if (clusters === 0) throw new Qcow2Error(file.path, 'header.refcount_table_clusters', 56, 'the image has no refcount table');
+  if (clusters === 0) throw new Qcow2Error(file.path, headerPath('refcount_table_clusters'), L.HEADER_FIELD.refcount_table_clusters.offset, 'the image has no refcount table');
   const buf = await file.read(offset, bytes, 'refcount table');
   const n = bytes / 8;
   const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const p = i * 8;
-    const hi = ((buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]) >>> 0;
-    const lo = ((buf[p + 4] << 24) | (buf[p + 5] << 16) | (buf[p + 6] << 8) | buf[p + 7]) >>> 0;
-    // REFT_OFFSET_MASK keeps bits 9-63; offsets above 2^53 cannot be valid here and read as NaN-free huge values
-    out[i] = hi * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-  }
+  // offsets above 2^53 cannot be valid here and read as NaN-free huge values
+  for (let i = 0; i < n; i++) out[i] = reftableEntryOffset(wordHi(buf, i * 8), wordLo(buf, i * 8));
   return out;
 }
 

@@ -4,7 +4,11 @@
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile } from '../io/reader';
+import { formatPath, step } from '../path';
+import { headerPath } from './header';
 import * as L from './layout';
+
+const E = L.SNAPSHOT_ENTRY, X = L.SNAPSHOT_EXTRA;
 
 export interface Snapshot {
   index: number;
@@ -31,7 +35,7 @@ export interface Snapshot {
 export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number): Promise<Snapshot[]> {
   if (nbSnapshots === 0) return [];
   if (nbSnapshots > L.QCOW_MAX_SNAPSHOTS) {
-    throw new Qcow2Error(file.path, 'header.nb_snapshots', 60, `${nbSnapshots} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS}`);
+    throw new Qcow2Error(file.path, headerPath('nb_snapshots'), L.HEADER_FIELD.nb_snapshots.offset, `${nbSnapshots} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS}`);
   }
   if (snapshotsOffset % clusterSize !== 0) {
     throw new Qcow2Error(file.path, 'snapshot table', snapshotsOffset, 'offset is not cluster-aligned');
@@ -57,35 +61,36 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
   let pos = 0;
   for (let i = 0; i < nbSnapshots; i++) {
     const at = snapshotsOffset + pos;
-    const what = `snapshot[${i}]`;
+    const what = formatPath([step('snapshot', i)]);
     await ensure(pos + L.SNAPSHOT_HEADER_SIZE, what, at);
-    const l1TableOffset = Number(buf.readBigUInt64BE(pos));
-    const l1Size = buf.readUInt32BE(pos + 8);
-    const idSize = buf.readUInt16BE(pos + 12);
-    const nameSize = buf.readUInt16BE(pos + 14);
-    const extraDataSize = buf.readUInt32BE(pos + 36);
+    const l1TableOffset = Number(buf.readBigUInt64BE(pos + E.l1_table_offset));
+    const l1Size = buf.readUInt32BE(pos + E.l1_size);
+    const idSize = buf.readUInt16BE(pos + E.id_str_size);
+    const nameSize = buf.readUInt16BE(pos + E.name_size);
+    const extraDataSize = buf.readUInt32BE(pos + E.extra_data_size);
     if (extraDataSize > L.SNAPSHOT_MAX_EXTRA_DATA) {
-      throw new Qcow2Error(file.path, `${what}.extra_data_size`, at + 36, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA}`);
+      throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'extra_data_size' })]), at + E.extra_data_size, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA}`);
     }
     const entrySize = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, 8);
     await ensure(pos + L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, what, at);
-    const extra = buf.subarray(pos + 40, pos + 40 + extraDataSize);
+    const extraStart = pos + E.extra_data, idStart = extraStart + extraDataSize, nameStart = idStart + idSize;
+    const extra = buf.subarray(extraStart, idStart);
     const sn: Snapshot = {
       index: i, hostOffset: at, entrySize, l1TableOffset, l1Size,
-      id: buf.toString('utf8', pos + 40 + extraDataSize, pos + 40 + extraDataSize + idSize),
-      name: buf.toString('utf8', pos + 40 + extraDataSize + idSize, pos + 40 + extraDataSize + idSize + nameSize),
-      dateSec: buf.readUInt32BE(pos + 16),
-      dateNsec: buf.readUInt32BE(pos + 20),
-      vmClockNsec: buf.readBigUInt64BE(pos + 24),
-      vmStateSize: buf.readUInt32BE(pos + 32),
+      id: buf.toString('utf8', idStart, nameStart),
+      name: buf.toString('utf8', nameStart, nameStart + nameSize),
+      dateSec: buf.readUInt32BE(pos + E.date_sec),
+      dateNsec: buf.readUInt32BE(pos + E.date_nsec),
+      vmClockNsec: buf.readBigUInt64BE(pos + E.vm_clock_nsec),
+      vmStateSize: buf.readUInt32BE(pos + E.vm_state_size),
       extraDataSize,
       extraData: Buffer.from(extra),
     };
-    if (extraDataSize >= 8) sn.vmStateSizeLarge = Number(extra.readBigUInt64BE(0));
-    if (extraDataSize >= 16) sn.diskSize = Number(extra.readBigUInt64BE(8));
-    if (extraDataSize >= 24) sn.icount = extra.readBigUInt64BE(16);
+    if (extraDataSize >= X.vm_state_size_large + 8) sn.vmStateSizeLarge = Number(extra.readBigUInt64BE(X.vm_state_size_large));
+    if (extraDataSize >= X.disk_size + 8) sn.diskSize = Number(extra.readBigUInt64BE(X.disk_size));
+    if (extraDataSize >= X.icount + 8) sn.icount = extra.readBigUInt64BE(X.icount);
     if (l1Size > L.QCOW_MAX_L1_SIZE / 8) {
-      throw new Qcow2Error(file.path, `${what}.l1_size`, at + 8, `snapshot L1 table of ${l1Size} entries exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8}`);
+      throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'l1_size' })]), at + E.l1_size, `snapshot L1 table of ${l1Size} entries exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8}`);
     }
     out.push(sn);
     pos += entrySize;
@@ -98,23 +103,23 @@ export function encodeSnapshot(sn: Snapshot): Buffer {
   const id = Buffer.from(sn.id, 'utf8');
   const name = Buffer.from(sn.name, 'utf8');
   const extra = Buffer.from(sn.extraData);
-  if (sn.vmStateSizeLarge !== undefined && extra.length >= 8) extra.writeBigUInt64BE(BigInt(sn.vmStateSizeLarge), 0);
-  if (sn.diskSize !== undefined && extra.length >= 16) extra.writeBigUInt64BE(BigInt(sn.diskSize), 8);
-  if (sn.icount !== undefined && extra.length >= 24) extra.writeBigUInt64BE(sn.icount, 16);
+  if (sn.vmStateSizeLarge !== undefined && extra.length >= X.vm_state_size_large + 8) extra.writeBigUInt64BE(BigInt(sn.vmStateSizeLarge), X.vm_state_size_large);
+  if (sn.diskSize !== undefined && extra.length >= X.disk_size + 8) extra.writeBigUInt64BE(BigInt(sn.diskSize), X.disk_size);
+  if (sn.icount !== undefined && extra.length >= X.icount + 8) extra.writeBigUInt64BE(sn.icount, X.icount);
   const size = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extra.length + id.length + name.length, 8);
   const b = Buffer.alloc(size);
-  b.writeBigUInt64BE(BigInt(sn.l1TableOffset), 0);
-  b.writeUInt32BE(sn.l1Size, 8);
-  b.writeUInt16BE(id.length, 12);
-  b.writeUInt16BE(name.length, 14);
-  b.writeUInt32BE(sn.dateSec, 16);
-  b.writeUInt32BE(sn.dateNsec, 20);
-  b.writeBigUInt64BE(sn.vmClockNsec, 24);
-  b.writeUInt32BE(sn.vmStateSize, 32);
-  b.writeUInt32BE(extra.length, 36);
-  extra.copy(b, 40);
-  id.copy(b, 40 + extra.length);
-  name.copy(b, 40 + extra.length + id.length);
+  b.writeBigUInt64BE(BigInt(sn.l1TableOffset), E.l1_table_offset);
+  b.writeUInt32BE(sn.l1Size, E.l1_size);
+  b.writeUInt16BE(id.length, E.id_str_size);
+  b.writeUInt16BE(name.length, E.name_size);
+  b.writeUInt32BE(sn.dateSec, E.date_sec);
+  b.writeUInt32BE(sn.dateNsec, E.date_nsec);
+  b.writeBigUInt64BE(sn.vmClockNsec, E.vm_clock_nsec);
+  b.writeUInt32BE(sn.vmStateSize, E.vm_state_size);
+  b.writeUInt32BE(extra.length, E.extra_data_size);
+  extra.copy(b, E.extra_data);
+  id.copy(b, E.extra_data + extra.length);
+  name.copy(b, E.extra_data + extra.length + id.length);
   return b;
 }
 
