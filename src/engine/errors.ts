@@ -26,7 +26,6 @@ export type Qcow2ErrorCode =
   | 'encrypted' // guest data is encrypted and no key handling exists
   | 'missing-backing' // a backing file named by the header cannot be opened
   | 'locked' // a running QEMU holds the image
-  | 'busy' // another operation of ours is writing the image; retry when it has finished
   | 'changed-on-disk' // the file changed under us while an operation ran; nothing was replaced
   | 'bad-passphrase' // no active key slot opens with the passphrase given (or QEMU would refuse the passphrase itself)
   | 'cancelled'; // the caller's AbortSignal fired before the operation committed

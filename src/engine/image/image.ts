@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bitmap, readBitmapDirectory } from '../qcow2/bitmap';
 import { BlockLayer, RawImage, resolveBackingPath, StatusExtent } from './backing';
-import { entryOffset, isCopied, l1ReservedBits, L2Geometry, l2Geometry, MappingRun, MappingVisitor, reftableEntryOffset, SubclusterType, walkMapping, WalkOptions, wordHi, wordLo } from '../qcow2/cluster';
+import { entryOffset, isCopied, l1ReservedBits, L2Geometry, l2Geometry, MappingRun, MappingVisitor, SubclusterType, walkMapping, WalkOptions, wordHi, wordLo } from '../qcow2/cluster';
 import { decompressCluster, DecompressError } from '../qcow2/compress';
 import { Qcow2Error, hex } from '../errors';
 import { headerPath, Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from '../qcow2/header';
@@ -16,7 +16,7 @@ import { ImageFile, readMany } from '../io/reader';
 import * as L from '../qcow2/layout';
 import { HEADER_FIELD } from '../qcow2/layout';
 import { formatPath, formatStep, PATH_SEPARATOR, step } from '../path';
-import { readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from '../qcow2/refcount';
+import { decodeRefcountTable, readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from '../qcow2/refcount';
 import { readSnapshotTable, Snapshot } from '../qcow2/snapshot';
 
 export interface OpenOptions {
@@ -48,13 +48,6 @@ function l2TablePath(l1Label: string, l1Index: number): string {
 /** `L1[3] → L2[0x1f] → data`: where a run of the active L1's mapping keeps its guest data. */
 function runPath(r: MappingRun, what: 'data' | 'compressed data'): string {
   return formatPath([step('L1', r.l1Index), step('L2', r.l2Index), step(what)]);
-}
-
-/** Refcount table entries (offset bits only) from raw big-endian bytes. */
-function refcountTableFromBytes(buf: Buffer): Float64Array {
-  const out = new Float64Array(buf.length / 8);
-  for (let i = 0; i < out.length; i++) out[i] = reftableEntryOffset(wordHi(buf, i * 8), wordLo(buf, i * 8));
-  return out;
 }
 
 export class Qcow2Image implements BlockLayer {
@@ -133,7 +126,7 @@ export class Qcow2Image implements BlockLayer {
         : await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table');
     const reftableBytes = h.refcountTableClusters * h.clusterSize;
     const reftable = zeroPastEof && h.refcountTableOffset + reftableBytes > file.size && reftableBytes <= L.QCOW_MAX_REFTABLE_SIZE && h.refcountTableOffset % h.clusterSize === 0
-      ? refcountTableFromBytes(await file.readPadded(h.refcountTableOffset, reftableBytes, 'refcount table'))
+      ? decodeRefcountTable(await file.readPadded(h.refcountTableOffset, reftableBytes, 'refcount table'))
       : await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
     const snapshots = await readSnapshotTable(file, h.nbSnapshots, h.snapshotsOffset, h.clusterSize);
     let bitmaps: Bitmap[] = [];

@@ -1,3 +1,4 @@
+// Over 400 lines on purpose: the walker is the codec's hot path and decodes the same bits inline.
 /**
  * The one L1/L2 entry codec and the one guest → host walker: L1 → L2 → entry, standard, zero,
  * compressed and extended-L2 (subcluster) entries. Entries are decoded from big-endian words with

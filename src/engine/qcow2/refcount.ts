@@ -84,11 +84,14 @@ export async function readRefcountTable(file: ImageFile, offset: number, cluster
   }
   if (offset % clusterSize !== 0) throw new Qcow2Error(file.path, 'refcount table', offset, 'offset is not cluster-aligned');
   if (clusters === 0) throw new Qcow2Error(file.path, headerPath('refcount_table_clusters'), L.HEADER_FIELD.refcount_table_clusters.offset, 'the image has no refcount table');
-  const buf = await file.read(offset, bytes, 'refcount table');
-  const n = bytes / 8;
-  const out = new Float64Array(n);
+  return decodeRefcountTable(await file.read(offset, bytes, 'refcount table'));
+}
+
+/** Refcount table entries (the offset bits only) from the table's raw big-endian bytes. */
+export function decodeRefcountTable(buf: Uint8Array): Float64Array {
+  const out = new Float64Array(buf.length / 8);
   // offsets above 2^53 cannot be valid here and read as NaN-free huge values
-  for (let i = 0; i < n; i++) out[i] = reftableEntryOffset(wordHi(buf, i * 8), wordLo(buf, i * 8));
+  for (let i = 0; i < out.length; i++) out[i] = reftableEntryOffset(wordHi(buf, i * 8), wordLo(buf, i * 8));
   return out;
 }
 
