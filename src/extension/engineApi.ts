@@ -9,7 +9,7 @@ import * as compact from '../engine/ops/compact';
 import { Qcow2Image } from '../engine/image/image';
 import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
-import * as snapshot from '../engine/qcow2/snapshot';
+import * as snapshot from '../engine/ops/snapshot';
 
 export interface CheckFindingLike {
   kind: string;

@@ -16,7 +16,7 @@ import * as L from '../engine/qcow2/layout';
 import { isLockedByQemu } from '../engine/io/lock';
 import { mapImage } from '../engine/image/map';
 import { refcountAt } from '../engine/qcow2/refcount';
-import { readEncryptInfo } from '../engine/qcow2/encryption';
+import { readEncryptInfo } from '../engine/image/encryption';
 import { readStoredRefcounts } from '../engine/check/check';
 import {
   ClusterUsage, clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_COMPRESSED, ROLE_CONFLICT, ROLE_CRYPTO, ROLE_DATA,

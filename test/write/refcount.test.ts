@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { qemuImg, qemuImgStatus, qemuIo, readBE64, tmpDir } from '../helpers/qemu';
 import { Qcow2Image } from '../../src/engine/image/image';
-import { RefcountWriter } from '../../src/engine/qcow2/refcount';
+import { RefcountWriter } from '../../src/engine/ops/refcountWrite';
 import { check } from './util';
 
 for (const bits of [1, 16, 64]) {

@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { applySnapshot, createSnapshot } from '../../src/engine/qcow2/snapshot';
+import { applySnapshot, createSnapshot } from '../../src/engine/ops/snapshot';
 import { compactImage } from '../../src/engine/ops/compact';
 import { applySnapshotAt } from '../../src/extension/engineApi';
 import { assertClean } from './util';

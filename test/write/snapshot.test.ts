@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cli, qemuGuestHash, qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../../src/engine/qcow2/snapshot';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../../src/engine/ops/snapshot';
 import { assertClean, CONFIGS, copy, makeImage, snapshotList } from './util';
 
 for (const cfg of CONFIGS) {

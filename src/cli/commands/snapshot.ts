@@ -1,4 +1,5 @@
-import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots, SnapshotInfo } from '../../engine/qcow2/snapshot';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../../engine/ops/snapshot';
+import { SnapshotInfo } from '../../engine/qcow2/snapshot';
 import { UsageError } from '../args';
 import { JSON_FLAG, OUTPUT, QUIET, type CommandSpec } from '../command';
 

@@ -20,8 +20,12 @@
 import { analyzeImage, CheckResult, checkResultOf, CheckState, openForCheck } from './check';
 import { hex, Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
+import { withCopied } from '../qcow2/cluster';
+import { headerPath } from '../qcow2/header';
 import * as L from '../qcow2/layout';
-import { maxRefcount, RefcountWriter, setRefcountAt, writeAt } from '../qcow2/refcount';
+import { formatPath, step } from '../path';
+import { maxRefcount, setRefcountAt } from '../qcow2/refcount';
+import { RefcountWriter, writeAt } from '../ops/refcountWrite';
 import { assertNotLocked } from '../ops/writable';
 
 export type RepairMode = 'leaks' | 'all';
@@ -128,9 +132,8 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
     const h = img.header;
     if (h.version >= 3 && st.checkErrors === 0 && extraCheckErrors === 0 && st.corruptions === 0 && (h.incompatibleFeatures & (L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT)) !== 0n) {
       assertNotLocked(path);
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64BE(h.incompatibleFeatures & ~(L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT));
-      await writeAt(img.file, 72, b, 'header.incompatible_features');
+      const b = L.encodeHeaderField('incompatible_features', h.incompatibleFeatures & ~(L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT));
+      await writeAt(img.file, L.HEADER_FIELD.incompatible_features.offset, b, headerPath('incompatible_features'));
       await img.file.sync();
       actions.push('cleared the dirty/corrupt bits in the header');
       await img.close();
@@ -242,11 +245,9 @@ async function rebuildRefcounts(img: Qcow2Image, st: CheckState, actions: string
   await writeAt(img.file, base * cs, blockData, 'new refcount blocks');
   await writeAt(img.file, (base + nB) * cs, table, 'new refcount table');
   await img.file.sync();
-  const hdr = Buffer.alloc(12);
-  hdr.writeBigUInt64BE(BigInt((base + nB) * cs), 0);
-  hdr.writeUInt32BE(nT, 8);
+  const sw = L.encodeHeaderRun([['refcount_table_offset', (base + nB) * cs], ['refcount_table_clusters', nT]]);
   assertNotLocked(img.path);
-  await writeAt(img.file, 48, hdr, 'header.refcount_table_offset');
+  await writeAt(img.file, sw.offset, sw.bytes, headerPath('refcount_table_offset'));
   await img.file.sync();
   actions.push(`rebuilt the refcount structure: ${nB} refcount block${nB === 1 ? '' : 's'} and a ${nT}-cluster table at ${hex(base * cs)}`);
 }
@@ -264,8 +265,7 @@ async function fixCopiedFlags(img: Qcow2Image, st: CheckState, actions: string[]
     const t = Buffer.from(await img.file.readPadded(l2Offset, cs, `L2 table at ${hex(l2Offset)}`));
     for (const e of entries) {
       const p = e.l2Index * g.l2EntrySize;
-      const hi = t.readUInt32BE(p);
-      t.writeUInt32BE(e.want ? (hi | 0x80000000) >>> 0 : (hi & 0x7fffffff) >>> 0, p);
+      t.writeUInt32BE(withCopied(t.readUInt32BE(p), e.want), p);
     }
     await writeAt(img.file, l2Offset, t, `L2 table at ${hex(l2Offset)}`);
   }
@@ -273,9 +273,8 @@ async function fixCopiedFlags(img: Qcow2Image, st: CheckState, actions: string[]
   for (const e of st.copiedL1) {
     const p = e.l1Index * 8;
     const b = Buffer.from(img.l1.subarray(p, p + 8));
-    const hi = b.readUInt32BE(0);
-    b.writeUInt32BE(e.want ? (hi | 0x80000000) >>> 0 : (hi & 0x7fffffff) >>> 0, 0);
-    await writeAt(img.file, img.header.l1TableOffset + p, b, `L1[${e.l1Index}]`);
+    b.writeUInt32BE(withCopied(b.readUInt32BE(0), e.want), 0);
+    await writeAt(img.file, img.header.l1TableOffset + p, b, formatPath([step('L1', e.l1Index)]));
   }
   if (st.copiedL1.length) await img.file.sync();
   const n = st.copiedL1.length + st.copiedL2.length;

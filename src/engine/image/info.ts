@@ -3,7 +3,7 @@
  */
 import * as fs from 'node:fs';
 import { resolveBackingPath } from './backing';
-import { readEncryptInfo, EncryptInfo } from '../qcow2/encryption';
+import { readEncryptInfo, EncryptInfo } from './encryption';
 import { Qcow2Image } from './image';
 import * as L from '../qcow2/layout';
 

@@ -4,7 +4,16 @@
  * hostile header cannot make us allocate gigabytes or read past the end of the file.
  */
 import * as fs from 'node:fs';
-import { Qcow2Error } from '../errors';
+import { Qcow2Error, Qcow2ErrorCode } from '../errors';
+
+/** The error code for a failed open, from the operating system's reason. */
+export function openErrorCode(errno: string | undefined): Qcow2ErrorCode {
+  switch (errno) {
+    case 'ENOENT': case 'ENOTDIR': return 'not-found';
+    case 'EACCES': case 'EPERM': case 'EROFS': return 'permission-denied';
+    default: return 'io';
+  }
+}
 
 /** The largest single metadata read we allow (L1 tables of 32 MiB are QEMU's own limit). */
 export const MAX_METADATA_READ = 256 * 1024 * 1024;
@@ -23,7 +32,7 @@ export class ImageFile {
       fh = await fs.promises.open(path, writable ? 'r+' : 'r');
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})`, 'io');
+      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})`, openErrorCode(err.code));
     }
     const st = await fh.stat();
     if (!st.isFile() && !st.isBlockDevice()) {

@@ -7,6 +7,7 @@
 import { Qcow2Error } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import * as L from '../qcow2/layout';
+import { headerPath } from '../qcow2/header';
 import { isLockedByQemu, locksOn } from '../io/lock';
 
 export type WriteFeature = 'zstd' | 'extended-l2' | 'external-data-file' | 'lazy-refcounts' | 'bitmaps' | 'snapshot-extra-data';
@@ -28,17 +29,17 @@ export function assertWritable(img: Qcow2Image, features: WriteFeature[] = []): 
   assertNotLocked(img.path);
   const h = img.header;
   if ((h.incompatibleFeatures & L.INCOMPAT_CORRUPT) !== 0n) {
-    throw new Qcow2Error(img.path, 'header.incompatible_features', 72,
+    throw new Qcow2Error(img.path, headerPath('incompatible_features'), L.HEADER_FIELD.incompatible_features.offset,
       'the corrupt bit is set: QEMU found inconsistent metadata; run `qemu-img check -r all` before writing to it', 'corrupt');
   }
   if ((h.incompatibleFeatures & L.INCOMPAT_DIRTY) !== 0n) {
-    throw new Qcow2Error(img.path, 'header.incompatible_features', 72,
+    throw new Qcow2Error(img.path, headerPath('incompatible_features'), L.HEADER_FIELD.incompatible_features.offset,
       'the dirty bit is set (lazy refcounts were not written back); run `qemu-img check -r all` first', 'corrupt');
   }
   if (h.version < 3) {
     const v3only = features.filter(f => f !== 'snapshot-extra-data');
     if (v3only.length) {
-      throw new Qcow2Error(img.path, 'header.version', 4, `a version 2 (compat 0.10) image cannot carry ${v3only.join(', ')}; convert it to compat 1.1 first`, 'unsupported');
+      throw new Qcow2Error(img.path, headerPath('version'), L.HEADER_FIELD.version.offset, `a version 2 (compat 0.10) image cannot carry ${v3only.join(', ')}; convert it to compat 1.1 first`, 'unsupported');
     }
   }
 }

@@ -6,6 +6,9 @@ import { entryOffset, wordHi, wordLo } from './cluster';
 import { Qcow2Error } from '../errors';
 import { ImageFile } from '../io/reader';
 import * as L from './layout';
+import { formatPath, step } from '../path';
+
+const E = L.BME_ENTRY;
 
 export interface Bitmap {
   index: number;
@@ -39,25 +42,26 @@ export async function readBitmapDirectory(file: ImageFile, nbBitmaps: number, di
   let pos = 0;
   for (let i = 0; i < nbBitmaps; i++) {
     const at = dirOffset + pos;
-    if (pos + L.BME_HEADER_SIZE > buf.length) throw new Qcow2Error(file.path, `bitmap[${i}]`, at, 'entry runs past the bitmap directory');
-    const nameSize = buf.readUInt16BE(pos + 18);
-    const extraDataSize = buf.readUInt32BE(pos + 20);
-    if (nameSize > L.BME_MAX_NAME_SIZE) throw new Qcow2Error(file.path, `bitmap[${i}].name_size`, at + 18, `name of ${nameSize} bytes exceeds ${L.BME_MAX_NAME_SIZE}`);
+    const what = formatPath([step('bitmap', i)]);
+    if (pos + L.BME_HEADER_SIZE > buf.length) throw new Qcow2Error(file.path, what, at, 'entry runs past the bitmap directory');
+    const nameSize = buf.readUInt16BE(pos + E.name_size);
+    const extraDataSize = buf.readUInt32BE(pos + E.extra_data_size);
+    if (nameSize > L.BME_MAX_NAME_SIZE) throw new Qcow2Error(file.path, formatPath([step('bitmap', i, { field: 'name_size' })]), at + E.name_size, `name of ${nameSize} bytes exceeds ${L.BME_MAX_NAME_SIZE}`);
     const entrySize = L.alignUp(L.BME_HEADER_SIZE + extraDataSize + nameSize, 8);
-    if (pos + entrySize > buf.length) throw new Qcow2Error(file.path, `bitmap[${i}]`, at, 'entry runs past the bitmap directory');
-    const flags = buf.readUInt32BE(pos + 12);
-    const granularityBits = buf[pos + 17];
-    const bitmapTableSize = buf.readUInt32BE(pos + 8);
+    if (pos + entrySize > buf.length) throw new Qcow2Error(file.path, what, at, 'entry runs past the bitmap directory');
+    const flags = buf.readUInt32BE(pos + E.flags);
+    const granularityBits = buf[pos + E.granularity_bits];
+    const bitmapTableSize = buf.readUInt32BE(pos + E.bitmap_table_size);
     if (bitmapTableSize > L.BME_MAX_TABLE_SIZE) {
-      throw new Qcow2Error(file.path, `bitmap[${i}].bitmap_table_size`, at + 8, `${bitmapTableSize} entries exceed QEMU's limit`);
+      throw new Qcow2Error(file.path, formatPath([step('bitmap', i, { field: 'bitmap_table_size' })]), at + E.bitmap_table_size, `${bitmapTableSize} entries exceed QEMU's limit`);
     }
     const nameStart = pos + L.BME_HEADER_SIZE + extraDataSize;
     out.push({
       index: i, hostOffset: at, entrySize,
-      bitmapTableOffset: Number(buf.readBigUInt64BE(pos)),
+      bitmapTableOffset: Number(buf.readBigUInt64BE(pos + E.bitmap_table_offset)),
       bitmapTableSize,
       flags,
-      type: buf[pos + 16],
+      type: buf[pos + E.type],
       granularityBits,
       name: buf.toString('utf8', nameStart, nameStart + nameSize),
       extraDataSize,
@@ -75,7 +79,10 @@ export async function readBitmapTable(file: ImageFile, bm: Bitmap): Promise<Bitm
   const out: BitmapTableEntry[] = [];
   for (let i = 0; i < bm.bitmapTableSize; i++) {
     const hi = wordHi(buf, i * 8), lo = wordLo(buf, i * 8);
-    out.push({ index: i, hostOffset: entryOffset(hi, lo), allOnes: (lo & 1) === 1, reservedBitsSet: (hi & 0xff000000) !== 0 || (lo & 0x1fe) !== 0 });
+    out.push({
+      index: i, hostOffset: entryOffset(hi, lo), allOnes: (lo & L.BME_TABLE_ENTRY_FLAG_ALL_ONES_LO) !== 0,
+      reservedBitsSet: (hi & L.BME_TABLE_ENTRY_RESERVED_HI) !== 0 || (lo & L.BME_TABLE_ENTRY_RESERVED_LO) !== 0,
+    });
   }
   return out;
 }

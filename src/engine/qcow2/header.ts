@@ -4,7 +4,9 @@
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile } from '../io/reader';
+import { formatPath, step } from '../path';
 import * as L from './layout';
+import { HEADER_FIELD as F, HeaderFieldName, readHeaderField } from './layout';
 
 export interface FeatureBit {
   bit: number;
@@ -81,10 +83,16 @@ export function extensionName(type: number): string {
   return EXT_NAMES[type] ?? `unknown (0x${type.toString(16).padStart(8, '0')})`;
 }
 
-function u64(buf: Buffer, off: number, file: string, what: string): number {
-  const v = buf.readBigUInt64BE(off);
+/** `header.l1_size`: the structure path of one header field. */
+export function headerPath(field?: HeaderFieldName): string {
+  return formatPath([step('header', undefined, field === undefined ? {} : { field })]);
+}
+
+type U64Field = 'backing_file_offset' | 'size' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
+function u64(buf: Buffer, name: U64Field, file: string): number {
+  const v = readHeaderField(buf, name);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new Qcow2Error(file, `header.${what}`, off, `value 0x${v.toString(16)} is too large to be a file offset or size`);
+    throw new Qcow2Error(file, headerPath(name), F[name].offset, `value 0x${v.toString(16)} is too large to be a file offset or size`);
   }
   return Number(v);
 }
@@ -95,28 +103,28 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   if (file.size < L.HEADER_V2_LENGTH) {
     // Distinguish "not qcow2" from "truncated qcow2" by the magic when at least 4 bytes exist.
     if (file.size >= 4) {
-      const m = await file.read(0, 4, 'header.magic');
-      if (m.readUInt32BE(0) === L.QCOW_MAGIC) {
-        throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, a qcow2 header needs at least ${L.HEADER_V2_LENGTH}`);
+      const m = await file.read(F.magic.offset, F.magic.size, headerPath('magic'));
+      if (readHeaderField(m, 'magic') === L.QCOW_MAGIC) {
+        throw new Qcow2Error(path, headerPath(), 0, `file is truncated: ${file.size} bytes, a qcow2 header needs at least ${L.HEADER_V2_LENGTH}`);
       }
     }
-    throw new Qcow2Error(path, 'header.magic', 0, 'not a qcow2 image (file too small)', 'not-qcow2');
+    throw new Qcow2Error(path, headerPath('magic'), F.magic.offset, 'not a qcow2 image (file too small)', 'not-qcow2');
   }
-  const first = await file.read(0, Math.min(file.size, 4096), 'header');
-  const magic = first.readUInt32BE(0);
+  const first = await file.read(0, Math.min(file.size, 4096), headerPath());
+  const magic = readHeaderField(first, 'magic');
   if (magic !== L.QCOW_MAGIC) {
-    throw new Qcow2Error(path, 'header.magic', 0, `not a qcow2 image (magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x514649fb)`, 'not-qcow2');
+    throw new Qcow2Error(path, headerPath('magic'), F.magic.offset, `not a qcow2 image (magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x${L.QCOW_MAGIC.toString(16)})`, 'not-qcow2');
   }
-  const version = first.readUInt32BE(4);
+  const version = readHeaderField(first, 'version');
   if (version !== 2 && version !== 3) {
-    throw new Qcow2Error(path, 'header.version', 4, `unsupported qcow2 version ${version}`, 'unsupported');
+    throw new Qcow2Error(path, headerPath('version'), F.version.offset, `unsupported qcow2 version ${version}`, 'unsupported');
   }
   if (version === 3 && first.length < L.HEADER_V3_MIN_LENGTH) {
-    throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, a version 3 header needs at least ${L.HEADER_V3_MIN_LENGTH}`);
+    throw new Qcow2Error(path, headerPath(), 0, `file is truncated: ${file.size} bytes, a version 3 header needs at least ${L.HEADER_V3_MIN_LENGTH}`);
   }
-  const clusterBits = first.readUInt32BE(20);
+  const clusterBits = readHeaderField(first, 'cluster_bits');
   if (clusterBits < L.MIN_CLUSTER_BITS || clusterBits > L.MAX_CLUSTER_BITS) {
-    throw new Qcow2Error(path, 'header.cluster_bits', 20, `cluster_bits ${clusterBits} is outside 9..21 (512 B to 2 MiB)`);
+    throw new Qcow2Error(path, headerPath('cluster_bits'), F.cluster_bits.offset, `cluster_bits ${clusterBits} is outside 9..21 (512 B to 2 MiB)`);
   }
   const clusterSize = 2 ** clusterBits;
   let headerLength = L.HEADER_V2_LENGTH;
@@ -124,45 +132,47 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   let refcountOrder = 4;
   let compressionType = L.COMPRESSION_ZLIB;
   if (version === 3) {
-    headerLength = first.readUInt32BE(100);
+    headerLength = readHeaderField(first, 'header_length');
     if (headerLength >= L.HEADER_V3_MIN_LENGTH && headerLength % 8 === 0 && headerLength <= clusterSize && headerLength > file.size) {
-      throw new Qcow2Error(path, 'header', 0, `file is truncated: ${file.size} bytes, the header is ${headerLength}`);
+      throw new Qcow2Error(path, headerPath(), 0, `file is truncated: ${file.size} bytes, the header is ${headerLength}`);
     }
     if (headerLength < L.HEADER_V3_MIN_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize || headerLength > first.length) {
-      throw new Qcow2Error(path, 'header.header_length', 100, `header_length ${headerLength} is invalid (must be a multiple of 8, at least 104, within the first cluster)`);
+      throw new Qcow2Error(path, headerPath('header_length'), F.header_length.offset, `header_length ${headerLength} is invalid (must be a multiple of 8, at least ${L.HEADER_V3_MIN_LENGTH}, within the first cluster)`);
     }
-    incompatibleFeatures = first.readBigUInt64BE(72);
-    compatibleFeatures = first.readBigUInt64BE(80);
-    autoclearFeatures = first.readBigUInt64BE(88);
-    refcountOrder = first.readUInt32BE(96);
+    incompatibleFeatures = readHeaderField(first, 'incompatible_features');
+    compatibleFeatures = readHeaderField(first, 'compatible_features');
+    autoclearFeatures = readHeaderField(first, 'autoclear_features');
+    refcountOrder = readHeaderField(first, 'refcount_order');
     if (refcountOrder > L.MAX_REFCOUNT_ORDER) {
-      throw new Qcow2Error(path, 'header.refcount_order', 96, `refcount_order ${refcountOrder} is above 6 (64-bit refcounts)`);
+      throw new Qcow2Error(path, headerPath('refcount_order'), F.refcount_order.offset, `refcount_order ${refcountOrder} is above 6 (64-bit refcounts)`);
     }
-    if (headerLength > 104) compressionType = first[104];
+    // compression_type exists only when header_length reaches past its offset
+    const hasCompressionType = headerLength > F.compression_type.offset;
+    if (hasCompressionType) compressionType = readHeaderField(first, 'compression_type');
     if (incompatibleFeatures & L.INCOMPAT_COMPRESSION) {
-      if (headerLength <= 104) {
-        throw new Qcow2Error(path, 'header.compression_type', 104, 'compression type bit set but the header has no compression_type field');
+      if (!hasCompressionType) {
+        throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, 'compression type bit set but the header has no compression_type field');
       }
     } else if (compressionType !== L.COMPRESSION_ZLIB) {
-      throw new Qcow2Error(path, 'header.compression_type', 104, `compression_type ${compressionType} without the compression type feature bit`);
+      throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, `compression_type ${compressionType} without the compression type feature bit`);
     }
     if (compressionType !== L.COMPRESSION_ZLIB && compressionType !== L.COMPRESSION_ZSTD) {
-      throw new Qcow2Error(path, 'header.compression_type', 104, `unknown compression type ${compressionType}`, 'unsupported');
+      throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, `unknown compression type ${compressionType}`, 'unsupported');
     }
   }
   const h: Qcow2Header = {
     magic, version,
-    backingFileOffset: u64(first, 8, path, 'backing_file_offset'),
-    backingFileSize: first.readUInt32BE(16),
+    backingFileOffset: u64(first, 'backing_file_offset', path),
+    backingFileSize: readHeaderField(first, 'backing_file_size'),
     clusterBits,
-    size: u64(first, 24, path, 'size'),
-    cryptMethod: first.readUInt32BE(32),
-    l1Size: first.readUInt32BE(36),
-    l1TableOffset: u64(first, 40, path, 'l1_table_offset'),
-    refcountTableOffset: u64(first, 48, path, 'refcount_table_offset'),
-    refcountTableClusters: first.readUInt32BE(56),
-    nbSnapshots: first.readUInt32BE(60),
-    snapshotsOffset: u64(first, 64, path, 'snapshots_offset'),
+    size: u64(first, 'size', path),
+    cryptMethod: readHeaderField(first, 'crypt_method'),
+    l1Size: readHeaderField(first, 'l1_size'),
+    l1TableOffset: u64(first, 'l1_table_offset', path),
+    refcountTableOffset: u64(first, 'refcount_table_offset', path),
+    refcountTableClusters: readHeaderField(first, 'refcount_table_clusters'),
+    nbSnapshots: readHeaderField(first, 'nb_snapshots'),
+    snapshotsOffset: u64(first, 'snapshots_offset', path),
     incompatibleFeatures, compatibleFeatures, autoclearFeatures, refcountOrder, headerLength, compressionType,
     clusterSize,
     refcountBits: 2 ** refcountOrder,
@@ -172,17 +182,17 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     headerEnd: headerLength,
   };
   if (h.cryptMethod > L.CRYPT_LUKS) {
-    throw new Qcow2Error(path, 'header.crypt_method', 32, `unknown encryption method ${h.cryptMethod}`, 'unsupported');
+    throw new Qcow2Error(path, headerPath('crypt_method'), F.crypt_method.offset, `unknown encryption method ${h.cryptMethod}`, 'unsupported');
   }
   if (h.extendedL2 && clusterBits < 14) {
-    throw new Qcow2Error(path, 'header.incompatible_features', 72, 'extended L2 entries need clusters of at least 16 KiB');
+    throw new Qcow2Error(path, headerPath('incompatible_features'), F.incompatible_features.offset, 'extended L2 entries need clusters of at least 16 KiB');
   }
   // Extensions follow the header, inside the first cluster.
   const extArea = await file.read(0, Math.min(file.size, clusterSize), 'header extensions');
   let off = headerLength;
   for (;;) {
     const fileEnded = extArea.length < clusterSize; // the file is shorter than its first cluster
-    if (off + 8 > extArea.length) {
+    if (off + L.EXT_HEADER_SIZE > extArea.length) {
       if (off === extArea.length && fileEnded) break; // QEMU reads past EOF as zeros: an end marker
       throw new Qcow2Error(path, 'header extension', off, fileEnded
         ? `file is truncated: it ends at 0x${file.size.toString(16)}, inside the header extensions`
@@ -190,23 +200,24 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     }
     const type = extArea.readUInt32BE(off);
     const length = extArea.readUInt32BE(off + 4);
-    if (type === L.EXT_END) { h.headerEnd = off + 8; break; }
-    if (off + 8 + length > extArea.length) {
-      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, off + 8 + length <= clusterSize && fileEnded
+    if (type === L.EXT_END) { h.headerEnd = off + L.EXT_HEADER_SIZE; break; }
+    const dataEnd = off + L.EXT_HEADER_SIZE + length;
+    if (dataEnd > extArea.length) {
+      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, dataEnd <= clusterSize && fileEnded
         ? `file is truncated: it ends at 0x${file.size.toString(16)}, inside this ${length}-byte extension`
         : `length ${length} runs past the first cluster`);
     }
-    const data = Buffer.from(extArea.subarray(off + 8, off + 8 + length));
+    const data = Buffer.from(extArea.subarray(off + L.EXT_HEADER_SIZE, dataEnd));
     h.extensions.push({ type, typeName: extensionName(type), hostOffset: off, length, data });
     parseExtension(h, type, data, off, path);
-    off += 8 + L.alignUp(length, 8);
+    off += L.EXT_HEADER_SIZE + L.alignUp(length, 8);
   }
   if (h.backingFileOffset !== 0) {
     if (h.backingFileSize > L.QCOW_MAX_BACKING_FILE_NAME || h.backingFileSize === 0) {
-      throw new Qcow2Error(path, 'header.backing_file_size', 16, `backing file name length ${h.backingFileSize} is invalid (1..1023)`);
+      throw new Qcow2Error(path, headerPath('backing_file_size'), F.backing_file_size.offset, `backing file name length ${h.backingFileSize} is invalid (1..1023)`);
     }
     if (h.backingFileOffset + h.backingFileSize > clusterSize) {
-      throw new Qcow2Error(path, 'header.backing_file_offset', 8, 'backing file name lies outside the first cluster');
+      throw new Qcow2Error(path, headerPath('backing_file_offset'), F.backing_file_offset.offset, 'backing file name lies outside the first cluster');
     }
     const name = await file.read(h.backingFileOffset, h.backingFileSize, 'backing file name');
     h.backingFile = name.toString('utf8');
@@ -228,25 +239,25 @@ function parseExtension(h: Qcow2Header, type: number, data: Buffer, off: number,
       h.dataFile = data.toString('utf8');
       break;
     case L.EXT_FEATURE_TABLE:
-      for (let i = 0; i + 48 <= data.length; i += 48) {
+      for (let i = 0; i + L.FEATURE_TABLE_ENTRY_SIZE <= data.length; i += L.FEATURE_TABLE_ENTRY_SIZE) {
         const kind = data[i];
         const bit = data[i + 1];
-        const raw = data.subarray(i + 2, i + 48);
+        const raw = data.subarray(i + L.FEATURE_NAME_OFFSET, i + L.FEATURE_TABLE_ENTRY_SIZE);
         const nul = raw.indexOf(0);
         h.featureNames.set(`${kind}:${bit}`, raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8'));
       }
       break;
     case L.EXT_BITMAPS:
-      if (data.length < 24) throw new Qcow2Error(path, 'header extension bitmaps', off, `length ${data.length} is below 24`);
+      if (data.length < L.BITMAPS_EXT.length) throw new Qcow2Error(path, 'header extension bitmaps', off, `length ${data.length} is below ${L.BITMAPS_EXT.length}`);
       h.bitmaps = {
-        nbBitmaps: data.readUInt32BE(0),
-        bitmapDirectorySize: Number(data.readBigUInt64BE(8)),
-        bitmapDirectoryOffset: Number(data.readBigUInt64BE(16)),
+        nbBitmaps: data.readUInt32BE(L.BITMAPS_EXT.nb_bitmaps),
+        bitmapDirectorySize: Number(data.readBigUInt64BE(L.BITMAPS_EXT.bitmap_directory_size)),
+        bitmapDirectoryOffset: Number(data.readBigUInt64BE(L.BITMAPS_EXT.bitmap_directory_offset)),
       };
       break;
     case L.EXT_CRYPTO:
-      if (data.length < 16) throw new Qcow2Error(path, 'header extension full disk encryption', off, `length ${data.length} is below 16`);
-      h.crypto = { offset: Number(data.readBigUInt64BE(0)), length: Number(data.readBigUInt64BE(8)) };
+      if (data.length < L.CRYPTO_EXT.size) throw new Qcow2Error(path, 'header extension full disk encryption', off, `length ${data.length} is below ${L.CRYPTO_EXT.size}`);
+      h.crypto = { offset: Number(data.readBigUInt64BE(L.CRYPTO_EXT.offset)), length: Number(data.readBigUInt64BE(L.CRYPTO_EXT.length)) };
       break;
     default:
       break;
@@ -284,26 +295,27 @@ export const SUPPORTED_INCOMPATIBLE = L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT | L.
 export function encodeHeaderFields(h: Qcow2Header): Buffer {
   const len = h.version === 2 ? L.HEADER_V2_LENGTH : h.headerLength;
   const b = Buffer.alloc(len);
-  b.writeUInt32BE(L.QCOW_MAGIC, 0);
-  b.writeUInt32BE(h.version, 4);
-  b.writeBigUInt64BE(BigInt(h.backingFileOffset), 8);
-  b.writeUInt32BE(h.backingFileSize, 16);
-  b.writeUInt32BE(h.clusterBits, 20);
-  b.writeBigUInt64BE(BigInt(h.size), 24);
-  b.writeUInt32BE(h.cryptMethod, 32);
-  b.writeUInt32BE(h.l1Size, 36);
-  b.writeBigUInt64BE(BigInt(h.l1TableOffset), 40);
-  b.writeBigUInt64BE(BigInt(h.refcountTableOffset), 48);
-  b.writeUInt32BE(h.refcountTableClusters, 56);
-  b.writeUInt32BE(h.nbSnapshots, 60);
-  b.writeBigUInt64BE(BigInt(h.snapshotsOffset), 64);
+  const put = (name: HeaderFieldName, value: bigint | number) => L.writeHeaderField(b, name, value);
+  put('magic', L.QCOW_MAGIC);
+  put('version', h.version);
+  put('backing_file_offset', h.backingFileOffset);
+  put('backing_file_size', h.backingFileSize);
+  put('cluster_bits', h.clusterBits);
+  put('size', h.size);
+  put('crypt_method', h.cryptMethod);
+  put('l1_size', h.l1Size);
+  put('l1_table_offset', h.l1TableOffset);
+  put('refcount_table_offset', h.refcountTableOffset);
+  put('refcount_table_clusters', h.refcountTableClusters);
+  put('nb_snapshots', h.nbSnapshots);
+  put('snapshots_offset', h.snapshotsOffset);
   if (h.version === 3) {
-    b.writeBigUInt64BE(h.incompatibleFeatures, 72);
-    b.writeBigUInt64BE(h.compatibleFeatures, 80);
-    b.writeBigUInt64BE(h.autoclearFeatures, 88);
-    b.writeUInt32BE(h.refcountOrder, 96);
-    b.writeUInt32BE(h.headerLength, 100);
-    if (h.headerLength > 104) b[104] = h.compressionType;
+    put('incompatible_features', h.incompatibleFeatures);
+    put('compatible_features', h.compatibleFeatures);
+    put('autoclear_features', h.autoclearFeatures);
+    put('refcount_order', h.refcountOrder);
+    put('header_length', h.headerLength);
+    if (h.headerLength > F.compression_type.offset) put('compression_type', h.compressionType);
   }
   return b;
 }

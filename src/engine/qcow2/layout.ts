@@ -74,6 +74,10 @@ export const L1E_RESERVED_HI = 0x7f000000;
 export const L1E_RESERVED_LO = 0x000001fe;
 export const L2E_STD_RESERVED_HI = 0x3f000000;
 export const L2E_STD_RESERVED_LO = 0x000001fe;
+/** A compressed entry's descriptor: bits 0-61, below the copied and compressed flags. */
+export const COMPRESSED_DESC_HI_MASK = 0x3fffffff;
+/** Refcount table entries keep bits 9-63 (REFT_OFFSET_MASK): the whole high half. */
+export const REFT_OFFSET_LO_MASK = 0xfffffe00;
 
 export const SUBCLUSTERS_PER_CLUSTER = 32;
 export const COMPRESSED_SECTOR_SIZE = 512;
@@ -82,14 +86,29 @@ export const COMPRESSED_SECTOR_SIZE = 512;
 export const SNAPSHOT_HEADER_SIZE = 40;
 export const SNAPSHOT_EXTRA_DATA_V3 = 16; // vm_state_size_large + disk_size
 export const SNAPSHOT_MAX_EXTRA_DATA = 1024; // QEMU's limit on extra data per entry
+/** Byte offsets of a snapshot table entry's fields; id and name follow the extra data. */
+export const SNAPSHOT_ENTRY = {
+  l1_table_offset: 0, l1_size: 8, id_str_size: 12, name_size: 14, date_sec: 16, date_nsec: 20,
+  vm_clock_nsec: 24, vm_state_size: 32, extra_data_size: 36, extra_data: 40,
+} as const;
+/** Byte offsets within a snapshot's extra data (each field present when the extra data reaches its end). */
+export const SNAPSHOT_EXTRA = { vm_state_size_large: 0, disk_size: 8, icount: 16 } as const;
 
 // Bitmap directory entry
 export const BME_HEADER_SIZE = 24;
+/** Byte offsets of a bitmap directory entry's fields; extra data, then the name, follow. */
+export const BME_ENTRY = {
+  bitmap_table_offset: 0, bitmap_table_size: 8, flags: 12, type: 16, granularity_bits: 17, name_size: 18, extra_data_size: 20,
+} as const;
 export const BME_FLAG_IN_USE = 1 << 0;
 export const BME_FLAG_AUTO = 1 << 1;
 export const BME_FLAG_EXTRA_DATA_COMPATIBLE = 1 << 2;
 export const BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00n;
 export const BME_TABLE_ENTRY_FLAG_ALL_ONES = 1n;
+/** The bitmap table entry bits on 32-bit halves: bit 0 "all ones", bits 1-8 and 56-63 reserved. */
+export const BME_TABLE_ENTRY_FLAG_ALL_ONES_LO = 0x1;
+export const BME_TABLE_ENTRY_RESERVED_HI = 0xff000000;
+export const BME_TABLE_ENTRY_RESERVED_LO = 0x000001fe;
 export const BME_MAX_NAME_SIZE = 1023;
 export const BME_MAX_TABLE_SIZE = 0x8000000;
 export const BME_MAX_GRANULARITY_BITS = 31;
@@ -125,10 +144,13 @@ export type HeaderFieldName = (typeof HEADER_FIELDS)[number]['name'];
 export const HEADER_FIELD: { readonly [K in HeaderFieldName]: { readonly name: K; readonly offset: number; readonly size: 1 | 4 | 8 } } =
   Object.fromEntries(HEADER_FIELDS.map(f => [f.name, f])) as never;
 
-/** Reads one header field: 8-byte fields as bigint (exact past 2^53), others as number. */
-export function readHeaderField(buf: Buffer, name: HeaderFieldName): bigint | number {
+/** An 8-byte field reads as bigint (exact past 2^53), the others as number. */
+export type HeaderFieldValue<K extends HeaderFieldName> = Extract<(typeof HEADER_FIELDS)[number], { name: K }>['size'] extends 8 ? bigint : number;
+
+/** Reads one header field from a buffer holding the header from byte 0. */
+export function readHeaderField<K extends HeaderFieldName>(buf: Buffer, name: K): HeaderFieldValue<K> {
   const f = HEADER_FIELD[name];
-  return f.size === 8 ? buf.readBigUInt64BE(f.offset) : f.size === 4 ? buf.readUInt32BE(f.offset) : buf.readUInt8(f.offset);
+  return (f.size === 8 ? buf.readBigUInt64BE(f.offset) : f.size === 4 ? buf.readUInt32BE(f.offset) : buf.readUInt8(f.offset)) as HeaderFieldValue<K>;
 }
 /** Writes one header field into a buffer holding the header from byte 0. */
 export function writeHeaderField(buf: Buffer, name: HeaderFieldName, value: bigint | number): void {
@@ -145,6 +167,34 @@ export function encodeHeaderField(name: HeaderFieldName, value: bigint | number)
   else b.writeUInt8(Number(value));
   return b;
 }
+
+/**
+ * Consecutive header fields encoded for one in-place write at the first one's offset: a switch
+ * (nb_snapshots + snapshots_offset, size + crypt_method + l1_size + l1_table_offset) that must land
+ * in a single write. The fields must follow each other on disk.
+ */
+export function encodeHeaderRun(fields: readonly (readonly [HeaderFieldName, bigint | number])[]): { offset: number; bytes: Buffer } {
+  const offset = HEADER_FIELD[fields[0][0]].offset;
+  const parts: Buffer[] = [];
+  let at = offset;
+  for (const [name, value] of fields) {
+    const f = HEADER_FIELD[name];
+    if (f.offset !== at) throw new Error(`header field ${name} does not follow the previous field`);
+    parts.push(encodeHeaderField(name, value));
+    at += f.size;
+  }
+  return { offset, bytes: Buffer.concat(parts) };
+}
+
+/** Every header extension starts with its type and its data length, 4 bytes each. */
+export const EXT_HEADER_SIZE = 8;
+/** Feature name table entries: type (1 byte), bit number (1 byte), name (46 bytes, NUL-padded). */
+export const FEATURE_TABLE_ENTRY_SIZE = 48;
+export const FEATURE_NAME_OFFSET = 2;
+/** Fields of the bitmaps extension's data (spec "Bitmaps extension"). */
+export const BITMAPS_EXT = { nb_bitmaps: 0, bitmap_directory_size: 8, bitmap_directory_offset: 16, length: 24 } as const;
+/** Fields of the full disk encryption extension's data. */
+export const CRYPTO_EXT = { offset: 0, length: 8, size: 16 } as const;
 
 export function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
