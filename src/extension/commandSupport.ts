@@ -59,17 +59,6 @@ export function withCancellableProgress<T>(title: string, work: (signal: AbortSi
   }));
 }
 
-/** Parses "1234", "0x4d2", "64K", "1M", "2G" (binary units) into a byte offset. */
-export function parseOffset(text: string): number | undefined {
-  const m = /^\s*(0x[0-9a-f]+|\d+)\s*([kmgt]i?b?)?\s*$/i.exec(text);
-  if (!m) return undefined;
-  const base = m[1].toLowerCase().startsWith('0x') ? parseInt(m[1], 16) : parseInt(m[1], 10);
-  const unit = (m[2] ?? '').toLowerCase()[0];
-  const mult = unit ? 1024 ** ('kmgt'.indexOf(unit) + 1) : 1;
-  const v = base * mult;
-  return Number.isSafeInteger(v) ? v : undefined;
-}
-
 /**
  * Wraps a command: errors become messages. Callers passing an options argument (tests, other
  * extensions) also get the throw; the palette and the editor title menu (which passes the URI and

@@ -5,7 +5,8 @@
 import * as vscode from 'vscode';
 import { SUBCLUSTER_TYPE_NAMES } from '../engine/qcow2/cluster';
 import { Qcow2Image } from '../engine/image/image';
-import { parseOffset, Services, targetUri, UserError } from './commandSupport';
+import { parseOffset } from '../engine/units';
+import { Services, targetUri, UserError } from './commandSupport';
 
 export interface GuestLocation {
   guestOffset: number;

@@ -17,6 +17,7 @@ import { isLockedByQemu } from '../engine/io/lock';
 import { mapImage } from '../engine/image/map';
 import { refcountAt } from '../engine/qcow2/refcount';
 import { readEncryptInfo } from '../engine/qcow2/encryption';
+import { formatBytes } from '../engine/units';
 import { readStoredRefcounts } from '../engine/check/check';
 import {
   ClusterUsage, clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_COMPRESSED, ROLE_CONFLICT, ROLE_CRYPTO, ROLE_DATA,
@@ -32,18 +33,6 @@ const ROLE: Record<ClusterRole, number> = Object.fromEntries(CLUSTER_ROLES.map((
 /** Refuse to build a role table for files with more clusters than this (about 200 MiB of tables). */
 const MAX_ROLE_CLUSTERS = 16 * 1024 * 1024;
 const ACTIVE = -1;
-
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-  let u = 0, v = n;
-  while (v >= 1024 && u < units.length - 1 && v % 1024 === 0) { v /= 1024; u++; }
-  if (u === 0 && n >= 1024) {
-    u = 0; v = n;
-    while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-    return `${v.toFixed(1)} ${units[u]}`;
-  }
-  return `${v} ${units[u]}`;
-}
 
 /** Per-host-cluster roles and first owners, built from one walk of every structure. */
 interface ClusterRoles {
