@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
+import { isCancelled } from '../engine/cancel';
 import { UserError } from './userError';
 
 export { refuseLocked, UserError } from './userError';
@@ -70,7 +71,8 @@ export function command<A extends unknown[], R>(name: string, fn: (...args: A) =
       return await fn(...args);
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      const cancelled = (e as { name?: string; code?: string })?.name === 'AbortError' || (e as { code?: string })?.code === 'cancelled';
+      // an AbortSignal's own reason (a DOMException named AbortError) also means the user stopped it
+      const cancelled = isCancelled(e) || (e as { name?: string } | undefined)?.name === 'AbortError';
       if (cancelled) void vscode.window.showInformationMessage(`${name} cancelled.`);
       else void vscode.window.showErrorMessage(`${name}: ${msg}`);
       const opts = args[1];

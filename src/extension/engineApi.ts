@@ -11,32 +11,13 @@ import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
 import * as snapshot from '../engine/qcow2/snapshot';
 
-export interface CheckFindingLike {
-  kind: string;
-  severity: 'error' | 'warning' | 'info';
-  hostOffset?: number;
-  structure: string;
-  message: string;
-  explanation: string;
-}
-export interface CheckReportLike {
-  leaks?: number;
-  corruptions?: number;
-  'check-errors'?: number;
-  'image-end-offset'?: number;
-  'total-clusters'?: number;
-  'allocated-clusters'?: number;
-  'fragmented-clusters'?: number;
-  'compressed-clusters'?: number;
-  findings: CheckFindingLike[];
-}
 export interface WriteOpts {
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
 
 /** The integrity check of one image (read-only; backing files are not needed for it). */
-export async function checkPath(path: string, opts: WriteOpts = {}): Promise<CheckReportLike> {
+export async function checkPath(path: string, opts: WriteOpts = {}): Promise<check.CheckResult> {
   const img = await check.openForCheck(path);
   try {
     const r = await check.checkImage(img, { signal: opts.signal, onProgress: opts.onProgress });

@@ -10,7 +10,7 @@ import { formatPath, join, step } from '../path';
 import { throwIfCancelled } from '../cancel';
 import { readTablePadded } from './paddedReads';
 import { ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_MASK, ROLE_NAMES, ROLE_REFCOUNT_BLOCK } from './roles';
-import { NO_OWNER, type UsageCounter } from './usageCounter';
+import { NO_OWNER, type UsageCounter, type UsageIssueKind } from './usageCounter';
 import { checkRefcountsL1 } from './usageL1';
 
 /** A bitmap table entry's reserved bits: all but the offset and the all-ones flag (bit 0). */
@@ -19,6 +19,22 @@ const BME_RESERVED_HI = ~L.ENTRY_OFFSET_HI_MASK >>> 0;
 const BME_RESERVED_LO = (~L.ENTRY_OFFSET_LO_MASK & ~BME_ALL_ONES_LO) >>> 0;
 /** A refcount table entry's low 9 bits are reserved (the offset is cluster-aligned, up to bit 63). */
 const REFT_RESERVED_LO = ~L.ENTRY_OFFSET_LO_MASK >>> 0;
+
+/** Which of the check's rules a non-zero bitmap table entry breaks (QEMU's check_table_entry). */
+export function bitmapEntryFlaws(hi: number, lo: number, clusterSize: number): UsageIssueKind[] {
+  const off = entryOffset(hi, lo);
+  const bad = (hi & BME_RESERVED_HI) !== 0 || (lo & BME_RESERVED_LO) !== 0 || (off !== 0 && ((lo & BME_ALL_ONES_LO) !== 0 || off % clusterSize !== 0));
+  return bad ? ['bitmap-table-entry-invalid'] : [];
+}
+
+/** Which of check_refblocks' rules a non-zero refcount table entry breaks, for an image of nbClusters clusters. */
+export function reftableEntryFlaws(hi: number, lo: number, clusterSize: number, nbClusters: number): UsageIssueKind[] {
+  if ((lo & REFT_RESERVED_LO) !== 0) return ['reftable-reserved-bits'];
+  const off = hi * 0x100000000 + lo;
+  if (off % clusterSize !== 0) return ['refblock-unaligned'];
+  if (off / clusterSize >= nbClusters) return ['refblock-past-eof'];
+  return [];
+}
 
 /** Each internal snapshot's L1 table and what it maps. */
 export async function checkSnapshotsRefcounts(u: UsageCounter, signal?: AbortSignal): Promise<void> {
@@ -57,8 +73,7 @@ export async function checkBitmapsRefcounts(u: UsageCounter): Promise<void> {
     for (let i = 0; i < bm.bitmapTableSize; i++) {
       const hi = wordHi(t, i * 8), lo = wordLo(t, i * 8);
       const off = entryOffset(hi, lo);
-      // QEMU's check_table_entry: reserved bits, or an offset that is unaligned or carries the all-ones flag
-      if ((hi & BME_RESERVED_HI) !== 0 || (lo & BME_RESERVED_LO) !== 0 || (off !== 0 && ((lo & BME_ALL_ONES_LO) !== 0 || off % cs !== 0))) {
+      if (bitmapEntryFlaws(hi, lo, cs).length) {
         u.issue({ kind: 'bitmap-table-entry-invalid', hostOffset: bm.bitmapTableOffset + i * 8, structure: formatPath(join(bp, step('bitmap table', i))), message: `bitmap table entry ${hex((BigInt(hi) << 32n) | BigInt(lo))} is invalid` });
         continue;
       }
@@ -79,17 +94,18 @@ export async function checkRefblocks(u: UsageCounter): Promise<void> {
     const where = h.refcountTableOffset + i * 8;
     const entry = [step('refcount table', i)];
     const structure = formatPath(entry);
-    if ((lo & REFT_RESERVED_LO) !== 0) {
+    const flaw = reftableEntryFlaws(hi, lo, cs, u.nbClusters)[0];
+    const off = hi * 0x100000000 + lo;
+    if (flaw === 'reftable-reserved-bits') {
       u.issue({ kind: 'reftable-reserved-bits', hostOffset: where, structure, message: `refcount table entry ${i} has reserved bits set`, rebuild: true, reftableIndex: i });
       continue;
     }
-    const off = hi * 0x100000000 + lo;
-    if (off % cs !== 0) {
+    if (flaw === 'refblock-unaligned') {
       u.issue({ kind: 'refblock-unaligned', hostOffset: where, structure, message: `refcount block offset ${hex(off)} is not cluster-aligned`, rebuild: true, reftableIndex: i });
       continue;
     }
     const k = off / cs;
-    if (k >= u.nbClusters) {
+    if (flaw === 'refblock-past-eof') {
       u.issue({ kind: 'refblock-past-eof', hostOffset: where, structure, message: `refcount block at ${hex(off)} lies outside the image (file ends at ${hex(u.fileSize)})`, reftableIndex: i });
       continue;
     }
