@@ -1,12 +1,11 @@
 /**
- * The engine's write and check entry points the extension uses, in one place (the engine modules
- * are written by other parts of the project; the extension only calls these names).
+ * The engine's write and check entry points the extension uses, in one place, so that write
+ * operations on one file can be run one at a time whichever command starts them.
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import * as check from '../engine/check/check';
 import * as compact from '../engine/ops/compact';
-import { Qcow2Image } from '../engine/image/image';
 import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
 import * as snapshot from '../engine/qcow2/snapshot';
