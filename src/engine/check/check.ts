@@ -19,7 +19,6 @@ import { clusterUsage } from './usage';
 import type { UsageIssue, UsageIssueKind } from './usageCounter';
 
 export type { CheckOptions, CheckResult, CheckState, Finding, Severity } from './findings';
-export { readStoredRefcounts } from './storedRefcounts';
 
 /** Where the header's feature bits are, for the dirty and corrupt findings. */
 const INCOMPAT_FEATURES_PATH = formatPath([step('header', undefined, { field: 'incompatible_features' })]);
