@@ -231,7 +231,7 @@ export class ViewModel {
   }
 
   /** Roles come from the check's own walk and stored refcounts (engine/check/inspect.ts). */
-  private buildRoles(): Promise<ClusterRoles> {
+  private async buildRoles(): Promise<ClusterRoles> {
     const img = this.img;
     const n = Math.ceil(img.file.size / img.clusterSize);
     if (n > MAX_ROLE_CLUSTERS) throw new Qcow2Error(img.path, 'cluster map', undefined, `${n} host clusters are more than the map handles (${MAX_ROLE_CLUSTERS})`, 'unsupported');
