@@ -7,12 +7,16 @@
  * answers with exactly one reply echoing that `requestId` (or an `error` message with the same
  * `requestId`). Host-initiated messages (check results, reveals, refresh) carry no `requestId`.
  *
- * It has type imports only (erased when bundled): it is bundled into both the host (Node) and the
- * webview (browser).
+ * It is bundled into both the host (Node) and the webview (browser): besides type imports (erased
+ * when bundled) it takes values only from engine modules that import nothing (check/roles.ts).
  * Changes after the first commit are additive only.
  */
 
-import type { Finding as EngineFinding } from './engine/check/check';
+import type { Finding as EngineFinding, Severity } from './engine/check/findings';
+import type { SnapshotInfo as EngineSnapshotInfo } from './engine/qcow2/snapshot';
+import { CLUSTER_ROLES, type ClusterRole } from './engine/check/roles';
+
+export { CLUSTER_ROLES, type ClusterRole, type Severity };
 
 // ---------------------------------------------------------------------------------------------
 // Shared value types
@@ -21,29 +25,6 @@ import type { Finding as EngineFinding } from './engine/check/check';
 /** An opaque tree node id minted by the host; the webview never parses it. 'root' is the root. */
 export type NodeId = string;
 export const ROOT_NODE_ID: NodeId = 'root';
-
-/** What a host cluster is used for. The order is the wire encoding of cluster map cells. */
-export const CLUSTER_ROLES = [
-  'free', // refcount 0, nothing points at it
-  'header', // cluster 0: header, extensions, backing file name
-  'l1', // active L1 table
-  'l2', // an L2 table (active or snapshot)
-  'refcountTable',
-  'refcountBlock',
-  'data', // a guest data cluster (standard L2 entry)
-  'compressed', // holds (part of) compressed guest data
-  'snapshotTable',
-  'snapshotL1', // an internal snapshot's L1 table
-  'bitmapDirectory',
-  'bitmapTable',
-  'bitmapData',
-  'crypto', // LUKS header (full disk encryption extension)
-  'leaked', // refcount > 0 but nothing points at it
-  'conflict', // used by more than one structure, or used with refcount 0
-  'beyondEnd', // past the end of the file (only in maps of a file that shrank)
-  'mixed', // a zoomed-out cell spanning clusters of different roles
-] as const;
-export type ClusterRole = (typeof CLUSTER_ROLES)[number];
 
 /** Human names of the roles for legends and tooltips. */
 export const CLUSTER_ROLE_LABELS: Record<ClusterRole, string> = {
@@ -105,17 +86,12 @@ export interface BackingLayerInfo {
   error?: string;
 }
 
-export interface SnapshotInfo {
+/** A snapshot as the engine lists it, plus where it is; the VM clock as text (nanoseconds pass 2^53). */
+export interface SnapshotInfo extends Omit<EngineSnapshotInfo, 'vmClockNsec'> {
   index: number;
-  id: string;
-  name: string;
   /** Milliseconds since the epoch. */
   date: number;
   vmClockNsec: string;
-  vmStateSize: number;
-  diskSize?: number;
-  l1TableOffset: number;
-  l1Size: number;
   /** Where the snapshot table entry is. */
   hostOffset: number;
   nodeId: NodeId;
@@ -195,8 +171,6 @@ export interface TreeNode {
   /** What the entry points at (an L2 table, a data cluster, a refcount block), for "go to target". */
   targetHostOffset?: number;
 }
-
-export type Severity = 'error' | 'warning' | 'info';
 
 /** Where the bytes of one range of a hex read come from. Offsets are in the request's space. */
 export interface ByteRangeSource {

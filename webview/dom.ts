@@ -24,23 +24,6 @@ export function hex(n: number, pad = 0): string {
   return '0x' + n.toString(16).padStart(pad, '0');
 }
 
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let u = 0, v = n;
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-  return u === 0 ? `${n} bytes` : `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[u]}`;
-}
-
-/** Parses "0x1f000", "1f000h", "1048576", "1M", "4k" into a byte offset (NaN when invalid). */
-export function parseOffset(text: string): number {
-  const t = text.trim().toLowerCase().replace(/_/g, '');
-  let m = /^0x([0-9a-f]+)$/.exec(t) ?? /^([0-9a-f]+)h$/.exec(t);
-  if (m) return parseInt(m[1], 16);
-  m = /^(\d+)\s*([kmgt]?)i?b?$/.exec(t);
-  if (m) return Number(m[1]) * 1024 ** ' kmgt'.indexOf(m[2] || ' ');
-  return NaN;
-}
-
 export function decodeBase64(s: string): Uint8Array {
   const bin = atob(s);
   const out = new Uint8Array(bin.length);

@@ -5,7 +5,8 @@
  * taller than a browser can scroll (a 1 TiB disk has 68 G rows), the scrollbar is scaled.
  */
 import type { ByteRangeSource } from '../src/protocol';
-import { button, clear, el, errorText, hex, parseOffset, rafThrottle } from './dom';
+import { parseOffset } from '../src/engine/units';
+import { button, clear, el, errorText, hex, rafThrottle } from './dom';
 
 export type Space = 'host' | 'guest';
 const ROW_BYTES = 16;
@@ -52,7 +53,7 @@ export class HexView {
     this.gotoInput.addEventListener('keydown', e => {
       if (e.key !== 'Enter') return;
       const off = parseOffset(this.gotoInput.value);
-      if (Number.isFinite(off) && off >= 0 && off < this.size) { this.gotoInput.classList.remove('invalid'); this.reveal(off, 1); }
+      if (off !== undefined && off < this.size) { this.gotoInput.classList.remove('invalid'); this.reveal(off, 1); }
       else this.gotoInput.classList.add('invalid');
     });
     this.status = el('div', { className: 'hex-status', attrs: { 'aria-live': 'polite' } });

@@ -9,7 +9,8 @@ import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, Node
 import { MessageRequester } from '../src/protocol';
 import { CheckPanel } from './checkPanel';
 import { ClusterMap } from './clusterMap';
-import { button, clear, decodeBase64, el, errorText, formatBytes, hex } from './dom';
+import { formatBytes } from '../src/engine/units';
+import { button, clear, decodeBase64, el, errorText, hex } from './dom';
 import { HexView, Space } from './hexView';
 import { DataInspector } from './inspector';
 import { StructureTree } from './tree';

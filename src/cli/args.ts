@@ -9,6 +9,7 @@
  */
 import { parseArgs as nodeParseArgs } from 'node:util';
 import { COMMON_OPTIONS, optionKey, type CommandSpec, type OptionSpec, type ParsedArgs } from './command';
+import { parseOffset } from '../engine/units';
 import { UsageError } from './errors';
 import { parseObjects, type QemuObject } from './objects';
 
@@ -66,7 +67,7 @@ export class Parsed implements ParsedArgs {
       if (fallback === undefined) throw new UsageError(`${name} is required`);
       return fallback;
     }
-    const n = parseSize(v);
+    const n = parseOffset(v);
     if (n === undefined) throw new UsageError(`${name} must be a number of bytes (suffixes K, M, G, T; 0x for hex)`);
     return n;
   }
@@ -151,14 +152,4 @@ function describeParseError(e: unknown, args: string[], options: Record<string, 
   // e.g. `--output -q`: parseArgs refuses a value that looks like an option
   const name = /Option '(-{1,2}[A-Za-z0-9-]+)/.exec((e as Error).message ?? '')?.[1];
   return name ? `option ${name} needs a value (one starting with "-" is written ${name.startsWith('--') ? `${name}=VALUE` : `${name}VALUE`})` : 'invalid command line';
-}
-
-/** Accepts 1234, 0x4d2, and sizes with K/M/G/T suffixes (powers of 1024), as qemu-img does. */
-export function parseSize(s: string): number | undefined {
-  const m = /^(0x[0-9a-f]+|\d+)([kmgtKMGT]?)$/.exec(s.trim());
-  if (!m) return undefined;
-  const base = Number(m[1]);
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  const n = base * mult;
-  return Number.isSafeInteger(n) ? n : undefined;
 }

@@ -15,6 +15,7 @@ export const STEP_RADIX = {
   'snapshot table': 10,
   'snapshot': 10,
   'L1': 10,
+  'L1 table': 10,
   'L2': 16,
   'L2 table': 16,
   'refcount table': 10,
@@ -26,6 +27,7 @@ export const STEP_RADIX = {
   'compressed data': 10,
   'file': 10,
   'LUKS header': 10,
+  'encryption header': 10,
   'key slot': 10,
 } as const;
 export type StepName = keyof typeof STEP_RADIX;

@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
+import { isCancelled } from '../engine/cancel';
 import { UserError } from './userError';
 
 export { refuseLocked, UserError } from './userError';
@@ -59,17 +60,6 @@ export function withCancellableProgress<T>(title: string, work: (signal: AbortSi
   }));
 }
 
-/** Parses "1234", "0x4d2", "64K", "1M", "2G" (binary units) into a byte offset. */
-export function parseOffset(text: string): number | undefined {
-  const m = /^\s*(0x[0-9a-f]+|\d+)\s*([kmgt]i?b?)?\s*$/i.exec(text);
-  if (!m) return undefined;
-  const base = m[1].toLowerCase().startsWith('0x') ? parseInt(m[1], 16) : parseInt(m[1], 10);
-  const unit = (m[2] ?? '').toLowerCase()[0];
-  const mult = unit ? 1024 ** ('kmgt'.indexOf(unit) + 1) : 1;
-  const v = base * mult;
-  return Number.isSafeInteger(v) ? v : undefined;
-}
-
 /**
  * Wraps a command: errors become messages. Callers passing an options argument (tests, other
  * extensions) also get the throw; the palette and the editor title menu (which passes the URI and
@@ -81,7 +71,8 @@ export function command<A extends unknown[], R>(name: string, fn: (...args: A) =
       return await fn(...args);
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      const cancelled = (e as { name?: string; code?: string })?.name === 'AbortError' || (e as { code?: string })?.code === 'cancelled';
+      // an AbortSignal's own reason (a DOMException named AbortError) also means the user stopped it
+      const cancelled = isCancelled(e) || (e as { name?: string } | undefined)?.name === 'AbortError';
       if (cancelled) void vscode.window.showInformationMessage(`${name} cancelled.`);
       else void vscode.window.showErrorMessage(`${name}: ${msg}`);
       const opts = args[1];

@@ -5,7 +5,8 @@
 import * as fs from 'node:fs/promises';
 import * as vscode from 'vscode';
 import { Qcow2Image } from '../engine/image/image';
-import { parseOffset, Services, targetUri, UserError } from './commandSupport';
+import { parseOffset } from '../engine/units';
+import { Services, targetUri, UserError } from './commandSupport';
 
 export function hexDump(buf: Uint8Array, base: number): string {
   const lines: string[] = [];

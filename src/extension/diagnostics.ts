@@ -5,7 +5,8 @@
  */
 import * as vscode from 'vscode';
 import type { CheckFinding, CheckResultMessage, CheckSummary } from '../protocol';
-import { checkPath, CheckFindingLike, CheckReportLike } from './engineApi';
+import type { CheckResult, Finding, Severity } from '../engine/check/check';
+import { checkPath } from './engineApi';
 
 export interface CheckOutcome {
   uri: string;
@@ -15,13 +16,13 @@ export interface CheckOutcome {
   diagnostics: { severity: string; message: string }[];
 }
 
-const SEVERITY: Record<string, vscode.DiagnosticSeverity> = {
+const SEVERITY: Record<Severity, vscode.DiagnosticSeverity> = {
   error: vscode.DiagnosticSeverity.Error,
   warning: vscode.DiagnosticSeverity.Warning,
   info: vscode.DiagnosticSeverity.Information,
 };
 
-export function diagnosticMessage(f: CheckFindingLike): string {
+export function diagnosticMessage(f: Finding): string {
   const at = f.hostOffset === undefined ? '' : `0x${f.hostOffset.toString(16)}`;
   const where = !at || f.structure.includes(at) ? f.structure : `${f.structure} at ${at}`;
   return `${where}: ${f.message}`;
@@ -62,14 +63,14 @@ export class CheckService implements vscode.Disposable {
 
   private async run(uri: vscode.Uri, opts: { signal?: AbortSignal; onProgress?(done: number, total: number): void }): Promise<CheckOutcome> {
     const t0 = Date.now();
-    let report: CheckReportLike;
+    let report: CheckResult;
     try {
       report = await checkPath(uri.fsPath, opts);
     } catch (e) {
       // The image could not even be opened: that is the one problem to show.
       const x = e as { structure?: string; hostOffset?: number; detail?: string; message?: string };
       report = {
-        'check-errors': 1,
+        filename: uri.fsPath, format: 'qcow2', 'check-errors': 1,
         findings: [{
           kind: 'open-failed', severity: 'error', structure: x?.structure ?? 'image', hostOffset: x?.hostOffset,
           message: x?.detail ?? x?.message ?? String(e),

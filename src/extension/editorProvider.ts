@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { QCOW_MAGIC } from '../engine/qcow2/layout';
+import { HEADER_FIELD, QCOW_MAGIC } from '../engine/qcow2/layout';
 import type { CheckResultMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
 import { Qcow2Document, EditApplier } from './document';
 
@@ -281,7 +281,7 @@ async function checkMagic(file: string): Promise<void> {
   try {
     const buf = Buffer.alloc(4);
     const { bytesRead } = await fh.read(buf, 0, 4, 0);
-    if (bytesRead < 4 || buf.readUInt32BE(0) !== QCOW_MAGIC) {
+    if (bytesRead < HEADER_FIELD.magic.size || buf.readUInt32BE(HEADER_FIELD.magic.offset) !== QCOW_MAGIC) {
       throw new Error(`${path.basename(file)} is not a qcow2 image (it does not start with "QFI\\xfb").`);
     }
   } finally {

@@ -1,42 +1,22 @@
 /**
- * The engine's write and check entry points the extension uses, in one place (the engine modules
- * are written by other parts of the project; the extension only calls these names).
+ * The engine's write and check entry points the extension uses, in one place, so that write
+ * operations on one file can be run one at a time whichever command starts them.
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import * as check from '../engine/check/check';
 import * as compact from '../engine/ops/compact';
-import { Qcow2Image } from '../engine/image/image';
 import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
 import * as snapshot from '../engine/ops/snapshot';
 
-export interface CheckFindingLike {
-  kind: string;
-  severity: 'error' | 'warning' | 'info';
-  hostOffset?: number;
-  structure: string;
-  message: string;
-  explanation: string;
-}
-export interface CheckReportLike {
-  leaks?: number;
-  corruptions?: number;
-  'check-errors'?: number;
-  'image-end-offset'?: number;
-  'total-clusters'?: number;
-  'allocated-clusters'?: number;
-  'fragmented-clusters'?: number;
-  'compressed-clusters'?: number;
-  findings: CheckFindingLike[];
-}
 export interface WriteOpts {
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
 
 /** The integrity check of one image (read-only; backing files are not needed for it). */
-export async function checkPath(path: string, opts: WriteOpts = {}): Promise<CheckReportLike> {
+export async function checkPath(path: string, opts: WriteOpts = {}): Promise<check.CheckResult> {
   const img = await check.openForCheck(path);
   try {
     const r = await check.checkImage(img, { signal: opts.signal, onProgress: opts.onProgress });

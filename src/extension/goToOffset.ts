@@ -5,7 +5,9 @@
 import * as vscode from 'vscode';
 import { SUBCLUSTER_TYPE_NAMES } from '../engine/qcow2/cluster';
 import { Qcow2Image } from '../engine/image/image';
-import { parseOffset, Services, targetUri, UserError } from './commandSupport';
+import { formatPath, step } from '../engine/path';
+import { parseOffset } from '../engine/units';
+import { Services, targetUri, UserError } from './commandSupport';
 
 export interface GuestLocation {
   guestOffset: number;
@@ -47,10 +49,10 @@ export async function goToGuestOffset(s: Services, uriArg?: unknown, offsetArg?:
     const guestOffset = givenOffset(offsetArg) ?? await askOffset(`Guest offset (disk size ${img.virtualSize} bytes)`, img.virtualSize);
     if (guestOffset === undefined) return undefined;
     if (!(guestOffset >= 0 && guestOffset < img.virtualSize)) throw new UserError(`Guest offset ${guestOffset} is outside the ${img.virtualSize}-byte disk.`);
-    let loc: Omit<GuestLocation, 'revealedIn'> = { guestOffset, type: 'unallocated', structure: 'L1' };
+    let loc: Omit<GuestLocation, 'revealedIn'> = { guestOffset, type: 'unallocated', structure: formatPath([step('L1')]) };
     await img.walk(guestOffset, guestOffset + 1, r => {
       const type = SUBCLUSTER_TYPE_NAMES[r.type] ?? String(r.type);
-      const structure = `L1[${r.l1Index}] → L2[0x${r.l2Index.toString(16)}]`;
+      const structure = formatPath([step('L1', r.l1Index), step('L2', r.l2Index)]);
       loc = { guestOffset, type, structure, hostOffset: r.hostOffset > 0 ? r.hostOffset : r.compressedOffset };
     });
     const revealedIn = s.provider.postTo(uri, { type: 'revealGuestOffset', guestOffset });

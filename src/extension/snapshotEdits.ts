@@ -3,6 +3,7 @@
  * the names the image will have after saving, applying them to a file, and the hot-exit backup
  * format. Qcow2Document (document.ts) wraps it for VS Code; test/extension tests it with QEMU.
  */
+import { throwIfCancelled } from '../engine/cancel';
 import { isLockedByQemu } from '../engine/io/lock';
 import { createSnapshotAt, deleteSnapshotAt } from './engineApi';
 
@@ -18,7 +19,7 @@ export type EditApplier = (path: string, edits: readonly SnapshotEdit[], signal?
 export const applyWithEngine: EditApplier = async (path, edits, signal, onApplied) => {
   if (isLockedByQemu(path)) throw new Error(`${path} is in use by QEMU (a running VM or qemu-nbd holds a lock on it); the snapshot edits were not saved.`);
   for (const e of edits) {
-    if (signal?.aborted) throw Object.assign(new Error('save cancelled'), { name: 'AbortError' });
+    throwIfCancelled(signal, path, 'saving snapshot edits');
     if (e.kind === 'create') await createSnapshotAt(path, e.name, { signal });
     else await deleteSnapshotAt(path, e.name, { signal });
     onApplied?.(e);

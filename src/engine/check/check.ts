@@ -5,107 +5,23 @@
  * fragmentation counters follow QEMU's rules so the numbers are the same as qemu-img's. On top of
  * the counters, every problem becomes a Finding with a structure path and plain-language text.
  */
-import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
-import { hex, Qcow2Error } from '../errors';
+import { throwIfCancelled } from '../cancel';
+import { hex } from '../errors';
 import { Qcow2Image } from '../image/image';
 import * as L from '../qcow2/layout';
-import { decodeRefcountBlock, maxRefcount, refcountAt } from '../qcow2/refcount';
-import { ClusterUsage, clusterUsage, readTablesPadded, ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, UsageIssue, UsageIssueKind } from './usage';
+import { formatPath, formatStep, join, PATH_SEPARATOR, step } from '../path';
+import { maxRefcount } from '../qcow2/refcount';
+import { EXPLAIN, type CheckOptions, type CheckResult, type CheckState, type Finding } from './findings';
+import { CopiedCheck } from './oflagCopied';
+import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES } from './roles';
+import { readStoredRefcounts } from './storedRefcounts';
+import { clusterUsage } from './usage';
+import type { UsageIssue, UsageIssueKind } from './usageCounter';
 
-export type Severity = 'error' | 'warning' | 'info';
+export type { CheckOptions, CheckResult, CheckState, Finding, Severity } from './findings';
 
-export interface Finding {
-  /** Machine-readable kind, e.g. 'leak', 'refcount-too-low', 'copied-flag-mismatch'. */
-  kind: string;
-  severity: Severity;
-  hostOffset?: number;
-  /** Where: a structure path like 'L1[3] → L2[0x1f0]'. */
-  structure: string;
-  /** One sentence: what is wrong. */
-  message: string;
-  /** One sentence: what it means for the data and what repair would do. */
-  explanation: string;
-  /** For grouped findings (runs of leaked clusters): how many clusters or entries. */
-  count?: number;
-}
-
-/** The keys of `qemu-img check --output=json`, plus our findings. Optional keys are absent when 0, as in QEMU. */
-export interface CheckResult {
-  filename: string;
-  format: 'qcow2';
-  'check-errors': number;
-  'image-end-offset'?: number;
-  corruptions?: number;
-  leaks?: number;
-  'corruptions-fixed'?: number;
-  'leaks-fixed'?: number;
-  'total-clusters'?: number;
-  'allocated-clusters'?: number;
-  'fragmented-clusters'?: number;
-  'compressed-clusters'?: number;
-  findings: Finding[];
-}
-
-export interface CheckOptions {
-  signal?: AbortSignal;
-  onProgress?(done: number, total: number): void;
-  /** Findings listed at most (default 1000); the rest are counted in a final 'findings-truncated' finding. */
-  maxFindings?: number;
-}
-
-/** Everything the check learned, for the result and for repair. */
-export interface CheckState {
-  usage: ClusterUsage;
-  /** Stored refcount per cluster (0..nbClusters-1); NaN where the refcount block cannot be read. */
-  stored: Float64Array;
-  checkErrors: number;
-  corruptions: number;
-  leaks: number;
-  /** QEMU's "rebuild": a used cluster is counted as free, or a refcount block is unusable. */
-  rebuild: boolean;
-  highestCluster: number;
-  /** Active L1 entries whose COPIED flag disagrees with the L2 table's refcount. */
-  copiedL1: { l1Index: number; want: boolean }[];
-  /** Active L2 entries whose COPIED flag disagrees with the data cluster's refcount. */
-  copiedL2: { l2Offset: number; l2Index: number; l1Index: number; want: boolean }[];
-  /** Number of refcount mismatches in each direction (before grouping). */
-  leakedClusters: number[];
-  lowClusters: number[];
-  findings: Finding[];
-  findingsDropped: number;
-}
-
-const EXPLAIN: Record<string, string> = {
-  leak: 'Leaked clusters only waste disk space and no data is at risk; repairing leaks lowers their refcounts so QEMU can reuse the space.',
-  'refcount-too-low': 'A cluster in use is counted with fewer references than it has users, so QEMU could free and reuse it while it still holds data; `--repair all` raises the refcount to the number of users.',
-  'refcount-zero-but-used': 'A cluster in use is counted as free, so QEMU could allocate it for something else and overwrite its contents; `--repair all` rebuilds the refcount structure from the clusters actually in use.',
-  'metadata-overlap': 'Two structures claim the same cluster, so writing one of them damages the other; repair corrects the counts but cannot tell which owner\'s contents are right.',
-  'double-reference': 'Two entries of the active disk point at the same cluster, so a write through one changes what the other reads; repair corrects the refcount (and the COPIED flags), the guest keeps seeing the same bytes.',
-  'copied-flag-mismatch': 'The COPIED flag tells QEMU whether it may write in place; a wrong flag can make it overwrite data a snapshot still shares or copy clusters needlessly; `--repair all` sets the flag from the refcount.',
-  'l2-entry-unaligned': 'The entry points into the middle of a cluster, which no valid image does; QEMU refuses to use it, and repair cannot tell where the data really is.',
-  'l2-entry-unaligned-zero': 'The entry is a preallocated zero cluster with a misaligned offset; `--repair all` turns it into a plain zero cluster, so the guest still reads zeros.',
-  'offset-past-eof': 'The structure points at least one cluster past the end of the file, so what it refers to is lost (reads return zeros or fail); repair cannot bring it back.',
-  'l1-reserved-bits': 'Reserved bits are set in an L1 entry, which QEMU treats as corruption; the table it points to may not be what was intended.',
-  'l2-reserved-bits': 'Reserved bits are set in an L2 entry, which QEMU treats as corruption; the cluster it maps may not be what was intended.',
-  'l2-table-unaligned': 'An L1 entry points at an L2 table that is not on a cluster boundary, so the guest range it covers cannot be read; repair cannot recover that range.',
-  'refcount-overflow': 'The cluster has more users than the refcount width can count; QEMU cannot safely share it further — `qemu-img amend -o refcount_bits=…` widens the refcounts.',
-  'compressed-copied': 'Compressed clusters are never written in place, so the COPIED flag is meaningless here; the data still reads correctly.',
-  'compressed-with-data-file': 'Images with an external data file cannot contain compressed clusters; the cluster cannot be read.',
-  'compressed-with-subclusters': 'A compressed cluster must have an all-zero subcluster bitmap; the entry is inconsistent and its data may not read back.',
-  'subcluster-bitmap-invalid': 'The subcluster bitmap contradicts itself, so QEMU refuses to read the affected range; repair does not guess the intended state.',
-  'snapshot-l1-unaligned': 'The snapshot table entry points at a misaligned L1 table, so that snapshot cannot be used or reverted to.',
-  'snapshot-l1-too-large': 'The snapshot table entry claims an impossibly large L1 table, so that snapshot cannot be used.',
-  'snapshots-with-data-file': 'Internal snapshots are not possible with an external data file; the snapshot entries are unusable.',
-  'bitmap-table-entry-invalid': 'A persistent bitmap\'s table entry is invalid, so that bitmap\'s contents cannot be trusted (the guest data is not affected).',
-  'reftable-reserved-bits': 'The refcount table entry is unusable, so refcounts of the clusters it covers are unknown; `--repair all` rebuilds the refcount structure.',
-  'refblock-unaligned': 'The refcount table entry points at a misaligned refcount block, so the refcounts it covers are unknown; `--repair all` rebuilds the refcount structure.',
-  'refblock-past-eof': 'A refcount block lies past the end of the file (it was probably truncated), so the refcounts it held are lost; `--repair all` restores it.',
-  'refblock-refcount': 'A refcount block shares its cluster with another structure, so updating refcounts would damage that structure; `--repair all` rebuilds the refcount structure elsewhere.',
-  'refcount-unreadable': 'The refcount of the cluster cannot be read, so the check could not finish for it.',
-  'dirty-bit': 'The image was not closed cleanly while lazy refcounts were on, so refcounts may lag behind; QEMU repairs them the next time it opens the image read-write, and leaks are expected until then.',
-  'corrupt-bit': 'QEMU marked the image corrupt and will refuse to open it read-write until it is repaired; `--repair all` clears the bit once no corruption remains.',
-  'findings-truncated': 'Only the first findings are listed; the counters include all of them.',
-};
+/** Where the header's feature bits are, for the dirty and corrupt findings. */
+const INCOMPAT_FEATURES_PATH = formatPath([step('header', undefined, { field: 'incompatible_features' })]);
 
 function issueFinding(i: UsageIssue): Finding {
   const kind = i.kind === 'l2-entry-unaligned' && i.l2EntryFix ? 'l2-entry-unaligned' : i.kind;
@@ -127,7 +43,7 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   const copied = new CopiedCheck(img, storedAll);
   const usage = await clusterUsage(img, { signal: opts.signal, onActiveL2: (t, li, off) => copied.table(t, li, off) });
   progress(1);
-  if (opts.signal?.aborted) throw new Qcow2Error(img.path, 'check', undefined, 'cancelled', 'cancelled');
+  throwIfCancelled(opts.signal, img.path, 'check');
 
   const st: CheckState = {
     usage, stored: storedAll.subarray(0, usage.nbClusters), checkErrors: 0, corruptions: usage.issueCount, leaks: 0,
@@ -139,10 +55,10 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
     else st.findingsDropped++;
   };
   if (h.incompatibleFeatures & L.INCOMPAT_CORRUPT) {
-    add({ kind: 'corrupt-bit', severity: 'error', hostOffset: 72, structure: 'header.incompatible_features', message: 'The image is marked corrupt (incompatible feature bit 1).', explanation: EXPLAIN['corrupt-bit'] });
+    add({ kind: 'corrupt-bit', severity: 'error', hostOffset: L.HEADER_FIELD.incompatible_features.offset, structure: INCOMPAT_FEATURES_PATH, message: 'The image is marked corrupt (incompatible feature bit 1).', explanation: EXPLAIN['corrupt-bit'] });
   }
   if (h.incompatibleFeatures & L.INCOMPAT_DIRTY) {
-    add({ kind: 'dirty-bit', severity: 'warning', hostOffset: 72, structure: 'header.incompatible_features', message: 'The image is marked dirty (incompatible feature bit 0): it was not closed cleanly.', explanation: EXPLAIN['dirty-bit'] });
+    add({ kind: 'dirty-bit', severity: 'warning', hostOffset: L.HEADER_FIELD.incompatible_features.offset, structure: INCOMPAT_FEATURES_PATH, message: 'The image is marked dirty (incompatible feature bit 0): it was not closed cleanly.', explanation: EXPLAIN['dirty-bit'] });
   }
   for (const i of usage.issues) add(issueFinding(i));
   st.findingsDropped += usage.issueCount - usage.issues.length;
@@ -160,7 +76,10 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   const refcountPath = (k: number, n: number) => {
     const per = rg.blockEntries, ti = Math.floor(k / per);
     const last = k + n - 1;
-    return `refcount table[${ti}] → refcount block[${hex(k % per)}${n > 1 ? (Math.floor(last / per) === ti ? `..${hex(last % per)}` : ` and on`) : ''}]`;
+    // a run's entries as a range within the block's index: `refcount block[0x10..0x1f]`
+    const range = n > 1 ? (Math.floor(last / per) === ti ? `..${hex(last % per)}` : ' and on') : '';
+    const block = formatStep(step('refcount block', k % per));
+    return formatPath(join(step('refcount table', ti))) + PATH_SEPARATOR + block.slice(0, -1) + range + ']';
   };
   let runKind = '', runStart = -1, runLen = 0, runStored = 0, runRefs = 0;
   const flushRun = () => {
@@ -238,139 +157,6 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
     st.findings.push({ kind: 'findings-truncated', severity: 'info', structure: 'check', message: `${st.findingsDropped} further findings are not listed (the first ${maxFindings} are).`, explanation: EXPLAIN['findings-truncated'], count: st.findingsDropped });
   }
   return st;
-}
-
-/**
- * Stored refcounts of clusters [0, nb). Refcount blocks past the end of the file read as zeros (as
- * QEMU reads them); misaligned block offsets make their clusters unreadable (NaN), which QEMU
- * counts as one check error per cluster.
- */
-export async function readStoredRefcounts(img: Qcow2Image, nb: number): Promise<Float64Array> {
-  const rg = img.rg;
-  const cs = img.clusterSize;
-  const table = img.refcountTable;
-  const out = new Float64Array(nb);
-  const nBlocks = Math.min(table.length, Math.ceil(nb / rg.blockEntries));
-  const want: number[] = [];
-  for (let i = 0; i < nBlocks; i++) {
-    const off = table[i];
-    if (off === 0) continue;
-    if (off % cs !== 0) {
-      out.fill(NaN, i * rg.blockEntries, Math.min(nb, (i + 1) * rg.blockEntries));
-      continue;
-    }
-    want.push(off);
-  }
-  const blocks = await readTablesPadded(img.file, want, cs, o => `refcount block at ${hex(o)}`);
-  for (let i = 0; i < nBlocks; i++) {
-    const off = table[i];
-    if (off === 0 || off % cs !== 0) continue;
-    const blk = blocks.get(off)!;
-    const base = i * rg.blockEntries;
-    decodeRefcountBlock(blk, rg.order, out, base, Math.min(rg.blockEntries, nb - base));
-  }
-  return out;
-}
-
-/** One stored refcount, also for clusters past the array (reads the block); undefined when unreadable. */
-async function storedRefcountOf(img: Qcow2Image, stored: Float64Array, k: number, cache: Map<number, Buffer>): Promise<number | undefined> {
-  if (k < stored.length) {
-    const s = stored[k];
-    return s === s ? s : undefined;
-  }
-  const rg = img.rg;
-  const ti = Math.floor(k / rg.blockEntries);
-  if (ti >= img.refcountTable.length) return 0;
-  const off = img.refcountTable[ti];
-  if (off === 0) return 0;
-  if (off % img.clusterSize !== 0) return undefined;
-  let blk = cache.get(off);
-  if (!blk) {
-    blk = (await readTablesPadded(img.file, [off], img.clusterSize, o => `refcount block at ${hex(o)}`)).get(off)!;
-    cache.set(off, blk);
-  }
-  return refcountAt(blk, k % rg.blockEntries, rg.order);
-}
-
-interface CopiedHit { l1Index: number; l2Offset: number; l2Index: number; hi: number; lo: number; rc: number }
-
-/**
- * QEMU's check_oflag_copied over the active L1/L2 tables, fed table by table while usage walks
- * them. Refcounts of clusters past the stored array (beyond the end of the file) are looked up
- * afterwards, in `finish`.
- */
-class CopiedCheck {
-  private hits: CopiedHit[] = [];
-  private later: Omit<CopiedHit, 'rc'>[] = [];
-  private readonly cs: number;
-  private readonly extData: boolean;
-  constructor(private img: Qcow2Image, private stored: Float64Array) {
-    this.cs = img.clusterSize;
-    this.extData = img.g.externalData;
-  }
-
-  private look(k: number, e: Omit<CopiedHit, 'rc'>, copied: boolean): void {
-    if (k >= this.stored.length) { this.later.push(e); return; }
-    const rc = this.stored[k];
-    if (rc !== rc) return; // unreadable: QEMU skips silently
-    if ((rc === 1) !== copied) this.hits.push({ ...e, rc });
-  }
-
-  table(t: Uint8Array, l1Index: number, l2Offset: number): void {
-    if (l2Offset === 0) return; // QEMU skips L1 entries without an offset here
-    const l1 = this.img.l1;
-    const l1hi = wordHi(l1, l1Index * 8), l1lo = wordLo(l1, l1Index * 8);
-    this.look(Math.floor(l2Offset / this.cs), { l1Index, l2Offset, l2Index: -1, hi: l1hi, lo: l1lo }, (l1hi & 0x80000000) !== 0);
-    const g = this.img.g, es = g.l2EntrySize, n = g.l2Size, cs = this.cs, stored = this.stored;
-    for (let j = 0; j < n; j++) {
-      const p = j * es;
-      const hi = (t[p] << 24 | t[p + 1] << 16 | t[p + 2] << 8 | t[p + 3]) >>> 0;
-      const lo = (t[p + 4] << 24 | t[p + 5] << 16 | t[p + 6] << 8 | t[p + 7]) >>> 0;
-      if ((hi === 0 && lo === 0) || (hi & 0x40000000)) continue;
-      const copied = (hi & 0x80000000) !== 0;
-      const off = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-      if (off === 0 && !(this.extData && copied)) continue; // unallocated / zero without a cluster
-      if (this.extData) {
-        if (!copied) this.hits.push({ l1Index, l2Offset, l2Index: j, hi, lo, rc: 1 });
-        continue;
-      }
-      const k = Math.floor(off / cs);
-      if (k < stored.length) {
-        const rc = stored[k];
-        if (rc !== rc || (rc === 1) === copied) continue;
-        this.hits.push({ l1Index, l2Offset, l2Index: j, hi, lo, rc });
-      } else this.look(k, { l1Index, l2Offset, l2Index: j, hi, lo }, copied);
-    }
-  }
-
-  async finish(st: CheckState, add: (f: Finding) => void): Promise<void> {
-    const cache = new Map<number, Buffer>();
-    for (const e of this.later) {
-      const rc = await storedRefcountOf(this.img, this.stored, Math.floor((e.l2Index < 0 ? e.l2Offset : entryOffset(e.hi, e.lo)) / this.cs), cache);
-      if (rc === undefined) continue;
-      if ((rc === 1) !== ((e.hi & 0x80000000) !== 0)) this.hits.push({ ...e, rc });
-    }
-    // in QEMU's order: by L1 index, the L1 entry before its L2 entries
-    this.hits.sort((a, b) => a.l1Index - b.l1Index || a.l2Index - b.l2Index);
-    for (const e of this.hits) {
-      const has = (e.hi & 0x80000000) !== 0 ? 'has' : 'lacks';
-      const raw = hex((BigInt(e.hi) << 32n) | BigInt(e.lo));
-      st.corruptions++;
-      if (e.l2Index < 0) {
-        st.copiedL1.push({ l1Index: e.l1Index, want: e.rc === 1 });
-        add({
-          kind: 'copied-flag-mismatch', severity: 'error', hostOffset: this.img.header.l1TableOffset + e.l1Index * 8, structure: `L1[${e.l1Index}]`,
-          message: `L1 entry ${raw} ${has} the COPIED flag but its L2 table's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
-        });
-      } else {
-        st.copiedL2.push({ l2Offset: e.l2Offset, l2Index: e.l2Index, l1Index: e.l1Index, want: e.rc === 1 });
-        add({
-          kind: 'copied-flag-mismatch', severity: 'error', hostOffset: e.l2Offset + e.l2Index * this.img.g.l2EntrySize, structure: `L1[${e.l1Index}] → L2[${hex(e.l2Index)}]`,
-          message: `L2 entry ${raw} ${has} the COPIED flag but its data cluster's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
-        });
-      }
-    }
-  }
 }
 
 /** QEMU's JSON object order: its QDict hashes keys into 512 buckets (tdb_hash) and lists each bucket newest first. */
