@@ -1,6 +1,5 @@
 // ESLint (flat config): typescript-eslint's recommended rules plus the type-aware rules that catch
-// this code base's real hazards. Import cycles are checked by scripts/cycles.mjs (madge), which
-// reads the temporary exceptions below. `npm run lint` runs both; so does `npm test` (after tsc).
+// this code base's real hazards. Import cycles and layer directions are checked by scripts/cycles.mjs (madge). `npm run lint` runs both; so does `npm test` (after tsc).
 // The README's Dependencies section says why each tool is here.
 import js from '@eslint/js';
 import { defineConfig } from 'eslint/config';
@@ -8,21 +7,6 @@ import tseslint from 'typescript-eslint';
 
 const TS = ['src/**/*.ts', 'webview/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts'];
 
-// ── Temporary exceptions: removed when the engine layout lands ─────────────────────────────────
-// The engine's import cycles (image ↔ refcount ↔ snapshot ↔ writable) and the files being rewritten
-// by the layout change are excepted here, and only here; the merge with the layout change deletes
-// this block and the one line that spreads it at the end, so the whole tree is held to the same rules.
-export const PENDING_LAYOUT = {
-  /** For scripts/cycles.mjs: folders whose inner import cycles the layout change removes. */
-  cycles: ['src/engine/'],
-  /** The files the layout change rewrites: type-aware rules, and the rules they break today, are off. */
-  eslint: [{
-    files: ['src/engine/**', 'src/extension/viewModel.ts', 'src/extension/engineApi.ts', 'src/protocol.ts'],
-    extends: [tseslint.configs.disableTypeChecked],
-    rules: { 'no-useless-assignment': 'off', '@typescript-eslint/no-this-alias': 'off', '@typescript-eslint/no-unused-vars': 'off' },
-  }],
-};
-// ── end of the temporary exceptions ────────────────────────────────────────────────────────────
 
 export default defineConfig(
   { ignores: ['node_modules/', 'dist/', 'dist-test/', 'media/webview.js', '.vscode-e2e/', 'e2e-out/', 'test-out/', 'tmp/', 'sample/'] },
@@ -71,6 +55,4 @@ export default defineConfig(
   // "ours undefined vs qemu-img 3" is the point of the message).
   { files: ['test/**/*.ts', 'bench/**/*.ts'], rules: { '@typescript-eslint/restrict-template-expressions': 'off' } },
 
-  // Temporary (removed when the engine layout lands): see PENDING_LAYOUT above.
-  ...PENDING_LAYOUT.eslint,
 );

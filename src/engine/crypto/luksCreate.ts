@@ -141,7 +141,7 @@ function resolveOptions(file: string, o: LuksCreateOptions) {
   let ivgenCipherAlg: CipherAlgorithm = cipherAlg;
   if (ivgenAlg === 'essiv') {
     const e = essivCipher(cipherAlg, ivgenHashAlg!);
-    if (!e) throw optionError(file, 'ivgen-hash-alg', `essiv:${ivgenHashAlg} needs an AES key of its digest size, which does not exist (use sha256 or md5)`);
+    if (!e) throw optionError(file, 'ivgen-hash-alg', `essiv:${String(ivgenHashAlg)} needs an AES key of its digest size, which does not exist (use sha256 or md5)`);
     ivgenCipherAlg = e;
   }
   // Non-essiv IV generators ignore a hash, but QEMU still records it (dm-crypt compatibility).

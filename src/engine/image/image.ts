@@ -197,8 +197,8 @@ export class Qcow2Image implements BlockLayer {
 
   /** All layers from this image down to the bottom of the chain. */
   chain(): BlockLayer[] {
-    const out: BlockLayer[] = [];
-    for (let l: BlockLayer | null = this; l; l = l.backing) out.push(l);
+    const out: BlockLayer[] = [this];
+    for (let l = this.backing; l; l = l.backing) out.push(l);
     return out;
   }
 

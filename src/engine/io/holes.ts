@@ -29,7 +29,7 @@ export function holeSeeker(): HoleSeeker | undefined {
     if (!fs.existsSync(p)) continue;
     try {
       const m = { exports: {} as HoleSeeker };
-      process.dlopen(m as unknown as NodeJS.Module, p);
+      process.dlopen(m, p);
       cached = m.exports;
       break;
     } catch {

@@ -265,7 +265,7 @@ export async function walkMapping(
       const s = Math.max(start, base), e = Math.min(end, base + perL2);
       const l2Offset = i < l1Count ? l1EntryOffset(l1, i) : 0;
       if (l2Offset === 0) {
-        const pp = pending as MappingRun | null;
+        const pp = pending;
         if (pp && pp.type === SubclusterType.UnallocatedPlain && pp.guestOffset + pp.length === s) {
           pp.length += e - s;
         } else {
@@ -277,7 +277,7 @@ export async function walkMapping(
       const l2 = await tableOf(l2Offset, i);
       if (!g.extendedL2) {
         await walkStandardTable(g, file, l2, l2Offset, i, l1Label, base, s, e, run => {
-          const p = pending as MappingRun | null;
+          const p = pending;
           if (p && p.type === run.type && p.guestOffset + p.length === run.guestOffset && run.type !== SubclusterType.Compressed
             && (run.type === SubclusterType.UnallocatedPlain || run.type === SubclusterType.ZeroPlain || p.hostOffset + p.length === run.hostOffset)) {
             p.length += run.length;
@@ -324,7 +324,7 @@ export async function walkMapping(
           }
           host = clusterHost + (pos - clusterStart);
         }
-        const p = pending as MappingRun | null;
+        const p = pending;
         if (p && p.type === type && p.guestOffset + p.length === pos && (type === SubclusterType.UnallocatedPlain || type === SubclusterType.ZeroPlain || p.hostOffset + p.length === host)) {
           p.length += len;
         } else {
