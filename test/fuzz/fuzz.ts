@@ -7,9 +7,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BASES, BaseCache, recipe } from './bases';
+import { BASES, BaseCache, recipe, type BaseConfig } from './bases';
 import { classify } from './known';
-import { mutate, type Mutation } from './mutate';
+import { classOf, mutate, type Mutation } from './mutate';
 import { judge, type Divergence, type Outcome } from './oracle';
 import { mutantSeed, Rng } from './prng';
 import { locate } from './structures';
@@ -29,6 +29,12 @@ export interface MutantRecord {
   unknown: Divergence[];
   ms: number;
 }
+
+/** A hand-written mutant: edits of named targets (as `locate` names them), raw bytes, or a truncation. */
+export type Edit =
+  | { target: string; value: bigint | ((before: bigint) => bigint) }
+  | { at: number; bytes: Buffer }
+  | { truncate: number };
 
 export function hexSeed(n: number): string {
   return '0x' + (n >>> 0).toString(16).padStart(8, '0');
@@ -50,6 +56,39 @@ export class Fuzzer {
     const cfg = rng.pick(BASES);
     const baseBytes = fs.readFileSync(this.cache.get(cfg));
     const { buf, mutations } = mutate(rng, baseBytes, locate(baseBytes));
+    return this.judged(hexSeed(seed), where, cfg, buf, mutations, t0);
+  }
+
+  /** Builds and judges a hand-written mutant of base `baseName`. */
+  async scripted(name: string, baseName: string, edits: Edit[]): Promise<MutantRecord & { image: Buffer }> {
+    const t0 = Date.now();
+    const cfg = BASES.find(b => b.name === baseName);
+    if (!cfg) throw new Error(`no base ${baseName}`);
+    let buf: Buffer = fs.readFileSync(this.cache.get(cfg));
+    const targets = locate(buf).targets;
+    const mutations: Mutation[] = [];
+    for (const e of edits) {
+      if ('truncate' in e) {
+        mutations.push({ op: 'truncate', target: 'file', group: 'file', cls: 'file', offset: e.truncate, length: e.truncate, before: String(buf.length), after: String(e.truncate) });
+        buf = buf.subarray(0, e.truncate);
+      } else if ('at' in e) {
+        const before = buf.subarray(e.at, e.at + e.bytes.length).toString('hex');
+        e.bytes.copy(buf, e.at);
+        mutations.push({ op: 'bytes', target: `bytes@0x${e.at.toString(16)}`, group: 'raw', cls: 'raw', offset: e.at, before, after: e.bytes.toString('hex') });
+      } else {
+        const t = targets.find(x => x.name === e.target);
+        if (!t || t.bits) throw new Error(`${baseName}: no byte-sized target ${e.target}`);
+        const before = t.size === 8 ? buf.readBigUInt64BE(t.off) : BigInt(buf.readUIntBE(t.off, t.size));
+        const after = typeof e.value === 'function' ? e.value(before) : e.value;
+        if (t.size === 8) buf.writeBigUInt64BE(after, t.off);
+        else buf.writeUIntBE(Number(after), t.off, t.size);
+        mutations.push({ op: 'set', target: t.name, group: t.group, cls: classOf(t.group), offset: t.off, before: `0x${before.toString(16)}`, after: `0x${after.toString(16)}` });
+      }
+    }
+    return this.judged(name, {}, cfg, buf, mutations, t0);
+  }
+
+  private async judged(seed: string, where: { runSeed?: number; index?: number }, cfg: BaseConfig, buf: Buffer, mutations: Mutation[], t0: number): Promise<MutantRecord & { image: Buffer }> {
     const dir = path.join(this.work, `m${this.next++}`);
     fs.mkdirSync(dir);
     const image = path.join(dir, 'mutant.qcow2');
@@ -62,7 +101,7 @@ export class Fuzzer {
         if (id) known.push({ id, divergence: d });
         else unknown.push(d);
       }
-      return { seed: hexSeed(seed), ...where, base: cfg.name, recipe: recipe(cfg), mutations, outcome, known, unknown, ms: Date.now() - t0, image: buf };
+      return { seed, ...where, base: cfg.name, recipe: recipe(cfg), mutations, outcome, known, unknown, ms: Date.now() - t0, image: buf };
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

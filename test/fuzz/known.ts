@@ -37,10 +37,16 @@ export const KNOWN: KnownClass[] = [
     match: (c, d) => truncated(c) && oursRefused(c) && [...STATUS, 'repair-worse', 'check-count'].includes(d.aspect),
   },
   {
-    id: 'snapshot-table-refused',
+    id: 'snapshot-offset-unaligned-empty',
+    source: 'fuzzer', // before snapshot-table-damaged, which would also match
+    description: 'snapshots_offset not cluster-aligned while nb_snapshots is 0: QEMU refuses to open ("Snapshot table offset invalid", it validates the offset whatever the count); we accept the image',
+    match: (c, d) => STATUS.includes(d.aspect) && touches(c, /^header\.snapshots_offset$/) && /Snapshot table offset invalid/.test(qemuErr(c)) && !oursRefused(c),
+  },
+  {
+    id: 'snapshot-table-damaged',
     source: 'issue 9',
-    description: 'a damaged snapshot table entry (sizes, counts, extra data, offsets) is refused with exit 1 instead of judged with QEMU\'s counts and repaired',
-    match: (c, d) => d.aspect !== 'info-field' && !truncated(c) && touches(c, /^snapshot\[\d+\]\.[a-z_]+$|^header\.(nb_snapshots|snapshots_offset)$/) && /snapshot/i.test(ourErr(c)) && oursRefused(c),
+    description: 'a damaged snapshot table (entry sizes, counts, extra data, L1 size or offset; header nb_snapshots, snapshots_offset): refused with exit 1, or judged with other counts than QEMU\'s, instead of a finding with QEMU\'s counts that -r all fixes as QEMU does',
+    match: (c, d) => d.aspect !== 'info-field' && !truncated(c) && touches(c, /^snapshot\[\d+\]\.[a-z0-9_]+$|^header\.(nb_snapshots|snapshots_offset)$/),
   },
   {
     id: 'refcount-table-missing',
@@ -91,6 +97,18 @@ export const KNOWN: KnownClass[] = [
     source: 'README',
     description: 'a damaged persistent bitmap: QEMU re-stores bitmaps when -r all opens the image read-write, our repair leaves them as they are',
     match: (c, d) => d.aspect === 'repair-worse' && c.mutations.some(m => m.cls === 'bitmap'),
+  },
+  {
+    id: 'l1-table-past-eof-info',
+    source: 'fuzzer',
+    description: 'an active L1 table lying (partly) past the end of the file (l1_table_offset or l1_size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
+    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /L1 table at 0x[0-9a-f]+: .*past the end of the file/.test(c.outcome.info.ours.err ?? ''),
+  },
+  {
+    id: 'virtual-size-unaligned',
+    source: 'fuzzer',
+    description: 'a header size that is not a multiple of 512: qemu-img info reports it rounded down to whole sectors, we report the header value',
+    match: (c, d) => d.aspect === 'info-field' && d.detail.startsWith('info virtual-size:') && touches(c, /^header\.size$/),
   },
   {
     id: 'backing-name-empty',

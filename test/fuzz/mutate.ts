@@ -6,7 +6,8 @@
 import type { Rng } from './prng';
 import type { Structures, Target } from './structures';
 
-export type Op = 'bitflip' | 'zero' | 'ones' | 'huge' | 'small' | 'plusminus' | 'past-eof' | 'misalign' | 'swap' | 'copy' | 'lowflag' | 'truncate';
+/** `set` and `bytes` are the hand-written mutants' edits (fuzz.ts `scripted`). */
+export type Op = 'set' | 'bytes' | 'bitflip' | 'zero' | 'ones' | 'huge' | 'small' | 'plusminus' | 'past-eof' | 'misalign' | 'swap' | 'copy' | 'lowflag' | 'truncate';
 
 export interface Mutation {
   op: Op;

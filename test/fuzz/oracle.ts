@@ -41,7 +41,8 @@ export interface Outcome {
   divergences: Divergence[];
 }
 
-export const OUR_TIMEOUT_MS = 20000;
+/** A hang: no answer within a minute (a repair of a 2 MiB-cluster image full of garbage L2 entries takes seconds, also for qemu-img). */
+export const OUR_TIMEOUT_MS = 60000;
 /** Heap cap for our CLI: a damaged count must be refused, never allocated. */
 export const OUR_HEAP_MB = 256;
 
@@ -140,8 +141,9 @@ async function readable(file: string, dir: string): Promise<boolean> {
 
 export async function judge(image: string, dir: string): Promise<Outcome> {
   const divergences: Divergence[] = [];
-  // one tool at a time on one file: qemu-img holds a lock on the image while it reads it, and we refuse locked images
-  const oi = await ours(['info', '--json', image]), qi = await qemuImg(['info', '--output=json', image]);
+  // `-f qcow2` for info: we read only qcow2, and a damaged magic must not make qemu-img judge the file as raw.
+  // One tool at a time on one file: qemu-img holds a lock on the image while it reads it, and we refuse locked images
+  const oi = await ours(['info', '--json', image]), qi = await qemuImg(['info', '-f', 'qcow2', '--output=json', image]);
   const info = { ours: side(oi), qemu: side(qi) };
   const ci = crashOf(oi, image, [0, 1], 'info');
   if (ci) divergences.push(ci);

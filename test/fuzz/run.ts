@@ -1,17 +1,18 @@
 /**
- * `npm run fuzz -- [--count N] [--seed S] [--out DIR] [--parallel P] [--mutant SEED] [--keep-known]`:
- * runs N mutants of run S (or the one mutant SEED), prints one line per divergent mutant, writes
+ * `npm run fuzz -- [--count N] [--seed S] [--out DIR] [--parallel P] [--mutant SEED] [--known] [--keep-known]`:
+ * runs N mutants of run S (or the one mutant SEED, or with --known the hand-written case of each known class), prints one line per divergent mutant, writes
  * each mutant with an unknown divergence (with --keep-known, every divergent one) to DIR, and exits 1
  * when any divergence is unknown.
  */
 import { parseArgs } from 'node:util';
+import { KNOWN_CASES } from './cases';
 import { Fuzzer, describe, saveMutant, type MutantRecord } from './fuzz';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       count: { type: 'string', default: '100' }, seed: { type: 'string', default: '1' }, out: { type: 'string', default: 'fuzz-out' },
-      parallel: { type: 'string', default: '2' }, mutant: { type: 'string' }, 'keep-known': { type: 'boolean', default: false },
+      parallel: { type: 'string', default: '2' }, mutant: { type: 'string' }, known: { type: 'boolean', default: false }, 'keep-known': { type: 'boolean', default: false },
     },
   });
   const fuzzer = new Fuzzer();
@@ -30,7 +31,13 @@ async function main(): Promise<number> {
     if (r.unknown.length || values['keep-known']) console.log(`      → ${saveMutant(values.out, r)}`);
   };
   try {
-    if (values.mutant) report(await fuzzer.mutant(Number(values.mutant)));
+    if (values.known) {
+      for (const c of KNOWN_CASES) {
+        const r = await fuzzer.scripted(`known-${c.id}`, c.base, c.edits);
+        console.log(`${c.id}: ${r.known.some(k => k.id === c.id) ? 'occurs' : 'DOES NOT OCCUR'}`);
+        report(r);
+      }
+    } else if (values.mutant) report(await fuzzer.mutant(Number(values.mutant)));
     else await fuzzer.many(Number(values.seed), Number(values.count), { parallel: Number(values.parallel), onMutant: report });
   } finally {
     fuzzer.dispose();
