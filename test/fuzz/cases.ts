@@ -22,6 +22,7 @@ export const KNOWN_CASES: KnownCase[] = [
   { id: 'l1-reserved-bit0', base: 'v3-4k-rb1', edits: [{ target: 'L1[0]', value: v => v | 1n }] },
   { id: 'qemu-cannot-open-bitmap', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: v => v ^ 0x40n }] },
   { id: 'reftable-entry-reserved', base: 'v3-4k-rb2-compressed', edits: [{ target: 'reftable[0]', value: 0xffffffffffffffffn }] },
+  { id: 'refblock-outside-image', base: 'v3-4k-rb1', edits: [{ target: 'reftable[0]', value: 1n << 40n }] },
   { id: 'bitmap-not-restored', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: 0x3f60000n }] },
   { id: 'snapshot-offset-unaligned-empty', base: 'v3-4k-rb1', edits: [{ target: 'header.snapshots_offset', value: 0x200n }] },
   { id: 'l1-table-past-eof-info', base: 'v3-64k-rb16-snapshots', edits: [{ target: 'header.l1_table_offset', value: 1n << 40n }] },
