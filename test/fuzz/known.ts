@@ -105,10 +105,10 @@ export const KNOWN: KnownClass[] = [
     match: (c, d) => d.aspect === 'repair-worse' && c.mutations.some(m => m.cls === 'bitmap'),
   },
   {
-    id: 'l1-table-past-eof-info',
+    id: 'table-past-eof-info',
     source: 'fuzzer',
-    description: 'an active L1 table lying (partly) past the end of the file (l1_table_offset or l1_size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
-    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /L1 table at 0x[0-9a-f]+: .*past the end of the file/.test(c.outcome.info.ours.err ?? ''),
+    description: 'the active L1 table or the refcount table lying (partly) past the end of the file (its offset or size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
+    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /(L1|refcount) table at 0x[0-9a-f]+: .*past the end of the file/.test(c.outcome.info.ours.err ?? ''),
   },
   {
     id: 'virtual-size-unaligned',
