@@ -49,6 +49,13 @@ export class Fuzzer {
     this.cache = new BaseCache(this.work);
   }
 
+  /** The healthy base image `name`, built on first use. */
+  basePath(name: string): string {
+    const cfg = BASES.find(b => b.name === name);
+    if (!cfg) throw new Error(`no base ${name}`);
+    return this.cache.get(cfg);
+  }
+
   /** Builds and judges one mutant. */
   async mutant(seed: number, where: { runSeed?: number; index?: number } = {}): Promise<MutantRecord & { image: Buffer }> {
     const t0 = Date.now();

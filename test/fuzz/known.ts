@@ -5,7 +5,7 @@
  * class and says to drop the entry once the engine no longer diverges on it.
  */
 import type { Mutation } from './mutate';
-import type { Divergence, Outcome } from './oracle';
+import { stderrOf, type Divergence, type Outcome } from './oracle';
 
 export interface Case {
   /** the base configuration's qemu-img create options */
@@ -24,8 +24,8 @@ export interface KnownClass {
 
 const STATUS: Divergence['aspect'][] = ['info-status', 'check-status'];
 const touches = (c: Case, re: RegExp): boolean => c.mutations.some(m => re.test(m.target));
-const ourErr = (c: Case): string => [c.outcome.info.ours.err, c.outcome.check.ours.err, c.outcome.repair?.ours.err].filter(Boolean).join('\n');
-const qemuErr = (c: Case): string => [c.outcome.info.qemu.err, c.outcome.check.qemu.err, c.outcome.repair?.qemu.err].filter(Boolean).join('\n');
+const ourErr = (c: Case): string => [c.outcome.info.ours, c.outcome.check.ours, c.outcome.repair?.ours].map(stderrOf).join('\n');
+const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu, c.outcome.repair?.qemu].map(stderrOf).join('\n');
 const oursRefused = (c: Case): boolean => c.outcome.info.ours.status === 1 || c.outcome.check.ours.status === 1 || c.outcome.repair?.ours.status === 1;
 const truncated = (c: Case): boolean => c.mutations.some(m => m.op === 'truncate');
 
@@ -72,7 +72,7 @@ export const KNOWN: KnownClass[] = [
     id: 'missing-backing',
     source: 'issue 9',
     description: 'a backing file that does not exist: qemu-img check cannot open the chain (exit 1), we judge the file alone',
-    match: (c, d) => STATUS.includes(d.aspect) && c.outcome.check.qemu.status === 1 && /backing/i.test(c.outcome.check.qemu.err ?? '') && c.outcome.check.ours.status !== 1,
+    match: (c, d) => STATUS.includes(d.aspect) && c.outcome.check.qemu.status === 1 && /backing/i.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.ours.status !== 1,
   },
   {
     id: 'l1-reserved-bit0',
@@ -96,7 +96,7 @@ export const KNOWN: KnownClass[] = [
     id: 'refblock-outside-image',
     source: 'fuzzer',
     description: 'a refcount-table entry pointing past the end of the file ("refcount block N is outside image"): QEMU 7.2 cannot read those refcounts and reports check errors (exit 1); we count corruptions (exit 2) and repair them',
-    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /refcount block \d+ is outside image/.test(c.outcome.check.qemu.err ?? '') && c.outcome.check.qemu.status === 1,
+    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /refcount block \d+ is outside image/.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.qemu.status === 1,
   },
   {
     id: 'bitmap-not-restored',
@@ -108,7 +108,13 @@ export const KNOWN: KnownClass[] = [
     id: 'table-past-eof-info',
     source: 'fuzzer',
     description: 'the active L1 table or the refcount table lying (partly) past the end of the file (its offset or size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
-    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /(L1|refcount) table at 0x[0-9a-f]+: .*past the end of the file/.test(c.outcome.info.ours.err ?? ''),
+    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /(L1|refcount) table at 0x[0-9a-f]+: .*past the end of the file/.test(stderrOf(c.outcome.info.ours)),
+  },
+  {
+    id: 'header-length-unaligned',
+    source: 'fuzzer',
+    description: 'a v3 header_length that is not a multiple of 8 (but at least 104): QEMU opens the image (it reads extensions from that offset), we refuse it',
+    match: (c, d) => STATUS.includes(d.aspect) && /header_length \d+ is invalid \(must be a multiple of 8/.test(ourErr(c)) && c.outcome.info.qemu.status === 0,
   },
   {
     id: 'virtual-size-unaligned',
@@ -132,7 +138,7 @@ export const KNOWN: KnownClass[] = [
     id: 'unaligned-l2-table-repair',
     source: 'fuzzer',
     description: 'an L1 entry pointing at an unaligned "L2 table" (inside a data cluster): QEMU checks the bytes there as L2 entries and -r all rewrites them (turning "preallocated, unaligned" entries into zero entries, i.e. writing into whatever cluster lies there); we count the same but leave them, so qemu-img check after our repair finds more corruptions',
-    match: (c, d) => d.aspect === 'repair-worse' && /Table is not cluster aligned; L1 entry corrupted/.test(c.outcome.repair?.afterQemu.err ?? ''),
+    match: (c, d) => d.aspect === 'repair-worse' && /Table is not cluster aligned; L1 entry corrupted/.test(stderrOf(c.outcome.repair?.afterQemu)),
   },
 ];
 

@@ -85,7 +85,15 @@ export function canonical(v: unknown): string {
 function side(p: Proc): Side {
   const json = parseExact(p.stdout);
   const err = p.stderr.trim();
-  return { status: p.status, signal: p.signal, timedOut: p.timedOut || undefined, json, err: err ? err.slice(0, 600) : undefined };
+  const s: Side = { status: p.status, signal: p.signal, timedOut: p.timedOut || undefined, json, err: err ? err.slice(0, 600) : undefined };
+  // the whole stderr for the known classes' predicates (qemu-img's key line may come after thousands), kept out of the saved JSON
+  Object.defineProperty(s, 'stderr', { value: err, enumerable: false });
+  return s;
+}
+
+/** A side's whole stderr (Side.err is capped for the saved JSON). */
+export function stderrOf(s: Side | undefined): string {
+  return s ? ((s as Side & { stderr?: string }).stderr ?? s.err ?? '') : '';
 }
 
 /**

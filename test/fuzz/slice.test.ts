@@ -5,16 +5,30 @@
  */
 import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { tmpDir } from '../helpers/qemu';
 import { KNOWN_CASES } from './cases';
 import { describe, Fuzzer, type MutantRecord } from './fuzz';
 import { KNOWN } from './known';
+import { mutate } from './mutate';
+import { mutantSeed, Rng } from './prng';
+import { locate } from './structures';
 
 const SLICE_SEED = 2026;
 const SLICE_COUNT = Number(process.env.FUZZ_SLICE_COUNT ?? 24);
 
 const fuzzer = new Fuzzer(tmpDir('qcow2-lens-fuzz-'));
 after(() => fuzzer.dispose());
+
+test('a seed reproduces its mutant byte for byte', () => {
+  const base = fs.readFileSync(fuzzer.basePath('v3-64k-rb16-snapshots'));
+  for (let i = 0; i < 50; i++) {
+    const a = mutate(new Rng(mutantSeed(7, i)), base, locate(base)), b = mutate(new Rng(mutantSeed(7, i)), base, locate(base));
+    assert.deepEqual(a.mutations, b.mutations);
+    assert.ok(a.buf.equals(b.buf));
+  }
+  assert.notDeepEqual(mutate(new Rng(1), base, locate(base)).mutations, mutate(new Rng(2), base, locate(base)).mutations);
+});
 
 function explain(r: MutantRecord): string {
   return `${describe(r)}\n${r.unknown.map(d => `    ${d.aspect}: ${d.detail}`).join('\n')}\n    replay: npm run fuzz -- --mutant ${r.seed}`;
