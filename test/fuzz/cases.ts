@@ -26,6 +26,7 @@ export const KNOWN_CASES: KnownCase[] = [
   { id: 'bitmap-not-restored', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: 0x3f60000n }] },
   { id: 'snapshot-offset-unaligned-empty', base: 'v3-4k-rb1', edits: [{ target: 'header.snapshots_offset', value: 0x200n }] },
   { id: 'table-past-eof-info', base: 'v3-64k-rb16-snapshots', edits: [{ target: 'header.l1_table_offset', value: 1n << 40n }] },
+  { id: 'l1-table-past-eof-counts', base: 'v3-512-rb8', edits: [{ target: 'header.l1_size', value: 0xffffn }] },
   { id: 'header-length-unaligned', base: 'v3-512-rb8', edits: [{ target: 'header.header_length', value: 0x6fn }] },
   { id: 'virtual-size-unaligned', base: 'v3-4k-rb1', edits: [{ target: 'header.size', value: v => v - 4n }] },
   { id: 'backing-name-empty', base: 'v3-4k-rb1', edits: [{ target: 'header.backing_file_offset', value: 0x200n }] },
