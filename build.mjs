@@ -40,7 +40,7 @@ const workerEntries = walk('src/engine', p => p.endsWith('.worker.ts'));
 if (workerEntries.length) builds.push({ ...common, entryPoints: workerEntries, outdir: 'dist', platform: 'node', format: 'cjs', target: 'node18' });
 if (fs.existsSync('webview/main.ts')) builds.push({ ...common, entryPoints: ['webview/main.ts'], outfile: 'media/webview.js', platform: 'browser', format: 'iife', target: 'es2022' });
 if (!prod) {
-  const tests = [...walk('test', p => p.endsWith('.test.ts')), ...walk('bench', p => p.endsWith('.ts') && !p.endsWith('.d.ts'))];
+  const tests = [...walk('test', p => p.endsWith('.test.ts') || p === path.join('test', 'fuzz', 'run.ts')), ...walk('bench', p => p.endsWith('.ts') && !p.endsWith('.d.ts'))];
   if (tests.length) builds.push({ ...common, entryPoints: tests, outdir: 'dist-test', outbase: '.', platform: 'node', format: 'cjs', target: 'node18', external: ['vscode', 'playwright-core'] });
   if (fs.existsSync('test/suite')) builds.push({ ...common, entryPoints: walk('test/suite', p => p.endsWith('.ts')), outdir: 'dist-test/suite', platform: 'node', format: 'cjs', target: 'node18', external: ['vscode', 'mocha'] });
 }
