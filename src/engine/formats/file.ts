@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { Qcow2Error, hex } from '../errors';
 import type { HoleSeeker, ImageSink } from './layer';
+import { forEachHostPiece } from '../io/holes';
 
 /** The largest single structure read (a VHD BAT of 2040 GiB in 2 MiB blocks is 4 MiB). */
 export const MAX_STRUCTURE_READ = 64 * 1024 * 1024;
@@ -101,17 +102,8 @@ export class FormatFile {
  * no seeker the whole range is one data piece. Ranges past the end of the file are holes.
  */
 export function hostPieces(seeker: HoleSeeker | undefined, fd: number, hostOffset: number, length: number, piece: (start: number, len: number, hole: boolean) => void): void {
-  const end = hostOffset + length;
   if (!seeker) { if (length > 0) piece(hostOffset, length, false); return; }
-  let pos = hostOffset;
-  while (pos < end) {
-    const data = seeker.seekData(fd, pos);
-    if (data < 0 || data >= end) { piece(pos, end - pos, true); return; }
-    if (data > pos) { piece(pos, data - pos, true); pos = data; }
-    const hole = Math.min(end, seeker.seekHole(fd, pos));
-    piece(pos, hole - pos, false);
-    pos = hole;
-  }
+  forEachHostPiece(seeker, fd, hostOffset, length, piece);
 }
 
 /** A sink writing straight into a new file (tests, and callers that wrap it with temp-file + rename). */

@@ -37,16 +37,8 @@ export interface BlockLayer {
   close(): Promise<void>;
 }
 
-/**
- * lseek(SEEK_DATA/SEEK_HOLE) on an open file (the engine's native hole seeker has this shape).
- * Optional everywhere: without it, holes of raw data read as zeros but are reported as data.
- */
-export interface HoleSeeker {
-  /** The first offset >= `offset` holding data, or -1 when only a hole follows. */
-  seekData(fd: number, offset: number): number;
-  /** The first offset >= `offset` in a hole (the end of the file counts as one). */
-  seekHole(fd: number, offset: number): number;
-}
+/** lseek(SEEK_DATA/SEEK_HOLE) on an open file; optional everywhere: without it, holes of raw data read as zeros but are reported as data. */
+export type { HoleSeeker } from '../io/holes';
 
 /** A run of a source's guest range: `zero` runs read as zeros and need not be read at all. */
 export interface SourceRun {

@@ -16,17 +16,8 @@ export function resolveBackingPath(overlayPath: string, backingName: string): st
   return overlayPath.slice(0, slash + 1) + backingName;
 }
 
-/** One extent of a layer's block status, in the terms of `qemu-img map`. */
-export interface StatusExtent {
-  start: number;
-  length: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  /** Host offset when QEMU would report one (OFFSET_VALID). */
-  offset?: number;
-  depth: number;
-}
+import type { StatusExtent } from '../formats/layer';
+export type { StatusExtent };
 
 /** What every layer of a chain provides: a qcow2 image or a raw file. */
 export interface BlockLayer {
