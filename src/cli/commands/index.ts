@@ -6,6 +6,7 @@ import type { CommandSpec } from '../command';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
+import { createCommand } from './create';
 import { cpCommand } from './cp';
 import { infoCommand } from './info';
 import { lsCommand } from './ls';
@@ -21,6 +22,7 @@ export const commands: readonly CommandSpec[] = [
   checkCommand,
   snapshotCommand,
   compactCommand,
+  createCommand,
   readCommand,
   partitionsCommand,
   lsCommand,
