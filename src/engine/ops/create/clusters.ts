@@ -217,14 +217,24 @@ export class ClusterModel {
       const r = await this.allocHostOffset(offset, cur);
       cur = r.bytes;
       host = r.host;
-      for (const m of r.metas) await this.linkL2(m);
+      for (const m of r.metas) {
+        // the unaligned tail of the last cluster is copied-on-write (zeros) before the entry is linked
+        const end = offset + cur;
+        if (end % this.cs && end > m.guest && end < m.guest + m.n * this.cs) {
+          const sub = this.st.extendedL2 ? this.cs / 32 : this.cs;
+          const from = m.host + (end - m.guest), to = m.host + Math.ceil((end - m.guest) / sub) * sub;
+          if (to > from) await (this.st.dataDisk ?? this.disk).write(from, Buffer.alloc(to - from), 'data (copy on write)');
+        }
+        await this.linkL2(m);
+      }
       bytes -= cur;
       offset += cur;
     }
     const data = this.st.dataDisk ?? this.disk;
-    if (host + cur > data.length()) {
-      if (mode === 'falloc' || mode === 'full') await data.writeZeroes(data.length(), host + cur - data.length(), 'data');
-      else await growFile(data, host + cur);
+    const end = host + cur;
+    if (end > data.length()) {
+      if (mode === 'falloc' || mode === 'full') await data.writeZeroes(data.length(), end - data.length(), 'data');
+      else await growFile(data, end);
     }
   }
 
