@@ -13,6 +13,7 @@ import { lsCommand } from './ls';
 import { mapCommand } from './map';
 import { partitionsCommand } from './partitions';
 import { readCommand } from './read';
+import { resizeCommand } from './resize';
 import { snapshotCommand } from './snapshot';
 import { whoseCommand } from './whose';
 
@@ -23,6 +24,7 @@ export const commands: readonly CommandSpec[] = [
   snapshotCommand,
   compactCommand,
   createCommand,
+  resizeCommand,
   readCommand,
   partitionsCommand,
   lsCommand,
