@@ -10,7 +10,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Qcow2Error } from '../../errors';
 import { resolveBackingPath } from '../../image/backing';
 import * as L from '../../qcow2/layout';
 import { OptionError, type Preallocation, type Qcow2CreateOptions } from '../options';
@@ -105,9 +104,9 @@ export async function createQcow2(dest: string, req: CreateRequest): Promise<{ s
       await disk.write(0, encodeHeader(h), 'header');
     }
     await m.writeCaches();
-    await disk.sync();
+    disk.finish();
     disk.close();
-    if (dataDisk) { await dataDisk.sync(); dataDisk.close(); dataOut!.commit(); }
+    if (dataDisk) { dataDisk.finish(); dataDisk.close(); dataOut!.commit(); }
     out.commit();
     return { size };
   } catch (e) {
@@ -132,14 +131,13 @@ export async function createRaw(dest: string, size: number | undefined, prealloc
       await disk.writeZeroes(0, size, 'data');
       if (prealloc === 'falloc' && size > 0) await disk.write(0, Buffer.alloc(size < 4096 ? 512 : 4096), 'first block');
     }
-    await disk.sync();
+    disk.finish();
     disk.close();
     out.commit();
     return { size };
   } catch (e) {
     try { disk.close(); } catch { /* already closed */ }
     out.discard();
-    if (e instanceof Qcow2Error || e instanceof OptionError) throw e;
     throw e;
   }
 }

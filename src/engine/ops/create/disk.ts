@@ -11,9 +11,12 @@ import type { Disk } from './refalloc';
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
 export class FileDisk implements Disk {
-  private constructor(readonly path: string, private fd: number, private len: number, private readonly signal?: AbortSignal) {}
+  private constructor(readonly path: string, private fd: number, private len: number, private readonly signal?: AbortSignal, private readonly noFlush = false) {}
 
-  /** Opens (mode 'r+') or creates empty (mode 'w') a file. */
+  /**
+   * Opens (mode 'r+') or creates empty (mode 'w', a temporary file: its syncs are skipped, as
+   * QEMU creates with BDRV_O_NO_FLUSH, and `finish` syncs once) a file.
+   */
   static open(p: string, mode: 'r+' | 'w', signal?: AbortSignal): FileDisk {
     let fd: number;
     try {
@@ -21,7 +24,7 @@ export class FileDisk implements Disk {
     } catch (e) {
       throw new Qcow2Error(p, 'file', undefined, `cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'io');
     }
-    return new FileDisk(p, fd, fs.fstatSync(fd).size, signal);
+    return new FileDisk(p, fd, fs.fstatSync(fd).size, signal, mode === 'w');
   }
 
   length(): number {
@@ -62,6 +65,11 @@ export class FileDisk implements Disk {
   }
 
   async sync(): Promise<void> {
+    if (!this.noFlush) fs.fsyncSync(this.fd);
+  }
+
+  /** The one sync a new file gets before it is renamed into place. */
+  finish(): void {
     fs.fsyncSync(this.fd);
   }
 
