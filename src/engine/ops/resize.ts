@@ -6,9 +6,10 @@
  * drops refcount blocks that count nothing, truncates the file, and writes the size last.
  * The result is the image qemu-img resize makes, cluster for cluster.
  *
- * Crash safety is QEMU's: every pointer is written after the refcounts of what it points to
- * (refcount blocks synced first), every decrement after the pointer it drops, the header last;
- * a SIGKILL after any write leaves an image `qemu-img check` finds at most leaking, and the
+ * Crash safety is QEMU's order with one change: every pointer is written after the refcounts
+ * of what it points to (refcount blocks synced first), every decrement after the pointer it
+ * drops; growing writes the size last, shrinking writes it first (so the tail is cut only once
+ * the guest no longer sees it). A SIGKILL after any write leaves an image `qemu-img check` finds at most leaking, and the
  * virtual size is either the old or the new one.
  *
  * Refused as QEMU refuses: a version 2 image with internal snapshots; shrinking with

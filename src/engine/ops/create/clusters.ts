@@ -10,10 +10,11 @@
  *             on the refcount cache)
  *  falloc:    refcount blocks + new refcount table for the whole area → header switch → old table
  *             freed → data area zero-filled → L2 entries as above
- *  shrink:    L2 entries of the cut clusters cleared (L2 first) → their refcounts dropped → L1
+ *  shrink:    the header's size first (the guest sees the new disk; what follows only tidies
+ *             clusters past its end) → L2 entries of the cut clusters cleared → their refcounts dropped → L1
  *             entries past the end zeroed → L2 tables freed → unused refcount blocks dropped from
  *             the table → file truncated
- *  size:      the header's size field last (8 bytes)
+ *  size:      when growing, the header's size field last (8 bytes)
  */
 import { Qcow2Error } from '../../errors';
 import { entryOffset, wordHi, wordLo } from '../../qcow2/cluster';
@@ -250,6 +251,10 @@ export class ClusterModel {
     const newL1 = this.sizeToL1(offset);
     if (offset < old) {
       if (prealloc !== 'off') throw this.fail('size', undefined, "Preallocation can't be used for shrinking an image");
+      // The size first (QEMU writes it last): once it is on disk the guest sees the new disk, and
+      // the discards that follow only drop clusters past its end — a crash in between leaves the
+      // old disk or the new one, never the old size with its tail already gone.
+      await this.writeSize(offset);
       await this.discard(Math.ceil(offset / this.cs) * this.cs, old);
       await this.shrinkL1(newL1);
       await this.rc.shrinkReftable();
@@ -270,11 +275,13 @@ export class ClusterModel {
       await this.fullPrealloc(old, offset);
     }
     if (prealloc !== 'off') await this.writeCaches();
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(BigInt(offset));
-    await this.disk.write(L.HEADER_FIELD.size.offset, b, 'header.size');
-    await this.disk.sync();
+    if (offset >= old) await this.writeSize(offset);
     this.size = offset;
+  }
+
+  private async writeSize(size: number): Promise<void> {
+    await this.disk.write(L.HEADER_FIELD.size.offset, L.encodeHeaderField('size', size), 'header.size');
+    await this.disk.sync();
   }
 
   /** The falloc/full branch of qcow2_co_truncate: refcount room first, data area, then L2 entries. */
