@@ -3,6 +3,7 @@
  * a CommandSpec (../command.ts); adding a command is adding its file and one line below.
  */
 import type { CommandSpec } from '../command';
+import { amendCommand } from './amend';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
@@ -11,6 +12,7 @@ import { cpCommand } from './cp';
 import { infoCommand } from './info';
 import { lsCommand } from './ls';
 import { mapCommand } from './map';
+import { measureCommand } from './measure';
 import { partitionsCommand } from './partitions';
 import { readCommand } from './read';
 import { resizeCommand } from './resize';
@@ -25,6 +27,8 @@ export const commands: readonly CommandSpec[] = [
   compactCommand,
   createCommand,
   resizeCommand,
+  measureCommand,
+  amendCommand,
   readCommand,
   partitionsCommand,
   lsCommand,
