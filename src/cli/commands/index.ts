@@ -4,6 +4,7 @@
  */
 import type { CommandSpec } from '../command';
 import { amendCommand } from './amend';
+import { bitmapCommand } from './bitmap';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
@@ -29,6 +30,7 @@ export const commands: readonly CommandSpec[] = [
   resizeCommand,
   measureCommand,
   amendCommand,
+  bitmapCommand,
   readCommand,
   partitionsCommand,
   lsCommand,
