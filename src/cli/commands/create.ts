@@ -72,7 +72,15 @@ export const createCommand: CommandSpec = {
         req.size = shown;
       }
       if (!args.quiet) process.stdout.write(formattingLine(file, 'qcow2', given, shown));
-      await createQcow2(file, req);
+      // Ctrl-C stops between writes; the temporary file is removed, nothing is left at FILE
+      const ac = new AbortController();
+      const onSig = () => ac.abort();
+      process.once('SIGINT', onSig);
+      try {
+        await createQcow2(file, { ...req, signal: ac.signal });
+      } finally {
+        process.off('SIGINT', onSig);
+      }
       return 0;
     } catch (e) {
       optionFailure(file, e);
