@@ -3,15 +3,20 @@
  * a CommandSpec (../command.ts); adding a command is adding its file and one line below.
  */
 import type { CommandSpec } from '../command';
+import { amendCommand } from './amend';
+import { bitmapCommand } from './bitmap';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
+import { createCommand } from './create';
 import { cpCommand } from './cp';
 import { infoCommand } from './info';
 import { lsCommand } from './ls';
 import { mapCommand } from './map';
+import { measureCommand } from './measure';
 import { partitionsCommand } from './partitions';
 import { readCommand } from './read';
+import { resizeCommand } from './resize';
 import { snapshotCommand } from './snapshot';
 import { whoseCommand } from './whose';
 
@@ -21,6 +26,11 @@ export const commands: readonly CommandSpec[] = [
   checkCommand,
   snapshotCommand,
   compactCommand,
+  createCommand,
+  resizeCommand,
+  measureCommand,
+  amendCommand,
+  bitmapCommand,
   readCommand,
   partitionsCommand,
   lsCommand,

@@ -1,0 +1,88 @@
+/**
+ * `qemu-img amend -o compat=…,lazy_refcounts=…,refcount_bits=…` in place, as QEMU 7.2's
+ * qcow2_amend_options: the change is one rewrite of the header cluster (qcow2_update_header's
+ * layout: fields, extensions in QEMU's order, the feature table for version 3 above 4 KiB
+ * clusters, the backing file name), written whole and synced — before it the old image, after it
+ * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
+ * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
+ * image with zero clusters or snapshots, a refcount width change, images with persistent bitmaps
+ * (QEMU rewrites their directory on every read-write open).
+ */
+import { Qcow2Error } from '../errors';
+import { Qcow2Image } from '../image/image';
+import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import * as L from '../qcow2/layout';
+import { encodeHeader } from './create/header';
+import { FileDisk } from './create/disk';
+import { OptionError, parseBool, type OptionEntry } from './options';
+import { assertNotLocked, assertWritable } from './writable';
+import { readMany } from '../io/reader';
+
+const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABLE, L.EXT_BITMAPS, L.EXT_CRYPTO]);
+
+export async function amendQcow2(path: string, entries: readonly OptionEntry[]): Promise<void> {
+  assertNotLocked(path);
+  const img = await Qcow2Image.open(path, { writable: false, openBacking: false });
+  let header: Buffer;
+  try {
+    assertWritable(img);
+    const h = img.header;
+    let version = h.version as 2 | 3, lazy = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n;
+    for (const { key, value } of entries) {
+      if (key === 'compat') {
+        if (value === '0.10' || value === 'v2') version = 2;
+        else if (value === '1.1' || value === 'v3') version = 3;
+        else throw new OptionError(`Invalid compatibility level: '${value}'`);
+      } else if (key === 'lazy_refcounts') lazy = parseBool(key, value);
+      else if (key === 'refcount_bits') {
+        if (Number(value) !== h.refcountBits) throw new OptionError('changing refcount_bits is not supported yet; use qemu-img amend');
+      } else if (['size', 'backing_file', 'backing_fmt', 'cluster_size', 'preallocation', 'extended_l2', 'compression_type', 'data_file', 'data_file_raw'].includes(key) || key.startsWith('encrypt.')) {
+        throw new OptionError(`changing '${key}' with amend is not supported`);
+      } else throw new OptionError(`Invalid parameter '${key}'`);
+    }
+    if (h.bitmaps && h.bitmaps.nbBitmaps > 0) throw new OptionError('amending an image with persistent bitmaps is not supported yet (qemu-img rewrites their directory)');
+    if (version === 2 && lazy) throw new OptionError('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    if (version === 2 && h.version === 3) {
+      if (h.refcountOrder !== 4) throw new OptionError('compat=0.10 requires refcount_bits=16');
+      if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
+      if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
+      if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
+      if (await hasZeroClusters(img)) throw new OptionError('downgrading an image with zero clusters is not supported yet (QEMU allocates them as data)');
+    }
+    const ext = (t: number) => h.extensions.find(e => e.type === t);
+    header = encodeHeader({
+      version, clusterBits: h.clusterBits, size: h.size, cryptMethod: h.cryptMethod, l1Size: h.l1Size, l1Offset: h.l1TableOffset,
+      reftableOffset: h.refcountTableOffset, reftableClusters: h.refcountTableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
+      incompatible: h.incompatibleFeatures, compatible: lazy ? h.compatibleFeatures | L.COMPAT_LAZY_REFCOUNTS : h.compatibleFeatures & ~L.COMPAT_LAZY_REFCOUNTS,
+      autoclear: h.autoclearFeatures & (L.AUTOCLEAR_BITMAPS | L.AUTOCLEAR_DATA_FILE_RAW), refcountOrder: h.refcountOrder, compressionType: h.compressionType,
+      backingFile: h.backingFile, backingFormat: ext(L.EXT_BACKING_FORMAT) ? h.backingFormat : undefined, dataFile: h.dataFile,
+      crypto: h.crypto, unknown: h.extensions.filter(e => !KNOWN.has(e.type)).map(e => ({ type: e.type, data: e.data })),
+    });
+  } catch (e) {
+    if (e instanceof OptionError) throw new Qcow2Error(path, 'options', undefined, e.message, 'unsupported');
+    throw e;
+  } finally {
+    await img.close();
+  }
+  const disk = FileDisk.open(path, 'r+');
+  try {
+    await disk.write(0, header, 'header');
+    await disk.sync();
+  } finally {
+    disk.close();
+  }
+}
+
+/** Any L2 entry with the zero flag, in the active table (version 2 cannot express them). */
+async function hasZeroClusters(img: Qcow2Image): Promise<boolean> {
+  const cs = img.clusterSize, offs: number[] = [];
+  for (let i = 0; i < img.header.l1Size; i++) {
+    const o = entryOffset(wordHi(img.l1, i * 8), wordLo(img.l1, i * 8));
+    if (o) offs.push(o);
+  }
+  const tables = await readMany(img.file, offs, cs, o => `L2 table at 0x${o.toString(16)}`);
+  for (const t of tables.values()) {
+    for (let p = 0; p < cs; p += 8) if ((wordHi(t, p) & L.OFLAG_COMPRESSED_HI) === 0 && (wordLo(t, p) & L.OFLAG_ZERO_LO) !== 0) return true;
+  }
+  return false;
+}

@@ -1,0 +1,174 @@
+/**
+ * `qemu-img bitmap --add | --remove | --clear | --enable | --disable | --merge SRC`: persistent
+ * dirty bitmaps edited in place. The resulting directory (names, granularities, flags, bits) is
+ * what qemu-img bitmap leaves; the clusters are our own choice (QEMU moves every bitmap on each
+ * read-write open, so no placement is canonical).
+ *
+ * Write order (each step synced before the next):
+ *  1. new bitmap tables and data clusters, and a new bitmap directory, in clusters that were free
+ *     — their refcounts written first, then their contents
+ *  2. the header cluster rewritten with the new bitmaps extension (and autoclear bit): the switch
+ *  3. the old directory, and the old tables and data clusters no longer used, freed
+ * A crash before 2 leaves the old bitmaps and leaked clusters; after it, the new bitmaps.
+ */
+import { Qcow2Error } from '../errors';
+import { Qcow2Image } from '../image/image';
+import { readMany } from '../io/reader';
+import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import * as L from '../qcow2/layout';
+import { RefcountWriter, writeAt } from './refcountWrite';
+import { encodeHeader } from './create/header';
+import { assertNotLocked, assertWritable } from './writable';
+
+export type BitmapOp =
+  | { op: 'add'; granularity?: number; disabled?: boolean }
+  | { op: 'remove' } | { op: 'clear' } | { op: 'enable' } | { op: 'disable' }
+  | { op: 'merge'; source: string };
+
+interface Entry { name: string; flags: number; granularityBits: number; type: number; extra: Buffer; tableOffset: number; tableSize: number; bits?: Uint8Array }
+
+const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABLE, L.EXT_BITMAPS, L.EXT_CRYPTO]);
+
+function refuse(path: string, detail: string): Qcow2Error {
+  return new Qcow2Error(path, 'bitmap directory', undefined, detail, 'unsupported');
+}
+
+export async function editBitmap(path: string, name: string, op: BitmapOp): Promise<void> {
+  assertNotLocked(path);
+  const img = await Qcow2Image.open(path, { writable: true, openBacking: false });
+  try {
+    assertWritable(img, ['bitmaps']);
+    const h = img.header, cs = img.clusterSize, f = img.file;
+    const entries: Entry[] = [];
+    if (h.bitmaps && h.bitmaps.nbBitmaps && (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) !== 0n) {
+      const dir = await f.read(h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, 'bitmap directory');
+      for (const b of img.bitmaps) {
+        const p = b.hostOffset - h.bitmaps.bitmapDirectoryOffset;
+        if (b.inUse) throw refuse(path, `bitmap '${b.name}' is inconsistent (in use); remove it or run qemu-img check -r all`);
+        entries.push({ name: b.name, flags: b.flags, granularityBits: b.granularityBits, type: b.type, extra: Buffer.from(dir.subarray(p + 24, p + 24 + b.extraDataSize)), tableOffset: b.bitmapTableOffset, tableSize: b.bitmapTableSize });
+      }
+    }
+    const find = (n: string) => entries.find(e => e.name === n);
+    const target = find(name);
+    const bitsOf = (g: number) => Math.ceil(h.size / 2 ** g);
+    const tableSizeOf = (g: number) => Math.ceil(bitsOf(g) / (cs * 8));
+    const readBits = async (e: Entry): Promise<Uint8Array> => {
+      const bits = new Uint8Array(e.tableSize * cs);
+      if (!e.tableSize) return bits;
+      const t = await f.read(e.tableOffset, e.tableSize * 8, `bitmap '${e.name}' table`);
+      const offs: number[] = [];
+      for (let i = 0; i < e.tableSize; i++) { const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8)); if (o) offs.push(o); }
+      const data = await readMany(f, offs, cs, o => `bitmap '${e.name}' data at 0x${o.toString(16)}`);
+      for (let i = 0; i < e.tableSize; i++) {
+        const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8));
+        if (o) bits.set(data.get(o)!, i * cs);
+        else if (wordLo(t, i * 8) & 1) bits.fill(0xff, i * cs, (i + 1) * cs);
+      }
+      return bits;
+    };
+    const oldTables: Entry[] = [];
+    switch (op.op) {
+      case 'add': {
+        if (target) throw refuse(path, `Bitmap already exists: ${name}`);
+        if (Buffer.byteLength(name) > L.BME_MAX_NAME_SIZE) throw refuse(path, 'bitmap name is longer than 1023 bytes');
+        const g = op.granularity ?? Math.min(65536, Math.max(4096, cs));
+        const gb = Math.log2(g);
+        if (!Number.isInteger(gb)) throw refuse(path, 'Granularity must be power of 2');
+        if (gb < L.BME_MIN_GRANULARITY_BITS) throw refuse(path, `Granularity is under minimum (${2 ** L.BME_MIN_GRANULARITY_BITS} bytes)`);
+        if (gb > L.BME_MAX_GRANULARITY_BITS) throw refuse(path, `Granularity exceeds maximum (${2 ** L.BME_MAX_GRANULARITY_BITS} bytes)`);
+        entries.push({ name, flags: op.disabled ? 0 : L.BME_FLAG_AUTO, granularityBits: gb, type: 1, extra: Buffer.alloc(0), tableOffset: 0, tableSize: tableSizeOf(gb), bits: new Uint8Array(tableSizeOf(gb) * cs) });
+        break;
+      }
+      case 'remove':
+        if (!target) throw refuse(path, `Dirty bitmap '${name}' not found`);
+        entries.splice(entries.indexOf(target), 1);
+        oldTables.push(target);
+        break;
+      case 'clear':
+        if (!target) throw refuse(path, `Dirty bitmap '${name}' not found`);
+        oldTables.push({ ...target });
+        target.bits = new Uint8Array(target.tableSize * cs);
+        break;
+      case 'enable': case 'disable':
+        if (!target) throw refuse(path, `Dirty bitmap '${name}' not found`);
+        target.flags = op.op === 'enable' ? target.flags | L.BME_FLAG_AUTO : target.flags & ~L.BME_FLAG_AUTO;
+        break;
+      case 'merge': {
+        if (!target) throw refuse(path, `Dirty bitmap '${name}' not found`);
+        const src = find(op.source);
+        if (!src) throw refuse(path, `Dirty bitmap '${op.source}' not found`);
+        const s = await readBits(src), d = await readBits(target);
+        const gs = 2 ** src.granularityBits, gd = 2 ** target.granularityBits;
+        const ns = bitsOf(src.granularityBits);
+        for (let i = 0; i < ns; i++) {
+          if (!(s[i >> 3] & (1 << (i & 7)))) continue;
+          const from = Math.floor((i * gs) / gd), to = Math.floor((Math.min(h.size, (i + 1) * gs) - 1) / gd);
+          for (let j = from; j <= to; j++) d[j >> 3] |= 1 << (j & 7);
+        }
+        oldTables.push({ ...target });
+        target.bits = d;
+        break;
+      }
+    }
+    const rc = await RefcountWriter.load({ file: f, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
+    // 1. new tables and data, then the new directory, in free clusters (refcounts first)
+    const writes: [number, Buffer, string][] = [];
+    for (const e of entries) {
+      if (!e.bits) continue;
+      const table = Buffer.alloc(e.tableSize * 8);
+      for (let i = 0; i < e.tableSize; i++) {
+        const chunk = e.bits.subarray(i * cs, (i + 1) * cs);
+        if (chunk.every(b => b === 0)) continue;
+        const off = rc.allocate(1, `bitmap '${e.name}' data`);
+        writes.push([off, Buffer.from(chunk), `bitmap '${e.name}' data`]);
+        table.writeBigUInt64BE(BigInt(off), i * 8);
+      }
+      e.tableOffset = e.tableSize ? rc.allocate(Math.ceil(table.length / cs), `bitmap '${e.name}' table`) : 0;
+      if (e.tableSize) writes.push([e.tableOffset, table, `bitmap '${e.name}' table`]);
+    }
+    const dirParts = entries.map(e => {
+      const nm = Buffer.from(e.name);
+      const b = Buffer.alloc(L.alignUp(24 + e.extra.length + nm.length, 8));
+      b.writeBigUInt64BE(BigInt(e.tableOffset), 0);
+      b.writeUInt32BE(e.tableSize, 8);
+      b.writeUInt32BE(e.flags & ~L.BME_FLAG_IN_USE, 12);
+      b[16] = e.type;
+      b[17] = e.granularityBits;
+      b.writeUInt16BE(nm.length, 18);
+      b.writeUInt32BE(e.extra.length, 20);
+      e.extra.copy(b, 24);
+      nm.copy(b, 24 + e.extra.length);
+      return b;
+    });
+    const dir = Buffer.concat(dirParts);
+    const dirOffset = entries.length ? rc.allocate(Math.ceil(dir.length / cs), 'bitmap directory') : 0;
+    if (entries.length) writes.push([dirOffset, dir, 'bitmap directory']);
+    await rc.flush();
+    for (const [off, b, what] of writes) await writeAt(f, off, b, what);
+    await f.sync();
+    // 2. the header switch
+    const ext = (t: number) => h.extensions.find(e => e.type === t);
+    const autoclear = entries.length ? h.autoclearFeatures | L.AUTOCLEAR_BITMAPS : h.autoclearFeatures & ~L.AUTOCLEAR_BITMAPS;
+    const header = encodeHeader({
+      version: 3, clusterBits: h.clusterBits, size: h.size, cryptMethod: h.cryptMethod, l1Size: h.l1Size, l1Offset: h.l1TableOffset,
+      reftableOffset: rc.tableOffset, reftableClusters: rc.tableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
+      incompatible: h.incompatibleFeatures, compatible: h.compatibleFeatures, autoclear, refcountOrder: h.refcountOrder, compressionType: h.compressionType,
+      backingFile: h.backingFile, backingFormat: ext(L.EXT_BACKING_FORMAT) ? h.backingFormat : undefined, dataFile: h.dataFile, crypto: h.crypto,
+      bitmaps: entries.length ? { nb: entries.length, dirSize: dir.length, dirOffset } : undefined,
+      unknown: h.extensions.filter(e => !KNOWN.has(e.type)).map(e => ({ type: e.type, data: e.data })),
+    });
+    await writeAt(f, 0, header, 'header');
+    await f.sync();
+    // 3. what the old directory and tables held, freed
+    if (h.bitmaps && h.bitmaps.nbBitmaps && h.bitmaps.bitmapDirectoryOffset) rc.free(h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, 'old bitmap directory');
+    for (const e of oldTables) {
+      if (!e.tableOffset || !e.tableSize) continue;
+      const t = await f.read(e.tableOffset, e.tableSize * 8, `bitmap '${e.name}' table`);
+      for (let i = 0; i < e.tableSize; i++) { const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8)); if (o) rc.free(o, cs, `bitmap '${e.name}' data`); }
+      rc.free(e.tableOffset, e.tableSize * 8, `bitmap '${e.name}' table`);
+    }
+    await rc.flush();
+  } finally {
+    await img.close();
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * measure, amend and bitmap against qemu-img on copies of the same images: measure's output
+ * equal; amend's image equal byte for byte; bitmap's `qemu-img info` bitmaps and the bits
+ * themselves equal, `qemu-img check` clean; crash tests for bitmap edits and amend.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CLI, cli, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
+import { ImageFile } from '../../src/engine/io/reader';
+import { readHeader } from '../../src/engine/qcow2/header';
+import { readBitmapDirectory, readBitmapTable } from '../../src/engine/qcow2/bitmap';
+import { assertClean, check } from '../write/util';
+import { assertSameBytes, infoOf } from './util';
+
+test('measure: the output qemu-img measure prints', () => {
+  const dir = tmpDir('qcow2-lens-measure-');
+  const a = path.join(dir, 'a.qcow2'), o = path.join(dir, 'o.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', a, '100M');
+  qemuIo(a, ['write -P 1 0 3M', 'write -z 10M 1M', 'write -P 2 50M 100k']);
+  qemuImg('bitmap', '--add', a, 'b1');
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', 'a.qcow2', '-F', 'qcow2', o);
+  qemuIo(o, ['write -P 3 20M 64k']);
+  const cases = [['--size', '1G'], ['-O', 'qcow2', '--size', '1G'], ['-O', 'qcow2', '-o', 'cluster_size=512,preallocation=full', '--size', '10G'],
+    ['-O', 'qcow2', a], ['-O', 'qcow2', o], ['-O', 'qcow2', '-o', 'compat=0.10', a], ['-O', 'raw', o], ['--output=json', '-O', 'qcow2', a],
+    ['-O', 'qcow2', '-o', 'extended_l2=on', '--output=json', o]];
+  for (const c of cases) assert.equal(cli('measure', ...c).stdout.toString(), qemuImg('measure', ...c), c.join(' '));
+});
+
+test('amend: compat up and down, lazy refcounts — the image qemu-img amend makes', () => {
+  const dir = tmpDir('qcow2-lens-amend-');
+  const cases: [string[], string][] = [
+    [['-o', 'compat=0.10'], 'compat=1.1'], [[], 'compat=0.10'], [[], 'lazy_refcounts=on'], [['-o', 'lazy_refcounts=on'], 'lazy_refcounts=off'],
+    [['-o', 'compat=0.10,cluster_size=512'], 'compat=v3'], [['-o', 'compat=0.10,cluster_size=4k'], 'compat=1.1,lazy_refcounts=on'], [['-o', 'refcount_bits=16'], 'refcount_bits=16'],
+  ];
+  const b = path.join(dir, 'b.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', path.join(dir, 'base.qcow2'), '16M');
+  for (const [create, opts] of [...cases, [['-b', 'base.qcow2', '-F', 'qcow2'], 'compat=0.10'] as [string[], string]]) {
+    qemuImg('create', '-q', '-f', 'qcow2', ...create, b, '16M');
+    qemuIo(b, ['write -P 1 0 1M', 'write -c -P 2 2M 64k']);
+    const q = path.join(dir, 'q.qcow2'), o = path.join(dir, 'o.qcow2');
+    fs.copyFileSync(b, q);
+    fs.copyFileSync(b, o);
+    qemuImg('amend', '-o', opts, q);
+    const r = cli('amend', '-o', opts, o);
+    assert.equal(r.status, 0, r.stderr);
+    assertSameBytes(q, o);
+    assertClean(o);
+  }
+  // refusals
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'refcount_bits=8', b, '16M');
+  const q = qemuImgStatus('amend', '-o', 'compat=0.10', b);
+  const r = cli('amend', '-o', 'compat=0.10', b);
+  assert.equal(r.status, 1);
+  assert.ok(r.stderr.includes(q.stderr.replace(/^qemu-img: /, '').trim()), r.stderr);
+  qemuImg('create', '-q', '-f', 'qcow2', b, '16M');
+  qemuIo(b, ['write -z 0 1M']);
+  assert.match(cli('amend', '-o', 'compat=0.10', b).stderr, /not supported yet/);
+});
+
+/** Every persistent bitmap: name, granularity, flags and its bits (from the data clusters). */
+async function bitmapsOf(img: string): Promise<{ name: string; granularity: number; flags: number; bits: string }[]> {
+  const f = await ImageFile.open(img);
+  try {
+    const h = await readHeader(f);
+    if (!h.bitmaps || !(h.autoclearFeatures & 1n)) return [];
+    const list = await readBitmapDirectory(f, h.bitmaps.nbBitmaps, h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, h.clusterSize);
+    const out = [];
+    for (const b of list) {
+      const parts: string[] = [];
+      for (const e of await readBitmapTable(f, b)) {
+        const data = e.hostOffset ? await f.read(e.hostOffset, h.clusterSize, 'bitmap data') : Buffer.alloc(h.clusterSize, e.allOnes ? 0xff : 0);
+        parts.push(data.toString('hex'));
+      }
+      out.push({ name: b.name, granularity: 2 ** b.granularityBits, flags: b.flags, bits: parts.join('') });
+    }
+    return out;
+  } finally {
+    await f.close();
+  }
+}
+
+test('bitmap: the bitmaps qemu-img bitmap leaves (info, flags, bits), check clean', async () => {
+  const dir = tmpDir('qcow2-lens-bitmap-');
+  const q = path.join(dir, 'q.qcow2'), o = path.join(dir, 'o.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', q, '64M');
+  qemuImg('bitmap', '--add', '-g', '64k', q, 'dirty');
+  qemuIo(q, ['write -P 1 0 1M', 'write -P 2 40M 200k']); // QEMU marks the enabled bitmap
+  fs.copyFileSync(q, o);
+  const steps: string[][] = [['--add', 'b1'], ['--add', '-g', '512k', '--disable', 'b2'], ['--enable', 'b2'], ['--disable', 'b1'], ['--add', '-g', '4k', 'b3'],
+    ['--merge', 'dirty', 'b3'], ['--merge', 'dirty', 'b2'], ['--merge', 'b3', 'b1'], ['--clear', 'b3'], ['--remove', 'b2'], ['--remove', 'dirty']];
+  for (const s of steps) {
+    const name = s[s.length - 1], args = s.slice(0, -1);
+    qemuImg('bitmap', ...args, q, name);
+    const r = cli('bitmap', ...args, o, name);
+    assert.equal(r.status, 0, `${s.join(' ')}: ${r.stderr}`);
+    const bi = (p: string) => (infoOf(p)['format-specific'] as { data: { bitmaps?: unknown } }).data.bitmaps;
+    assert.deepEqual(bi(o), bi(q), s.join(' '));
+    assert.deepEqual(await bitmapsOf(o), await bitmapsOf(q), s.join(' '));
+    assertClean(o);
+  }
+  for (const [args, msg] of [[['--remove'], /Dirty bitmap 'nope' not found/], [['--merge', 'nope'], /not found/]] as [string[], RegExp][]) {
+    const r = cli('bitmap', ...args, o, args[0] === '--merge' ? 'b1' : 'nope');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, msg);
+  }
+  assert.match(cli('bitmap', '--add', o, 'b1').stderr, /Bitmap already exists: b1/);
+  const v2 = path.join(dir, 'v2.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', v2, '1M');
+  assert.equal(cli('bitmap', '--add', v2, 'x').status, 1);
+});
+
+function runCrashing(k: number, args: string[]): boolean {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, QCOW2_LENS_CRASH_AFTER_WRITES: String(k) }, encoding: 'utf8' });
+  if (r.status === 0) return true;
+  assert.equal(r.signal, 'SIGKILL', `k=${k}: expected a crash, got status ${r.status}: ${r.stderr}`);
+  return false;
+}
+
+test('bitmap and amend: a SIGKILL after any write leaves at most leaks and the old or the new bitmaps', async () => {
+  const dir = tmpDir('qcow2-lens-bitmap-crash-');
+  const b = path.join(dir, 'b.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', b, '64M');
+  qemuImg('bitmap', '--add', '-g', '4k', b, 'dirty');
+  qemuIo(b, ['write -P 1 0 1M', 'write -P 2 40M 200k']);
+  qemuImg('bitmap', '--add', b, 'other');
+  const ops: string[][] = [['--merge', 'dirty', 'other'], ['--add', 'new'], ['--clear', 'dirty'], ['--remove', 'dirty']];
+  for (const op of ops) {
+    const before = await bitmapsOf(b);
+    const done = path.join(dir, 'done.qcow2');
+    fs.copyFileSync(b, done);
+    const line = (f: string) => ['bitmap', ...op.slice(0, -1), f, op[op.length - 1]];
+    assert.ok(runCrashing(1e9, line(done)));
+    const after = await bitmapsOf(done);
+    for (let k = 0; k < 50; k++) {
+      const w = path.join(dir, 'w.qcow2');
+      fs.copyFileSync(b, w);
+      const completed = runCrashing(k, line(w));
+      const c = check(w);
+      assert.equal(c.errors.length, 0, `${op.join(' ')} k=${k}: ${c.out}`);
+      const now = await bitmapsOf(w);
+      assert.ok(JSON.stringify(now) === JSON.stringify(before) || JSON.stringify(now) === JSON.stringify(after), `${op.join(' ')} k=${k}: bitmaps neither old nor new`);
+      if (completed) break;
+    }
+    fs.copyFileSync(done, b);
+  }
+  for (const opts of ['lazy_refcounts=on', 'compat=0.10']) {
+    const a = path.join(dir, 'a.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', a, '16M');
+    assert.equal(runCrashing(0, ['amend', '-o', opts, a]), false);
+    assertClean(a);
+  }
+});

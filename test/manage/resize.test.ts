@@ -1,0 +1,149 @@
+/**
+ * `qcow2-lens resize` against `qemu-img resize` on copies of the same QEMU-made images: the
+ * resized files must hold the same bytes (grow) or the same metadata and guest content (shrink:
+ * QEMU also punches holes where clusters were freed, which Node cannot), `qemu-img check` clean,
+ * `qemu-img compare` equal, and the info and map equal. Then crash tests: SIGKILL after every write.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cli, CLI, qemuGuestHash, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
+import { assertClean, check } from '../write/util';
+import { assertSameBytes, infoOf, mapOf } from './util';
+
+function base(dir: string, name: string, opts: string[], size = '16M'): string {
+  const img = path.join(dir, `${name}.qcow2`);
+  qemuImg('create', '-q', '-f', 'qcow2', ...opts, img, size);
+  qemuIo(img, ['write -P 1 0 1M', 'write -P 2 5M 64k', 'write -c -P 3 9M 64k', 'write -z 11M 64k', 'write -P 4 15M 1M']);
+  return img;
+}
+
+interface Case { name: string; opts: string[]; args: string[]; size: string; snapshot?: boolean; sameBytes: boolean }
+
+const CASES: Case[] = [
+  { name: 'grow 64 KiB', opts: [], args: [], size: '1G', sameBytes: true },
+  { name: 'grow relative', opts: [], args: [], size: '+100M', sameBytes: true },
+  { name: 'grow 512 B clusters (L1 grows)', opts: ['-o', 'cluster_size=512'], args: [], size: '200M', sameBytes: true },
+  { name: 'grow refcount_bits=1', opts: ['-o', 'refcount_bits=1,cluster_size=4k'], args: [], size: '100M', sameBytes: true },
+  { name: 'grow extended L2', opts: ['-o', 'extended_l2=on'], args: [], size: '2G', sameBytes: true },
+  { name: 'grow v2', opts: ['-o', 'compat=0.10'], args: [], size: '1G', sameBytes: true },
+  { name: 'grow metadata', opts: [], args: ['--preallocation=metadata'], size: '200M', sameBytes: true },
+  { name: 'grow metadata 512 B', opts: ['-o', 'cluster_size=512'], args: ['--preallocation=metadata'], size: '24M', sameBytes: true },
+  { name: 'grow falloc', opts: [], args: ['--preallocation=falloc'], size: '40M', sameBytes: true },
+  { name: 'grow full 512 B', opts: ['-o', 'cluster_size=512'], args: ['--preallocation=full'], size: '24M', sameBytes: true },
+  { name: 'grow metadata extended L2', opts: ['-o', 'extended_l2=on'], args: ['--preallocation=metadata'], size: '64M', sameBytes: true },
+  { name: 'grow with a snapshot', opts: [], args: [], size: '1G', snapshot: true, sameBytes: true },
+  { name: 'shrink', opts: [], args: ['--shrink'], size: '8M', sameBytes: true },
+  { name: 'shrink 512 B clusters', opts: ['-o', 'cluster_size=512'], args: ['--shrink'], size: '2M', sameBytes: false },
+  { name: 'shrink relative, refcount_bits=1', opts: ['-o', 'refcount_bits=1,cluster_size=4k'], args: ['--shrink'], size: '-10M', sameBytes: true },
+  { name: 'shrink extended L2', opts: ['-o', 'extended_l2=on'], args: ['--shrink'], size: '1M', sameBytes: true },
+  { name: 'shrink v2', opts: ['-o', 'compat=0.10'], args: ['--shrink'], size: '4M', sameBytes: true },
+  { name: 'shrink with a snapshot (shared L2 copied)', opts: [], args: ['--shrink'], size: '6M', snapshot: true, sameBytes: true },
+];
+
+test('resize: the image qemu-img resize makes', () => {
+  const dir = tmpDir('qcow2-lens-resize-');
+  for (const c of CASES) {
+    const b = base(dir, 'base', c.opts);
+    if (c.snapshot) {
+      qemuImg('snapshot', '-c', 's1', b);
+      qemuIo(b, ['write -P 7 5M 64k', 'write -P 8 12M 1M']);
+    }
+    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
+    fs.copyFileSync(b, ours);
+    fs.copyFileSync(b, theirs);
+    qemuImg('resize', '-q', ...c.args, theirs, c.size);
+    const r = cli('resize', '-q', ...c.args, ours, c.size);
+    assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
+    if (c.sameBytes) assertSameBytes(theirs, ours);
+    assertClean(ours);
+    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, c.name);
+    assert.deepEqual(infoOf(ours, false), infoOf(theirs, false), c.name);
+    assert.deepEqual(mapOf(ours), mapOf(theirs), c.name);
+  }
+});
+
+test('resize: refusals as qemu-img refuses, and raw files', () => {
+  const dir = tmpDir('qcow2-lens-resize-');
+  const b = base(dir, 'b', []);
+  const before = fs.readFileSync(b);
+  let r = cli('resize', b, '8M');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /Use the --shrink option to perform a shrink operation/);
+  r = cli('resize', '--shrink', '--preallocation=metadata', b, '8M');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /Preallocation can't be used for shrinking an image/);
+  const v2 = base(dir, 'v2', ['-o', 'compat=0.10']);
+  qemuImg('snapshot', '-c', 's', v2);
+  r = cli('resize', v2, '1G');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /Can't resize a v2 image which has snapshots/);
+  assert.ok(before.equals(fs.readFileSync(b)), 'a refused resize writes nothing');
+  r = cli('resize', b, '-- -1G');
+  assert.notEqual(r.status, 0);
+  // raw: as qemu-img
+  for (const [args, size] of [[[], '+1M'], [['--shrink'], '100k'], [['--preallocation=full'], '3M']] as [string[], string][]) {
+    const ours = path.join(dir, 'o.raw'), theirs = path.join(dir, 't.raw');
+    fs.writeFileSync(ours, Buffer.alloc(1024 * 1024, 5));
+    fs.copyFileSync(ours, theirs);
+    qemuImg('resize', '-q', '-f', 'raw', ...args, theirs, size);
+    const rr = cli('resize', '-q', '-f', 'raw', ...args, ours, size);
+    assert.equal(rr.status, 0, rr.stderr);
+    assertSameBytes(theirs, ours);
+  }
+  r = cli('resize', b, '32M');
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout.toString(), 'Image resized.\n');
+});
+
+function runCrashing(k: number, args: string[]): boolean {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, QCOW2_LENS_CRASH_AFTER_WRITES: String(k) }, encoding: 'utf8' });
+  if (r.status === 0) return true;
+  assert.equal(r.signal, 'SIGKILL', `k=${k}: expected a crash, got status ${r.status}: ${r.stderr}`);
+  return false;
+}
+
+/** SIGKILL after every write k = 0, 1, …: check at most leaks, guest content the old or the new. */
+function crashEvery(dir: string, img: string, opts: string[], size: string, label: string): number {
+  const sizeOf = (p: string) => (JSON.parse(qemuImg('info', '--output=json', p)) as { 'virtual-size': number })['virtual-size'];
+  const oldSize = sizeOf(img), oldHash = qemuGuestHash(img, dir);
+  const done = path.join(dir, 'done.qcow2');
+  fs.copyFileSync(img, done);
+  assert.ok(runCrashing(1e9, ['resize', '-q', ...opts, done, size]));
+  const newSize = sizeOf(done), newHash = qemuGuestHash(done, dir);
+  let k = 0;
+  for (; k < 500; k++) {
+    const work = path.join(dir, 'work.qcow2');
+    fs.copyFileSync(img, work);
+    const completed = runCrashing(k, ['resize', '-q', ...opts, work, size]);
+    const c = check(work);
+    assert.equal(c.errors.length, 0, `${label} k=${k}: ${c.out}`);
+    assert.ok(c.status === 0 || c.status === 3, `${label} k=${k}: qemu-img check status ${c.status}`);
+    const now = sizeOf(work);
+    assert.ok(now === oldSize || now === newSize, `${label} k=${k}: size ${now}`);
+    assert.equal(qemuGuestHash(work, dir), now === oldSize ? oldHash : newHash, `${label} k=${k}: guest content is neither the old nor the new`);
+    if (completed) break;
+  }
+  assert.ok(k > 2, `${label}: only ${k} writes`);
+  return k;
+}
+
+test('resize: a SIGKILL after any write leaves at most leaks and the old or the new disk', () => {
+  const dir = tmpDir('qcow2-lens-resize-crash-');
+  const mk = (name: string, cs: string) => {
+    const img = path.join(dir, name);
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', `cluster_size=${cs}`, img, '2M');
+    qemuIo(img, ['write -P 1 0 256k', 'write -P 2 1M 64k', 'write -c -P 3 1536k 64k', 'write -P 4 1984k 64k']);
+    return img;
+  };
+  const a = mk('a.qcow2', '4k');
+  const counts = [
+    crashEvery(dir, a, ['--preallocation=metadata'], '6M', 'grow, metadata'),
+    crashEvery(dir, a, ['--preallocation=falloc'], '3M', 'grow, falloc (new refcount table)'),
+    crashEvery(dir, mk('b.qcow2', '512'), [], '12M', 'grow 512 B (L1 grows)'),
+    crashEvery(dir, mk('c.qcow2', '512'), ['--shrink'], '1M', 'shrink 512 B'),
+  ];
+  console.log(`resize crash points: ${counts.join(', ')}`);
+});
