@@ -70,7 +70,10 @@ export function run(cmd: string, args: string[]): Promise<RunResult> {
 
 /** Runs and throws with the tool's own message when it fails. */
 export async function runOk(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
+  let r = await run(cmd, args);
+  // qemu-img's PBKDF2 calibration fails on a busy machine ("Unable to get accurate CPU usage"): that
+  // is QEMU timing itself, not the command, so it is run again (as test/read/chains.test.ts does).
+  for (let attempt = 1; r.status !== 0 && attempt < 6 && /accurate CPU usage/.test(r.stderr); attempt++) r = await run(cmd, args);
   if (r.status !== 0) throw new Error(`${cmd} ${args.filter(a => !a.startsWith('secret,')).join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
