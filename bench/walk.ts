@@ -4,7 +4,7 @@
  * entry classified), plus every refcount block. Compared with `qemu-img check`, which does the
  * same reads (and more bookkeeping). Run alone: `node dist-test/bench/walk.js IMAGE`.
  */
-import { entryOffset, wordHi, wordLo } from '../src/engine/qcow2/cluster';
+import { entryOffset, hasEntryOffset, hasZeroFlag, isCompressed, wordHi, wordLo } from '../src/engine/qcow2/cluster';
 import { hex } from '../src/engine/errors';
 import { Qcow2Image } from '../src/engine/image/image';
 import { readMany } from '../src/engine/io/reader';
@@ -45,9 +45,9 @@ export async function metadataWalk(img: Qcow2Image): Promise<WalkResult> {
     for (const t of tables.values()) {
       for (let p = 0; p < t.length; p += entrySize) {
         const hi = wordHi(t, p), lo = wordLo(t, p);
-        if (hi & 0x40000000) compressed++;
-        else if ((hi & 0x00ffffff) !== 0 || (lo & 0xfffffe00) !== 0) allocated++;
-        if (lo & 1) zero++;
+        if (isCompressed(hi)) compressed++;
+        else if (hasEntryOffset(hi, lo)) allocated++;
+        if (hasZeroFlag(lo)) zero++;
       }
     }
   }
