@@ -1,4 +1,4 @@
-// Over 400 lines on purpose: QEMU's vmdk_open/vmdk_read checks in one place, so each refusal sits beside the field it guards.
+// Over 400 lines on purpose: one VMDK reader, as QEMU's block/vmdk.c is one file — the image class and the extent opening with the checks QEMU makes on each header field.
 /**
  * Reading VMDK images as QEMU 7.2 does: a hosted sparse file ("KDMV": monolithicSparse and
  * streamOptimized, grain directory in front or, stream-style, after the grains with a footer), or
