@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { compressedEntryHi, offsetHi, putEntry, putOffset } from '../../src/engine/ops/compact/entry';
+import { compressedEntryHi, offsetHi, putEntry, putOffset } from '../../src/engine/qcow2/cluster';
 import { decodeCompressed, entryOffset, l2Geometry, wordHi, wordLo } from '../../src/engine/qcow2/cluster';
 import * as L from '../../src/engine/qcow2/layout';
 

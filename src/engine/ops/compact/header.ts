@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import * as L from '../../qcow2/layout';
-import { putOffset } from './entry';
+import { putOffset } from '../../qcow2/cluster';
 import type { Layout } from './layout';
 
 /** A header extension's type and length, before its data. */

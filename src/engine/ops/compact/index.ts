@@ -128,7 +128,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     assertNotLocked(src);
     const now = fs.statSync(src, { bigint: true });
     if (now.ino !== stamp.ino || now.size !== stamp.size || now.mtimeNs !== stamp.mtimeNs) {
-      throw new Qcow2Error(src, 'file', undefined, 'the image changed while it was being compacted; nothing was replaced, compact it again', 'locked');
+      throw new Qcow2Error(src, 'file', undefined, 'the image changed while it was being compacted; nothing was replaced, compact it again', 'changed-on-disk');
     }
     replaceWith(tmp.image, dest, st, !opts.output);
     return { bytesBefore, bytesAfter, output: dest };

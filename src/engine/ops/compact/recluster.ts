@@ -7,9 +7,8 @@
  */
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
-import { l2Geometry, SubclusterType } from '../../qcow2/cluster';
+import { l2Geometry, offsetHi, putEntry, putOffset, SubclusterType } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
-import { offsetHi, putEntry, putOffset } from './entry';
 import type { CompactPlan, Job, L1Source, Piece, SourceTables } from './plan';
 
 /** Refuses what the guest-view walk cannot carry into another cluster size. */

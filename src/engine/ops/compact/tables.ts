@@ -5,11 +5,10 @@
  */
 import type { Qcow2Image } from '../../image/image';
 import type { BitmapTableEntry } from '../../qcow2/bitmap';
-import { decodeCompressed, entryOffset, type L2Geometry, wordHi, wordLo } from '../../qcow2/cluster';
+import { compressedEntryHi, decodeCompressed, entryOffset, type L2Geometry, offsetHi, putEntry, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
 import { encodeSnapshot } from '../../qcow2/snapshot';
 import { ZERO, type Placement } from './copy';
-import { compressedEntryHi, offsetHi, putEntry, putOffset } from './entry';
 import type { L1Source, SourceTables } from './plan';
 
 /**
