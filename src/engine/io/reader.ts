@@ -15,6 +15,22 @@ export function openErrorCode(errno: string | undefined): Qcow2ErrorCode {
   }
 }
 
+/**
+ * What to do about a refused open. Hypervisors keep images readable by root alone (libvirt's
+ * /var/lib/libvirt/images is 0711 with 0600 images), so "permission denied" is the common case on a
+ * remote host and says which way out there is.
+ */
+export function openErrorHint(errno: string | undefined, writable: boolean): string {
+  switch (errno) {
+    case 'EACCES': case 'EPERM':
+      return `: this user may not ${writable ? 'write' : 'read'} it (hypervisors such as libvirt keep images readable by root only); ` +
+        `give this user access (e.g. setfacl -m u:$USER:${writable ? 'rw' : 'r'} FILE) or run as root`;
+    case 'EROFS': return ': the file system is mounted read-only';
+    case 'ENOENT': return ': no such file';
+    default: return '';
+  }
+}
+
 /** The largest single metadata read we allow (L1 tables of 32 MiB are QEMU's own limit). */
 export const MAX_METADATA_READ = 256 * 1024 * 1024;
 
@@ -32,7 +48,7 @@ export class ImageFile {
       fh = await fs.promises.open(path, writable ? 'r+' : 'r');
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})`, openErrorCode(err.code));
+      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})${openErrorHint(err.code, writable)}`, openErrorCode(err.code));
     }
     const st = await fh.stat();
     if (!st.isFile() && !st.isBlockDevice()) {
