@@ -45,7 +45,7 @@ export async function editBitmap(path: string, name: string, op: BitmapOp): Prom
       for (const b of img.bitmaps) {
         const p = b.hostOffset - h.bitmaps.bitmapDirectoryOffset;
         if (b.inUse) throw refuse(path, `bitmap '${b.name}' is inconsistent (in use); remove it or run qemu-img check -r all`);
-        entries.push({ name: b.name, flags: b.flags, granularityBits: b.granularityBits, type: b.type, extra: Buffer.from(dir.subarray(p + 24, p + 24 + b.extraDataSize)), tableOffset: b.bitmapTableOffset, tableSize: b.bitmapTableSize });
+        entries.push({ name: b.name, flags: b.flags, granularityBits: b.granularityBits, type: b.type, extra: Buffer.from(dir.subarray(p + L.BME_HEADER_SIZE, p + L.BME_HEADER_SIZE + b.extraDataSize)), tableOffset: b.bitmapTableOffset, tableSize: b.bitmapTableSize });
       }
     }
     const find = (n: string) => entries.find(e => e.name === n);
@@ -128,16 +128,17 @@ export async function editBitmap(path: string, name: string, op: BitmapOp): Prom
     }
     const dirParts = entries.map(e => {
       const nm = Buffer.from(e.name);
-      const b = Buffer.alloc(L.alignUp(24 + e.extra.length + nm.length, 8));
-      b.writeBigUInt64BE(BigInt(e.tableOffset), 0);
-      b.writeUInt32BE(e.tableSize, 8);
-      b.writeUInt32BE(e.flags & ~L.BME_FLAG_IN_USE, 12);
-      b[16] = e.type;
-      b[17] = e.granularityBits;
-      b.writeUInt16BE(nm.length, 18);
-      b.writeUInt32BE(e.extra.length, 20);
-      e.extra.copy(b, 24);
-      nm.copy(b, 24 + e.extra.length);
+      const B = L.BME_ENTRY;
+      const b = Buffer.alloc(L.alignUp(L.BME_HEADER_SIZE + e.extra.length + nm.length, 8));
+      b.writeBigUInt64BE(BigInt(e.tableOffset), B.bitmap_table_offset);
+      b.writeUInt32BE(e.tableSize, B.bitmap_table_size);
+      b.writeUInt32BE(e.flags & ~L.BME_FLAG_IN_USE, B.flags);
+      b[B.type] = e.type;
+      b[B.granularity_bits] = e.granularityBits;
+      b.writeUInt16BE(nm.length, B.name_size);
+      b.writeUInt32BE(e.extra.length, B.extra_data_size);
+      e.extra.copy(b, L.BME_HEADER_SIZE);
+      nm.copy(b, L.BME_HEADER_SIZE + e.extra.length);
       return b;
     });
     const dir = Buffer.concat(dirParts);
