@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { Qcow2Error, hex } from '../errors';
 import type { HoleSeeker, ImageSink } from './layer';
 import { forEachHostPiece } from '../io/holes';
-import { openErrorCode, openErrorHint } from '../io/reader';
+import { openImageFile } from '../io/reader';
 
 /** The largest single structure read (a VHD BAT of 2040 GiB in 2 MiB blocks is 4 MiB). */
 export const MAX_STRUCTURE_READ = 64 * 1024 * 1024;
@@ -16,19 +16,8 @@ export class FormatFile {
   private constructor(readonly path: string, private fh: fs.promises.FileHandle, readonly size: number) {}
 
   static async open(path: string): Promise<FormatFile> {
-    let fh: fs.promises.FileHandle;
-    try {
-      fh = await fs.promises.open(path, 'r');
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})${openErrorHint(err.code, false)}`, openErrorCode(err.code));
-    }
-    const st = await fh.stat();
-    if (!st.isFile() && !st.isBlockDevice()) {
-      await fh.close();
-      throw new Qcow2Error(path, 'file', undefined, 'not a regular file', 'io');
-    }
-    return new FormatFile(path, fh, st.size);
+    const { fh, size } = await openImageFile(path, false);
+    return new FormatFile(path, fh, size);
   }
 
   get fd(): number {

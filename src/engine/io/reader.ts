@@ -31,6 +31,23 @@ export function openErrorHint(errno: string | undefined, writable: boolean): str
   }
 }
 
+/** Opens a regular file or block device, with the errors every image reader gives. */
+export async function openImageFile(path: string, writable: boolean): Promise<{ fh: fs.promises.FileHandle; size: number }> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(path, writable ? 'r+' : 'r');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})${openErrorHint(err.code, writable)}`, openErrorCode(err.code));
+  }
+  const st = await fh.stat();
+  if (!st.isFile() && !st.isBlockDevice()) {
+    await fh.close();
+    throw new Qcow2Error(path, 'file', undefined, 'not a regular file', 'io');
+  }
+  return { fh, size: st.size };
+}
+
 /** The largest single metadata read we allow (L1 tables of 32 MiB are QEMU's own limit). */
 export const MAX_METADATA_READ = 256 * 1024 * 1024;
 
@@ -43,19 +60,8 @@ export class ImageFile {
   ) {}
 
   static async open(path: string, writable = false): Promise<ImageFile> {
-    let fh: fs.promises.FileHandle;
-    try {
-      fh = await fs.promises.open(path, writable ? 'r+' : 'r');
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new Qcow2Error(path, 'file', undefined, `cannot open (${err.code ?? err.message})${openErrorHint(err.code, writable)}`, openErrorCode(err.code));
-    }
-    const st = await fh.stat();
-    if (!st.isFile() && !st.isBlockDevice()) {
-      await fh.close();
-      throw new Qcow2Error(path, 'file', undefined, 'not a regular file', 'io');
-    }
-    return new ImageFile(path, fh, st.size, writable);
+    const { fh, size } = await openImageFile(path, writable);
+    return new ImageFile(path, fh, size, writable);
   }
 
   get handle(): fs.promises.FileHandle {

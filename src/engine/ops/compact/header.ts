@@ -11,12 +11,6 @@ import * as L from '../../qcow2/layout';
 import { putOffset } from '../../qcow2/cluster';
 import type { Layout } from './layout';
 
-/** A header extension's type and length, before its data. */
-const EXT_HEADER_SIZE = 8;
-/** In the bitmaps extension's data: bitmap_directory_size and bitmap_directory_offset. */
-const BITMAPS_EXT_DIRECTORY_SIZE = 8;
-const BITMAPS_EXT_DIRECTORY_OFFSET = 16;
-
 export interface HeaderInput {
   img: Qcow2Image;
   cs: number;
@@ -57,7 +51,7 @@ export async function buildHeader(x: HeaderInput): Promise<Buffer> {
     const rel = path.relative(path.dirname(path.resolve(x.dest)), target);
     if (rel !== h.backingFile && fs.existsSync(target)) {
       const name = Buffer.from(rel, 'utf8');
-      const extEnd = h.extensions.reduce((a, e) => Math.max(a, e.hostOffset + EXT_HEADER_SIZE + L.alignUp(e.length, 8) + EXT_HEADER_SIZE), h.headerLength);
+      const extEnd = h.extensions.reduce((a, e) => Math.max(a, e.hostOffset + L.EXT_HEADER_SIZE + L.alignUp(e.length, 8) + L.EXT_HEADER_SIZE), h.headerLength);
       if (name.length > L.QCOW_MAX_BACKING_FILE_NAME || h.backingFileOffset < extEnd || h.backingFileOffset + name.length > cs) {
         throw new Qcow2Error(src, 'header.backing_file_offset', L.HEADER_FIELD.backing_file_offset.offset, `the backing file name "${h.backingFile}" is relative and the output's name for it ("${rel}") does not fit in the header; write the output next to the source`, 'unsupported');
       }
@@ -68,8 +62,8 @@ export async function buildHeader(x: HeaderInput): Promise<Buffer> {
   }
   if (lay.bitmapDir) {
     const ext = h.extensions.find(e => e.type === L.EXT_BITMAPS)!;
-    putOffset(hdr, ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_SIZE, lay.bitmapDir.size);
-    putOffset(hdr, ext.hostOffset + EXT_HEADER_SIZE + BITMAPS_EXT_DIRECTORY_OFFSET, lay.bitmapDir.offset);
+    putOffset(hdr, ext.hostOffset + L.EXT_HEADER_SIZE + L.BITMAPS_EXT.bitmap_directory_size, lay.bitmapDir.size);
+    putOffset(hdr, ext.hostOffset + L.EXT_HEADER_SIZE + L.BITMAPS_EXT.bitmap_directory_offset, lay.bitmapDir.offset);
   }
   return hdr;
 }
