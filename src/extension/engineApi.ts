@@ -9,6 +9,11 @@ import * as compact from '../engine/ops/compact';
 import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
 import * as snapshot from '../engine/ops/snapshot';
+import * as create from '../engine/ops/create/create';
+import * as resize from '../engine/ops/resize';
+import { amendQcow2 } from '../engine/ops/amend';
+import { editBitmap, type BitmapOp } from '../engine/ops/bitmaps';
+import type { OptionEntry } from '../engine/ops/options';
 
 export interface WriteOpts {
   signal?: AbortSignal;
@@ -78,4 +83,18 @@ export async function listSnapshots(path: string): Promise<{ id: string; name: s
 }
 export function compactPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<compact.CompactResult> {
   return serialized(opts.output ? [path, opts.output] : [path], () => compact.compactImage(path, opts));
+}
+
+/** New images and the image-management writes (create, resize, amend, bitmaps), one file at a time each. */
+export function createImageAt(path: string, req: create.CreateRequest): Promise<{ size: number }> {
+  return serialized([path], () => create.createQcow2(path, req));
+}
+export function resizeImageAt(path: string, spec: resize.SizeSpec, opts: resize.ResizeOptions): Promise<{ oldSize: number; newSize: number }> {
+  return serialized([path], () => resize.resizeQcow2(path, spec, opts));
+}
+export function amendImageAt(path: string, entries: readonly OptionEntry[]): Promise<void> {
+  return serialized([path], () => amendQcow2(path, entries));
+}
+export function editBitmapAt(path: string, name: string, op: BitmapOp): Promise<void> {
+  return serialized([path], () => editBitmap(path, name, op)); // a merge's source is a bitmap of the same image
 }

@@ -18,6 +18,10 @@ import { applyWithEngine } from './snapshotEdits';
 import { ViewModel } from './viewModel';
 import { openSampleImage } from './walkthrough';
 import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
+import { amendImage } from './amendImage';
+import { manageBitmaps } from './bitmapCommands';
+import { createOverlay, newImage } from './newImage';
+import { resizeImage } from './resizeImage';
 
 /** One view model per tab, read-only: it answers the webview's requests from the engine. */
 const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath);
@@ -72,6 +76,11 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.goToHostOffset', 'Go to Host Offset', goToHostOffset);
   register('qcow2Lens.copyClusterAsHex', 'Copy Cluster as Hex', copyClusterAsHex);
   register('qcow2Lens.exportInfo', 'Export Image Info', exportImageInfo);
+  register('qcow2Lens.newImage', 'New Image', newImage);
+  register('qcow2Lens.createOverlay', 'Create Overlay', createOverlay);
+  register('qcow2Lens.resizeImage', 'Resize Image', resizeImage);
+  register('qcow2Lens.amendImage', 'Change Image Options', amendImage);
+  register('qcow2Lens.manageBitmaps', 'Manage Bitmaps', manageBitmaps);
   register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
     const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
     if (!target) return undefined;
