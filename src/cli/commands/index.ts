@@ -18,6 +18,8 @@ import { partitionsCommand } from './partitions';
 import { readCommand } from './read';
 import { resizeCommand } from './resize';
 import { snapshotCommand } from './snapshot';
+import { spaceCommand } from './space';
+import { sparsifyCommand } from './sparsify';
 import { whoseCommand } from './whose';
 
 export const commands: readonly CommandSpec[] = [
@@ -26,6 +28,7 @@ export const commands: readonly CommandSpec[] = [
   checkCommand,
   snapshotCommand,
   compactCommand,
+  sparsifyCommand,
   createCommand,
   resizeCommand,
   measureCommand,
@@ -37,4 +40,5 @@ export const commands: readonly CommandSpec[] = [
   catCommand,
   cpCommand,
   whoseCommand,
+  spaceCommand,
 ];
