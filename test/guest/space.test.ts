@@ -9,9 +9,9 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, qemuImg, tmpDir } from '../helpers/qemu';
+import { cli, pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, tmpDir } from '../helpers/qemu';
 import type { SpacePart, SpaceReport } from '../../src/guest/space/report';
-import { asImage, cliJsonOk, cliOk } from './common';
+import { asImage, cliJsonOk, cliOk, run } from './common';
 import { buildSpaceDisk, MiB, overlayImage } from './spaceDisk';
 
 const dir = tmpDir('qcow2-lens-space-');
@@ -134,4 +134,35 @@ test('space: text form, a raw file and a missing file', () => {
   const missing = cli('space', path.join(dir, 'nope.qcow2'));
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /nope\.qcow2/);
+});
+
+test('space: leaked clusters, a persistent bitmap, an unused cluster, and a 4 GiB guest read by its metadata only', () => {
+  const image = path.join(dir, 'big.qcow2');
+  const fsDir = path.join(dir, 'big-src');
+  fs.mkdirSync(fsDir, { recursive: true });
+  fs.writeFileSync(path.join(fsDir, 'data.bin'), Buffer.alloc(8 * MiB, 0x42));
+  const raw = path.join(dir, 'big.raw');
+  fs.writeFileSync(raw, '');
+  fs.truncateSync(raw, 4 * 1024 * MiB);
+  run('mkfs.ext4', ['-q', '-F', '-b', '4096', '-E', 'lazy_itable_init=1,lazy_journal_init=1', '-d', fsDir, raw]);
+  qemuImg('convert', '-q', '-O', 'qcow2', raw, image);
+  fs.rmSync(raw);
+  qemuImg('bitmap', '--add', image, 'b0');
+  qemuIo(image, ['write -P 0x99 3G 128k']); // into ext4 free space, tracked by the bitmap
+  // two leaked clusters: the file grows by three clusters, two of them counted in the refcount block
+  const end = Math.ceil(fs.statSync(image).size / CLUSTER); // (QEMU leaves the bitmap directory's cluster unpadded)
+  fs.truncateSync(image, (end + 3) * CLUSTER);
+  const reftable = Number(readBE64(image, 48)), block = Number(readBE64(image, reftable));
+  for (const k of [end, end + 1]) pokeBytes(image, block + 2 * k, [0, 1]);
+  const leaks = /(\d+) leaked clusters/.exec(qemuImgStatus('check', image).stdout);
+  assert.equal(leaks?.[1], '2');
+  const r = space(image);
+  assertAddsUp(r, 'leaks');
+  assert.equal(part(r, 'leaked').bytes, 2 * CLUSTER);
+  assert.equal(part(part(r, 'holes'), 'tail').bytes, CLUSTER);
+  assert.ok(part(r, 'metadata').parts!.some(p => p.name === 'bitmap data' || p.name === 'bitmap table'), 'the bitmap is metadata');
+  assert.equal(part(part(r, 'active'), 'guest free space').bytes, 128 * 1024);
+  assert.equal(r.dataBytesRead, 0);
+  assert.ok(r.guestBytesRead < 4 * MiB, `the free-space map read ${r.guestBytesRead} guest bytes`);
+  assertReclaims(image, r, 'leaks');
 });

@@ -32,6 +32,8 @@ export interface FreeMap {
   dirty: string[];
   /** File systems whose free space is not known (they could not be opened): nothing of theirs is free here. */
   skipped: string[];
+  /** Guest bytes read to build the map (file-system metadata: bitmaps, FATs, group descriptors). */
+  bytesRead: number;
   /** What was looked at, for the report: "partition 1 ext4: 12345 bytes free". */
   sources: { partition: number; fs: string; start: number; size: number; free: number }[];
 }
@@ -87,7 +89,7 @@ export async function buildFreeMap(guest: Guest, clusterSize: number, file: stri
     }
   }
   return {
-    clusterSize, clusters, freeBytes, dirty, skipped, sources,
+    clusterSize, clusters, freeBytes, dirty, skipped, sources, bytesRead: guest.disk.bytesRead,
     isFree: gc => gc >= 0 && gc < clusters && free.get(gc),
     inFileSystem: gc => gc >= 0 && gc < clusters && inFs.get(gc),
   };

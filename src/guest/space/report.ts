@@ -54,6 +54,8 @@ export interface SpaceReport {
   notes: string[];
   /** Data bytes read (the zero scan). */
   dataBytesRead: number;
+  /** Guest bytes read for the free-space map (file-system metadata only). */
+  guestBytesRead: number;
 }
 
 export interface SpaceOptions {
@@ -208,5 +210,6 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
     guest: { freeBytes: free?.freeBytes ?? 0, fileSystems: free?.sources ?? [] },
     notes,
     dataBytesRead: zs.bytesRead,
+    guestBytesRead: free?.bytesRead ?? 0,
   };
 }
