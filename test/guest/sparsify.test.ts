@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CLI, cli, pokeBytes, qemuGuestHash, qemuImg, qemuImgStatus, qemuIo, sha256, tmpDir } from '../helpers/qemu';
-import { asImage, cliJsonOk, cliOk, dumpe2fsFreeRuns, run } from './common';
+import { asImage, buildDisk, bytes, cliJsonOk, cliOk, dumpe2fsFreeRuns, run, runBuffer } from './common';
 import { assertFileSystemsClean, buildSpaceDisk, changedBlocksAreZero, EXT, extractPartition, FAT, guestFiles, guestRaw, MiB, overlayImage } from './spaceDisk';
 
 const dir = tmpDir('qcow2-lens-sparsify-');
@@ -166,4 +166,39 @@ test('a crash after any write of sparsify --in-place leaves the original untouch
   assert.ok(crashes >= 2, `crashed at ${crashes} points`);
   assertSparsified(pristine, img, 'after crashes');
   t.diagnostic(`sparsify: ${crashes} crash points, original untouched at each`);
+});
+
+test('sparsify on MBR: ext3 with 1 KiB blocks in a logical partition and FAT32 with 512-byte clusters', () => {
+  const src = path.join(dir, 'mbr-src');
+  fs.mkdirSync(src, { recursive: true });
+  fs.writeFileSync(path.join(src, 'gone.bin'), bytes(2 * MiB + 100, 'gone'));
+  fs.writeFileSync(path.join(src, 'kept.bin'), bytes(MiB + 1, 'kept'));
+  const ext3 = path.join(dir, 'mbr-ext3.fs'), fat32 = path.join(dir, 'mbr-fat32.fs');
+  run('mkfs.ext3', ['-q', '-F', '-b', '1024', '-d', src, ext3, '20M']);
+  run('debugfs', ['-w', '-R', 'rm /gone.bin', ext3]);
+  run('mkfs.vfat', ['-F', '32', '-s', '1', '-C', fat32, String(40 * 1024)]);
+  run('mcopy', ['-i', fat32, path.join(src, 'gone.bin'), path.join(src, 'kept.bin'), '::/']);
+  run('mdel', ['-i', fat32, '::/gone.bin']);
+  const ext3Part = { start: 4096 + 40 * 2048, sectors: 20 * 2048 }, fatPart = { start: 2048, sectors: 40 * 2048 };
+  const raw = path.join(dir, 'mbr.raw');
+  buildDisk(raw, 64, 'dos', [
+    { start: fatPart.start, size: fatPart.sectors, type: 'c', image: fat32 },
+    { start: 2048 + 40 * 2048, size: 22 * 2048, type: '5' },
+    { start: ext3Part.start, size: ext3Part.sectors, type: '83', image: ext3 },
+  ]);
+  const image = asImage(raw, 'plain'), out = path.join(dir, 'mbr.sparse.qcow2');
+  const forecast = cliJsonOk<{ reclaim: { sparsify: number }; guest: { fileSystems: Array<{ partition: number; fs: string }> } }>('space', '--json', image);
+  assert.deepEqual(forecast.guest.fileSystems.map(f => [f.partition, f.fs]), [[1, 'vfat'], [5, 'ext3']]);
+  cliOk('sparsify', '-q', '-o', out, image);
+  assert.ok(Math.abs(fs.statSync(image).size - fs.statSync(out).size - forecast.reclaim.sparsify) <= 2 * 65536);
+  assert.ok(forecast.reclaim.sparsify >= 3 * MiB, `${forecast.reclaim.sparsify}`);
+  assertClean(out);
+  const a = guestRaw(image, path.join(dir, 'mbr-a.raw')), b = guestRaw(out, path.join(dir, 'mbr-b.raw'));
+  assert.ok(changedBlocksAreZero(a, b) * 4096 >= 3 * MiB);
+  const e = extractPartition(b, ext3Part, path.join(dir, 'mbr-p5.fs')), f = extractPartition(b, fatPart, path.join(dir, 'mbr-p1.fs'));
+  run('e2fsck', ['-fn', e]);
+  assert.doesNotMatch(run('fsck.vfat', ['-n', f]), /differ|Dirty|corrupt|wrong|Reclaimed/i);
+  const kept = sha256(fs.readFileSync(path.join(src, 'kept.bin')));
+  assert.equal(sha256(runBuffer('debugfs', ['-R', 'cat /kept.bin', e])), kept);
+  assert.equal(sha256(runBuffer('mcopy', ['-n', '-i', f, '::/kept.bin', '-'])), kept);
 });
