@@ -35,7 +35,23 @@ function buildHoleSeeker() {
 
 const builds = [];
 if (fs.existsSync('src/extension/extension.ts')) builds.push({ ...common, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node18', external: ['vscode'] });
-builds.push({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node18', banner: { js: '#!/usr/bin/env node' } });
+// The CLI: dist/cli.js (argument dispatch and help) and one bundle per command in dist/cli/, which
+// main loads when that command runs (commands/index.ts's import('./x') resolves to ./cli/x.js), so
+// `qcow2-lens info` does not load the compactor, the guest file systems or the crypto code.
+const cliCommands = fs.readdirSync('src/cli/commands').filter(f => f.endsWith('.ts') && f !== 'index.ts').map(f => f.slice(0, -3));
+const commandIndex = path.resolve('src/cli/commands/index.ts');
+const commandsApart = {
+  name: 'cli-commands-apart',
+  setup(b) {
+    // a stand-in module that require()s the command's bundle when the import() runs (a plain require:
+    // an external import() would go through Node's slower ES-module loader)
+    b.onResolve({ filter: /^\.\/[\w-]+$/ }, a => a.importer === commandIndex && cliCommands.includes(a.path.slice(2)) ? { path: a.path.slice(2), namespace: 'cli-command' } : undefined);
+    b.onLoad({ filter: /.*/, namespace: 'cli-command' }, a => ({ contents: `module.exports = require('./cli/${a.path}.js');`, loader: 'js' }));
+    b.onResolve({ filter: /^\.\/cli\/[\w-]+\.js$/ }, a => ({ path: a.path, external: true }));
+  },
+};
+builds.push({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node18', banner: { js: '#!/usr/bin/env node' }, plugins: [commandsApart] });
+builds.push({ ...common, entryPoints: Object.fromEntries(cliCommands.map(c => [c, `src/cli/commands/${c}.ts`])), outdir: 'dist/cli', platform: 'node', format: 'cjs', target: 'node18' });
 const workerEntries = walk('src/engine', p => p.endsWith('.worker.ts'));
 if (workerEntries.length) builds.push({ ...common, entryPoints: workerEntries, outdir: 'dist', platform: 'node', format: 'cjs', target: 'node18' });
 if (fs.existsSync('webview/main.ts')) builds.push({ ...common, entryPoints: ['webview/main.ts'], outfile: 'media/webview.js', platform: 'browser', format: 'iife', target: 'es2022' });

@@ -5,16 +5,17 @@
  * 64 usage error (EX_USAGE); `check` uses qemu-img check's codes (help.ts lists them).
  */
 import { version } from '../../package.json';
-import { Qcow2Error } from '../engine/errors';
-import { parseCommandLine, UsageError, wantsHelp } from './args';
+import { parseCommandLine, wantsHelp } from './args';
 import type { CommandSpec } from './command';
-import { commands } from './commands';
+import { commands, loadCommands } from './commands';
+import { isUsageError } from './errors';
 import { commandHelp, mainHelp } from './help';
 
 const EXIT_USAGE = 64;
 
-function find(name: string): CommandSpec | undefined {
-  return commands.find(c => c.name === name);
+/** The named command's spec, loading only its own code. */
+async function find(name: string): Promise<CommandSpec | undefined> {
+  return commands.find(c => c.name === name)?.load();
 }
 
 /** The command name is not echoed: a mistyped line may have put anything first. */
@@ -26,11 +27,11 @@ function unknownCommand(): number {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined) {
-    process.stderr.write(mainHelp(commands, version));
+    process.stderr.write(mainHelp(await loadCommands(), version));
     return EXIT_USAGE;
   }
   if (name === '-h' || name === '--help') {
-    process.stdout.write(mainHelp(commands, version));
+    process.stdout.write(mainHelp(await loadCommands(), version));
     return 0;
   }
   if (name === '-V' || name === '--version') {
@@ -39,10 +40,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (name === 'help') {
     if (rest.length === 0) {
-      process.stdout.write(mainHelp(commands, version));
+      process.stdout.write(mainHelp(await loadCommands(), version));
       return 0;
     }
-    const cmd = rest.length === 1 ? find(rest[0]) : undefined;
+    const cmd = rest.length === 1 ? await find(rest[0]) : undefined;
     if (!cmd) return unknownCommand();
     process.stdout.write(commandHelp(cmd));
     return 0;
@@ -51,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write('qcow2-lens: a command comes first (options follow it); see qcow2-lens --help\n');
     return EXIT_USAGE;
   }
-  const cmd = find(name);
+  const cmd = await find(name);
   if (!cmd) return unknownCommand();
   if (wantsHelp(rest)) {
     process.stdout.write(commandHelp(cmd));
@@ -60,11 +61,12 @@ async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(parseCommandLine(cmd, rest));
   } catch (e) {
-    if (e instanceof UsageError) {
+    // The command ran in its own bundle (build.mjs): its errors are recognised by name, not class.
+    if (isUsageError(e)) {
       process.stderr.write(`qcow2-lens ${cmd.name}: ${e.message}\n${cmd.usage.map((u, i) => `${i ? '      ' : 'usage:'} qcow2-lens ${cmd.name} ${u}`).join('\n')}\n(qcow2-lens help ${cmd.name} lists every option)\n`);
       return EXIT_USAGE;
     }
-    if (e instanceof Qcow2Error) {
+    if (e instanceof Error && e.name === 'Qcow2Error') {
       process.stderr.write(`qcow2-lens: ${e.message}\n`);
       return 1;
     }

@@ -9,10 +9,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { allOptions } from '../../src/cli/args';
 import { optionLabel } from '../../src/cli/command';
-import { commands } from '../../src/cli/commands';
+import { loadCommands } from '../../src/cli/commands';
 import { cli, ROOT } from '../helpers/qemu';
 
-test('qcow2-lens --help lists every command with its summary, and the exit codes', () => {
+test('qcow2-lens --help lists every command with its summary, and the exit codes', async () => {
+  const commands = await loadCommands();
   for (const argv of [['--help'], ['-h'], ['help']]) {
     const r = cli(...argv);
     assert.equal(r.status, 0, argv.join(' '));
@@ -23,8 +24,8 @@ test('qcow2-lens --help lists every command with its summary, and the exit codes
   }
 });
 
-test('help CMD and CMD --help print the usage and every option of the command', () => {
-  for (const c of commands) {
+test('help CMD and CMD --help print the usage and every option of the command', async () => {
+  for (const c of await loadCommands()) {
     const a = cli('help', c.name), b = cli(c.name, '--help'), h = cli(c.name, '-h', 'ignored-operand');
     for (const r of [a, b, h]) assert.equal(r.status, 0, c.name);
     const out = a.stdout.toString();
