@@ -34,6 +34,11 @@ class Qcow2GuestDisk implements GuestDisk {
   }
 }
 
+/** An opened Qcow2Image (with its backing chain) as a guest disk; the caller keeps and closes the image. */
+export function qcow2GuestDisk(img: Qcow2Image): GuestDisk {
+  return new Qcow2GuestDisk(img);
+}
+
 async function hasQcow2Magic(path: string): Promise<boolean> {
   const fh = await fs.promises.open(path, 'r');
   try {

@@ -19,6 +19,7 @@ export const commands: readonly CommandEntry[] = [
   { name: 'check', load: async () => (await import('./check')).checkCommand },
   { name: 'snapshot', load: async () => (await import('./snapshot')).snapshotCommand },
   { name: 'compact', load: async () => (await import('./compact')).compactCommand },
+  { name: 'sparsify', load: async () => (await import('./sparsify')).sparsifyCommand },
   { name: 'create', load: async () => (await import('./create')).createCommand },
   { name: 'resize', load: async () => (await import('./resize')).resizeCommand },
   { name: 'measure', load: async () => (await import('./measure')).measureCommand },
@@ -30,6 +31,7 @@ export const commands: readonly CommandEntry[] = [
   { name: 'cat', load: async () => (await import('./cat')).catCommand },
   { name: 'cp', load: async () => (await import('./cp')).cpCommand },
   { name: 'whose', load: async () => (await import('./whose')).whoseCommand },
+  { name: 'space', load: async () => (await import('./space')).spaceCommand },
 ];
 
 /** Every command's spec, in order (for `--help` and the tests). */

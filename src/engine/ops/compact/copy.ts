@@ -14,7 +14,7 @@ import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
 import * as L from '../../qcow2/layout';
 import type { CompressReply } from './compress.worker';
 import type { OutFile } from './output';
-import type { CompactPlan, Job } from './plan';
+import type { CompactPlan, DropSet, Job } from './plan';
 import type { CompressPool } from './pool';
 
 /** A data cluster that reads as zero: it becomes a zero flag (overlay) or unallocated. */
@@ -43,6 +43,8 @@ export interface CopyInput {
   plan: CompactPlan;
   recluster: boolean;
   detectZero: boolean;
+  /** Source clusters dropped unread, as if they read as zero (sparsify). */
+  drop?: DropSet;
   outType: number;
   out: OutFile;
   stream: OutFile;
@@ -66,7 +68,12 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
   const data = new Map<number, number>();
   const compressed = new Map<number, Dest>();
   const zero = Buffer.alloc(cs);
-  const sorted = c.recluster ? plan.jobs.map(j => j.fake) : [...plan.tables.data].sort((a, b) => a - b);
+  let sorted = c.recluster ? plan.jobs.map(j => j.fake) : [...plan.tables.data].sort((a, b) => a - b);
+  const drop = c.drop?.data;
+  if (drop?.size) {
+    for (const s of drop) if (plan.tables.data.has(s)) { data.set(s, ZERO); c.progress(cs); }
+    sorted = sorted.filter(s => !drop.has(s));
+  }
   const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
   const read = new BatchReader(c, BATCH);
   const prepare = async (k: number): Promise<Ready> => {
@@ -138,6 +145,7 @@ async function copyCompressed(c: CopyInput, compressed: Map<number, Dest>, zero:
   const compSorted = [...c.plan.tables.compressed].sort((a, b) => a[0] - b[0]);
   for (const [off, size] of compSorted) {
     throwIfCancelled(c.signal, img.path, 'compaction');
+    if (c.drop?.compressed.has(off)) { compressed.set(off, { kind: 'zero' }); c.progress(cs); continue; }
     const stored = await img.file.readPadded(off, Math.min(size, 2 * cs + 512), 'compressed cluster');
     if (c.outType === h.compressionType) {
       const len = Math.min(size, compressedLength(h.compressionType, stored, cs, img.path, off));
@@ -156,7 +164,7 @@ async function copyCompressed(c: CopyInput, compressed: Map<number, Dest>, zero:
 }
 
 /** The real length of a stored compressed cluster (the L2 entry only bounds it to 512-byte sectors). */
-function compressedLength(type: number, stored: Buffer, cs: number, file: string, off: number): number {
+export function compressedLength(type: number, stored: Buffer, cs: number, file: string, off: number): number {
   try {
     if (type === L.COMPRESSION_ZSTD) return zstdFrameLength(stored);
     const r = zlib.inflateRawSync(stored, { info: true, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: cs }) as unknown as { engine: { bytesWritten: number } };

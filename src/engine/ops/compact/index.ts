@@ -77,6 +77,10 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
       plan = await reclusterTables(img, plan.tables, opts.clusterSize!, settings.hasBacking, opts.signal);
     }
     const { g, cs } = plan;
+    const drop = opts.drop ? await opts.drop(img, plan.tables, settings) : undefined;
+    if (drop && (drop.data.size || drop.compressed.size) && (settings.recluster || !settings.detectZero)) {
+      throw new Qcow2Error(src, 'header', 0, settings.recluster ? 'clusters cannot be dropped while re-clustering' : 'this image cannot record dropped clusters (a version 2 overlay, or extended L2 entries)', 'unsupported');
+    }
     const bitmapTables = [];
     for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
     const bitmapClusters = bitmapTables.reduce((a, t) => a + t.filter(e => e.hostOffset).length, 0);
@@ -92,7 +96,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const zs = new OutFile(streamFile);
     if (opts.compress) pool = new CompressPool(opts.compress);
     const placed = await copyClusters({
-      img, full, plan, recluster: settings.recluster, detectZero: settings.detectZero, outType: settings.outType,
+      img, full, plan, recluster: settings.recluster, detectZero: settings.detectZero, drop, outType: settings.outType,
       out: o, stream: zs, pool, progress, signal: opts.signal,
     });
 

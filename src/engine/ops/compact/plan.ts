@@ -18,7 +18,16 @@ export interface CompactOptions {
   clusterSize?: number;
   signal?: AbortSignal;
   onProgress?(doneBytes: number, totalBytes: number): void;
+  /**
+   * Sparsify's hook: source clusters to drop as if they read as zero (to a zero flag in an
+   * overlay, unallocated otherwise), asked once the source's tables are read. Only where zero
+   * clusters are dropped (`Settings.detectZero`) and without re-clustering.
+   */
+  drop?(img: Qcow2Image, tables: SourceTables, settings: Settings): Promise<DropSet>;
 }
+
+/** Source data cluster offsets and compressed cluster offsets a compaction drops (`CompactOptions.drop`). */
+export interface DropSet { data: ReadonlySet<number>; compressed: ReadonlySet<number> }
 
 /** What the options and the source decide before anything is read. */
 export interface Settings {

@@ -1,0 +1,59 @@
+/**
+ * What a compaction would write, without writing: the placement the copy phase would produce
+ * (every kept data cluster one output cluster, every kept compressed cluster its stored length in
+ * the stream) run through the same table, layout and bitmap code as the real compaction, so the
+ * forecast size is the size `compactImage` then writes. For `space` (what compact and sparsify
+ * would reclaim); same cluster size and no recompression only.
+ */
+import type { Qcow2Image } from '../../image/image';
+import { readBitmapTable } from '../../qcow2/bitmap';
+import { type Dest, type Placement, ZERO } from './copy';
+import { layoutMetadata } from './layout';
+import type { DropSet, Settings, SourceTables } from './plan';
+import { countL2Refs, readBitmapData } from './tables';
+
+export interface ForecastInput {
+  img: Qcow2Image;
+  tables: SourceTables;
+  settings: Settings;
+  /** Source data clusters known to read as zero (dropped where `settings.detectZero`). */
+  zero: ReadonlySet<number>;
+  drop?: DropSet;
+  /** The bytes compressed cluster `offset` (`bound` bytes by its L2 entry) takes in the output's stream. */
+  compressedLength(offset: number, bound: number): number;
+}
+
+export interface Forecast {
+  /** The output file's size. */
+  bytesAfter: number;
+  /** Where each source cluster would go (ZERO: dropped). */
+  placed: Placement;
+}
+
+export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
+  const { img, tables, settings } = x;
+  const cs = img.header.clusterSize;
+  const data = new Map<number, number>();
+  let pos = cs; // cluster 0 is the header
+  for (const s of [...tables.data].sort((a, b) => a - b)) {
+    if (settings.detectZero && (x.zero.has(s) || x.drop?.data.has(s))) data.set(s, ZERO);
+    else { data.set(s, pos); pos += cs; }
+  }
+  const compressed = new Map<number, Dest>();
+  let streamLen = 0;
+  for (const [off, bound] of [...tables.compressed].sort((a, b) => a[0] - b[0])) {
+    if (settings.detectZero && x.drop?.compressed.has(off)) { compressed.set(off, { kind: 'zero' }); continue; }
+    const len = x.compressedLength(off, bound);
+    compressed.set(off, { kind: 'compressed', host: streamLen, len });
+    streamLen += len;
+  }
+  const placed: Placement = { data, compressed, streamLen };
+  const l2Refs = countL2Refs(tables, img.g, settings.hasBacking, placed);
+  const bitmapTables = [];
+  for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
+  const bitmaps = await readBitmapData(img, bitmapTables, cs, () => undefined);
+  const h = img.header;
+  const rawBitmapDir = img.bitmaps.length ? await img.file.read(h.bitmaps!.bitmapDirectoryOffset, h.bitmaps!.bitmapDirectorySize, 'bitmap directory') : null;
+  const lay = layoutMetadata({ img, cs, start: pos, l1Tables: tables.l1Tables, l2Refs, bitmaps, rawBitmapDir, streamLen });
+  return { bytesAfter: lay.streamBase + streamLen, placed };
+}
