@@ -1,4 +1,4 @@
-/* global document -- page.evaluate callbacks run in the browser */
+/* global document, window, MutationObserver -- page.evaluate callbacks run in the browser */
 // UI end-to-end test, driven like a person would: the packaged .vsix installed into a real VS Code
 // workbench (code-server) in headless chromium. Opens a QEMU-made image from the explorer and
 // reads the structure tree inside the webview's nested iframes; runs Check on a damaged image and
