@@ -43,10 +43,10 @@ export class CheckPanel {
     this.findings = findings;
     this.setRunning(false);
     clear(this.body);
-    const verdict = summary.clean ? 'clean' : summary.corruptions || summary.checkErrors ? 'corrupt' : 'leaks';
-    const head = el('div', { className: `check-summary verdict-${verdict}` },
-      el('strong', { text: summary.clean ? 'No errors found' : verdict === 'corrupt' ? 'Corruptions found' : 'Leaked clusters found' }),
-      el('span', { text: ` · ${summary.corruptions} corruption(s) · ${summary.leaks} leak(s) · ${summary.checkErrors} check error(s)` }));
+    const v = verdict(summary, findings);
+    const head = el('div', { className: `check-summary verdict-${v.kind}` }, el('strong', { text: v.headline }));
+    // an image that could not be opened was not checked at all: counters of zero would say otherwise
+    if (v.kind !== 'not-run') head.append(el('span', { text: ` · ${summary.corruptions} corruption(s) · ${summary.leaks} leak(s) · ${summary.checkErrors} check error(s)` }));
     if (summary.allocatedClusters !== undefined && summary.totalClusters !== undefined) {
       head.append(el('span', { text: ` · ${summary.allocatedClusters}/${summary.totalClusters} clusters allocated` }));
     }
@@ -74,4 +74,18 @@ export class CheckPanel {
     });
     this.body.append(list);
   }
+}
+
+/**
+ * The headline says only what the counts and findings show: corruptions only when there are some;
+ * a check that hit errors of its own "could not complete"; one that could not open the image "could
+ * not run"; leaks alone are leaks; other error findings (a broken backing chain) are "problems".
+ */
+export function verdict(summary: CheckSummary, findings: readonly CheckFinding[]): { kind: 'clean' | 'corrupt' | 'incomplete' | 'not-run' | 'leaks' | 'problems'; headline: string } {
+  if (summary.clean) return { kind: 'clean', headline: 'No errors found' };
+  if (findings.some(f => f.kind === 'open-failed')) return { kind: 'not-run', headline: 'The check could not run: the image could not be opened' };
+  if (summary.corruptions > 0) return { kind: 'corrupt', headline: 'Corruptions found' };
+  if (summary.checkErrors > 0) return { kind: 'incomplete', headline: 'The check could not complete' };
+  if (summary.leaks > 0) return { kind: 'leaks', headline: 'Leaked clusters found' };
+  return { kind: 'problems', headline: 'Problems found (see below)' };
 }

@@ -6,7 +6,7 @@
  * scripts or style attributes, so it runs under the editor's strict CSP.
  */
 import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand } from '../src/protocol';
-import { MessageRequester } from '../src/protocol';
+import { MessageRequester, RequestError } from '../src/protocol';
 import { CheckPanel } from './checkPanel';
 import { ClusterMap } from './clusterMap';
 import { formatBytes } from '../src/engine/units';
@@ -44,6 +44,8 @@ class App {
   private readonly check: CheckPanel;
   private readonly details: HTMLElement;
   private readonly banner: HTMLElement;
+  /** Where the engine's error goes when the file cannot be opened as an image (instead of the panes). */
+  private readonly fatal: HTMLElement;
   private state: UiState;
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
   private started = false;
@@ -63,6 +65,8 @@ class App {
     this.header = el('header', { className: 'summary-bar', attrs: { role: 'banner' } });
     this.banner = el('div', { className: 'banner', attrs: { role: 'status', 'aria-live': 'polite' } });
     this.banner.hidden = true;
+    this.fatal = el('section', { className: 'fatal', attrs: { 'aria-label': 'Why the image cannot be shown' } });
+    this.fatal.hidden = true;
 
     this.tree = new StructureTree({
       getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id })).children,
@@ -115,7 +119,7 @@ class App {
       el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
       el('section', { className: 'pane check-pane', attrs: { 'aria-label': 'Integrity check' } }, this.check.element));
     clear(this.root);
-    this.root.append(this.header, this.banner, el('main', { className: 'layout' }, treePane, right));
+    this.root.append(this.header, this.banner, this.fatal, el('main', { className: 'layout' }, treePane, right));
     this.header.append(el('span', { className: 'loading', text: 'Opening image…' }));
 
     window.addEventListener('message', e => this.onMessage(e.data as ToWebviewMessage));
@@ -136,9 +140,10 @@ class App {
     try {
       this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
     } catch (e) {
-      this.showFatal(errorText(e));
+      this.showFatal(e);
       return;
     }
+    this.hideFatal();
     this.started = true;
     this.renderSummary();
     const s = this.state;
@@ -151,15 +156,40 @@ class App {
     document.body.dataset.ready = 'true';
   }
 
-  private showFatal(message: string): void {
+  /**
+   * The file could not be opened as an image (not qcow2, truncated in the header, damaged beyond
+   * what the reader takes): the engine's error, naming the structure and offset, in the tab itself
+   * (never a modal), with VS Code's "Reopen With…" (text or hex editor) and Retry. The structure,
+   * map and bytes panes are hidden; the check panel stays, with what the check could find.
+   */
+  private showFatal(e: unknown): void {
+    const reply = e instanceof RequestError ? e.reply : undefined;
+    const message = errorText(e);
     clear(this.header);
-    const box = el('div', { className: 'fatal', attrs: { role: 'alert' } },
-      el('h2', { text: 'This image cannot be shown' }),
-      el('p', { text: message }),
-      this.lastHostError && this.lastHostError !== message ? el('p', { className: 'fatal-detail', text: this.lastHostError }) : null,
-      button('Retry', () => { box.remove(); void this.start(); }));
-    this.header.append(box);
+    this.header.append(el('span', { className: 'file-name', text: this.root.dataset.file ?? '' }), el('span', { className: 'badge badge-error', text: 'cannot be opened' }));
+    const where: Array<[string, string]> = [];
+    if (reply?.structure) where.push(['Structure', reply.structure]);
+    if (reply?.hostOffset !== undefined) where.push(['Offset in the file', `${hex(reply.hostOffset)} (byte ${reply.hostOffset})`]);
+    const reopen = button('Reopen With…', () => this.runCommand('reopenWith'), { className: 'primary', title: 'Open this file in another editor: the text editor or a hex editor' });
+    clear(this.fatal);
+    const parts: Array<HTMLElement | null | false | undefined> = [
+      el('div', { attrs: { role: 'alert' } },
+        el('h2', { text: reply?.code === 'not-qcow2' ? 'This file is not a qcow2 image' : 'This image cannot be opened' }),
+        el('p', { className: 'fatal-message', text: message })),
+      where.length > 0 && el('dl', { className: 'fatal-where' }, ...where.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })])),
+      !!this.lastHostError && this.lastHostError !== message && el('p', { className: 'fatal-detail', text: this.lastHostError }),
+      el('p', { className: 'fatal-hint', text: 'Nothing was written to the file. To see its bytes, reopen it in the text or hex editor; after fixing it, retry. The integrity check below lists what it could find.' }),
+      el('div', { className: 'fatal-actions' }, reopen, button('Retry', () => void this.start(), { title: 'Open the image again' }))];
+    for (const p of parts) if (p) this.fatal.append(p);
+    this.fatal.hidden = false;
+    this.root.classList.add('failed');
     document.body.dataset.ready = 'error';
+  }
+
+  private hideFatal(): void {
+    this.fatal.hidden = true;
+    clear(this.fatal);
+    this.root.classList.remove('failed');
   }
 
   private renderSummary(): void {
@@ -317,9 +347,10 @@ class App {
     try {
       this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
     } catch (e) {
-      this.showFatal(errorText(e));
+      this.showFatal(e);
       return;
     }
+    this.hideFatal();
     this.renderSummary();
     this.hexView.invalidate();
     this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);

@@ -1,7 +1,7 @@
 /**
  * What every command needs: which image it acts on (a URI argument, else the active qcow2 tab),
- * modal confirmation, cancellable progress bridged to an AbortSignal, and the refusal to write an
- * image that QEMU holds open.
+ * modal confirmation, cancellable progress bridged to an AbortSignal, the banner in the image's
+ * tabs, and the refusal to write an image that QEMU holds open.
  */
 import * as vscode from 'vscode';
 import type { CheckService } from './diagnostics';
@@ -26,11 +26,13 @@ export function targetUri(s: Services, arg: unknown): vscode.Uri {
   throw new UserError('Open a qcow2 image in QCOW2 Lens first (or pass the image to the command).');
 }
 
-/** Writes in place are refused while snapshot edits are pending (they would be applied on top). */
-export function refuseDirty(s: Services, uri: vscode.Uri): void {
-  if (s.provider.document(uri)?.dirty) {
-    throw new UserError('This image has unsaved snapshot edits. Save or revert them first.');
-  }
+/**
+ * Tells the image's tabs what a command is doing, in the banner: only once it is true (after the
+ * user confirmed, while writing; after the write, what is now in the file).
+ */
+export function announce(s: Services, uri: vscode.Uri, command: string, state: 'running' | 'done' | 'failed', message: string): void {
+  s.provider.postTo(uri, { type: 'commandState', command, state, message });
+  if (state === 'done') void vscode.window.setStatusBarMessage(message, 8000);
 }
 
 export async function confirm(message: string, detail: string, action: string): Promise<boolean> {

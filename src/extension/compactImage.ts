@@ -1,6 +1,6 @@
 /** "Compact Image…": rewrite without unused clusters, in place or to a new file, optionally compressed. */
 import * as vscode from 'vscode';
-import { confirm, refuseDirty, refuseLocked, Services, targetUri, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, Services, targetUri, withCancellableProgress } from './commandSupport';
 import { compactPath } from './engineApi';
 
 export interface CompactOptions {
@@ -36,8 +36,7 @@ export async function compactImage(s: Services, uriArg?: unknown, opts: CompactO
   compress ??= 'none';
   const inPlace = !output || output.fsPath === uri.fsPath;
   if (inPlace) {
-    refuseDirty(s, uri);
-    refuseLocked(uri);
+      refuseLocked(uri);
     if (opts.confirm !== false && !await confirm(`Compact ${vscode.workspace.asRelativePath(uri)} in place?`, 'The file is rewritten. The original is replaced only after the copy is complete.', 'Compact')) return undefined;
   } else if (output) {
     refuseLocked(output);

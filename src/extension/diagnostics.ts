@@ -5,8 +5,8 @@
  */
 import * as vscode from 'vscode';
 import type { CheckFinding, CheckResultMessage, CheckSummary } from '../protocol';
-import type { CheckResult, Finding, Severity } from '../engine/check/check';
-import { checkPath } from './engineApi';
+import type { Finding, Severity } from '../engine/check/check';
+import { checkForEditor } from './checkResult';
 
 export interface CheckOutcome {
   uri: string;
@@ -62,37 +62,7 @@ export class CheckService implements vscode.Disposable {
   }
 
   private async run(uri: vscode.Uri, opts: { signal?: AbortSignal; onProgress?(done: number, total: number): void }): Promise<CheckOutcome> {
-    const t0 = Date.now();
-    let report: CheckResult;
-    try {
-      report = await checkPath(uri.fsPath, opts);
-    } catch (e) {
-      // The image could not even be opened: that is the one problem to show.
-      const x = e as { structure?: string; hostOffset?: number; detail?: string; message?: string };
-      report = {
-        filename: uri.fsPath, format: 'qcow2', 'check-errors': 1,
-        findings: [{
-          kind: 'open-failed', severity: 'error', structure: x?.structure ?? 'image', hostOffset: x?.hostOffset,
-          message: x?.detail ?? x?.message ?? String(e),
-          explanation: 'The image could not be opened for checking, so nothing else was checked.',
-        }],
-      };
-    }
-    const summary: CheckSummary = {
-      clean: (report.leaks ?? 0) === 0 && (report.corruptions ?? 0) === 0 && (report['check-errors'] ?? 0) === 0 && report.findings.every(f => f.severity !== 'error'),
-      leaks: report.leaks ?? 0,
-      corruptions: report.corruptions ?? 0,
-      checkErrors: report['check-errors'] ?? 0,
-      imageEnd: report['image-end-offset'],
-      allocatedClusters: report['allocated-clusters'],
-      totalClusters: report['total-clusters'],
-      fragmentedClusters: report['fragmented-clusters'],
-      compressedClusters: report['compressed-clusters'],
-      note: `check took ${Date.now() - t0} ms`,
-    };
-    const findings: CheckFinding[] = report.findings.map(f => ({
-      kind: f.kind, severity: f.severity, hostOffset: f.hostOffset, structure: f.structure, message: f.message, explanation: f.explanation,
-    }));
+    const { summary, findings } = await checkForEditor(uri.fsPath, opts);
     const diags = findings.map(f => {
       const d = new vscode.Diagnostic(new vscode.Range(0, 0, 0, 0), diagnosticMessage(f), SEVERITY[f.severity] ?? vscode.DiagnosticSeverity.Warning);
       d.source = 'qcow2-lens';

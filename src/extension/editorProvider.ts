@@ -1,16 +1,18 @@
 /**
- * The custom editor: one Qcow2Document per image, one webview per tab. The webview pulls what it
- * shows through the typed protocol (src/protocol.ts); a ViewModel per tab answers from the engine.
- * Host-side work here: webview HTML with a strict CSP, routing messages, the file watcher, and
- * remembering which tab is active so commands know their image.
+ * The custom editor, read-only as VS Code sees it (CustomReadonlyEditorProvider): a document has no
+ * edits, is never dirty, and Save or auto-save have nothing to write. Writes are commands that ask
+ * first and write at once (snapshots.ts, repairImage.ts, compactImage.ts).
+ * One Qcow2Document per image, one webview per tab. The webview pulls what it shows through the
+ * typed protocol (src/protocol.ts); a ViewModel per tab answers from the engine. Host-side work
+ * here: webview HTML with a strict CSP, routing messages, the file watcher, and remembering which
+ * tab is active so commands know their image. A file the engine cannot open (not qcow2, truncated
+ * in the header) still opens: the webview shows the engine's error and offers "Reopen With…".
  */
 import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { HEADER_FIELD, QCOW_MAGIC } from '../engine/qcow2/layout';
-import type { CheckResultMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
-import { Qcow2Document, EditApplier } from './document';
+import type { CheckResultMessage, ErrorMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
+import { Qcow2Document } from './document';
 
 export const VIEW_TYPE = 'qcow2Lens.editor';
 /** The same editor offered for any file ("Reopen Editor With…"), for images not named *.qcow2. */
@@ -30,6 +32,8 @@ interface Editor {
   vm: ViewModel | undefined;
   /** Opening the view model (re-opened when the file changes). */
   vmReady: Promise<ViewModel | undefined>;
+  /** Why the view model did not open (the engine's error: structure, offset), for the webview's requests. */
+  openError?: Omit<ErrorMessage, 'type' | 'requestId'>;
   selection: { hostOffset?: number; guestOffset?: number };
 }
 
@@ -37,7 +41,7 @@ interface Editor {
 export interface ProviderHooks {
   /** A document was opened (first tab): run the check. */
   onOpen(doc: Qcow2Document): void;
-  /** The file changed on disk or was saved. */
+  /** The file changed on disk or a command wrote it. */
   onFileChanged(doc: Qcow2Document): void;
   /** Last tab closed. */
   onClose(doc: Qcow2Document): void;
@@ -47,22 +51,19 @@ export interface ProviderHooks {
   lastCheck(uri: vscode.Uri): CheckResultMessage | undefined;
 }
 
-export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Document> {
+export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<Qcow2Document> {
   private readonly editors = new Set<Editor>();
   private activeEditor: Editor | undefined;
   private readonly docs = new Map<string, Qcow2Document>();
-  private readonly changed = new vscode.EventEmitter<vscode.CustomDocumentEditEvent<Qcow2Document>>();
-  readonly onDidChangeCustomDocument = this.changed.event;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
-    private readonly applier: EditApplier,
     private readonly openModel: ViewModelFactory,
     private readonly hooks: ProviderHooks,
   ) {}
 
-  static register(context: vscode.ExtensionContext, applier: EditApplier, openModel: ViewModelFactory, hooks: ProviderHooks): Qcow2EditorProvider {
-    const provider = new Qcow2EditorProvider(context, applier, openModel, hooks);
+  static register(context: vscode.ExtensionContext, openModel: ViewModelFactory, hooks: ProviderHooks): Qcow2EditorProvider {
+    const provider = new Qcow2EditorProvider(context, openModel, hooks);
     for (const viewType of [VIEW_TYPE, VIEW_TYPE_ANY]) {
       context.subscriptions.push(
         vscode.window.registerCustomEditorProvider(viewType, provider, {
@@ -77,14 +78,13 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
 
   // ---- documents -------------------------------------------------------------------------------
 
-  async openCustomDocument(uri: vscode.Uri, openContext: vscode.CustomDocumentOpenContext): Promise<Qcow2Document> {
+  openCustomDocument(uri: vscode.Uri): Qcow2Document {
     if (uri.scheme !== 'file') throw new Error(`QCOW2 Lens opens local files only (got ${uri.scheme}:)`);
-    await checkMagic(uri.fsPath);
-    const doc = await Qcow2Document.create(uri, openContext.backupId, this.applier);
-    // VS Code keeps one document per URI; a second one (a restore probe) does not replace it.
+    const doc = new Qcow2Document(uri);
+    // VS Code keeps one document per URI; a second one does not replace it.
     const primary = !this.docs.has(uri.toString());
     if (primary) this.docs.set(uri.toString(), doc);
-    const listeners: vscode.Disposable[] = [doc.onDidChange(e => this.changed.fire(e))];
+    const listeners: vscode.Disposable[] = [];
     // Watch the image: another tool (qemu-img, a VM) may change it while it is open.
     const watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(vscode.Uri.file(path.dirname(uri.fsPath)), path.basename(uri.fsPath)));
     let timer: NodeJS.Timeout | undefined;
@@ -95,7 +95,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
       }, 300);
     };
     listeners.push(watcher, watcher.onDidChange(onDisk), watcher.onDidCreate(onDisk));
-    listeners.push(doc.onDidChangeContent(what => (what === 'disk' ? this.reloadViews(doc) : this.showPendingEdits(doc))));
+    listeners.push(doc.onDidChangeContent(() => this.reloadViews(doc)));
     doc.onDidDispose(() => {
       clearTimeout(timer);
       for (const l of listeners) l.dispose();
@@ -105,19 +105,6 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     });
     if (primary) this.hooks.onOpen(doc);
     return doc;
-  }
-
-  saveCustomDocument(doc: Qcow2Document, cancellation: vscode.CancellationToken): Thenable<void> {
-    return doc.save(cancellation).then(() => this.hooks.onFileChanged(doc));
-  }
-  saveCustomDocumentAs(doc: Qcow2Document, destination: vscode.Uri, cancellation: vscode.CancellationToken): Thenable<void> {
-    return doc.saveAs(destination, cancellation);
-  }
-  revertCustomDocument(doc: Qcow2Document): Thenable<void> {
-    return doc.revert();
-  }
-  backupCustomDocument(doc: Qcow2Document, context: vscode.CustomDocumentBackupContext): Thenable<vscode.CustomDocumentBackup> {
-    return doc.backup(context.destination);
   }
 
   // ---- webviews --------------------------------------------------------------------------------
@@ -150,9 +137,11 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
         return undefined;
       }
       ed.vm = vm;
+      ed.openError = undefined;
       return vm;
     } catch (e) {
-      this.post(ed, { type: 'error', message: errorMessage(e), ...errorLocation(e) });
+      // the webview's requests are answered with this error (it shows it in the tab, not a modal)
+      ed.openError = { message: errorMessage(e), ...errorLocation(e) };
       return undefined;
     }
   }
@@ -173,7 +162,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     }
     const vm = await ed.vmReady;
     if (!vm) {
-      if ('requestId' in m) this.post(ed, { type: 'error', requestId: m.requestId, message: 'The image could not be opened.' });
+      if ('requestId' in m) this.post(ed, { type: 'error', requestId: m.requestId, ...(ed.openError ?? { message: 'The image could not be opened.' }) });
       return;
     }
     try {
@@ -193,7 +182,7 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
     }
   }
 
-  /** The file or the pending edits changed: re-open the view models and tell the webviews. */
+  /** The file changed: re-open the view models and tell the webviews. */
   private reloadViews(doc: Qcow2Document): void {
     for (const ed of this.editors) {
       if (ed.document !== doc) continue;
@@ -202,15 +191,6 @@ export class Qcow2EditorProvider implements vscode.CustomEditorProvider<Qcow2Doc
       void ed.vmReady.then(() => this.post(ed, { type: 'refresh' }));
     }
     this.hooks.onFileChanged(doc);
-  }
-
-  /** The webview shows the image as it is on disk; its banner says what saving will change. */
-  private showPendingEdits(doc: Qcow2Document): void {
-    const n = doc.pending.length;
-    const message = n === 0
-      ? 'No unsaved snapshot edits.'
-      : `Unsaved: ${doc.pending.map(e => `${e.kind} snapshot "${e.name}"`).join('; ')}. Save (Ctrl+S) writes ${n === 1 ? 'it' : 'them'}; Undo takes ${n === 1 ? 'it' : 'them'} back.`;
-    this.postTo(doc.uri, { type: 'commandState', command: 'snapshotEdits', state: 'done', message });
   }
 
   // ---- for commands ------------------------------------------------------------------------------
@@ -273,20 +253,6 @@ export function webviewHtml(webview: vscode.Webview, media: vscode.Uri, title: s
 <script nonce="${nonce}" src="${script.toString()}"></script>
 </body>
 </html>`;
-}
-
-/** Refuses files that are not qcow2 images before any view is built ("Reopen Editor With…" on anything). */
-async function checkMagic(file: string): Promise<void> {
-  const fh = await fs.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(4);
-    const { bytesRead } = await fh.read(buf, 0, 4, 0);
-    if (bytesRead < HEADER_FIELD.magic.size || buf.readUInt32BE(HEADER_FIELD.magic.offset) !== QCOW_MAGIC) {
-      throw new Error(`${path.basename(file)} is not a qcow2 image (it does not start with "QFI\\xfb").`);
-    }
-  } finally {
-    await fh.close();
-  }
 }
 
 function makeNonce(): string {

@@ -38,8 +38,8 @@ export async function checkPath(path: string, opts: WriteOpts = {}): Promise<che
 }
 
 /**
- * Write operations on one file run one at a time: two at once (a save of pending edits while a
- * snapshot is created from the palette, a compaction during a repair) each read the refcounts and
+ * Write operations on one file run one at a time: two at once (a snapshot deleted in one tab while
+ * one is created from the palette, a compaction during a repair) each read the refcounts and
  * write their own view of them back, which corrupts the image. Keyed by the file's real path.
  */
 const writeQueues = new Map<string, Promise<unknown>>();

@@ -7,6 +7,7 @@ import { loadStart } from './loadClock'; // first: its clock starts before any o
 import * as vscode from 'vscode';
 import { checkImage } from './checkImage';
 import { command, Services } from './commandSupport';
+import { isCancelled } from '../engine/cancel';
 import { compactImage } from './compactImage';
 import { copyClusterAsHex } from './copyAsHex';
 import { CheckService } from './diagnostics';
@@ -14,7 +15,6 @@ import { Qcow2EditorProvider, VIEW_TYPE, ViewModelFactory } from './editorProvid
 import { exportImageInfo } from './exportInfo';
 import { goToGuestOffset, goToHostOffset } from './goToOffset';
 import { repairImage } from './repairImage';
-import { applyWithEngine } from './snapshotEdits';
 import { ViewModel } from './viewModel';
 import { openSampleImage } from './walkthrough';
 import { applySnapshot, createSnapshot, deleteSnapshot } from './snapshots';
@@ -46,7 +46,7 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
       void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${String(e)}`));
     }, 200));
   };
-  provider = Qcow2EditorProvider.register(context, applyWithEngine, openViewModel, {
+  provider = Qcow2EditorProvider.register(context, openViewModel, {
     onOpen: doc => {
       checks.opened(doc.uri);
       scheduleCheck(doc.uri);
@@ -88,11 +88,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     return target.toString();
   });
   register('qcow2Lens.openSample', 'Open Sample Image', () => openSampleImage(context));
-  // For tests: which images are open in the editor, and the pending edits of one.
-  register('qcow2Lens.internal.state', 'State', async (sv, uri?: vscode.Uri) => ({
-    editors: sv.provider.openEditors(),
-    pending: uri ? sv.provider.document(uri)?.pending ?? null : null,
-  }));
+  // For tests: which images are open in the editor.
+  register('qcow2Lens.internal.state', 'State', async sv => ({ editors: sv.provider.openEditors() }));
   void reopenTextTabsOfImages();
   // As VS Code counts it: loading the code plus the activate() call, not the host's own wait between them.
   const activateMs = performance.now() - activateStart, loadMs = modulesLoaded - loadStart;
@@ -120,25 +117,32 @@ async function reopenTextTabsOfImages(): Promise<void> {
   }
 }
 
-/** Buttons in the webview run the same commands, with the tab's image. */
+/**
+ * Buttons in the webview run the same commands, with the tab's image. The banner says "running"
+ * only for what starts at once (the check); the writing commands ask first and say themselves when
+ * they write, so the banner never claims work the user has not agreed to.
+ */
 async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: Record<string, string | number | boolean>): Promise<void> {
-  const state = (st: 'running' | 'done' | 'failed', message?: string) => s.provider.postTo(uri, { type: 'commandState', command: cmd, state: st, message });
+  const state = (st: 'running' | 'done' | 'failed', message?: string) => { s.provider.postTo(uri, { type: 'commandState', command: cmd, state: st, message }); };
   const name = typeof args.name === 'string' ? args.name : undefined;
-  state('running');
+  const unchanged = () => state('done', `Cancelled: ${vscode.workspace.asRelativePath(uri)} was not changed.`);
   try {
     switch (cmd) {
-      case 'check': await checkImage(s, uri); break;
-      case 'repair': await repairImage(s, uri, { mode: args.mode === 'all' || args.mode === 'leaks' ? args.mode : undefined }); break;
+      case 'check': state('running'); await checkImage(s, uri); break;
+      case 'repair': if (!await repairImage(s, uri, { mode: args.mode === 'all' || args.mode === 'leaks' ? args.mode : undefined })) return unchanged(); break;
       case 'createSnapshot':
-      case 'deleteSnapshot': {
-        const r = await (cmd === 'createSnapshot' ? createSnapshot : deleteSnapshot)(s, uri, { name });
-        if (r?.state === 'pending') return; // the banner lists the pending edits
-        if (!r) return void state('done', 'Cancelled.');
-        break;
+      case 'deleteSnapshot':
+      case 'revertSnapshot': {
+        // the command's own banner says what the file now has (or that it was not changed)
+        await (cmd === 'createSnapshot' ? createSnapshot : cmd === 'deleteSnapshot' ? deleteSnapshot : applySnapshot)(s, uri, { name });
+        return;
       }
-      case 'revertSnapshot': await applySnapshot(s, uri, { name }); break;
-      case 'compact': await compactImage(s, uri); break;
+      case 'compact': if (!await compactImage(s, uri)) return unchanged(); break;
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
+      case 'reopenWith':
+        // VS Code's own picker (text editor, hex editor, …) for the active tab, which is this one
+        await vscode.commands.executeCommand('workbench.action.reopenWithEditor');
+        return;
       case 'openBacking': {
         const p = typeof args.path === 'string' ? args.path : undefined;
         if (p) await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(p), VIEW_TYPE);
@@ -153,6 +157,8 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
     state('done');
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
+    const announced = cmd === 'createSnapshot' || cmd === 'deleteSnapshot' || cmd === 'revertSnapshot'; // their banner already says how it ended
+    if (isCancelled(e)) return void (announced ? undefined : state('done', 'Cancelled.'));
     state('failed', msg);
     void vscode.window.showErrorMessage(msg);
   }

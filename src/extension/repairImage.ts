@@ -1,6 +1,6 @@
 /** "Repair Image": qemu-img check -r leaks|all, after a modal confirmation, then re-check. */
 import * as vscode from 'vscode';
-import { confirm, refuseDirty, refuseLocked, Services, targetUri, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, Services, targetUri, withCancellableProgress } from './commandSupport';
 import { repairPath } from './engineApi';
 
 export interface RepairOptions {
@@ -21,7 +21,6 @@ export async function repairImage(s: Services, uriArg?: unknown, opts: RepairOpt
     mode = pick.mode;
   }
   refuseLocked(uri);
-  refuseDirty(s, uri);
   if (opts.confirm !== false && !await confirm(`Repair ${vscode.workspace.asRelativePath(uri)} (${mode})?`, 'The image file is modified in place. Make a copy first if it matters.', 'Repair')) return undefined;
   const result = await withCancellableProgress(`Repairing ${vscode.workspace.asRelativePath(uri)}`, (signal, onProgress) => repairPath(uri.fsPath, mode, { signal, onProgress }));
   s.provider.document(uri)?.fileChanged();

@@ -1,6 +1,6 @@
 /**
- * The extension inside a real VS Code extension host: custom editor, Problems panel, snapshot
- * edits with undo and save, compaction, go-to, copy, export. Every expectation comes from
+ * The extension inside a real VS Code extension host: custom editor, Problems panel, snapshots
+ * written at once (the tab never dirty), compaction, go-to, copy, export. Every expectation comes from
  * qemu-img / qemu-io run on the same files (the workspace is built by e2e/fixtures.mjs).
  */
 /// <reference types="mocha" />
@@ -39,8 +39,8 @@ async function openInLens(uri: vscode.Uri): Promise<void> {
   });
 }
 
-interface State { editors: { uri: string; active: boolean }[]; pending: { kind: string; name: string }[] | null }
-const state = (uri?: vscode.Uri) => vscode.commands.executeCommand<State>('qcow2Lens.internal.state', uri);
+interface State { editors: { uri: string; active: boolean }[] }
+const state = () => vscode.commands.executeCommand<State>('qcow2Lens.internal.state');
 
 suite('QCOW2 Lens in VS Code', () => {
   suiteSetup(async () => {
@@ -139,53 +139,24 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.equal(vscode.languages.getDiagnostics(uri).filter(d => d.severity === vscode.DiagnosticSeverity.Error).length, 0);
   });
 
-  test('Create Snapshot is a pending, undoable edit; saving writes it (qemu-img snapshot -l)', async () => {
-    const uri = copyFixture('sample.qcow2', 'snap-edit.qcow2');
+  test('Create and Delete Snapshot write at once (qemu-img snapshot -l); the tab is never dirty and Save writes nothing', async () => {
+    const uri = copyFixture('sample.qcow2', 'snap-now.qcow2');
     await openInLens(uri);
-    const r1 = await vscode.commands.executeCommand<{ state: string; snapshots: string[] }>('qcow2Lens.createSnapshot', uri, { name: 'e2e-one' });
-    assert.equal(r1.state, 'pending');
+    const r1 = await vscode.commands.executeCommand<{ snapshots: string[]; message: string }>('qcow2Lens.createSnapshot', uri, { name: 'e2e-one' });
     assert.deepEqual(r1.snapshots, ['base', 'e2e-one']);
-    assert.deepEqual(snapshotNames(uri.fsPath), ['base'], 'nothing written before save');
-    assert.deepEqual((await state(uri)).pending, [{ kind: 'create', name: 'e2e-one' }]);
-    await vscode.commands.executeCommand('undo');
-    await until('undo to drop the pending edit', async () => (await state(uri)).pending?.length === 0);
-    await vscode.commands.executeCommand('redo');
-    await until('redo to restore it', async () => (await state(uri)).pending?.length === 1);
-    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'e2e-two' });
-    await vscode.commands.executeCommand('qcow2Lens.deleteSnapshot', uri, { name: 'base' });
-    await vscode.commands.executeCommand('workbench.action.files.save');
-    await until('the save to reach the file', () => snapshotNames(uri.fsPath).join() === 'e2e-one,e2e-two' || undefined);
-    assert.equal((await state(uri)).pending?.length, 0);
+    assert.deepEqual(snapshotNames(uri.fsPath), ['base', 'e2e-one'], 'in the file when the command returns');
+    assert.match(r1.message, /^Snapshot "e2e-one" created in snap-now\.qcow2\.$/);
+    const r2 = await vscode.commands.executeCommand<{ snapshots: string[]; message: string }>('qcow2Lens.deleteSnapshot', uri, { name: 'base', confirm: false });
+    assert.deepEqual(r2.snapshots, ['e2e-one']);
+    assert.deepEqual(snapshotNames(uri.fsPath), ['e2e-one']);
+    assert.match(r2.message, /^Snapshot "base" deleted from snap-now\.qcow2\.$/);
     assert.match(qemuImg('check', uri.fsPath), /No errors were found/);
-  });
-
-  test('hot-exit backup records pending edits and a document restored from it has them', async () => {
-    const uri = copyFixture('sample.qcow2', 'snap-backup.qcow2');
-    await openInLens(uri);
-    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'from-backup' });
-    const ext = vscode.extensions.all.find(e => e.packageJSON.name === 'qcow2-lens')!;
-    const provider = ext.exports.services.provider as vscode.CustomEditorProvider & { document(u: vscode.Uri): vscode.CustomDocument };
-    const destination = vscode.Uri.file(path.join(ws(), 'backup.json'));
-    const cts = new vscode.CancellationTokenSource();
-    const backup = await provider.backupCustomDocument(provider.document(uri), { destination }, cts.token);
-    assert.deepEqual(JSON.parse(fs.readFileSync(destination.fsPath, 'utf8')).pending, [{ kind: 'create', name: 'from-backup' }]);
-    const restored = await provider.openCustomDocument(uri, { backupId: backup.id, untitledDocumentData: undefined }, cts.token) as unknown as { pending: unknown[]; dispose(): void };
-    assert.deepEqual(restored.pending, [{ kind: 'create', name: 'from-backup' }]);
-    restored.dispose();
-    // typed void by VS Code; ours returns the promise so the test can wait for the file to go
-    // eslint-disable-next-line @typescript-eslint/await-thenable
-    await backup.delete();
-    assert.equal(fs.existsSync(destination.fsPath), false);
-    assert.deepEqual(snapshotNames(uri.fsPath), ['base'], 'a backup never writes the image');
-  });
-
-  test('Revert drops pending snapshot edits', async () => {
-    const uri = copyFixture('sample.qcow2', 'snap-revert.qcow2');
-    await openInLens(uri);
-    await vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'dropped' });
-    await vscode.commands.executeCommand('workbench.action.files.revert');
-    await until('revert', async () => (await state(uri)).pending?.length === 0);
-    assert.deepEqual(snapshotNames(uri.fsPath), ['base']);
+    const tab = vscode.window.tabGroups.activeTabGroup.activeTab!;
+    assert.ok(tab.input instanceof vscode.TabInputCustom && tab.input.uri.toString() === uri.toString());
+    assert.equal(tab.isDirty, false, 'the document has no edits');
+    const before = fs.readFileSync(uri.fsPath);
+    await vscode.commands.executeCommand('workbench.action.files.save');
+    assert.ok(fs.readFileSync(uri.fsPath).equals(before), 'Save has nothing to write');
   });
 
   test('Apply Snapshot reverts the guest data to the snapshot (qemu-img compare)', async () => {
@@ -281,11 +252,14 @@ suite('QCOW2 Lens in VS Code', () => {
     assert.equal(out.summary.clean, true, 'commands act on the active QCOW2 Lens tab');
   });
 
-  test('a file that is not qcow2 is refused by the "any file" editor', async () => {
+  test('a file that is not qcow2 opens to the engine\'s error in the tab (the check names header.magic), unchanged', async () => {
     const uri = file('notes.txt');
+    const before = fs.readFileSync(uri.fsPath);
     await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editorAny');
-    await sleep(1500);
-    assert.equal((await state()).editors.filter(e => e.uri === uri.toString()).length, 0);
+    await until('the any-file editor tab', async () => (await state()).editors.find(e => e.uri === uri.toString()));
+    const diags = await until('the check\'s diagnostic', () => { const d = vscode.languages.getDiagnostics(uri); return d.length ? d : undefined; });
+    assert.ok(diags.some(d => d.code === 'open-failed' && /header\.magic at 0x0/.test(d.message)), diags.map(d => d.message).join(' | '));
+    assert.ok(fs.readFileSync(uri.fsPath).equals(before));
   });
 
   test('write commands refuse an image locked by QEMU', async function () {
@@ -298,6 +272,9 @@ suite('QCOW2 Lens in VS Code', () => {
         Promise.resolve(vscode.commands.executeCommand('qcow2Lens.compactImage', uri, { compress: 'none', confirm: false })),
         /in use by QEMU/,
       );
+      await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.createSnapshot', uri, { name: 'no' })), /in use by QEMU/);
+      await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.deleteSnapshot', uri, { name: 'base', confirm: false })), /in use by QEMU/);
+      assert.deepEqual(snapshotNames(uri.fsPath), ['base']);
     } finally {
       holder.stdin.end('quit\n');
       holder.kill();

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { FromWebviewMessage } from '../../src/protocol';
 import { ViewModel } from '../../src/extension/viewModel';
+import { Qcow2Error } from '../../src/engine/errors';
 import { ROOT } from '../helpers/qemu';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -63,6 +64,22 @@ export class WebviewHarness {
   browser?: Browser;
   context?: BrowserContext;
   private userDataDir = '';
+
+  /** Why an image did not open, per key: requests are answered with it, as the editor provider does. */
+  readonly openErrors = new Map<string, { message: string; structure?: string; hostOffset?: number; code?: string }>();
+
+  /** A file the engine refuses to open (not qcow2, truncated): returns the engine's error. */
+  async addUnopenable(key: string, imagePath: string): Promise<Qcow2Error> {
+    try {
+      const vm = await ViewModel.open(imagePath);
+      await vm.close();
+    } catch (e) {
+      if (!(e instanceof Qcow2Error)) throw e;
+      this.openErrors.set(key, { message: e.message, structure: e.structure, hostOffset: e.hostOffset, code: e.code });
+      return e;
+    }
+    throw new Error(`${imagePath} opened; the test wants a file the engine refuses`);
+  }
 
   async addImage(key: string, imagePath: string): Promise<ViewModel> {
     const vm = await ViewModel.open(imagePath);
@@ -116,7 +133,8 @@ export class WebviewHarness {
     if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
     if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
     const vm = this.models.get(key);
-    const reply = vm ? await vm.handle(msg) : { type: 'error', requestId: (msg as { requestId?: number }).requestId, message: `no image ${key}` };
+    const requestId = (msg as { requestId?: number }).requestId;
+    const reply = vm ? await vm.handle(msg) : requestId === undefined ? null : { type: 'error', requestId, ...(this.openErrors.get(key) ?? { message: `no image ${key}` }) };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply ?? null));
   }
 

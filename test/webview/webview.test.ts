@@ -316,7 +316,7 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     const p = await h.open('no-such-image');
     try {
       assert.equal(await p.getAttribute('body', 'data-ready'), 'error');
-      assert.match((await p.textContent('[role=alert]'))!, /cannot be shown.*no image no-such-image/s);
+      assert.match((await p.textContent('[role=alert]'))!, /cannot be opened.*no image no-such-image/s);
     } finally {
       await p.close();
     }
