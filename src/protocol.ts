@@ -140,6 +140,8 @@ export interface ImageSummary {
   features: { incompatible: FeatureBitInfo[]; compatible: FeatureBitInfo[]; autoclear: FeatureBitInfo[] };
   extensions: HeaderExtensionInfo[];
   backingChain: BackingLayerInfo[];
+  /** Set when the image has a backing file the editor did not open (qcow2Lens.followBackingFiles is off): says so. */
+  backingNotFollowed?: string;
   snapshots: SnapshotInfo[];
   bitmaps: BitmapInfo[];
   encryption?: EncryptionInfo;
@@ -222,6 +224,15 @@ export interface CheckSummary {
   note?: string;
 }
 
+/** What the webview takes from the settings (qcow2Lens.hexView.bytesPerRow, qcow2Lens.clusterMap.maxClusters). */
+export interface WebviewSettings {
+  hexBytesPerRow: 8 | 16 | 32;
+  /** The host refuses cluster maps of files with more host clusters; a change re-requests the map. */
+  clusterMapMaxClusters: number;
+  /** Why the check did not run when this image opened (qcow2Lens.checkOnOpen), shown until a check runs. */
+  checkNote?: string;
+}
+
 /** A finding of the engine's check (src/engine/check.ts), plus where the webview can show it. */
 export interface CheckFinding extends EngineFinding {
   guestOffset?: number;
@@ -255,6 +266,8 @@ export interface LocateNodeRequest { type: 'locateNode'; requestId: number; stru
 export interface RunCommandMessage { type: 'runCommand'; command: WebviewCommand; args?: Record<string, string | number | boolean> }
 /** What the user has selected, so host commands (copy offset, go to…) can act on it. */
 export interface SelectionChangedMessage { type: 'selectionChanged'; hostOffset?: number; guestOffset?: number; nodeId?: NodeId }
+/** The settings that shape the webview (asked once at start; later changes arrive as a SettingsMessage). */
+export interface GetSettingsRequest { type: 'getSettings'; requestId: number }
 
 export type FromWebviewMessage =
   | ReadyMessage
@@ -266,7 +279,8 @@ export type FromWebviewMessage =
   | ReadGuestRequest
   | LocateNodeRequest
   | RunCommandMessage
-  | SelectionChangedMessage;
+  | SelectionChangedMessage
+  | GetSettingsRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -304,6 +318,11 @@ export interface RevealStructureMessage { type: 'revealStructure'; structure: st
 export interface ErrorMessage { type: 'error'; requestId?: number; message: string; structure?: string; hostOffset?: number; code?: string }
 /** The file changed on disk (or after a write): drop everything cached and re-request. */
 export interface RefreshMessage { type: 'refresh' }
+/**
+ * The `qcow2Lens.*` settings the webview applies (src/extension/settings.ts): the reply to
+ * getSettings (with its requestId), and host-initiated (without) whenever one of them changes.
+ */
+export interface SettingsMessage { type: 'settings'; requestId?: number; settings: WebviewSettings }
 /** Progress of a command started with runCommand (or from the command palette). */
 export interface CommandStateMessage { type: 'commandState'; command: WebviewCommand | string; state: 'running' | 'done' | 'failed'; message?: string }
 
@@ -320,7 +339,8 @@ export type ToWebviewMessage =
   | RevealStructureMessage
   | ErrorMessage
   | RefreshMessage
-  | CommandStateMessage;
+  | CommandStateMessage
+  | SettingsMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -335,6 +355,7 @@ export interface ReplyTypes {
   readHost: BytesReply;
   readGuest: BytesReply;
   locateNode: NodePathReply;
+  getSettings: SettingsMessage & { requestId: number };
 }
 export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
 export type RequestType = RequestMessage['type'];

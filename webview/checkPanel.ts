@@ -33,6 +33,12 @@ export class CheckPanel {
     this.body.append(el('div', { className: 'empty', text: 'No check has run yet. "Run check" compares every refcount with the structures that use the cluster, like qemu-img check.' }));
   }
 
+  /** No check has run, and the host says why (qcow2Lens.checkOnOpen): shown in place of the empty text. */
+  showNote(note: string): void {
+    clear(this.body);
+    this.body.append(el('div', { className: 'empty check-note', text: note }));
+  }
+
   setRunning(running: boolean, message?: string): void {
     this.status.textContent = running ? 'Checking…' : message ?? '';
     this.element.setAttribute('aria-busy', String(running));

@@ -113,6 +113,7 @@ export class ClusterMap {
     if (zoom && zoom >= 1) { this.fitted = false; this.zoom = zoom; this.layout(); if (scrollTop) this.scroller.scrollTop = scrollTop; }
     else { this.fitted = true; this.fit(); }
     this.message.hidden = totalClusters > 0;
+    this.message.classList.remove('error'); // a refusal (e.g. over qcow2Lens.clusterMap.maxClusters) is asked again
     if (totalClusters === 0) this.message.textContent = 'The file has no clusters.';
     this.schedule();
   }

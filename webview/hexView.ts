@@ -9,7 +9,8 @@ import { parseOffset } from '../src/engine/units';
 import { button, clear, el, errorText, hex, rafThrottle } from './dom';
 
 export type Space = 'host' | 'guest';
-const ROW_BYTES = 16;
+/** Bytes per row the view starts with, until the host's settings say (qcow2Lens.hexView.bytesPerRow). */
+export const DEFAULT_ROW_BYTES = 16;
 const CHUNK = 4096;
 const MAX_CHUNKS = 256;
 /** Browsers cap element heights (~33 M px in Chromium); stay well below. */
@@ -37,6 +38,8 @@ export class HexView {
   private readonly spaceButtons: Record<Space, HTMLButtonElement>;
   private readonly gotoInput: HTMLInputElement;
   private rowHeight = 18;
+  /** Bytes per row: 8, 16 or 32 (setBytesPerRow). */
+  private rowBytes = DEFAULT_ROW_BYTES;
   private chunks = new Map<string, Chunk>();
   space: Space = 'host';
   topRow = 0;
@@ -59,6 +62,7 @@ export class HexView {
     this.status = el('div', { className: 'hex-status', attrs: { 'aria-live': 'polite' } });
     this.spacer = el('div', { className: 'hex-spacer' });
     this.rows = el('div', { className: 'hex-rows', attrs: { role: 'grid', 'aria-label': 'Hex view', 'aria-readonly': 'true' } });
+    this.rows.dataset.bytesPerRow = String(this.rowBytes);
     this.scroller = el('div', { className: 'hex-scroll', attrs: { tabindex: '0' } }, this.rows, this.spacer);
     this.scroller.addEventListener('scroll', () => this.onScroll());
     // one delegated listener instead of one per byte cell (rows are rebuilt on every scroll frame)
@@ -97,7 +101,7 @@ export class HexView {
     return this.host.size(this.space);
   }
   private get totalRows(): number {
-    return Math.ceil(this.size / ROW_BYTES);
+    return Math.ceil(this.size / this.rowBytes);
   }
   private get visibleRows(): number {
     return Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight));
@@ -113,10 +117,25 @@ export class HexView {
       this.selected = undefined;
       for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
       this.layout();
-      this.scrollToRow(keepOffset !== undefined ? Math.floor(keepOffset / ROW_BYTES) : 0);
+      this.scrollToRow(keepOffset !== undefined ? Math.floor(keepOffset / this.rowBytes) : 0);
       this.host.onStateChange();
     }
     this.schedule();
+  }
+
+  get bytesPerRow(): number {
+    return this.rowBytes;
+  }
+
+  /** Changes the row width (a setting changed): the first byte shown and the selection stay where they are. */
+  setBytesPerRow(n: number): void {
+    if (!Number.isInteger(n) || n <= 0 || n === this.rowBytes) return;
+    const topOffset = this.topRow * this.rowBytes;
+    this.rowBytes = n;
+    this.rows.dataset.bytesPerRow = String(n);
+    this.layout();
+    this.scrollToRow(Math.floor(topOffset / n));
+    this.host.onStateChange();
   }
 
   /** Drops cached bytes (after a refresh) and re-renders. */
@@ -135,7 +154,7 @@ export class HexView {
     if (space) this.setSpace(space);
     this.selected = offset;
     this.selectedLength = Math.max(1, length);
-    const row = Math.floor(offset / ROW_BYTES);
+    const row = Math.floor(offset / this.rowBytes);
     if (row < this.topRow || row >= this.topRow + this.visibleRows - 1) this.scrollToRow(Math.max(0, row - 2));
     this.notifySelect();
     this.schedule();
@@ -220,7 +239,7 @@ export class HexView {
     const n = Math.min(this.visibleRows + 1, this.totalRows - this.topRow);
     let loading = false, error: string | undefined;
     for (let r = 0; r < n; r++) {
-      const rowOff = (this.topRow + r) * ROW_BYTES;
+      const rowOff = (this.topRow + r) * this.rowBytes;
       const line = el('div', { className: 'hex-row', attrs: { role: 'row' } });
       const cs = this.host.clusterSize?.() ?? 0;
       if (this.space === 'host' && cs && rowOff % cs === 0 && rowOff > 0) line.classList.add('cluster-start');
@@ -228,7 +247,7 @@ export class HexView {
       const bytes = el('span', { className: 'hex-bytes' });
       const ascii = el('span', { className: 'hex-ascii', attrs: { 'aria-hidden': 'true' } });
       let rowSource: ByteRangeSource | undefined;
-      for (let k = 0; k < ROW_BYTES; k++) {
+      for (let k = 0; k < this.rowBytes; k++) {
         const off = rowOff + k;
         if (off >= size) break;
         const b = this.byteAt(off);
@@ -257,7 +276,7 @@ export class HexView {
       this.rows.append(line);
     }
     const where = this.selected !== undefined ? `selected ${hex(this.selected)}` : '';
-    this.status.textContent = error ? `Cannot read: ${error}` : loading ? 'Loading bytes…' : `${this.space === 'host' ? 'file' : 'disk'} ${hex(this.topRow * ROW_BYTES)} of ${hex(size)}${where ? ' · ' + where : ''}`;
+    this.status.textContent = error ? `Cannot read: ${error}` : loading ? 'Loading bytes…' : `${this.space === 'host' ? 'file' : 'disk'} ${hex(this.topRow * this.rowBytes)} of ${hex(size)}${where ? ' · ' + where : ''}`;
     this.status.classList.toggle('error', !!error);
     if (this.selected !== undefined && !loading) this.notifySelect();
   }
@@ -273,17 +292,17 @@ export class HexView {
   }
 
   private onKey(e: KeyboardEvent): void {
-    const sel = this.selected ?? this.topRow * ROW_BYTES;
+    const sel = this.selected ?? this.topRow * this.rowBytes;
     let next: number | undefined;
     switch (e.key) {
       case 'ArrowRight': next = sel + 1; break;
       case 'ArrowLeft': next = sel - 1; break;
-      case 'ArrowDown': next = sel + ROW_BYTES; break;
-      case 'ArrowUp': next = sel - ROW_BYTES; break;
-      case 'PageDown': next = sel + ROW_BYTES * this.visibleRows; break;
-      case 'PageUp': next = sel - ROW_BYTES * this.visibleRows; break;
-      case 'Home': next = e.ctrlKey ? 0 : sel - (sel % ROW_BYTES); break;
-      case 'End': next = e.ctrlKey ? this.size - 1 : Math.min(this.size - 1, sel - (sel % ROW_BYTES) + ROW_BYTES - 1); break;
+      case 'ArrowDown': next = sel + this.rowBytes; break;
+      case 'ArrowUp': next = sel - this.rowBytes; break;
+      case 'PageDown': next = sel + this.rowBytes * this.visibleRows; break;
+      case 'PageUp': next = sel - this.rowBytes * this.visibleRows; break;
+      case 'Home': next = e.ctrlKey ? 0 : sel - (sel % this.rowBytes); break;
+      case 'End': next = e.ctrlKey ? this.size - 1 : Math.min(this.size - 1, sel - (sel % this.rowBytes) + this.rowBytes - 1); break;
       default: return;
     }
     e.preventDefault();
@@ -300,7 +319,7 @@ export class HexView {
     for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
     this.layout();
     this.selected = selected;
-    requestAnimationFrame(() => this.scrollToRow(Math.floor(topOffset / ROW_BYTES)));
+    requestAnimationFrame(() => this.scrollToRow(Math.floor(topOffset / this.rowBytes)));
   }
 }
 

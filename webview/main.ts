@@ -5,7 +5,7 @@
  * survives the tab being hidden and shown again. Bundled as an IIFE to media/webview.js; no inline
  * scripts or style attributes, so it runs under the editor's strict CSP.
  */
-import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand } from '../src/protocol';
+import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand, WebviewSettings } from '../src/protocol';
 import { MessageRequester, RequestError } from '../src/protocol';
 import { CheckPanel } from './checkPanel';
 import { ClusterMap } from './clusterMap';
@@ -54,6 +54,8 @@ class App {
   private pendingReveals: ToWebviewMessage[] = [];
   /** The summary and the tree's first level are loaded: reveals can be applied. */
   private loaded = false;
+  /** The host's settings for this tab (qcow2Lens.*), once known. */
+  private settings: WebviewSettings | undefined;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -137,6 +139,8 @@ class App {
   }
 
   private async start(): Promise<void> {
+    // the settings first (a host that cannot answer leaves the defaults), so the hex view starts at its row width
+    const settings = this.requester.request({ type: 'getSettings' }).then(r => r.settings, () => undefined);
     try {
       this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
     } catch (e) {
@@ -144,6 +148,8 @@ class App {
       return;
     }
     this.hideFatal();
+    const st = await settings;
+    if (st) this.applySettings(st);
     this.started = true;
     this.renderSummary();
     const s = this.state;
@@ -203,6 +209,7 @@ class App {
     ];
     if (s.backingChain.length > 1) badges.push([`backing chain of ${s.backingChain.length}`]);
     if (s.backingChain.some(l => l.error)) badges.push(['backing file missing', 'error']);
+    if (s.backingNotFollowed) badges.push(['backing file not followed', 'warning']);
     if (s.snapshots.length) badges.push([`${s.snapshots.length} snapshot(s)`]);
     if (s.bitmaps.length) badges.push([`${s.bitmaps.length} bitmap(s)`]);
     if (s.encryption) badges.push([`encrypted (${s.encryption.format})`, 'warning']);
@@ -318,6 +325,9 @@ class App {
       case 'refresh':
         void this.refresh();
         break;
+      case 'settings':
+        this.applySettings(m.settings);
+        break;
       case 'commandState':
         if (m.command === 'check') this.check.setRunning(m.state === 'running', m.state === 'failed' ? `Check failed: ${m.message ?? ''}` : undefined);
         this.showBanner(m.state === 'running' ? `${m.command}: running…` : m.message ?? `${m.command}: ${m.state}`, m.state === 'failed' ? 'error' : undefined, m.state !== 'running');
@@ -357,6 +367,15 @@ class App {
     await this.tree.load(this.tree.expandedIds, this.tree.selectedId);
   }
 
+  /** Applies the settings live: the hex view's row width, the cluster map's limit (a change re-requests the map), why the check did not run. */
+  private applySettings(next: WebviewSettings): void {
+    const before = this.settings;
+    this.settings = next;
+    this.hexView.setBytesPerRow(next.hexBytesPerRow);
+    if (before && before.clusterMapMaxClusters !== next.clusterMapMaxClusters && this.summary) this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);
+    if (next.checkNote && !this.state.check && !this.check.summary) this.check.showNote(next.checkNote);
+  }
+
   private saveState(): void {
     if (this.saveTimer) return;
     this.saveTimer = setTimeout(() => {
@@ -365,7 +384,7 @@ class App {
         ...this.state,
         expanded: this.tree.expandedIds,
         selectedNode: this.tree.selectedId,
-        hex: { space: this.hexView.space, top: this.hexView.topRow * 16, selected: this.hexView.selected },
+        hex: { space: this.hexView.space, top: this.hexView.topRow * this.hexView.bytesPerRow, selected: this.hexView.selected },
         map: { zoom: this.map.zoom, scrollTop: this.map.scrollTop },
       };
       this.vscode.setState(this.state);

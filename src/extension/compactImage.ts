@@ -1,7 +1,9 @@
 /** "Compact Image…": rewrite without unused clusters, in place or to a new file, optionally compressed. */
 import * as vscode from 'vscode';
 import { confirm, refuseLocked, Services, targetUri, withCancellableProgress } from './commandSupport';
+import { readSettings } from './configuration';
 import { compactPath } from './engineApi';
+import { settingName } from './settings';
 
 export interface CompactOptions {
   /** Path or URI of a new file; absent: in place. */
@@ -14,6 +16,7 @@ export async function compactImage(s: Services, uriArg?: unknown, opts: CompactO
   const uri = targetUri(s, uriArg);
   let output: vscode.Uri | undefined = typeof opts.output === 'string' ? vscode.Uri.file(opts.output) : opts.output;
   let compress = opts.compress;
+  const preferred = readSettings(uri).settings.compactCompression; // qcow2Lens.compact.compression, read at each use
   const interactive = opts.compress === undefined && opts.output === undefined;
   if (interactive) {
     const where = await vscode.window.showQuickPick([
@@ -21,11 +24,15 @@ export async function compactImage(s: Services, uriArg?: unknown, opts: CompactO
       { label: 'In place', detail: 'Rewrites this file (a temporary copy is renamed over it at the end).', inPlace: true },
     ], { placeHolder: 'Compact where?' });
     if (!where) return undefined;
-    const pick = await vscode.window.showQuickPick([
-      { label: 'No compression', value: 'none' as const },
+    const choices = [
+      { label: 'No compression', description: 'clusters already compressed stay so', value: 'none' as const },
       { label: 'zlib', description: 'compatible with every QEMU', value: 'zlib' as const },
       { label: 'zstd', description: 'faster, needs QEMU 5.1+', value: 'zstd' as const },
-    ], { placeHolder: 'Compress the data clusters?' });
+    ];
+    // the default from the settings comes first, so Enter takes it
+    const ordered = [...choices.filter(c => c.value === preferred), ...choices.filter(c => c.value !== preferred)]
+      .map(c => (c.value === preferred ? { ...c, description: `${c.description} · default (${settingName('compactCompression')})` } : c));
+    const pick = await vscode.window.showQuickPick(ordered, { placeHolder: 'Compress the data clusters?' });
     if (!pick) return undefined;
     compress = pick.value;
     if (!where.inPlace) {
@@ -33,10 +40,10 @@ export async function compactImage(s: Services, uriArg?: unknown, opts: CompactO
       if (!output) return undefined;
     }
   }
-  compress ??= 'none';
+  compress ??= preferred;
   const inPlace = !output || output.fsPath === uri.fsPath;
   if (inPlace) {
-      refuseLocked(uri);
+    refuseLocked(uri);
     if (opts.confirm !== false && !await confirm(`Compact ${vscode.workspace.asRelativePath(uri)} in place?`, 'The file is rewritten. The original is replaced only after the copy is complete.', 'Compact')) return undefined;
   } else if (output) {
     refuseLocked(output);

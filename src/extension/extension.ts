@@ -10,6 +10,7 @@ import { command, Services } from './commandSupport';
 import { isCancelled } from '../engine/cancel';
 import { compactImage } from './compactImage';
 import { copyClusterAsHex } from './copyAsHex';
+import { LiveSettings } from './configuration';
 import { CheckService } from './diagnostics';
 import { Qcow2EditorProvider, VIEW_TYPE, ViewModelFactory } from './editorProvider';
 import { exportImageInfo } from './exportInfo';
@@ -23,9 +24,6 @@ import { manageBitmaps } from './bitmapCommands';
 import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
 
-/** One view model per tab, read-only: it answers the webview's requests from the engine. */
-const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath);
-
 export interface Qcow2LensApi {
   services: Services;
   /** Milliseconds from the bundle's first statement to the end of activate(): module loading included. */
@@ -36,7 +34,10 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   const activateStart = performance.now();
   const output = vscode.window.createOutputChannel('QCOW2 Lens');
   let provider: Qcow2EditorProvider | undefined;
-  const checks = new CheckService((uri, m) => provider?.postTo(uri, m));
+  const settings = new LiveSettings(output, () => provider);
+  const checks = new CheckService((uri, m) => { settings.checked(uri); provider?.postTo(uri, m); });
+  /** One view model per tab, read-only: it answers the webview's requests from the engine, reading the settings at each use. */
+  const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath, { settings: () => settings.forTab(imagePath) });
   const recheck = new Map<string, NodeJS.Timeout>();
   const scheduleCheck = (uri: vscode.Uri) => {
     const key = uri.toString();
@@ -49,18 +50,19 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   provider = Qcow2EditorProvider.register(context, openViewModel, {
     onOpen: doc => {
       checks.opened(doc.uri);
-      scheduleCheck(doc.uri);
+      if (settings.autoCheck(doc.uri, true, false)) scheduleCheck(doc.uri); // qcow2Lens.checkOnOpen
     },
-    onFileChanged: doc => scheduleCheck(doc.uri),
+    onFileChanged: doc => { if (settings.autoCheck(doc.uri, false, !!checks.lastResult(doc.uri))) scheduleCheck(doc.uri); },
     onClose: doc => {
       clearTimeout(recheck.get(doc.uri.toString()));
+      settings.closed(doc.uri);
       checks.closed(doc.uri);
     },
     runCommand: (cmd, uri, args) => void runFromWebview(s, cmd, uri, args ?? {}),
     lastCheck: uri => checks.lastResult(uri),
   });
   const s: Services = { provider, checks, output };
-  context.subscriptions.push(output, checks);
+  context.subscriptions.push(output, checks, settings);
 
   // Each command takes what VS Code or a caller passes and checks its own arguments.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -19,15 +19,24 @@ import { readEncryptInfo } from '../engine/image/encryption';
 import { formatBytes } from '../engine/units';
 import {
   ByteRangeSource, CLUSTER_ROLES, ClusterDescription, ClusterOwner, FromWebviewMessage, HeaderField,
-  ImageSummary, MAX_MAP_CELLS, MAX_READ_LENGTH, NodeId, ToWebviewMessage, TreeNode,
+  ImageSummary, MAX_MAP_CELLS, MAX_READ_LENGTH, NodeId, ToWebviewMessage, TreeNode, WebviewSettings,
 } from '../protocol';
 import { nodeId, ownerNode } from './nodeId';
+import { DEFAULT_SETTINGS, settingName, webviewSettings } from './settings';
 import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
 
 const ROLE = Object.fromEntries(CLUSTER_ROLES.map((r, i) => [r, i])) as Record<(typeof CLUSTER_ROLES)[number], number>;
-/** Refuse to build a role table for files with more clusters than this (about 200 MiB of tables). */
-const MAX_ROLE_CLUSTERS = 16 * 1024 * 1024;
+
+/**
+ * The settings a tab's model reads, each at its use (src/extension/settings.ts): whether to open the
+ * backing chain (at open and reload), the cluster map's limit (at every map request: the role table
+ * costs about 12 bytes per host cluster), and what the webview is told.
+ */
+export interface ViewModelSettings extends WebviewSettings {
+  followBackingFiles: boolean;
+}
+const defaultSettings = (): ViewModelSettings => ({ ...webviewSettings(DEFAULT_SETTINGS), followBackingFiles: DEFAULT_SETTINGS.followBackingFiles });
 /** A snapshot's icount when it was taken without instruction counting (all ones, as QEMU writes it). */
 const NO_ICOUNT = 0xffffffffffffffffn;
 
@@ -40,16 +49,29 @@ export class ViewModel {
   private rolesPromise: Promise<ClusterRoles> | null = null;
   /** Why the backing chain did not open (the image is then shown without it). */
   backingError?: string;
+  /** Set when the image has a backing file that was not opened because the settings say not to follow it. */
+  backingNotFollowed?: string;
 
-  private constructor(public img: Qcow2Image, readonly readOnly: boolean) {}
+  private constructor(public img: Qcow2Image, readonly readOnly: boolean, private readonly settings: () => ViewModelSettings) {}
 
-  /** Opens the image read-only with its backing chain (without it when the chain is broken). */
-  static async open(imagePath: string, opts: { readOnly?: boolean } = {}): Promise<ViewModel> {
+  /**
+   * Opens the image read-only with its backing chain (without it when the chain is broken, or when
+   * `settings().followBackingFiles` is off: guest bytes not allocated in the file then read as zeros).
+   */
+  static async open(imagePath: string, opts: { readOnly?: boolean; settings?: () => ViewModelSettings } = {}): Promise<ViewModel> {
+    const settings = opts.settings ?? defaultSettings;
+    if (!settings().followBackingFiles) {
+      const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false, settings);
+      if (vm.img.header.backingFile) {
+        vm.backingNotFollowed = `The backing file "${vm.img.header.backingFile}" is not opened (${settingName('followBackingFiles')} is off): disk bytes this image does not hold read as zeros.`;
+      }
+      return vm;
+    }
     try {
-      return new ViewModel(await Qcow2Image.open(imagePath), opts.readOnly ?? false);
+      return new ViewModel(await Qcow2Image.open(imagePath), opts.readOnly ?? false, settings);
     } catch (e) {
       if (e instanceof Qcow2Error && e.code === 'missing-backing') {
-        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false);
+        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false, settings);
         vm.backingError = e.message;
         return vm;
       }
@@ -57,12 +79,13 @@ export class ViewModel {
     }
   }
 
-  /** Re-opens the image (the file changed on disk or was written). */
+  /** Re-opens the image (the file changed on disk or was written, or the settings changed). */
   async reload(): Promise<void> {
-    const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly });
+    const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly, settings: this.settings });
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
     this.backingError = fresh.backingError;
+    this.backingNotFollowed = fresh.backingNotFollowed;
     this.roles = null;
     this.rolesPromise = null;
   }
@@ -94,6 +117,10 @@ export class ViewModel {
           return { type: 'bytes', requestId: msg.requestId, space: 'guest', ...(await this.readGuest(msg.guestOffset, msg.length)) };
         case 'locateNode':
           return { type: 'nodePath', requestId: msg.requestId, path: await this.locate(msg.structure, msg.hostOffset) };
+        case 'getSettings': {
+          const { hexBytesPerRow, clusterMapMaxClusters, checkNote } = this.settings();
+          return { type: 'settings', requestId: msg.requestId, settings: { hexBytesPerRow, clusterMapMaxClusters, ...(checkNote ? { checkNote } : {}) } };
+        }
         default: {
           const never: never = msg;
           throw new Error(`unknown message ${(never as { type: string }).type}`);
@@ -186,6 +213,7 @@ export class ViewModel {
       features: { incompatible: featureBits(h, 'incompatible'), compatible: featureBits(h, 'compatible'), autoclear: featureBits(h, 'autoclear') },
       extensions: h.extensions.map(x => ({ type: x.type, typeName: x.typeName, hostOffset: x.hostOffset, length: x.length, summary: this.extensionSummary(x.type, x.data) })),
       backingChain: chain,
+      ...(this.backingNotFollowed ? { backingNotFollowed: this.backingNotFollowed } : {}),
       snapshots: img.snapshots.map((s, k) => ({
         index: k, id: s.id, name: s.name, date: s.dateSec * 1000 + Math.floor(s.dateNsec / 1e6), dateSec: s.dateSec, dateNsec: s.dateNsec,
         vmClockNsec: s.vmClockNsec.toString(), icount: s.icount === undefined || s.icount === NO_ICOUNT ? undefined : Number(s.icount),
@@ -225,17 +253,21 @@ export class ViewModel {
   // -------------------------------------------------------------------------------------------
 
   private clusterRoles(): Promise<ClusterRoles> {
+    // the limit is read at every use, so a changed setting applies to an open tab at its next request
+    const img = this.img, limit = this.settings().clusterMapMaxClusters;
+    const n = Math.ceil(img.file.size / img.clusterSize);
+    if (n > limit) {
+      return Promise.reject(new Qcow2Error(img.path, 'cluster map', undefined,
+        `${n} host clusters are more than the map is set to handle (${settingName('clusterMapMaxClusters')}: ${limit})`, 'unsupported'));
+    }
     if (this.roles) return Promise.resolve(this.roles);
     this.rolesPromise ??= this.buildRoles().then(r => (this.roles = r), e => { this.rolesPromise = null; throw e; });
     return this.rolesPromise;
   }
 
   /** Roles come from the check's own walk and stored refcounts (engine/check/inspect.ts). */
-  private async buildRoles(): Promise<ClusterRoles> {
-    const img = this.img;
-    const n = Math.ceil(img.file.size / img.clusterSize);
-    if (n > MAX_ROLE_CLUSTERS) throw new Qcow2Error(img.path, 'cluster map', undefined, `${n} host clusters are more than the map handles (${MAX_ROLE_CLUSTERS})`, 'unsupported');
-    return clusterRoles(img);
+  private buildRoles(): Promise<ClusterRoles> {
+    return clusterRoles(this.img);
   }
 
   async clusterMap(startCluster: number, count: number, zoom: number): Promise<{ startCluster: number; zoom: number; totalClusters: number; cells: number[] }> {

@@ -22,6 +22,8 @@ import { type FeatureGroup, isTableNode, nodeId, type NodeRef, pageRanges, parse
 export interface TreeSource {
   readonly img: Qcow2Image;
   readonly backingError?: string;
+  /** The image has a backing file the settings say not to open (qcow2Lens.followBackingFiles). */
+  readonly backingNotFollowed?: string;
   headerFields(): HeaderField[];
   extensionSummary(type: number, data: Buffer): string;
 }
@@ -88,7 +90,7 @@ function rootChildren(src: TreeSource): TreeNode[] {
     { id: nodeId({ kind: 'header' }), kind: 'header', label: 'Header', description: `qcow2 v${h.version}, ${formatBytes(h.size)}, ${formatBytes(cs)} clusters`, hasChildren: true, hostOffset: 0, hostLength: h.headerLength },
     { id: nodeId({ kind: 'features' }), kind: 'group', label: 'Feature bits', description: setFeatureNames(img) || 'none set', hasChildren: true, hostOffset: features.offset, hostLength: h.version >= 3 ? FEATURE_GROUPS.reduce((n, g) => n + featureField(g).size, 0) : undefined },
     { id: nodeId({ kind: 'extensions' }), kind: 'group', label: 'Header extensions', description: `${h.extensions.length}`, hasChildren: h.extensions.length > 0 },
-    { id: nodeId({ kind: 'backing' }), kind: 'group', label: 'Backing chain', description: h.backingFile ? `${img.chain().length - 1} layer(s) below${src.backingError ? ' (broken)' : ''}` : 'none', hasChildren: !!h.backingFile, severity: src.backingError ? 'error' : undefined },
+    { id: nodeId({ kind: 'backing' }), kind: 'group', label: 'Backing chain', description: h.backingFile ? (src.backingNotFollowed ? 'not followed (settings)' : `${img.chain().length - 1} layer(s) below${src.backingError ? ' (broken)' : ''}`) : 'none', hasChildren: !!h.backingFile, severity: src.backingError ? 'error' : undefined },
     { id: nodeId({ kind: 'l1', table: 'active' }), kind: 'l1Table', label: 'L1 table', description: `${h.l1Size} entries at ${hex(h.l1TableOffset)}`, hasChildren: h.l1Size > 0, hostOffset: h.l1TableOffset, hostLength: h.l1Size * 8 },
     { id: nodeId({ kind: 'refcount' }), kind: 'refcountTable', label: 'Refcount table', description: `${h.refcountTableClusters} cluster(s) at ${hex(h.refcountTableOffset)}, ${h.refcountBits}-bit refcounts`, hasChildren: true, hostOffset: h.refcountTableOffset, hostLength: h.refcountTableClusters * cs },
     { id: nodeId({ kind: 'snapshots' }), kind: 'snapshotTable', label: 'Snapshots', description: `${img.snapshots.length}`, hasChildren: img.snapshots.length > 0, hostOffset: h.nbSnapshots ? h.snapshotsOffset : undefined },
@@ -114,6 +116,7 @@ async function fixedChildren(src: TreeSource, ref: NodeRef): Promise<TreeNode[]>
       return h.extensions.map((e, i) => ({ id: nodeId({ kind: 'extension', index: i }), kind: 'extension', label: e.typeName, description: src.extensionSummary(e.type, e.data), hasChildren: false, hostOffset: e.hostOffset, hostLength: 8 + e.length, tooltip: `type ${hex(e.type)}, ${e.length} bytes` }));
     case 'backing': {
       const out: TreeNode[] = img.chain().slice(1).map((l, i) => ({ id: nodeId({ kind: 'layer', depth: i + 1 }), kind: 'backing', label: `depth ${i + 1}: ${path.basename(l.path)}`, description: `${l.format}, ${formatBytes(l.virtualSize)}`, tooltip: l.path, hasChildren: false }));
+      if (src.backingNotFollowed) out.push({ id: nodeId({ kind: 'layer', depth: 'error' }), kind: 'backing', label: h.backingFile ?? 'backing file', description: 'not opened', tooltip: src.backingNotFollowed, hasChildren: false });
       if (src.backingError) out.push({ id: nodeId({ kind: 'layer', depth: 'error' }), kind: 'backing', label: h.backingFile ?? 'backing file', description: 'cannot be opened', tooltip: src.backingError, hasChildren: false, severity: 'error' });
       return out;
     }

@@ -1,0 +1,184 @@
+/* global document, window -- page.evaluate callbacks run in the browser */
+// Settings in the real workbench (code-server + headless chromium, the packaged .vsix installed),
+// changed the way a person changes them: in the Settings editor (Preferences: Open Settings (UI)),
+// opened beside an image, its dropdowns picked with the mouse — not by writing settings.json.
+//   1. damaged.qcow2 opens and is checked by itself (the default, checkOnOpen "belowLimit"), rows of 16
+//   2. qcow2Lens.hexView.bytesPerRow → 32 in the Settings editor: the open webview (the same document,
+//      not reloaded) shows rows of 32 bytes, the first of each row 32 bytes after the last
+//   3. qcow2Lens.checkOnOpen → never: the next image opened (a copy of damaged.qcow2, whose leak a check
+//      would find) is not checked — its check panel says why and no check result or Problems entry comes
+//      — until "Run check", which finds the leak qemu-img check finds.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { OUT, startCodeServer, launchChromium } from './harness.mjs';
+import { makeFixtures } from './fixtures.mjs';
+import { packageVsix, installVsix } from './vsix.mjs';
+
+const t0 = Date.now();
+const mark = what => console.log(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${what}`);
+fs.mkdirSync(OUT, { recursive: true });
+const folder = makeFixtures(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-settings-')), { only: ['damaged.qcow2'] });
+fs.copyFileSync(path.join(folder, 'damaged.qcow2'), path.join(folder, 'later.qcow2'));
+const checked = spawnSync('qemu-img', ['check', path.join(folder, 'later.qcow2')], { encoding: 'utf8' });
+const leaks = Number(/(\d+) leaked clusters? were found/.exec(checked.stdout)?.[1]);
+assert.ok(leaks > 0, `qemu-img check finds leaks: ${checked.stdout}${checked.stderr}`);
+
+async function poll(what, probe, ms = 30000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise(r => setTimeout(r, 200));
+  }
+}
+
+let server, browser, ok = false;
+try {
+  const vsixDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-'));
+  try {
+    const vsix = packageVsix(vsixDir);
+    server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); } });
+  } finally {
+    fs.rmSync(vsixDir, { recursive: true, force: true });
+  }
+  mark(`code-server up at ${server.url} with the .vsix installed`);
+  browser = await launchChromium();
+  const page = browser.page;
+  await page.goto(`${server.url}/?folder=${encodeURIComponent(folder)}`);
+  const row = name => page.locator('.explorer-folders-view .monaco-list-row', { hasText: name }).first();
+  await row('damaged.qcow2').waitFor({ timeout: 60000 });
+  mark('workbench ready');
+
+  const palette = async (text, pick = text) => {
+    const input = page.locator('.quick-input-widget:visible .quick-input-box input').first();
+    for (let attempt = 1; ; attempt++) {
+      await page.keyboard.press('Escape');
+      await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 }, timeout: 5000 }).catch(() => {});
+      await page.keyboard.press('F1');
+      if (await input.fill('>' + text, { timeout: 5000 }).then(() => true, () => false)) break;
+      if (attempt >= 4) throw new Error(`the command palette did not take input for "${text}"`);
+    }
+    const item = page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row')
+      .filter({ has: page.locator('.label-name').getByText(pick, { exact: true }) }).first();
+    await item.waitFor({ timeout: 15000 });
+    const index = Number(await item.getAttribute('data-index'));
+    for (let i = 0; i < index; i++) await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Enter');
+  };
+
+  // The image's webview document (the inner #active-frame of <iframe class="webview">): the frame
+  // whose page holds the hex view. Returned as a playwright Frame, so the test can tell a live
+  // update of this document from a reload (a reload is a new document without our marker).
+  const imageFrame = async () => poll('the image webview', async () => {
+    for (const f of page.frames()) {
+      if (await f.evaluate(() => !!document.querySelector('.hex-view') && document.body.dataset.ready === 'true').catch(() => false)) return f;
+    }
+    return undefined;
+  }, 60000);
+  const openImage = async name => {
+    for (let attempt = 1; ; attempt++) {
+      await row(name).dblclick();
+      const custom = await page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 20000 })
+        .then(() => page.locator('iframe.webview.ready').last().waitFor({ timeout: 20000 })).then(() => true, () => false);
+      if (custom && await page.getByText('The file is not displayed in the text editor').count() === 0) return imageFrame();
+      if (attempt >= 5) throw new Error(`${name} did not open in the custom editor`);
+      mark(`attempt ${attempt}: ${name} did not open in the custom editor, retrying`);
+      await palette('View: Close All Editors');
+    }
+  };
+  const rowsOf = frame => frame.evaluate(() => [...document.querySelectorAll('.hex-row')].slice(0, 3)
+    .map(r => ({ offset: parseInt(r.querySelector('.hex-off').textContent, 16), bytes: r.querySelectorAll('.hb').length })));
+  const rowWidth = async (frame, n) => {
+    const rows = await poll(`rows of ${n} bytes`, async () => { const r = await rowsOf(frame); return r.length === 3 && r.every(x => x.bytes === n) && r; });
+    assert.deepEqual(rows.map(r => r.offset - rows[0].offset), [0, n, 2 * n], `consecutive rows start ${n} bytes apart`);
+  };
+
+  // 1. checked on open by default; rows of 16
+  let frame = await openImage('damaged.qcow2');
+  const opened = Date.now();
+  await poll('the check on open', () => frame.evaluate(() => document.querySelector('.check-summary')?.textContent ?? '').then(t => /leak/i.test(t)), 60000);
+  const checkOnOpenMs = Date.now() - opened;
+  mark(`damaged.qcow2 checked on open (result ${checkOnOpenMs} ms after the webview was ready)`);
+  await rowWidth(frame, 16);
+  await frame.evaluate(() => { window.__sameDocument = true; });
+
+  // 2. the Settings editor (VS Code 1.139 opens it as a modal editor over the workbench; the image's
+  // tab stays the active editor of its group underneath, so its webview lives on).
+  // pickSetting opens it, finds a setting by its id in the search box, picks `label` in its dropdown
+  // with the mouse, and closes the Settings editor again.
+  const pickSetting = async (id, label) => {
+    await palette('Preferences: Open Settings (UI)');
+    const settingsEditor = page.locator('.settings-editor');
+    await settingsEditor.waitFor({ timeout: 30000 });
+    await settingsEditor.locator('.settings-header .suggest-input-container').click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(id);
+    const select = settingsEditor.locator(`.setting-item-contents[data-key="${id}"] select.monaco-select-box`);
+    await select.waitFor({ timeout: 15000 });
+    await select.click();
+    const option = page.locator('.monaco-select-box-dropdown-container.visible .monaco-list-row')
+      .filter({ has: page.locator('.option-text').getByText(label, { exact: true }) }).first();
+    await option.waitFor({ timeout: 10000 });
+    await option.click();
+    await poll(`${id} shows ${label}`, async () => (await select.evaluate(s => s.options[s.selectedIndex]?.text)) === label, 10000);
+    mark(`Settings editor: ${id} = ${label}`);
+    await page.screenshot({ path: path.join(OUT, `settings-${id.split('.').pop()}.png`) });
+    const close = page.locator('a.codicon-close[aria-label^="Close Modal Editor"]');
+    if (await close.count()) await close.first().click();
+    else await palette('View: Close Editor'); // a workbench without modal editors: the Settings editor is a tab
+    await settingsEditor.waitFor({ state: 'hidden', timeout: 15000 });
+  };
+
+  await pickSetting('qcow2Lens.hexView.bytesPerRow', '32');
+  await rowWidth(frame, 32);
+  assert.equal(await frame.evaluate(() => window.__sameDocument), true, 'the webview changed in place, without a reload');
+  mark('the open image shows rows of 32 bytes, live');
+
+  // 3. check on open: never; then the next image opened is not checked
+  await pickSetting('qcow2Lens.checkOnOpen', 'never');
+  await palette('View: Close All Editors');
+  await poll('all editors closed', async () => (await page.locator('.tab').count()) === 0);
+  frame = await openImage('later.qcow2');
+  const openedLater = Date.now();
+  const note = await poll('the check panel\'s note', () => frame.evaluate(() => document.querySelector('.check-note')?.textContent ?? ''));
+  assert.match(note, /Not checked on open \(qcow2Lens\.checkOnOpen is "never"\)/);
+  await rowWidth(frame, 32); // the new tab starts with the row width the settings say
+  // Nothing may come. A check on open starts 200 ms after the document opens, before the webview is
+  // up; its result is shown live or replayed when the webview starts. Wait three times as long after
+  // the webview was ready as damaged.qcow2's result took (3 s at least), then look: no check result
+  // in the webview, no entry in the Problems panel.
+  const quiet = Math.max(3000, 3 * checkOnOpenMs) - (Date.now() - openedLater);
+  if (quiet > 0) await page.waitForTimeout(quiet);
+  assert.equal(await frame.evaluate(() => document.querySelectorAll('.check-summary').length), 0, 'no check ran on open');
+  await palette('View: Focus Problems', 'View: Focus Problems');
+  const problems = page.locator('.markers-panel');
+  await problems.waitFor({ timeout: 15000 });
+  assert.doesNotMatch((await problems.innerText()).replace(/\s+/g, ' '), /later\.qcow2/, 'no problems for later.qcow2');
+  mark(`later.qcow2 opened and not checked: "${note}"`);
+
+  // the user's own check still runs, and finds what qemu-img check finds
+  await frame.locator('.run-check').click();
+  const summary = await poll('the check result', () => frame.evaluate(() => document.querySelector('.check-summary')?.textContent ?? ''));
+  assert.match(summary, new RegExp(`${leaks} leak\\(s\\)`));
+  await problems.getByText('later.qcow2').first().waitFor({ timeout: 30000 });
+  mark(`Run check: ${summary.trim()}`);
+  ok = true;
+} catch (e) {
+  console.error('FAIL:', e && e.stack || e);
+  const page = browser?.page;
+  if (page) {
+    fs.rmSync(path.join(OUT, 'settings-failure.png'), { force: true });
+    await page.screenshot({ path: path.join(OUT, 'settings-failure.png'), timeout: 10000 }).catch(err => console.error('no screenshot:', err.message));
+  }
+  if (server) console.error('--- code-server output (tail) ---\n' + server.output().slice(-3000));
+} finally {
+  await browser?.close();
+  await server?.stop();
+  if (!process.env.E2E_KEEP) fs.rmSync(folder, { recursive: true, force: true });
+}
+console.log(`settings: ${ok ? '1 passed, 0 failed' : '0 passed, 1 failed'} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+process.exit(ok ? 0 : 1);
