@@ -5,6 +5,11 @@
  */
 export type JsonValue = string | number | bigint | boolean | null | undefined | JsonValue[] | { [key: string]: JsonValue };
 
+/** An integral number as the JSON printer should print it: a bigint past 2^53, whose digits are the double's exact value. */
+export function exactInteger(n: number): number | bigint {
+  return Number.isSafeInteger(n) ? n : BigInt(n);
+}
+
 export function stringifyExact(value: unknown, indent = 4): string {
   return write(value, '', ' '.repeat(indent)) ?? 'null';
 }

@@ -135,6 +135,20 @@ test('a header size that is not a multiple of 512: the virtual size is rounded d
   assertCheckMatches(img, 'size just past a cluster');
 });
 
+test('a virtual size beyond 2^53 (2 MiB clusters map up to 2^61): opened, printed digit-exact, checked as qemu-img checks it', () => {
+  const img = path.join(dir, 'huge.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', img, '9P');
+  qemuIo(img, ['write -P 0x5a 0 2M']);
+  // 9 PiB - 700 bytes: rounded down to whole sectors, past 2^53, where a double would lose the digits
+  writeBE64(img, 24, 9n * 2n ** 50n - 700n);
+  assertInfoExact(img, '9 PiB - 700');
+  assert.ok(infos(img).oursText.includes(`"virtual-size": ${9n * 2n ** 50n - 1024n}`));
+  assertCheckMatches(img, '9 PiB - 700');
+  // 9 PiB + 700: the L1 table is sized by the field as stored, so one entry short (QEMU: "L1 table is too small")
+  writeBE64(img, 24, 9n * 2n ** 50n + 700n);
+  assertBothRefuse(img, '9 PiB + 700', /l1_size.*too small/);
+});
+
 test('backing_file_offset set with backing_file_size 0: opened without a backing file, as QEMU does', () => {
   const img = create('bempty.qcow2', 'cluster_size=4096,refcount_bits=1');
   writeBE64(img, 8, 0x200n);

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { resolveBackingPath } from './backing';
 import { readEncryptInfo, EncryptInfo } from './encryption';
 import { Qcow2Image } from './image';
-import { stringifyExact } from '../json';
+import { exactInteger, stringifyExact } from '../json';
 import * as L from '../qcow2/layout';
 import { NO_ICOUNT } from '../qcow2/snapshot';
 
@@ -25,7 +25,8 @@ export interface SnapshotInfo {
 }
 
 export interface ImageInfo {
-  'virtual-size': number;
+  /** Up to 2^61 with 2 MiB clusters: a bigint past 2^53, printed exactly. */
+  'virtual-size': number | bigint;
   filename: string;
   'cluster-size': number;
   format: 'qcow2';
@@ -82,7 +83,7 @@ export async function imageInfo(img: Qcow2Image): Promise<ImageInfo> {
     data['extended-l2'] = h.extendedL2;
   }
   const info: ImageInfo = {
-    'virtual-size': h.size,
+    'virtual-size': exactInteger(h.size),
     filename: img.path,
     'cluster-size': h.clusterSize,
     format: 'qcow2',

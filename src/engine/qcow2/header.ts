@@ -42,7 +42,10 @@ export interface Qcow2Header {
   backingFileOffset: number;
   backingFileSize: number;
   clusterBits: number;
+  /** The virtual disk size, as QEMU takes it: the size field rounded down to whole sectors. */
   size: number;
+  /** The size field as stored (QEMU sizes the L1 table by it). */
+  sizeField: bigint;
   cryptMethod: number;
   l1Size: number;
   l1TableOffset: number;
@@ -88,13 +91,25 @@ export function headerPath(field?: HeaderFieldName): string {
   return formatPath([step('header', undefined, field === undefined ? {} : { field })]);
 }
 
-type U64Field = 'backing_file_offset' | 'size' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
+type U64Field = 'backing_file_offset' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
 function u64(buf: Buffer, name: U64Field, file: string): number {
   const v = readHeaderField(buf, name);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new Qcow2Error(file, headerPath(name), F[name].offset, `value 0x${v.toString(16)} is too large to be a file offset or size`);
   }
   return Number(v);
+}
+
+/**
+ * The virtual disk size. QEMU keeps it in whole sectors (bs->total_sectors): a size that is not a
+ * multiple of 512 is rounded down, and that is the size it reports and writes back. A multiple of
+ * 512 below 2^62 is exact as a number, and QEMU opens nothing larger (an L1 table of at most 4 Mi
+ * entries of 2^39 bytes each with 2 MiB clusters covers 2^61).
+ */
+function diskSize(buf: Buffer, file: string): number {
+  const v = readHeaderField(buf, 'size');
+  if (v >= 1n << 62n) throw new Qcow2Error(file, headerPath('size'), F.size.offset, `disk size 0x${v.toString(16)} is beyond what a qcow2 L1 table can map`);
+  return Number(v - v % BigInt(L.SECTOR_SIZE));
 }
 
 /** Reads and validates the header and its extensions. Never trusts a size before checking it. */
@@ -167,9 +182,8 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     backingFileOffset: u64(first, 'backing_file_offset', path),
     backingFileSize: readHeaderField(first, 'backing_file_size'),
     clusterBits,
-    // QEMU keeps the disk size in whole sectors (bs->total_sectors): a size that is not a multiple of
-    // 512 is rounded down, and that is the size it reports and writes back
-    size: Math.floor(u64(first, 'size', path) / L.SECTOR_SIZE) * L.SECTOR_SIZE,
+    size: diskSize(first, path),
+    sizeField: readHeaderField(first, 'size'),
     cryptMethod: readHeaderField(first, 'crypt_method'),
     l1Size: readHeaderField(first, 'l1_size'),
     l1TableOffset: u64(first, 'l1_table_offset', path),
