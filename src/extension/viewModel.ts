@@ -217,7 +217,7 @@ export class ViewModel {
       snapshots: img.snapshots.map((s, k) => ({
         index: k, id: s.id, name: s.name, date: s.dateSec * 1000 + Math.floor(s.dateNsec / 1e6), dateSec: s.dateSec, dateNsec: s.dateNsec,
         vmClockNsec: s.vmClockNsec.toString(), icount: s.icount === undefined || s.icount === NO_ICOUNT ? undefined : Number(s.icount),
-        vmStateSize: s.vmStateSizeLarge ?? s.vmStateSize, diskSize: s.diskSize, l1TableOffset: s.l1TableOffset, l1Size: s.l1Size,
+        vmStateSize: Number(s.vmStateSizeLarge ?? s.vmStateSize), diskSize: s.diskSize === undefined ? undefined : Number(s.diskSize), l1TableOffset: s.l1TableOffset, l1Size: s.l1Size,
         hostOffset: s.hostOffset, nodeId: nodeId({ kind: 'snapshot', index: k }),
       })),
       bitmaps: img.bitmaps.map((b, k) => ({

@@ -130,9 +130,9 @@ async function fixedChildren(src: TreeSource, ref: NodeRef): Promise<TreeNode[]>
         info('id', s.id, idAt, Buffer.byteLength(s.id)),
         info('name', s.name, idAt + Buffer.byteLength(s.id), Buffer.byteLength(s.name)),
         info('date', new Date(s.dateSec * 1000).toISOString(), SNAPSHOT_DATE_SEC, 8),
-        info('vm state size', formatBytes(s.vmStateSizeLarge ?? s.vmStateSize), SNAPSHOT_VM_STATE_SIZE, 4),
+        info('vm state size', formatBytes(Number(s.vmStateSizeLarge ?? s.vmStateSize)), SNAPSHOT_VM_STATE_SIZE, 4),
       ];
-      if (s.diskSize !== undefined) out.push(info('disk size', formatBytes(s.diskSize), SNAPSHOT_DISK_SIZE, 8));
+      if (s.diskSize !== undefined) out.push(info('disk size', formatBytes(Number(s.diskSize)), SNAPSHOT_DISK_SIZE, 8));
       return out;
     }
     case 'encryption': {

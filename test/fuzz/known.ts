@@ -24,7 +24,6 @@ export interface KnownClass {
 
 const STATUS: Divergence['aspect'][] = ['info-status', 'check-status'];
 const touches = (c: Case, re: RegExp): boolean => c.mutations.some(m => re.test(m.target));
-const ourErr = (c: Case): string => [c.outcome.info.ours, c.outcome.check.ours, c.outcome.repair?.ours].map(stderrOf).join('\n');
 const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu, c.outcome.repair?.qemu].map(stderrOf).join('\n');
 const oursRefused = (c: Case): boolean => c.outcome.info.ours.status === 1 || c.outcome.check.ours.status === 1 || c.outcome.repair?.ours.status === 1;
 const truncated = (c: Case): boolean => c.mutations.some(m => m.op === 'truncate');
@@ -35,12 +34,6 @@ export const KNOWN: KnownClass[] = [
     source: 'issue 9',
     description: 'a truncated file: qemu-img still opens it and prints its JSON (reads past the end return zeros); we refuse with exit 1',
     match: (c, d) => truncated(c) && oursRefused(c) && [...STATUS, 'repair-worse', 'check-count'].includes(d.aspect),
-  },
-  {
-    id: 'snapshot-offset-unaligned-empty',
-    source: 'fuzzer', // before snapshot-table-damaged, which would also match
-    description: 'snapshots_offset not cluster-aligned while nb_snapshots is 0: QEMU refuses to open ("Snapshot table offset invalid", it validates the offset whatever the count); we accept the image',
-    match: (c, d) => STATUS.includes(d.aspect) && touches(c, /^header\.snapshots_offset$/) && /Snapshot table offset invalid/.test(qemuErr(c)) && !oursRefused(c),
   },
   {
     id: 'snapshot-table-damaged',
@@ -55,30 +48,10 @@ export const KNOWN: KnownClass[] = [
     match: (c, d) => d.aspect !== 'info-field' && c.mutations.some(m => /^header\.refcount_table_(offset|clusters)$/.test(m.target) && m.after === '0x0'),
   },
   {
-    id: 'compression-bit-zlib',
-    source: 'issue 9',
-    description: 'the compression-type incompatible bit on a zlib image: QEMU refuses to open it, we accept it',
-    match: (c, d) => STATUS.includes(d.aspect) && !/compression_type=zstd/.test(c.options)
-      && c.mutations.some(m => m.target === 'header.incompatible_features' && (BigInt(m.after!) & 8n) !== 0n) && c.outcome.check.qemu.status === 1,
-  },
-  {
-    id: '64-bit-values',
-    source: 'issue 9',
-    description: '64-bit on-disk values beyond 2^53 (refcounts at refcount_bits=64, snapshot icount, vm-state and disk sizes) are read as doubles',
-    match: (c, d) => (d.aspect === 'info-field' && /\d{16,}/.test(d.detail))
-      || (/refcount_bits=64/.test(c.options) && c.mutations.some(m => m.group === 'refblock' && BigInt(m.after!) >= 2n ** 53n)),
-  },
-  {
     id: 'missing-backing',
     source: 'issue 9',
     description: 'a backing file that does not exist: qemu-img check cannot open the chain (exit 1), we judge the file alone',
     match: (c, d) => STATUS.includes(d.aspect) && c.outcome.check.qemu.status === 1 && /backing/i.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.ours.status !== 1,
-  },
-  {
-    id: 'l1-reserved-bit0',
-    source: 'issue 9',
-    description: 'bit 0 of an L1 entry is reserved: QEMU counts it as a corruption, our L1 reserved mask leaves it out',
-    match: (c, d) => d.aspect !== 'info-field' && c.mutations.some(m => m.cls === 'L1' && ((BigInt(m.before!) ^ BigInt(m.after!)) & 1n) !== 0n),
   },
   {
     id: 'qemu-cannot-open-bitmap',
@@ -109,37 +82,6 @@ export const KNOWN: KnownClass[] = [
     source: 'fuzzer',
     description: 'the active L1 table or the refcount table lying (partly) past the end of the file (its offset or size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
     match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /(L1|refcount) table at 0x[0-9a-f]+: .*past the end of the file/.test(stderrOf(c.outcome.info.ours)),
-  },
-  {
-    id: 'l1-table-past-eof-counts',
-    source: 'fuzzer',
-    description: 'an active L1 table reaching past the end of the file (l1_size grown, so file data is read as L1 entries): our check\'s corruption count differs from QEMU\'s by a few',
-    match: (c, d) => d.aspect === 'check-count' && touches(c, /^header\.(l1_size|l1_table_offset)$/)
-      && ((c.outcome.check.ours.json?.findings ?? []) as { kind: string; structure: string }[]).some(f => f.kind === 'offset-past-eof' && f.structure === 'L1 table'),
-  },
-  {
-    id: 'header-length-unaligned',
-    source: 'fuzzer',
-    description: 'a v3 header_length that is not a multiple of 8 (but at least 104): QEMU opens the image (it reads extensions from that offset), we refuse it',
-    match: (c, d) => STATUS.includes(d.aspect) && /header_length \d+ is invalid \(must be a multiple of 8/.test(ourErr(c)) && c.outcome.info.qemu.status === 0,
-  },
-  {
-    id: 'virtual-size-unaligned',
-    source: 'fuzzer',
-    description: 'a header size that is not a multiple of 512: qemu-img info reports it rounded down to whole sectors, we report the header value',
-    match: (c, d) => d.aspect === 'info-field' && d.detail.startsWith('info virtual-size:') && touches(c, /^header\.size$/),
-  },
-  {
-    id: 'backing-name-empty',
-    source: 'fuzzer',
-    description: 'backing_file_offset set with backing_file_size 0: QEMU reads an empty name and opens the image without a backing file; we refuse ("backing file name length 0 is invalid")',
-    match: (c, d) => STATUS.includes(d.aspect) && /backing file name length 0 is invalid/.test(ourErr(c)),
-  },
-  {
-    id: 'snapshot-name-nul',
-    source: 'fuzzer',
-    description: 'a snapshot id or name holding a NUL byte: qemu-img prints it up to the NUL (a C string), we print the NULs',
-    match: (_c, d) => d.aspect === 'info-field' && d.detail.startsWith('info snapshots:') && d.detail.includes('\\u0000'),
   },
   {
     id: 'unaligned-l2-table-repair',

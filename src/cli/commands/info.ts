@@ -2,8 +2,10 @@ import { Qcow2Image } from '../../engine/image/image';
 import { formatInfoJson, imageInfo, ImageInfo } from '../../engine/image/info';
 import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, type CommandSpec } from '../command';
 
-function humanSize(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+function humanSize(size: number | bigint): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  // qemu-img sizes the unsigned value (a VM state size read as int64 may be negative)
+  const n = typeof size === 'bigint' ? Number(BigInt.asUintN(64, size)) : size;
   let i = 0, v = n;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
   return i === 0 ? `${n} B` : `${Number(v.toFixed(3))} ${units[i]}`;
@@ -25,7 +27,7 @@ function human(info: ImageInfo): string {
     lines.push('Snapshot list:', 'ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT');
     for (const s of info.snapshots) {
       const date = new Date(s['date-sec'] * 1000).toISOString().replace('T', ' ').slice(0, 19);
-      lines.push(`${s.id.padEnd(10)}${s.name.padEnd(18)}${humanSize(s['vm-state-size']).padStart(7)} ${date} ${String(s['vm-clock-sec']).padStart(12)} ${s.icount ?? ''}`);
+      lines.push(`${s.id.padEnd(10)}${s.name.padEnd(18)}${humanSize(s['vm-state-size']).padStart(7)} ${date} ${String(s['vm-clock-sec']).padStart(12)} ${s.icount?.toString() ?? ''}`);
     }
   }
   lines.push('Format specific information:');

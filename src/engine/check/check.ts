@@ -10,7 +10,7 @@ import { hex } from '../errors';
 import { Qcow2Image } from '../image/image';
 import * as L from '../qcow2/layout';
 import { formatPath, formatStep, join, PATH_SEPARATOR, step } from '../path';
-import { maxRefcount } from '../qcow2/refcount';
+import { type ExactRefcounts, maxRefcount, refcountText } from '../qcow2/refcount';
 import { EXPLAIN, type CheckOptions, type CheckResult, type CheckState, type Finding } from './findings';
 import { CopiedCheck } from './oflagCopied';
 import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES } from './roles';
@@ -39,14 +39,17 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   // stored refcounts first, so the OFLAG_COPIED check can run while usage walks the active L2 tables
   const cs = img.clusterSize;
   const rg = img.rg;
-  const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / cs) + 1);
-  const copied = new CopiedCheck(img, storedAll);
+  // 64-bit refcounts of 2^53 or more are compared as rounded numbers (still larger than any count
+  // of references) but reported and repaired from their exact values
+  const storedExact: ExactRefcounts = new Map();
+  const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / cs) + 1, storedExact);
+  const copied = new CopiedCheck(img, storedAll, storedExact);
   const usage = await clusterUsage(img, { signal: opts.signal, onActiveL2: (t, li, off) => copied.table(t, li, off) });
   progress(1);
   throwIfCancelled(opts.signal, img.path, 'check');
 
   const st: CheckState = {
-    usage, stored: storedAll.subarray(0, usage.nbClusters), checkErrors: 0, corruptions: usage.issueCount, leaks: 0,
+    usage, stored: storedAll.subarray(0, usage.nbClusters), storedExact, checkErrors: 0, corruptions: usage.issueCount, leaks: 0,
     rebuild: usage.issues.some(i => i.rebuild), highestCluster: 0,
     copiedL1: [], copiedL2: [], leakedClusters: [], lowClusters: [], findings: [], findingsDropped: 0,
   };
@@ -86,11 +89,12 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
     if (runLen === 0) return;
     const k = runStart, at = hex(k * cs);
     if (runKind === 'leak') {
+      const storedText = refcountText(runStored, storedExact, k);
       add({
         kind: 'leak', severity: 'warning', hostOffset: k * cs, structure: refcountPath(k, runLen),
         message: runLen === 1
-          ? `Cluster at ${at} has refcount ${runStored} but ${runRefs === 0 ? 'nothing uses it' : `only ${runRefs} user${runRefs === 1 ? '' : 's'}`} (leaked).`
-          : `${runLen} consecutive clusters from ${at} have refcounts higher than their users (leaked), e.g. refcount ${runStored} with ${runRefs} users.`,
+          ? `Cluster at ${at} has refcount ${storedText} but ${runRefs === 0 ? 'nothing uses it' : `only ${runRefs} user${runRefs === 1 ? '' : 's'}`} (leaked).`
+          : `${runLen} consecutive clusters from ${at} have refcounts higher than their users (leaked), e.g. refcount ${storedText} with ${runRefs} users.`,
         explanation: EXPLAIN.leak, count: runLen,
       });
     } else if (runKind === 'unreadable') {

@@ -2,6 +2,7 @@
  * What the check reports: findings with their severity, the qemu-img-shaped result, the state
  * repair acts on, and the plain-language explanation of every kind of finding.
  */
+import type { ExactRefcounts } from '../qcow2/refcount';
 import type { ClusterUsage } from './usage';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -50,6 +51,8 @@ export interface CheckState {
   usage: ClusterUsage;
   /** Stored refcount per cluster (0..nbClusters-1); NaN where the refcount block cannot be read. */
   stored: Float64Array;
+  /** The stored refcounts of 2^53 or more (64-bit refcounts), exact; `stored` holds them rounded. */
+  storedExact: ExactRefcounts;
   checkErrors: number;
   corruptions: number;
   leaks: number;

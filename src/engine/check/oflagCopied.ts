@@ -6,6 +6,7 @@ import { hex } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
 import * as L from '../qcow2/layout';
+import { type ExactRefcounts, refcountText } from '../qcow2/refcount';
 import { formatPath, step } from '../path';
 import { EXPLAIN, type CheckState, type Finding } from './findings';
 import { storedRefcountOf } from './storedRefcounts';
@@ -23,7 +24,7 @@ export class CopiedCheck {
   private later: Omit<CopiedHit, 'rc'>[] = [];
   private readonly cs: number;
   private readonly extData: boolean;
-  constructor(private img: Qcow2Image, private stored: Float64Array) {
+  constructor(private img: Qcow2Image, private stored: Float64Array, private exact?: ExactRefcounts) {
     this.cs = img.clusterSize;
     this.extData = img.g.externalData;
   }
@@ -73,18 +74,19 @@ export class CopiedCheck {
     for (const e of this.hits) {
       const has = (e.hi & L.OFLAG_COPIED_HI) !== 0 ? 'has' : 'lacks';
       const raw = hex((BigInt(e.hi) << 32n) | BigInt(e.lo));
+      const rc = refcountText(e.rc, this.exact, Math.floor((e.l2Index < 0 ? e.l2Offset : entryOffset(e.hi, e.lo)) / this.cs));
       st.corruptions++;
       if (e.l2Index < 0) {
         st.copiedL1.push({ l1Index: e.l1Index, want: e.rc === 1 });
         add({
           kind: 'copied-flag-mismatch', severity: 'error', hostOffset: this.img.header.l1TableOffset + e.l1Index * 8, structure: formatPath([step('L1', e.l1Index)]),
-          message: `L1 entry ${raw} ${has} the COPIED flag but its L2 table's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
+          message: `L1 entry ${raw} ${has} the COPIED flag but its L2 table's refcount is ${rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
         });
       } else {
         st.copiedL2.push({ l2Offset: e.l2Offset, l2Index: e.l2Index, l1Index: e.l1Index, want: e.rc === 1 });
         add({
           kind: 'copied-flag-mismatch', severity: 'error', hostOffset: e.l2Offset + e.l2Index * this.img.g.l2EntrySize, structure: l2EntryPath([], e.l1Index, e.l2Index),
-          message: `L2 entry ${raw} ${has} the COPIED flag but its data cluster's refcount is ${e.rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
+          message: `L2 entry ${raw} ${has} the COPIED flag but its data cluster's refcount is ${rc}.`, explanation: EXPLAIN['copied-flag-mismatch'],
         });
       }
     }

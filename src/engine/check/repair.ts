@@ -162,14 +162,16 @@ async function fixRefcountsInPlace(img: Qcow2Image, st: CheckState, mode: Repair
   const refMax = maxRefcount(h.refcountOrder);
   const refs = st.usage.refs;
   let leaks = 0, low = 0;
+  // each refcount is set to the count of its users, computed by the check, never derived from the
+  // stored value (a 64-bit refcount need not be exact as a number)
   for (const k of st.leakedClusters) {
-    w.add(k, Math.min(refs[k], refMax) - w.get(k), `cluster ${hex(k * img.clusterSize)}`);
+    w.set(k, Math.min(refs[k], refMax), `cluster ${hex(k * img.clusterSize)}`);
     leaks++;
   }
   if (wantLow) {
     for (const k of st.lowClusters) {
       if (w.get(k) === 0) continue; // counted as free: only a rebuild fixes it
-      w.add(k, Math.min(refs[k], refMax) - w.get(k), `cluster ${hex(k * img.clusterSize)}`);
+      w.set(k, Math.min(refs[k], refMax), `cluster ${hex(k * img.clusterSize)}`);
       low++;
     }
   }

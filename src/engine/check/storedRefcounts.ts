@@ -5,15 +5,15 @@
  */
 import { hex } from '../errors';
 import type { Qcow2Image } from '../image/image';
-import { decodeRefcountBlock, refcountAt } from '../qcow2/refcount';
+import { decodeRefcountBlock, type ExactRefcounts, refcountAt } from '../qcow2/refcount';
 import { readTablePadded, readTablesPadded } from './paddedReads';
 
 /**
  * Stored refcounts of clusters [0, nb). Refcount blocks past the end of the file read as zeros (as
  * QEMU reads them); misaligned block offsets make their clusters unreadable (NaN), which QEMU
- * counts as one check error per cluster.
+ * counts as one check error per cluster. 64-bit refcounts of 2^53 or more go to `exact` as well.
  */
-export async function readStoredRefcounts(img: Qcow2Image, nb: number): Promise<Float64Array> {
+export async function readStoredRefcounts(img: Qcow2Image, nb: number, exact?: ExactRefcounts): Promise<Float64Array> {
   const rg = img.rg;
   const cs = img.clusterSize;
   const table = img.refcountTable;
@@ -35,7 +35,7 @@ export async function readStoredRefcounts(img: Qcow2Image, nb: number): Promise<
     if (off === 0 || off % cs !== 0) continue;
     const blk = blocks.get(off)!;
     const base = i * rg.blockEntries;
-    decodeRefcountBlock(blk, rg.order, out, base, Math.min(rg.blockEntries, nb - base));
+    decodeRefcountBlock(blk, rg.order, out, base, Math.min(rg.blockEntries, nb - base), exact);
   }
   return out;
 }

@@ -114,9 +114,11 @@ export class Qcow2Image implements BlockLayer {
     if (h.l1Size > L.QCOW_MAX_L1_SIZE / 8) {
       throw new Qcow2Error(path, headerPath('l1_size'), HEADER_FIELD.l1_size.offset, `L1 table of ${h.l1Size} entries (${h.l1Size * 8} bytes) exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8} entries`);
     }
-    const needL1 = Math.ceil(h.size / (g.clusterSize * g.l2Size));
+    // QEMU sizes the L1 table by the header's size field as stored, before rounding it to sectors
+    const perL1 = BigInt(g.clusterSize * g.l2Size);
+    const needL1 = Number((h.sizeField + perL1 - 1n) / perL1);
     if (h.l1Size < needL1) {
-      throw new Qcow2Error(path, headerPath('l1_size'), HEADER_FIELD.l1_size.offset, `L1 table of ${h.l1Size} entries is too small for a ${h.size}-byte disk (needs ${needL1})`);
+      throw new Qcow2Error(path, headerPath('l1_size'), HEADER_FIELD.l1_size.offset, `L1 table of ${h.l1Size} entries is too small for a ${h.sizeField}-byte disk (needs ${needL1})`);
     }
     if (h.l1Size > 0 && h.l1TableOffset % h.clusterSize !== 0) {
       throw new Qcow2Error(path, 'L1 table', h.l1TableOffset, 'offset is not cluster-aligned');

@@ -5,21 +5,28 @@ import * as fs from 'node:fs';
 import { resolveBackingPath } from './backing';
 import { readEncryptInfo, EncryptInfo } from './encryption';
 import { Qcow2Image } from './image';
+import { exactInteger, stringifyExact } from '../json';
 import * as L from '../qcow2/layout';
+import { NO_ICOUNT } from '../qcow2/snapshot';
 
+/**
+ * One snapshot as QEMU's SnapshotInfo has it: its 64-bit fields are QAPI int64, so they are the
+ * on-disk unsigned values read as signed (an icount of 2^64-2 prints as -2), printed exactly.
+ */
 export interface SnapshotInfo {
   id: string;
   name: string;
-  'vm-state-size': number;
+  'vm-state-size': bigint;
   'date-sec': number;
   'date-nsec': number;
   'vm-clock-sec': number;
   'vm-clock-nsec': number;
-  icount?: number;
+  icount?: bigint;
 }
 
 export interface ImageInfo {
-  'virtual-size': number;
+  /** Up to 2^61 with 2 MiB clusters: a bigint past 2^53, printed exactly. */
+  'virtual-size': number | bigint;
   filename: string;
   'cluster-size': number;
   format: 'qcow2';
@@ -76,7 +83,7 @@ export async function imageInfo(img: Qcow2Image): Promise<ImageInfo> {
     data['extended-l2'] = h.extendedL2;
   }
   const info: ImageInfo = {
-    'virtual-size': h.size,
+    'virtual-size': exactInteger(h.size),
     filename: img.path,
     'cluster-size': h.clusterSize,
     format: 'qcow2',
@@ -89,12 +96,13 @@ export async function imageInfo(img: Qcow2Image): Promise<ImageInfo> {
     info.snapshots = img.snapshots.map(s => {
       const si: SnapshotInfo = {
         id: s.id, name: s.name,
-        'vm-state-size': s.vmStateSizeLarge ?? s.vmStateSize,
+        'vm-state-size': BigInt.asIntN(64, s.vmStateSizeLarge ?? BigInt(s.vmStateSize)),
         'date-sec': s.dateSec, 'date-nsec': s.dateNsec,
+        // at most 2^64/10^9 seconds: exact as a number
         'vm-clock-sec': Number(s.vmClockNsec / 1000000000n),
         'vm-clock-nsec': Number(s.vmClockNsec % 1000000000n),
       };
-      if (s.icount !== undefined && s.icount !== 0xffffffffffffffffn) si.icount = Number(s.icount);
+      if (s.icount !== undefined && s.icount !== NO_ICOUNT) si.icount = BigInt.asIntN(64, s.icount);
       return si;
     });
   }
@@ -106,7 +114,7 @@ export async function imageInfo(img: Qcow2Image): Promise<ImageInfo> {
   return info;
 }
 
-/** Serialises like QEMU's JSON printer (4-space indent). */
+/** Serialises like QEMU's JSON printer (4-space indent, 64-bit integers digit-exact). */
 export function formatInfoJson(info: ImageInfo): string {
-  return JSON.stringify(info, null, 4) + '\n';
+  return stringifyExact(info, 4) + '\n';
 }

@@ -4,13 +4,16 @@
  * order: refcount blocks first (new blocks before the table entries that point at them), then the
  * refcount table (a grown table goes to new clusters and only the header switch makes it live),
  * and the old table is freed last. A crash at any point leaves at most leaked clusters.
+ *
+ * Counts are numbers; 64-bit refcounts of 2^53 or more are kept exactly beside them (`exact`), so
+ * rewriting a block never changes a refcount nobody touched, and arithmetic on them is exact.
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile, readMany } from '../io/reader';
 import { headerPath } from '../qcow2/header';
 import * as L from '../qcow2/layout';
 import { formatPath, step } from '../path';
-import { maxRefcount, readAllRefcounts, RefcountGeometry, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
+import { type ExactRefcounts, maxRefcount, readAllRefcounts, REFCOUNT_MAX_64, RefcountGeometry, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
 import { beforeWrite } from './writable';
 
 /** One write through the crash hook (tests can stop the process after any write). */
@@ -32,6 +35,8 @@ export class RefcountWriter {
   readonly clusterSize: number;
   readonly g: RefcountGeometry;
   private counts: Float64Array;
+  /** 64-bit refcounts of 2^53 or more, exact (`counts` holds them rounded). */
+  private exact: ExactRefcounts;
   /** Clusters whose refcount is tracked: [0, end). Allocation past it extends the file. */
   private end: number;
   private dirtyBlocks = new Set<number>();
@@ -48,10 +53,11 @@ export class RefcountWriter {
   tableClusters: number;
   readonly max: number;
 
-  private constructor(private init: RefcountWriterInit, counts: Float64Array) {
+  private constructor(private init: RefcountWriterInit, counts: Float64Array, exact: ExactRefcounts) {
     this.clusterSize = 2 ** init.clusterBits;
     this.g = refcountGeometry(init.clusterBits, init.refcountOrder);
     this.counts = counts;
+    this.exact = exact;
     this.end = counts.length;
     this.table = Float64Array.from(init.table);
     this.tableOffset = init.tableOffset;
@@ -67,10 +73,11 @@ export class RefcountWriter {
     const cs = 2 ** init.clusterBits;
     const g = refcountGeometry(init.clusterBits, init.refcountOrder);
     const nb = Math.ceil(init.file.size / cs);
+    const exact: ExactRefcounts = new Map();
     const counts = await readAllRefcounts(init.file, init.table, g, nb, (i, off, reason) => {
       throw new Qcow2Error(init.file.path, formatPath([step('refcount table', i), step('refcount block')]), off, reason);
-    });
-    const w = new RefcountWriter(init, counts);
+    }, exact);
+    const w = new RefcountWriter(init, counts, exact);
     // the blocks' own bytes, so entries past the end of the file are rewritten unchanged
     const offs: number[] = [];
     for (let i = 0; i < w.table.length; i++) if (w.table[i] !== 0) offs.push(w.table[i]);
@@ -86,8 +93,49 @@ export class RefcountWriter {
     return e * this.clusterSize;
   }
 
+  /** One refcount; from 2^53 on (64-bit refcounts) rounded: `exactAt` has it exactly. */
   get(clusterIndex: number): number {
     return clusterIndex < this.end ? this.counts[clusterIndex] : 0;
+  }
+
+  /** One refcount, exact also beyond 2^53. */
+  exactAt(clusterIndex: number): number | bigint {
+    return this.exact.get(clusterIndex) ?? this.get(clusterIndex);
+  }
+
+  /** Sets one cluster's refcount to a value computed exactly (e.g. the check's count of its users). */
+  set(clusterIndex: number, value: number, what = 'cluster'): void {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`refcount ${value} is not a count`);
+    if (clusterIndex >= this.end) this.grow(clusterIndex + 1);
+    const before = this.exactAt(clusterIndex);
+    if (value > this.max) {
+      throw new Qcow2Error(this.file.path, what, clusterIndex * this.clusterSize, `refcount ${value} exceeds ${this.max}, the largest refcount this image stores`, 'unsupported');
+    }
+    this.exact.delete(clusterIndex);
+    this.store(clusterIndex, value, value === 0 && before !== 0 && before !== 0n);
+  }
+
+  /** Stores one new count and marks its block dirty. */
+  private store(clusterIndex: number, v: number, freed: boolean): void {
+    this.counts[clusterIndex] = v;
+    if (freed) this.freedNow.add(clusterIndex);
+    const bi = Math.floor(clusterIndex / this.g.blockEntries);
+    if (bi !== this.lastDirty) { this.dirtyBlocks.add(bi); this.lastDirty = bi; }
+  }
+
+  /** add() on a 64-bit refcount at or past 2^53, in bigint. */
+  private addExact(clusterIndex: number, delta: number, what: string): number {
+    const v = BigInt(this.exactAt(clusterIndex)) + BigInt(delta);
+    if (v < 0n) {
+      throw new Qcow2Error(this.file.path, what, clusterIndex * this.clusterSize, 'refcount would drop below zero (the image is inconsistent; run qemu-img check)');
+    }
+    if (v > REFCOUNT_MAX_64) {
+      throw new Qcow2Error(this.file.path, what, clusterIndex * this.clusterSize, `refcount would exceed ${REFCOUNT_MAX_64}, the largest 64-bit refcount`, 'unsupported');
+    }
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.exact.set(clusterIndex, v);
+    else this.exact.delete(clusterIndex);
+    this.store(clusterIndex, Number(v), v === 0n && delta < 0);
+    return Number(v);
   }
 
   private grow(n: number): void {
@@ -102,6 +150,7 @@ export class RefcountWriter {
   add(clusterIndex: number, delta: number, what = 'cluster'): number {
     if (clusterIndex >= this.end) this.grow(clusterIndex + 1);
     const v = this.counts[clusterIndex] + delta;
+    if (this.g.order === 6 && (this.exact.has(clusterIndex) || !Number.isSafeInteger(v))) return this.addExact(clusterIndex, delta, what);
     if (v < 0) {
       throw new Qcow2Error(this.file.path, what, clusterIndex * this.clusterSize, 'refcount would drop below zero (the image is inconsistent; run qemu-img check)');
     }
@@ -109,10 +158,7 @@ export class RefcountWriter {
       throw new Qcow2Error(this.file.path, what, clusterIndex * this.clusterSize,
         `refcount would exceed ${this.max}, the largest ${this.g.order === 0 ? '1-bit' : `${2 ** this.g.order}-bit`} refcount this image stores`, 'unsupported');
     }
-    this.counts[clusterIndex] = v;
-    if (v === 0 && delta < 0) this.freedNow.add(clusterIndex);
-    const bi = Math.floor(clusterIndex / this.g.blockEntries);
-    if (bi !== this.lastDirty) { this.dirtyBlocks.add(bi); this.lastDirty = bi; }
+    this.store(clusterIndex, v, v === 0 && delta < 0);
     return v;
   }
 
@@ -204,7 +250,8 @@ export class RefcountWriter {
     this.blocks.set(bi, blk);
     const base = bi * this.g.blockEntries;
     const n = Math.min(this.g.blockEntries, this.end - base);
-    for (let k = 0; k < n; k++) setRefcountAt(blk, k, this.g.order, this.counts[base + k]);
+    const exact = this.exact.size > 0 ? this.exact : undefined;
+    for (let k = 0; k < n; k++) setRefcountAt(blk, k, this.g.order, exact?.get(base + k) ?? this.counts[base + k]);
     return blk;
   }
 

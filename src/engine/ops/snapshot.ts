@@ -260,7 +260,7 @@ export async function createSnapshot(path: string, name: string, opts: SnapshotO
       const sn: Snapshot = {
         index: img.snapshots.length, hostOffset: 0, entrySize: 0, l1TableOffset: l1Offset, l1Size, id, name,
         dateSec: Math.floor(now / 1e6), dateNsec: (now % 1e6) * 1000, vmClockNsec: 0n, vmStateSize: 0,
-        extraDataSize: 24, vmStateSizeLarge: 0, diskSize: h.size, icount: 0n, extraData: extra,
+        extraDataSize: 24, vmStateSizeLarge: 0n, diskSize: BigInt(h.size), icount: 0n, extraData: extra,
       };
       await s2.writeTable([...s2.img.snapshots, sn]);
       await s2.flushRefcounts();
@@ -288,7 +288,7 @@ export async function applySnapshot(path: string, nameOrId: string, opts: Snapsh
     // qemu-img refuses too ("Device has active dirty bitmaps"), enabled or not: the revert changes
     // guest data the bitmaps do not record, so an incremental backup from them would miss it
     if (img.bitmaps.length) throw new Qcow2Error(path, 'bitmap directory', img.header.bitmaps?.bitmapDirectoryOffset, `the image has persistent bitmaps (${img.bitmaps.map(b => b.name).join(', ')}); remove them before reverting to a snapshot`, 'unsupported');
-    const diskSize = sn.diskSize ?? h.size;
+    const diskSize = sn.diskSize === undefined ? h.size : Number(sn.diskSize);
     if (diskSize !== h.size) {
       if (h.version < 3) throw new Qcow2Error(path, headerPath('size'), HEADER_FIELD.size.offset, `the snapshot's disk size (${diskSize}) differs and a version 2 image with snapshots cannot be resized (QEMU refuses too)`, 'unsupported');
     }

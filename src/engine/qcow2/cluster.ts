@@ -59,7 +59,7 @@ export function withCopied(hi: number, on: boolean): number {
 export function hasZeroFlag(lo: number): boolean {
   return (lo & L.OFLAG_ZERO_LO) !== 0;
 }
-/** L1 bits 1-8 and 56-62, which must be zero. */
+/** L1 bits 0-8 and 56-62, which must be zero. */
 export function l1ReservedBits(hi: number, lo: number): boolean {
   return (hi & L.L1E_RESERVED_HI) !== 0 || (lo & L.L1E_RESERVED_LO) !== 0;
 }

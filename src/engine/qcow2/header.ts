@@ -42,7 +42,10 @@ export interface Qcow2Header {
   backingFileOffset: number;
   backingFileSize: number;
   clusterBits: number;
+  /** The virtual disk size, as QEMU takes it: the size field rounded down to whole sectors. */
   size: number;
+  /** The size field as stored (QEMU sizes the L1 table by it). */
+  sizeField: bigint;
   cryptMethod: number;
   l1Size: number;
   l1TableOffset: number;
@@ -88,13 +91,25 @@ export function headerPath(field?: HeaderFieldName): string {
   return formatPath([step('header', undefined, field === undefined ? {} : { field })]);
 }
 
-type U64Field = 'backing_file_offset' | 'size' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
+type U64Field = 'backing_file_offset' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
 function u64(buf: Buffer, name: U64Field, file: string): number {
   const v = readHeaderField(buf, name);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new Qcow2Error(file, headerPath(name), F[name].offset, `value 0x${v.toString(16)} is too large to be a file offset or size`);
   }
   return Number(v);
+}
+
+/**
+ * The virtual disk size. QEMU keeps it in whole sectors (bs->total_sectors): a size that is not a
+ * multiple of 512 is rounded down, and that is the size it reports and writes back. A multiple of
+ * 512 below 2^62 is exact as a number, and QEMU opens nothing larger (an L1 table of at most 4 Mi
+ * entries of 2^39 bytes each with 2 MiB clusters covers 2^61).
+ */
+function diskSize(buf: Buffer, file: string): number {
+  const v = readHeaderField(buf, 'size');
+  if (v >= 1n << 62n) throw new Qcow2Error(file, headerPath('size'), F.size.offset, `disk size 0x${v.toString(16)} is beyond what a qcow2 L1 table can map`);
+  return Number(v - v % BigInt(L.SECTOR_SIZE));
 }
 
 /** Reads and validates the header and its extensions. Never trusts a size before checking it. */
@@ -133,11 +148,13 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   let compressionType = L.COMPRESSION_ZLIB;
   if (version === 3) {
     headerLength = readHeaderField(first, 'header_length');
-    if (headerLength >= L.HEADER_V3_MIN_LENGTH && headerLength % 8 === 0 && headerLength <= clusterSize && headerLength > file.size) {
+    // QEMU asks only for 104 bytes or more within the first cluster: the spec's "multiple of 8" is
+    // not enforced, and the extensions then start at that unaligned offset (qcow2_do_open)
+    if (headerLength >= L.HEADER_V3_MIN_LENGTH && headerLength <= clusterSize && headerLength > file.size) {
       throw new Qcow2Error(path, headerPath(), 0, `file is truncated: ${file.size} bytes, the header is ${headerLength}`);
     }
-    if (headerLength < L.HEADER_V3_MIN_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize || headerLength > first.length) {
-      throw new Qcow2Error(path, headerPath('header_length'), F.header_length.offset, `header_length ${headerLength} is invalid (must be a multiple of 8, at least ${L.HEADER_V3_MIN_LENGTH}, within the first cluster)`);
+    if (headerLength < L.HEADER_V3_MIN_LENGTH || headerLength > clusterSize) {
+      throw new Qcow2Error(path, headerPath('header_length'), F.header_length.offset, `header_length ${headerLength} is invalid (must be at least ${L.HEADER_V3_MIN_LENGTH} and within the first cluster)`);
     }
     incompatibleFeatures = readHeaderField(first, 'incompatible_features');
     compatibleFeatures = readHeaderField(first, 'compatible_features');
@@ -147,17 +164,17 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
       throw new Qcow2Error(path, headerPath('refcount_order'), F.refcount_order.offset, `refcount_order ${refcountOrder} is above 6 (64-bit refcounts)`);
     }
     // compression_type exists only when header_length reaches past its offset
-    const hasCompressionType = headerLength > F.compression_type.offset;
-    if (hasCompressionType) compressionType = readHeaderField(first, 'compression_type');
-    if (incompatibleFeatures & L.INCOMPAT_COMPRESSION) {
-      if (!hasCompressionType) {
-        throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, 'compression type bit set but the header has no compression_type field');
-      }
-    } else if (compressionType !== L.COMPRESSION_ZLIB) {
-      throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, `compression_type ${compressionType} without the compression type feature bit`);
-    }
+    if (headerLength > F.compression_type.offset) compressionType = readHeaderField(first, 'compression_type');
+    // QEMU's validate_compression_type: a known type, and the feature bit set exactly when it is not zlib
     if (compressionType !== L.COMPRESSION_ZLIB && compressionType !== L.COMPRESSION_ZSTD) {
       throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, `unknown compression type ${compressionType}`, 'unsupported');
+    }
+    const bit = (incompatibleFeatures & L.INCOMPAT_COMPRESSION) !== 0n;
+    if (compressionType === L.COMPRESSION_ZLIB && bit) {
+      throw new Qcow2Error(path, headerPath('incompatible_features'), F.incompatible_features.offset, 'the compression type feature bit (incompatible bit 3) is set on a zlib image; QEMU refuses to open it (the bit means a compression type other than zlib)');
+    }
+    if (compressionType !== L.COMPRESSION_ZLIB && !bit) {
+      throw new Qcow2Error(path, headerPath('compression_type'), F.compression_type.offset, `compression_type ${compressionType} without the compression type feature bit`);
     }
   }
   const h: Qcow2Header = {
@@ -165,7 +182,8 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     backingFileOffset: u64(first, 'backing_file_offset', path),
     backingFileSize: readHeaderField(first, 'backing_file_size'),
     clusterBits,
-    size: u64(first, 'size', path),
+    size: diskSize(first, path),
+    sizeField: readHeaderField(first, 'size'),
     cryptMethod: readHeaderField(first, 'crypt_method'),
     l1Size: readHeaderField(first, 'l1_size'),
     l1TableOffset: u64(first, 'l1_table_offset', path),
@@ -187,10 +205,16 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
   if (h.extendedL2 && clusterBits < 14) {
     throw new Qcow2Error(path, headerPath('incompatible_features'), F.incompatible_features.offset, 'extended L2 entries need clusters of at least 16 KiB');
   }
-  // Extensions follow the header, inside the first cluster.
+  if (h.backingFileOffset > clusterSize) {
+    throw new Qcow2Error(path, headerPath('backing_file_offset'), F.backing_file_offset.offset, 'backing file name lies outside the first cluster');
+  }
+  // Extensions follow the header, inside the first cluster and before the backing file name:
+  // QEMU reads them up to backing_file_offset when there is one (ext_end in qcow2_do_open) and
+  // stops there even without an end marker.
+  const extEnd = h.backingFileOffset !== 0 ? h.backingFileOffset : clusterSize;
   const extArea = await file.read(0, Math.min(file.size, clusterSize), 'header extensions');
   let off = headerLength;
-  for (;;) {
+  while (off < extEnd) {
     const fileEnded = extArea.length < clusterSize; // the file is shorter than its first cluster
     if (off + L.EXT_HEADER_SIZE > extArea.length) {
       if (off === extArea.length && fileEnded) break; // QEMU reads past EOF as zeros: an end marker
@@ -200,6 +224,10 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     }
     const type = extArea.readUInt32BE(off);
     const length = extArea.readUInt32BE(off + 4);
+    if (off + L.EXT_HEADER_SIZE > extEnd || length > extEnd - off - L.EXT_HEADER_SIZE) {
+      // QEMU checks this before it looks at the type, so an end marker with a length is refused too
+      throw new Qcow2Error(path, `header extension ${extensionName(type)}`, off, `length ${length} runs past ${h.backingFileOffset !== 0 ? 'the backing file name' : 'the first cluster'} ("Header extension too large")`);
+    }
     if (type === L.EXT_END) { h.headerEnd = off + L.EXT_HEADER_SIZE; break; }
     const dataEnd = off + L.EXT_HEADER_SIZE + length;
     if (dataEnd > extArea.length) {
@@ -213,12 +241,15 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     off += L.EXT_HEADER_SIZE + L.alignUp(length, 8);
   }
   if (h.backingFileOffset !== 0) {
-    if (h.backingFileSize > L.QCOW_MAX_BACKING_FILE_NAME || h.backingFileSize === 0) {
-      throw new Qcow2Error(path, headerPath('backing_file_size'), F.backing_file_size.offset, `backing file name length ${h.backingFileSize} is invalid (1..1023)`);
+    if (h.backingFileSize > L.QCOW_MAX_BACKING_FILE_NAME) {
+      throw new Qcow2Error(path, headerPath('backing_file_size'), F.backing_file_size.offset, `backing file name length ${h.backingFileSize} is invalid (at most ${L.QCOW_MAX_BACKING_FILE_NAME})`);
     }
     if (h.backingFileOffset + h.backingFileSize > clusterSize) {
       throw new Qcow2Error(path, headerPath('backing_file_offset'), F.backing_file_offset.offset, 'backing file name lies outside the first cluster');
     }
+  }
+  // an empty name (backing_file_size 0) is no backing file, as QEMU reads it
+  if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
     const name = await file.read(h.backingFileOffset, h.backingFileSize, 'backing file name');
     h.backingFile = name.toString('utf8');
     h.headerEnd = Math.max(h.headerEnd, h.backingFileOffset + h.backingFileSize);

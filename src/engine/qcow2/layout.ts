@@ -56,8 +56,8 @@ export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
 export const QCOW_OFLAG_COPIED = 1n << 63n;
 export const QCOW_OFLAG_COMPRESSED = 1n << 62n;
 export const QCOW_OFLAG_ZERO = 1n;
-/** L1 bits 1-8 and 56-62 are reserved and must be zero. */
-export const L1E_RESERVED_MASK = 0x7f000000000001fen;
+/** L1 bits 0-8 and 56-62 are reserved and must be zero (spec "L1 table entry"; QEMU's L1E_RESERVED_MASK). */
+export const L1E_RESERVED_MASK = 0x7f000000000001ffn;
 /** Standard L2 bits 1-8 and 56-61 are reserved. */
 export const L2E_STD_RESERVED_MASK = 0x3f000000000001fen;
 
@@ -71,7 +71,7 @@ export const OFLAG_ZERO_LO = 0x1;
 export const ENTRY_OFFSET_HI_MASK = 0x00ffffff;
 export const ENTRY_OFFSET_LO_MASK = 0xfffffe00;
 export const L1E_RESERVED_HI = 0x7f000000;
-export const L1E_RESERVED_LO = 0x000001fe;
+export const L1E_RESERVED_LO = 0x000001ff;
 export const L2E_STD_RESERVED_HI = 0x3f000000;
 export const L2E_STD_RESERVED_LO = 0x000001fe;
 /** A compressed entry's descriptor: bits 0-61, below the copied and compressed flags. */
@@ -81,6 +81,8 @@ export const REFT_OFFSET_LO_MASK = 0xfffffe00;
 
 export const SUBCLUSTERS_PER_CLUSTER = 32;
 export const COMPRESSED_SECTOR_SIZE = 512;
+/** QEMU's block layer counts a disk's size in 512-byte sectors (BDRV_SECTOR_SIZE). */
+export const SECTOR_SIZE = 512;
 
 // Snapshot table entry
 export const SNAPSHOT_HEADER_SIZE = 40;

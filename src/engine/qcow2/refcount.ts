@@ -2,6 +2,11 @@
  * Reference counts: the refcount table (offsets of refcount blocks) and the blocks themselves,
  * with entries of 1 to 64 bits (refcount_order 0-6). Sub-byte widths pack the lowest index in the
  * lowest bits of each byte, as QEMU does; wider ones are big-endian.
+ *
+ * Refcounts are plain numbers, exact up to 2^53 - 1. Only a 64-bit refcount can be larger; where
+ * that matters (the check compares, reports and repairs stored values) its exact value is kept
+ * beside the numbers in an ExactRefcounts map, filled by the decoders, while the number array
+ * holds an approximation that still compares as larger than any count the image could have.
  */
 import { Qcow2Error } from '../errors';
 import { ImageFile, readMany } from '../io/reader';
@@ -9,6 +14,15 @@ import { reftableEntryOffset, wordHi, wordLo } from './cluster';
 import { headerPath } from './header';
 import * as L from './layout';
 
+/** Stored refcounts of 2^53 or more (refcount_bits=64 only), exact, by cluster index. */
+export type ExactRefcounts = Map<number, bigint>;
+
+/** The first high word of a 64-bit refcount that no double holds exactly (2^53 = 2^21 << 32). */
+const HI_UNSAFE = 0x200000;
+/** The largest 64-bit refcount. */
+export const REFCOUNT_MAX_64 = (1n << 64n) - 1n;
+
+/** One refcount as a number: exact below 2^53; a larger 64-bit refcount is approximated (refcount64At reads it exactly). */
 export function refcountAt(block: Uint8Array, index: number, order: number): number {
   switch (order) {
     case 0: return (block[index >> 3] >> (index & 7)) & 1;
@@ -21,12 +35,23 @@ export function refcountAt(block: Uint8Array, index: number, order: number): num
       const p = 8 * index;
       const hi = ((block[p] << 24) | (block[p + 1] << 16) | (block[p + 2] << 8) | block[p + 3]) >>> 0;
       const lo = ((block[p + 4] << 24) | (block[p + 5] << 16) | (block[p + 6] << 8) | block[p + 7]) >>> 0;
-      return hi * 0x100000000 + lo; // refcounts above 2^53 are not meaningful; they saturate here
+      return hi * 0x100000000 + lo; // from 2^53 on, rounded: refcount64At is exact
     }
   }
 }
 
-export function setRefcountAt(block: Uint8Array, index: number, order: number, value: number): void {
+/** One 64-bit refcount (refcount_order 6), exact. */
+export function refcount64At(block: Uint8Array, index: number): bigint {
+  return new DataView(block.buffer, block.byteOffset, block.byteLength).getBigUint64(8 * index);
+}
+
+/** Stores one refcount; a bigint is for 64-bit refcounts of 2^53 or more (refcount_order 6). */
+export function setRefcountAt(block: Uint8Array, index: number, order: number, value: number | bigint): void {
+  if (typeof value === 'bigint') {
+    if (order !== 6 || value < 0n || value > REFCOUNT_MAX_64) throw new RangeError(`refcount ${value} does not fit ${2 ** order} bits`);
+    new DataView(block.buffer, block.byteOffset, block.byteLength).setBigUint64(8 * index, value);
+    return;
+  }
   switch (order) {
     case 0: case 1: case 2: {
       const bits = 1 << order, per = 8 >> order, shift = bits * (index % per), mask = ((1 << bits) - 1) << shift;
@@ -67,13 +92,29 @@ export function refcountGeometry(clusterBits: number, order: number): RefcountGe
   return { order, clusterBits, blockEntries: 2 ** blockBits, blockBits };
 }
 
-/** Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case, unrolled). */
-export function decodeRefcountBlock(blk: Uint8Array, order: number, out: Float64Array, base: number, n: number): void {
+/**
+ * Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case,
+ * unrolled); 64-bit refcounts of 2^53 or more also go to `exact` exactly.
+ */
+export function decodeRefcountBlock(blk: Uint8Array, order: number, out: Float64Array, base: number, n: number, exact?: ExactRefcounts): void {
   if (order === 4) {
     for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
+  } else if (order === 6) {
+    for (let k = 0; k < n; k++) {
+      const p = 8 * k;
+      const hi = ((blk[p] << 24) | (blk[p + 1] << 16) | (blk[p + 2] << 8) | blk[p + 3]) >>> 0;
+      const lo = ((blk[p + 4] << 24) | (blk[p + 5] << 16) | (blk[p + 6] << 8) | blk[p + 7]) >>> 0;
+      out[base + k] = hi * 0x100000000 + lo;
+      if (hi >= HI_UNSAFE) exact?.set(base + k, refcount64At(blk, k));
+    }
   } else {
     for (let k = 0; k < n; k++) out[base + k] = refcountAt(blk, k, order);
   }
+}
+
+/** A stored refcount as text, exact also beyond 2^53. */
+export function refcountText(value: number, exact: ExactRefcounts | undefined, cluster: number): string {
+  return (exact?.get(cluster) ?? value).toString();
 }
 
 /** Reads the refcount table (validated against QEMU's 8 MiB limit and the file size). */
@@ -101,7 +142,7 @@ export function decodeRefcountTable(buf: Uint8Array): Float64Array {
  */
 export async function readAllRefcounts(
   file: ImageFile, table: Float64Array, g: RefcountGeometry, nbClusters: number,
-  onBadBlock?: (tableIndex: number, blockOffset: number, reason: string) => void,
+  onBadBlock?: (tableIndex: number, blockOffset: number, reason: string) => void, exact?: ExactRefcounts,
 ): Promise<Float64Array> {
   const clusterSize = 2 ** g.clusterBits;
   const out = new Float64Array(nbClusters);
@@ -125,7 +166,7 @@ export async function readAllRefcounts(
     const blk = blocks.get(off)!;
     for (const i of idxs) {
       const base = i * g.blockEntries;
-      decodeRefcountBlock(blk, g.order, out, base, Math.min(g.blockEntries, nbClusters - base));
+      decodeRefcountBlock(blk, g.order, out, base, Math.min(g.blockEntries, nbClusters - base), exact);
     }
   }
   return out;

@@ -22,24 +22,26 @@ export interface Snapshot {
   name: string;
   dateSec: number;
   dateNsec: number;
+  /** The 64-bit fields are bigint: exact beyond 2^53, as QEMU prints them. */
   vmClockNsec: bigint;
   vmStateSize: number; // the 32-bit field
   extraDataSize: number;
-  vmStateSizeLarge?: number;
-  diskSize?: number;
+  vmStateSizeLarge?: bigint;
+  diskSize?: bigint;
   icount?: bigint;
   /** Extra data bytes beyond those we understand, kept for rewriting. */
   extraData: Buffer;
 }
 
 export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number): Promise<Snapshot[]> {
-  if (nbSnapshots === 0) return [];
   if (nbSnapshots > L.QCOW_MAX_SNAPSHOTS) {
     throw new Qcow2Error(file.path, headerPath('nb_snapshots'), L.HEADER_FIELD.nb_snapshots.offset, `${nbSnapshots} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS}`);
   }
+  // QEMU validates the offset whatever the count ("Snapshot table offset invalid"), an empty table too
   if (snapshotsOffset % clusterSize !== 0) {
     throw new Qcow2Error(file.path, 'snapshot table', snapshotsOffset, 'offset is not cluster-aligned');
   }
+  if (nbSnapshots === 0) return [];
   // Read in growing chunks: each entry is variable-sized, but the whole table is at most 64 MiB.
   let buf: Buffer = Buffer.alloc(0);
   let have = 0;
@@ -77,8 +79,8 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
     const extra = buf.subarray(extraStart, idStart);
     const sn: Snapshot = {
       index: i, hostOffset: at, entrySize, l1TableOffset, l1Size,
-      id: buf.toString('utf8', idStart, nameStart),
-      name: buf.toString('utf8', nameStart, nameStart + nameSize),
+      id: cString(buf, idStart, nameStart),
+      name: cString(buf, nameStart, nameStart + nameSize),
       dateSec: buf.readUInt32BE(pos + E.date_sec),
       dateNsec: buf.readUInt32BE(pos + E.date_nsec),
       vmClockNsec: buf.readBigUInt64BE(pos + E.vm_clock_nsec),
@@ -86,8 +88,8 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
       extraDataSize,
       extraData: Buffer.from(extra),
     };
-    if (extraDataSize >= X.vm_state_size_large + 8) sn.vmStateSizeLarge = Number(extra.readBigUInt64BE(X.vm_state_size_large));
-    if (extraDataSize >= X.disk_size + 8) sn.diskSize = Number(extra.readBigUInt64BE(X.disk_size));
+    if (extraDataSize >= X.vm_state_size_large + 8) sn.vmStateSizeLarge = extra.readBigUInt64BE(X.vm_state_size_large);
+    if (extraDataSize >= X.disk_size + 8) sn.diskSize = extra.readBigUInt64BE(X.disk_size);
     if (extraDataSize >= X.icount + 8) sn.icount = extra.readBigUInt64BE(X.icount);
     if (l1Size > L.QCOW_MAX_L1_SIZE / 8) {
       throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'l1_size' })]), at + E.l1_size, `snapshot L1 table of ${l1Size} entries exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8}`);
@@ -98,13 +100,19 @@ export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, sn
   return out;
 }
 
+/** A snapshot id or name as QEMU holds it: a C string, so it ends at the first NUL byte. */
+function cString(buf: Buffer, start: number, end: number): string {
+  const nul = buf.indexOf(0, start);
+  return buf.toString('utf8', start, nul >= 0 && nul < end ? nul : end);
+}
+
 /** Serialises one snapshot table entry (header, extra data, id, name, padding). */
 export function encodeSnapshot(sn: Snapshot): Buffer {
   const id = Buffer.from(sn.id, 'utf8');
   const name = Buffer.from(sn.name, 'utf8');
   const extra = Buffer.from(sn.extraData);
-  if (sn.vmStateSizeLarge !== undefined && extra.length >= X.vm_state_size_large + 8) extra.writeBigUInt64BE(BigInt(sn.vmStateSizeLarge), X.vm_state_size_large);
-  if (sn.diskSize !== undefined && extra.length >= X.disk_size + 8) extra.writeBigUInt64BE(BigInt(sn.diskSize), X.disk_size);
+  if (sn.vmStateSizeLarge !== undefined && extra.length >= X.vm_state_size_large + 8) extra.writeBigUInt64BE(sn.vmStateSizeLarge, X.vm_state_size_large);
+  if (sn.diskSize !== undefined && extra.length >= X.disk_size + 8) extra.writeBigUInt64BE(sn.diskSize, X.disk_size);
   if (sn.icount !== undefined && extra.length >= X.icount + 8) extra.writeBigUInt64BE(sn.icount, X.icount);
   const size = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extra.length + id.length + name.length, 8);
   const b = Buffer.alloc(size);
@@ -123,6 +131,10 @@ export function encodeSnapshot(sn: Snapshot): Buffer {
   return b;
 }
 
+/** icount when the snapshot recorded none (QEMU writes -1). */
+export const NO_ICOUNT = 0xffffffffffffffffn;
+
+/** What a user is shown of one snapshot, as plain numbers (for tables and the editor; info's JSON takes the exact fields from Snapshot). */
 export interface SnapshotInfo {
   id: string;
   name: string;
@@ -139,8 +151,8 @@ export interface SnapshotInfo {
 /** What a user is shown of one snapshot (`qemu-img snapshot -l`): the large VM state size when present, icount when recorded. */
 export function snapshotInfo(sn: Snapshot): SnapshotInfo {
   return {
-    id: sn.id, name: sn.name, vmStateSize: sn.vmStateSizeLarge ?? sn.vmStateSize, dateSec: sn.dateSec, dateNsec: sn.dateNsec,
-    vmClockNsec: Number(sn.vmClockNsec), icount: sn.icount === undefined || sn.icount === 0xffffffffffffffffn ? undefined : Number(sn.icount),
-    diskSize: sn.diskSize, l1TableOffset: sn.l1TableOffset, l1Size: sn.l1Size,
+    id: sn.id, name: sn.name, vmStateSize: Number(sn.vmStateSizeLarge ?? sn.vmStateSize), dateSec: sn.dateSec, dateNsec: sn.dateNsec,
+    vmClockNsec: Number(sn.vmClockNsec), icount: sn.icount === undefined || sn.icount === NO_ICOUNT ? undefined : Number(sn.icount),
+    diskSize: sn.diskSize === undefined ? undefined : Number(sn.diskSize), l1TableOffset: sn.l1TableOffset, l1Size: sn.l1Size,
   };
 }

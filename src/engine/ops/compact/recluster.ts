@@ -38,7 +38,7 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
   // without a backing file, unallocated and zero read alike: nothing to keep
   const trivial = (t: SubclusterType) => isUnalloc(t) || (!hasBacking && isZero(t));
   const newTables: L1Source[] = [];
-  const sizes = [h.size, ...img.snapshots.map(sn => sn.diskSize ?? h.size)];
+  const sizes = [h.size, ...img.snapshots.map(sn => (sn.diskSize === undefined ? h.size : Number(sn.diskSize)))];
   for (let ti = 0; ti < source.l1Tables.length; ti++) {
     const { l1: srcL1, label } = source.l1Tables[ti];
     const size = sizes[ti];
