@@ -10,20 +10,23 @@
  *    refcounts are right — rewrites the whole table as QEMU's qcow2_write_snapshots does.
  *
  * Rewrite order (a crash between any two writes leaves at most leaked clusters):
- *  1. clusters for the new table allocated (never the old table's): their refcounts written first, fsync;
+ *  1. clusters for the new table allocated (never the old table's, nor clusters past the end of
+ *     the file that the refcount blocks count as used): their refcounts written first, fsync;
  *  2. the new table written into them, fsync;
  *  3. the header's nb_snapshots + snapshots_offset switched in one 12-byte write, fsync;
  *  4. the old table's clusters freed (refcounts written), fsync.
  */
-import { hex } from '../errors';
+import { hex, Qcow2Error } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { formatPath, step } from '../path';
 import { headerPath } from '../qcow2/header';
 import * as L from '../qcow2/layout';
+import { refcountAt } from '../qcow2/refcount';
 import { encodeSnapshot, type Snapshot } from '../qcow2/snapshot';
 import { RefcountWriter, writeAt } from '../ops/refcountWrite';
 import { assertNotLocked } from '../ops/writable';
 import { EXPLAIN, type Finding } from './findings';
+import { readTablePadded } from './paddedReads';
 
 const X = L.SNAPSHOT_EXTRA;
 /** QEMU 7.2's QCowSnapshotExtraData: vm_state_size_large, disk_size, icount. */
@@ -110,6 +113,29 @@ export function snapshotTableRewrites(img: Qcow2Image, cutAtFirstRead: number): 
   return cutAtFirstRead + incompleteSnapshots(img).length;
 }
 
+/** At most this many clusters past the end of the file are kept from allocation (a damaged refcount block could claim millions). */
+const MAX_HELD = 1 << 20;
+
+/** Clusters past the end of the file with a non-zero stored refcount, from the refcount blocks inside the file. */
+async function usedPastEof(img: Qcow2Image): Promise<[cluster: number, refcount: number][]> {
+  const rg = img.rg, cs = img.clusterSize;
+  const fileClusters = Math.ceil(img.file.size / cs);
+  const out: [number, number][] = [];
+  for (let i = 0; i < img.refcountTable.length; i++) {
+    const off = img.refcountTable[i];
+    const base = i * rg.blockEntries;
+    if (off === 0 || off % cs !== 0 || off + cs > img.file.size || base + rg.blockEntries <= fileClusters) continue;
+    const blk = await readTablePadded(img.file, off, cs, `refcount block at ${hex(off)}`);
+    for (let j = Math.max(0, fileClusters - base); j < rg.blockEntries; j++) {
+      const v = refcountAt(blk, j, rg.order);
+      if (v === 0) continue;
+      if (out.length >= MAX_HELD) throw new Qcow2Error(img.path, formatPath([step('refcount table', i), step('refcount block')]), off, `more than ${MAX_HELD} clusters past the end of the file are counted as used; the snapshot table cannot be placed safely`, 'unsupported');
+      out.push([base + j, v]);
+    }
+  }
+  return out;
+}
+
 /** -r all, last step: the whole table rewritten in new clusters, the header switched, the old clusters freed. */
 export async function rewriteSnapshotTable(img: Qcow2Image, actions: string[]): Promise<void> {
   const h = img.header, cs = img.clusterSize;
@@ -117,12 +143,20 @@ export async function rewriteSnapshotTable(img: Qcow2Image, actions: string[]): 
   const size = entries.reduce((a, b) => a + b.length, 0);
   const rc = await RefcountWriter.load({ file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
   assertNotLocked(img.path);
-  // the old table's clusters are never reused for the new one, even where the check counted them
-  // free (a table reaching past the end of the file is not counted, as in QEMU): held while allocating
+  // clusters past the end of the file that the refcount blocks count as used are never allocated
+  // (a truncated file's tables still point there; QEMU's allocator skips them by their refcounts
+  // too): the writer tracks refcounts up to the end of the file, so these get their stored values
+  let tracked = Math.ceil(img.file.size / cs);
+  for (const [k, v] of await usedPastEof(img)) {
+    if (rc.get(k) === 0) rc.add(k, v, 'cluster past the end of the file');
+    tracked = Math.max(tracked, k + 1);
+  }
+  // nor the old table's, even where the check counted them free (a table reaching past the end of
+  // the file is not counted, as in QEMU): held while allocating. Its clusters beyond every tracked
+  // one have no refcount to hold or free (a damaged offset may point far past the end)
   const first = Math.floor(h.snapshotsOffset / cs);
-  const last = Math.min(Math.ceil((h.snapshotsOffset + img.snapshotTable.size) / cs), Math.ceil(img.file.size / cs));
-  const held: number[] = [];
-  for (let k = first; k < last; k++) if (rc.get(k) === 0) { rc.add(k, 1, 'old snapshot table'); held.push(k); }
+  const last = Math.min(Math.ceil((h.snapshotsOffset + img.snapshotTable.size) / cs), tracked);
+  for (let k = first; k < last; k++) if (rc.get(k) === 0) rc.add(k, 1, 'old snapshot table');
   const offset = rc.allocate(Math.ceil(size / cs), 'snapshot table');
   await rc.flush();
   await writeAt(img.file, offset, Buffer.concat(entries), 'new snapshot table');
