@@ -25,28 +25,8 @@ export interface KnownClass {
 const STATUS: Divergence['aspect'][] = ['info-status', 'check-status'];
 const touches = (c: Case, re: RegExp): boolean => c.mutations.some(m => re.test(m.target));
 const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu, c.outcome.repair?.qemu].map(stderrOf).join('\n');
-const oursRefused = (c: Case): boolean => c.outcome.info.ours.status === 1 || c.outcome.check.ours.status === 1 || c.outcome.repair?.ours.status === 1;
-const truncated = (c: Case): boolean => c.mutations.some(m => m.op === 'truncate');
 
 export const KNOWN: KnownClass[] = [
-  {
-    id: 'truncated-file',
-    source: 'issue 9',
-    description: 'a truncated file: qemu-img still opens it and prints its JSON (reads past the end return zeros); we refuse with exit 1',
-    match: (c, d) => truncated(c) && oursRefused(c) && [...STATUS, 'repair-worse', 'check-count'].includes(d.aspect),
-  },
-  {
-    id: 'snapshot-table-damaged',
-    source: 'issue 9',
-    description: 'a damaged snapshot table (entry sizes, counts, extra data, L1 size or offset; header nb_snapshots, snapshots_offset): refused with exit 1, or judged with other counts than QEMU\'s, instead of a finding with QEMU\'s counts that -r all fixes as QEMU does',
-    match: (c, d) => d.aspect !== 'info-field' && !truncated(c) && touches(c, /^snapshot\[\d+\]\.[a-z0-9_]+$|^header\.(nb_snapshots|snapshots_offset)$/),
-  },
-  {
-    id: 'refcount-table-missing',
-    source: 'issue 9',
-    description: 'a missing or empty refcount table (header refcount_table_offset or _clusters 0): QEMU checks it and -r all rebuilds; we refuse',
-    match: (c, d) => d.aspect !== 'info-field' && c.mutations.some(m => /^header\.refcount_table_(offset|clusters)$/.test(m.target) && m.after === '0x0'),
-  },
   {
     id: 'missing-backing',
     source: 'issue 9',
@@ -76,12 +56,6 @@ export const KNOWN: KnownClass[] = [
     source: 'README',
     description: 'a damaged persistent bitmap: QEMU re-stores bitmaps when -r all opens the image read-write, our repair leaves them as they are',
     match: (c, d) => d.aspect === 'repair-worse' && c.mutations.some(m => m.cls === 'bitmap'),
-  },
-  {
-    id: 'table-past-eof-info',
-    source: 'fuzzer',
-    description: 'the active L1 table or the refcount table lying (partly) past the end of the file (its offset or size damaged): qemu-img info opens the image, our info refuses it (our check judges it, as qemu-img check does)',
-    match: (c, d) => d.aspect === 'info-status' && c.outcome.info.qemu.status === 0 && /(L1|refcount) table at 0x[0-9a-f]+: .*past the end of the file/.test(stderrOf(c.outcome.info.ours)),
   },
   {
     id: 'unaligned-l2-table-repair',

@@ -7,7 +7,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pokeBytes, qemuImg, qemuIo, tmpDir, writeBE64 } from '../helpers/qemu';
-import { assertCleanFailure, assertInfoEqual } from './compare';
+import { assertCleanFailure, assertInfoEqual, assertMatchesQemu } from './compare';
 
 const dir = tmpDir('qcow2-lens-badhdr-');
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -57,17 +57,18 @@ test('L1 table of 2^31 entries', () => {
   failsEverywhere(img, /header\.l1_size/, 0x24);
 });
 
-test('L1 table, refcount table and snapshot table offsets past the end of the file', () => {
+test('L1 table, refcount table and snapshot table offsets past the end of the file: read as zeros, as QEMU reads them', () => {
+  // qemu-img info, map and convert open such images (reads past the end of the file return zeros)
   const l1 = good('l1-past.qcow2');
   writeBE64(l1, 40, 1n << 40n);
-  failsEverywhere(l1, /L1 table.*past the end of the file/, 2 ** 40);
+  assertMatchesQemu(l1, dir);
   const rt = good('reftable-past.qcow2');
   writeBE64(rt, 48, 1n << 40n);
-  failsEverywhere(rt, /refcount table.*past the end of the file/, 2 ** 40);
+  assertMatchesQemu(rt, dir);
   const sn = good('snap-past.qcow2');
   qemuImg('snapshot', '-c', 's1', sn);
   writeBE64(sn, 64, 1n << 40n);
-  failsEverywhere(sn, /snapshot.*past the end of the file/, 2 ** 40);
+  assertMatchesQemu(sn, dir);
 });
 
 test('refcount table and snapshot count beyond QEMU limits', () => {

@@ -28,10 +28,10 @@ function cut(src: string, name: string, bytes: number): string {
   return out;
 }
 
-test('file cut inside the L1 table', () => {
+test('file cut inside the L1 table: the missing entries read as zeros, as QEMU reads them', () => {
   const { img, l1 } = good('l1-src.qcow2');
   const t = cut(img, 'l1-cut.qcow2', l1 + 4);
-  for (const c of [['info', '--json'], ['map', '--json'], ['read']]) assertCleanFailure([c[0], t, ...c.slice(1)], t, /L1 table.*past the end of the file/, l1);
+  assertMatchesQemu(t, dir);
 });
 
 test('file cut inside an L2 table', () => {

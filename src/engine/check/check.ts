@@ -14,6 +14,7 @@ import { type ExactRefcounts, maxRefcount, refcountText } from '../qcow2/refcoun
 import { EXPLAIN, type CheckOptions, type CheckResult, type CheckState, type Finding } from './findings';
 import { CopiedCheck } from './oflagCopied';
 import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES } from './roles';
+import { snapshotTableFindings, unreadableSnapshotTableFinding } from './snapshotTable';
 import { readStoredRefcounts } from './storedRefcounts';
 import { clusterUsage } from './usage';
 import type { UsageIssue, UsageIssueKind } from './usageCounter';
@@ -63,6 +64,9 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   if (h.incompatibleFeatures & L.INCOMPAT_DIRTY) {
     add({ kind: 'dirty-bit', severity: 'warning', hostOffset: L.HEADER_FIELD.incompatible_features.offset, structure: INCOMPAT_FEATURES_PATH, message: 'The image is marked dirty (incompatible feature bit 0): it was not closed cleanly.', explanation: EXPLAIN['dirty-bit'] });
   }
+  const snap = snapshotTableFindings(img);
+  for (const f of snap.findings) add(f);
+  st.corruptions += snap.corruptions;
   for (const i of usage.issues) add(issueFinding(i));
   st.findingsDropped += usage.issueCount - usage.issues.length;
 
@@ -157,6 +161,12 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   await copied.finish(st, add);
   progress(4);
 
+  // a snapshot table QEMU's check cannot read stops its check before the refcounts: one check error, nothing else counted
+  const unreadable = unreadableSnapshotTableFinding(img);
+  if (unreadable) {
+    Object.assign(st, { checkErrors: 1, corruptions: 0, leaks: 0, rebuild: false, copiedL1: [], copiedL2: [], leakedClusters: [], lowClusters: [], findings: [unreadable], findingsDropped: 0, incomplete: true });
+  }
+
   if (st.findingsDropped > 0) {
     st.findings.push({ kind: 'findings-truncated', severity: 'info', structure: 'check', message: `${st.findingsDropped} further findings are not listed (the first ${maxFindings} are).`, explanation: EXPLAIN['findings-truncated'], count: st.findingsDropped });
   }
@@ -202,11 +212,12 @@ export function checkResultOf(img: Qcow2Image, st: CheckState, fixed?: { leaks: 
 
 /**
  * Opens an image the way the check reads it, as qemu-img check does: without its backing chain or
- * data file (the check needs neither; repair opens it writable), and with table bytes past the end of a truncated file read
- * as zeros so the truncation is judged rather than refused.
+ * data file (the check needs neither; repair opens it writable), with table bytes past the end of a truncated file read
+ * as zeros so the truncation is judged rather than refused, a missing refcount table accepted, and
+ * the snapshot table read as QEMU's check reads it ('repair': as `-r all` reads it).
  */
-export function openForCheck(path: string, writable = false): Promise<Qcow2Image> {
-  return Qcow2Image.open(path, { writable, openBacking: false, openDataFile: false, zeroPastEof: true });
+export function openForCheck(path: string, writable = false, mode: 'check' | 'repair' = writable ? 'repair' : 'check'): Promise<Qcow2Image> {
+  return Qcow2Image.open(path, { writable, openBacking: false, openDataFile: false, zeroPastEof: true, checkMode: mode });
 }
 
 export async function checkImage(img: Qcow2Image, opts: CheckOptions = {}): Promise<CheckResult> {

@@ -68,6 +68,8 @@ export interface CheckState {
   lowClusters: number[];
   findings: Finding[];
   findingsDropped: number;
+  /** The check stopped before the refcounts, as QEMU's does (an unreadable snapshot table): nothing to repair. */
+  incomplete?: boolean;
 }
 
 export const EXPLAIN: Record<string, string> = {
@@ -90,6 +92,11 @@ export const EXPLAIN: Record<string, string> = {
   'subcluster-bitmap-invalid': 'The subcluster bitmap contradicts itself, so QEMU refuses to read the affected range; repair does not guess the intended state.',
   'snapshot-l1-unaligned': 'The snapshot table entry points at a misaligned L1 table, so that snapshot cannot be used or reverted to.',
   'snapshot-l1-too-large': 'The snapshot table entry claims an impossibly large L1 table, so that snapshot cannot be used.',
+  'snapshot-incomplete': 'Version 3 images need the VM state size and disk size in every snapshot table entry; without them QEMU guesses the disk size; `--repair all` rewrites the table with them filled in (the snapshot\'s data is not touched).',
+  'snapshot-extra-data-too-large': 'QEMU refuses to open an image whose snapshot entry carries more than 1024 bytes of extra data; `--repair all` cuts it to 1024 bytes and rewrites the table, as `qemu-img check -r all` does.',
+  'snapshot-table-overlong': 'QEMU refuses to open an image with more snapshots, or a bigger snapshot table, than it allows; `--repair all` drops the overhanging entries at the end of the table (their clusters become leaks, which it frees).',
+  'snapshot-table-unreadable': 'QEMU cannot read this snapshot table, so it cannot open the image and its check stops here; `--repair all` drops or cuts the entries beyond QEMU\'s limits where it can.',
+  'backing-chain-broken': 'The image\'s backing file cannot be opened, so the guest cannot be read through this image (QEMU refuses to open it); the image file alone was judged.',
   'snapshots-with-data-file': 'Internal snapshots are not possible with an external data file; the snapshot entries are unusable.',
   'bitmap-table-entry-invalid': 'A persistent bitmap\'s table entry is invalid, so that bitmap\'s contents cannot be trusted (the guest data is not affected).',
   'reftable-reserved-bits': 'The refcount table entry is unusable, so refcounts of the clusters it covers are unknown; `--repair all` rebuilds the refcount structure.',

@@ -15,6 +15,10 @@
  *     one 12-byte write, fsync. Before the switch the old structure is intact; after it the new
  *     one is complete.
  *  3. COPIED flags in L2 tables and L1 entries, now that refcounts are right, fsync.
+ *  0. (-r all) Snapshot entries beyond QEMU's limits: the header's nb_snapshots lowered (one 4-byte
+ *     write), fsync — their clusters become leaks that step 2 frees.
+ *  3b. (-r all) A snapshot table with cut or incomplete entries rewritten whole in new clusters,
+ *     then the header switched, then the old clusters freed (snapshotTable.ts has the order).
  *  4. Header last: dirty and corrupt bits cleared only when the re-check finds no corruption, fsync.
  */
 import { analyzeImage, CheckResult, checkResultOf, CheckState, openForCheck } from './check';
@@ -27,6 +31,7 @@ import { formatPath, step } from '../path';
 import { maxRefcount, setRefcountAt } from '../qcow2/refcount';
 import { RefcountWriter, writeAt } from '../ops/refcountWrite';
 import { assertNotLocked } from '../ops/writable';
+import { rewriteSnapshotTable, snapshotTableFindings, snapshotTableRewrites, writeReducedSnapshotCount } from './snapshotTable';
 
 export type RepairMode = 'leaks' | 'all';
 
@@ -46,23 +51,37 @@ export interface RepairOptions {
   onProgress?(done: number, total: number): void;
 }
 
-function reopen(path: string): Promise<Qcow2Image> {
-  return openForCheck(path, true);
+function reopen(path: string, mode: RepairMode): Promise<Qcow2Image> {
+  return openForCheck(path, true, mode === 'all' ? 'repair' : 'check');
 }
 
 export async function repairImage(path: string, mode: RepairMode, opts: RepairOptions = {}): Promise<RepairResult> {
   assertNotLocked(path);
   const actions: string[] = [];
-  let img = await reopen(path);
+  let img = await reopen(path, mode);
   try {
     const st0 = await analyzeImage(img, { signal: opts.signal });
     const before = checkResultOf(img, st0);
+    // QEMU's check stops at a snapshot table it cannot read (-r leaks, or damage -r all cannot cut): nothing is written
+    if (st0.incomplete) return { before, after: before, leaksFixed: 0, corruptionsFixed: 0, actions };
     let st = st0;
+    const extraCut = img.snapshotTable.extraTruncated.length;
     let extraCheckErrors = 0;
     // fixes counted per phase, as QEMU counts them (a COPIED flag that only disagrees once the
     // refcounts are right is a second fixed corruption)
     let leaksFixed = 0, corruptionsFixed = 0;
     const step = (n: number) => opts.onProgress?.(n, 5);
+
+    // 0. snapshot entries beyond QEMU's limits dropped from the header's count (-r all), as
+    //    qcow2_check_read_snapshot_table does before the refcounts (their clusters become leaks)
+    if (mode === 'all' && img.snapshotTable.dropped) {
+      const n = await writeReducedSnapshotCount(img);
+      corruptionsFixed += n;
+      actions.push(`dropped ${n} snapshot table entr${n === 1 ? 'y' : 'ies'} beyond QEMU's limits from the header's count`);
+      await img.close();
+      img = await reopen(path, mode);
+      st = await analyzeImage(img, { signal: opts.signal });
+    }
     step(1);
 
     // 1. misaligned preallocated zero clusters → plain zero entries (-r all)
@@ -91,7 +110,7 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
         assertNotLocked(path);
         await rebuildRefcounts(img, st, actions);
         await img.close();
-        img = await reopen(path);
+        img = await reopen(path, mode);
         const prev = st;
         st = await analyzeImage(img, { signal: opts.signal });
         const copiedNow = st.copiedL1.length + st.copiedL2.length, copiedBefore = prev.copiedL1.length + prev.copiedL2.length;
@@ -109,24 +128,36 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
       corruptionsFixed += changed.low;
       if (changed.leaks + changed.low > 0) {
         await img.close();
-        img = await reopen(path);
+        img = await reopen(path, mode);
         st = await analyzeImage(img, { signal: opts.signal });
       }
     }
     step(3);
 
     // 3. OFLAG_COPIED (-r all always; -r leaks only when everything else is consistent, as QEMU)
-    const otherCorruptions = st.corruptions - st.copiedL1.length - st.copiedL2.length;
+    // (snapshot-table corruptions are QEMU's separate snapshot result: they do not hold this back)
+    const otherCorruptions = st.corruptions - st.copiedL1.length - st.copiedL2.length - snapshotTableFindings(img).corruptions;
     const fixCopied = mode === 'all' || (st.checkErrors === 0 && otherCorruptions === 0 && st.leaks === 0 && extraCheckErrors === 0);
     if (fixCopied && (st.copiedL1.length || st.copiedL2.length)) {
       assertNotLocked(path);
       await fixCopiedFlags(img, st, actions);
       corruptionsFixed += st.copiedL1.length + st.copiedL2.length;
       await img.close();
-      img = await reopen(path);
+      img = await reopen(path, mode);
       st = await analyzeImage(img, { signal: opts.signal });
     }
     step(4);
+
+    // 3b. the snapshot table rewritten when entries were cut or incomplete (-r all), once the
+    //     refcounts it allocates from are right (QEMU's qcow2_check_fix_snapshot_table)
+    const snapshotFixes = mode === 'all' ? snapshotTableRewrites(img, extraCut) : 0;
+    if (snapshotFixes) {
+      await rewriteSnapshotTable(img, actions);
+      corruptionsFixed += snapshotFixes;
+      await img.close();
+      img = await reopen(path, mode);
+      st = await analyzeImage(img, { signal: opts.signal });
+    }
 
     // 4. header last: clear dirty/corrupt once nothing is wrong
     const h = img.header;
@@ -137,7 +168,7 @@ export async function repairImage(path: string, mode: RepairMode, opts: RepairOp
       await img.file.sync();
       actions.push('cleared the dirty/corrupt bits in the header');
       await img.close();
-      img = await reopen(path);
+      img = await reopen(path, mode);
       st = await analyzeImage(img, { signal: opts.signal });
     }
     step(5);

@@ -82,8 +82,7 @@ export async function clusterUsage(img: Qcow2Image, opts: ClusterUsageOptions = 
   u.inc(0, cs, ROLE_HEADER, none, none, none, () => 'header');
   await checkRefcountsL1(u, img.l1, h.l1TableOffset, h.l1Size, none, opts.signal, opts.onActiveL2);
   await checkSnapshotsRefcounts(u, opts.signal);
-  const snapshotsSize = img.snapshots.reduce((s, x) => s + x.entrySize, 0);
-  u.inc(h.snapshotsOffset, snapshotsSize, ROLE_SNAPSHOT_TABLE, none, none, none, () => 'snapshot table');
+  u.inc(h.snapshotsOffset, img.snapshotTable.size, ROLE_SNAPSHOT_TABLE, none, none, none, () => 'snapshot table');
   const reftableBytes = h.refcountTableClusters * cs;
   u.inc(h.refcountTableOffset, reftableBytes, ROLE_REFCOUNT_TABLE, none, none, none, () => 'refcount table');
   if (h.crypto && h.crypto.length > 0) {

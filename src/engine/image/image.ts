@@ -17,7 +17,7 @@ import * as L from '../qcow2/layout';
 import { HEADER_FIELD } from '../qcow2/layout';
 import { formatPath, formatStep, PATH_SEPARATOR, step } from '../path';
 import { decodeRefcountTable, readAllRefcounts, readRefcountTable, RefcountGeometry, refcountGeometry } from '../qcow2/refcount';
-import { readSnapshotTable, Snapshot } from '../qcow2/snapshot';
+import { readSnapshotTableChecked, Snapshot, SnapshotTableRead } from '../qcow2/snapshot';
 
 export interface OpenOptions {
   writable?: boolean;
@@ -28,9 +28,17 @@ export interface OpenOptions {
   /**
    * Read the L1 and refcount tables even when the file was truncated inside them, with the
    * missing bytes as zeros — QEMU's block layer reads past EOF as zeros, and the check (usage.ts)
-   * judges truncated images the way `qemu-img check` does. Default false.
+   * judges truncated images the way `qemu-img check` does. Default: true for read-only opens (as
+   * QEMU reads them: `qemu-img info` opens such images), false for writable ones.
    */
   zeroPastEof?: boolean;
+  /**
+   * Open as `qemu-img check` opens (BDRV_O_CHECK): table bytes past the end of the file read as
+   * zeros, a missing refcount table (0 clusters) is accepted, and a snapshot table QEMU's check
+   * cannot read is recorded in `snapshotTable.error` instead of refusing the image ('check'), or
+   * read as `check -r all` reads it, dropping and cutting what QEMU drops and cuts ('repair').
+   */
+  checkMode?: 'check' | 'repair';
   /** Internal: paths already open above this image, to refuse loops. */
   chain?: string[];
 }
@@ -59,6 +67,11 @@ export class Qcow2Image implements BlockLayer {
   backingPath?: string;
   dataFile: ImageFile | null = null;
   dataFilePath?: string;
+  /**
+   * How the snapshot table was read: QEMU's snapshots_size, what a repair-mode read dropped or cut,
+   * and (check mode) why QEMU's check cannot read it — then `snapshots` is empty.
+   */
+  snapshotTable: Omit<SnapshotTableRead, 'snapshots'> & { error?: Qcow2Error } = { size: 0, dropped: 0, extraTruncated: [] };
   private l2Cache = new Map<number, Buffer>();
   private static readonly L2_CACHE_ENTRIES = 128;
 
@@ -92,7 +105,7 @@ export class Qcow2Image implements BlockLayer {
   static async open(path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
     const file = await ImageFile.open(path, opts.writable ?? false);
     try {
-      const img = await Qcow2Image.load(path, file, opts.zeroPastEof ?? false);
+      const img = await Qcow2Image.load(path, file, opts.zeroPastEof ?? (opts.checkMode !== undefined || !opts.writable), opts.checkMode);
       if (opts.openDataFile !== false) await img.openDataFile(opts.writable ?? false);
       if (opts.openBacking !== false) await img.openBacking(opts.chain ?? []);
       return img;
@@ -102,7 +115,7 @@ export class Qcow2Image implements BlockLayer {
     }
   }
 
-  private static async load(path: string, file: ImageFile, zeroPastEof = false): Promise<Qcow2Image> {
+  private static async load(path: string, file: ImageFile, zeroPastEof = false, checkMode?: 'check' | 'repair'): Promise<Qcow2Image> {
     const h = await readHeader(file);
     const unknown = h.incompatibleFeatures & ~SUPPORTED_INCOMPATIBLE;
     if (unknown !== 0n) {
@@ -127,15 +140,27 @@ export class Qcow2Image implements BlockLayer {
       : zeroPastEof ? await file.readPadded(h.l1TableOffset, h.l1Size * 8, 'L1 table')
         : await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table');
     const reftableBytes = h.refcountTableClusters * h.clusterSize;
-    const reftable = zeroPastEof && h.refcountTableOffset + reftableBytes > file.size && reftableBytes <= L.QCOW_MAX_REFTABLE_SIZE && h.refcountTableOffset % h.clusterSize === 0
-      ? decodeRefcountTable(await file.readPadded(h.refcountTableOffset, reftableBytes, 'refcount table'))
-      : await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
-    const snapshots = await readSnapshotTable(file, h.nbSnapshots, h.snapshotsOffset, h.clusterSize);
+    // QEMU's check opens an image without a refcount table (and rebuilds one with -r all)
+    const reftable = checkMode && h.refcountTableClusters === 0 && h.refcountTableOffset % h.clusterSize === 0 ? new Float64Array(0)
+      : zeroPastEof && h.refcountTableOffset + reftableBytes > file.size && reftableBytes <= L.QCOW_MAX_REFTABLE_SIZE && h.refcountTableOffset % h.clusterSize === 0
+        ? decodeRefcountTable(await file.readPadded(h.refcountTableOffset, reftableBytes, 'refcount table'))
+        : await readRefcountTable(file, h.refcountTableOffset, h.refcountTableClusters, h.clusterSize);
+    let table: SnapshotTableRead & { error?: Qcow2Error };
+    try {
+      table = await readSnapshotTableChecked(file, h.nbSnapshots, h.snapshotsOffset, h.clusterSize, { repair: checkMode === 'repair' });
+    } catch (e) {
+      // qemu-img check reports an unreadable snapshot table as a failed check, not a refused open
+      if (checkMode !== 'check' || !(e instanceof Qcow2Error)) throw e;
+      table = { snapshots: [], size: 0, dropped: 0, extraTruncated: [], error: e };
+    }
+    const { snapshots, ...tableInfo } = table;
     let bitmaps: Bitmap[] = [];
     if (h.bitmaps && (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) !== 0n) {
       bitmaps = await readBitmapDirectory(file, h.bitmaps.nbBitmaps, h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, h.clusterSize);
     }
-    return new Qcow2Image(path, file, h, l1, reftable, snapshots, bitmaps);
+    const img = new Qcow2Image(path, file, h, l1, reftable, snapshots, bitmaps);
+    img.snapshotTable = tableInfo;
+    return img;
   }
 
   private async openDataFile(writable: boolean): Promise<void> {

@@ -22,7 +22,6 @@ export interface Snapshot {
   name: string;
   dateSec: number;
   dateNsec: number;
-  /** The 64-bit fields are bigint: exact beyond 2^53, as QEMU prints them. */
   vmClockNsec: bigint;
   vmStateSize: number; // the 32-bit field
   extraDataSize: number;
@@ -33,71 +32,122 @@ export interface Snapshot {
   extraData: Buffer;
 }
 
-export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number): Promise<Snapshot[]> {
-  if (nbSnapshots > L.QCOW_MAX_SNAPSHOTS) {
-    throw new Qcow2Error(file.path, headerPath('nb_snapshots'), L.HEADER_FIELD.nb_snapshots.offset, `${nbSnapshots} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS}`);
-  }
-  // QEMU validates the offset whatever the count ("Snapshot table offset invalid"), an empty table too
-  if (snapshotsOffset % clusterSize !== 0) {
-    throw new Qcow2Error(file.path, 'snapshot table', snapshotsOffset, 'offset is not cluster-aligned');
-  }
-  if (nbSnapshots === 0) return [];
-  // Read in growing chunks: each entry is variable-sized, but the whole table is at most 64 MiB.
-  let buf: Buffer = Buffer.alloc(0);
-  let have = 0;
-  const ensure = async (end: number, what: string, at: number) => {
-    if (end > L.QCOW_MAX_SNAPSHOTS_SIZE) {
-      throw new Qcow2Error(file.path, what, at, `snapshot table exceeds QEMU's ${L.QCOW_MAX_SNAPSHOTS_SIZE}-byte limit`);
+export interface SnapshotTableRead {
+  snapshots: Snapshot[];
+  /** QEMU's snapshots_size: bytes from the table's start to the end of the last entry read (its padding not included). */
+  size: number;
+  /** Repair mode: entries dropped off the end (more than QEMU allows, or past its 64 MiB table limit) — QEMU's nb_clusters_reduced. */
+  dropped: number;
+  /**
+   * Repair mode: entries whose extra data was cut to QEMU's 1024-byte limit — QEMU's
+   * extra_data_dropped, which also counts an entry dropped right after its cut.
+   */
+  extraTruncated: { index: number; hostOffset: number; extraDataSize: number }[];
+}
+
+export interface SnapshotReadOptions {
+  /**
+   * Read as `qemu-img check -r all` does (qcow2_check_read_snapshot_table with BDRV_FIX_ERRORS):
+   * entries beyond QEMU's limits are dropped and too much extra data is cut, reported in the result,
+   * where a plain open refuses the table.
+   */
+  repair?: boolean;
+}
+
+/** Window over the table's bytes: padded reads (bytes past the end of the file are zeros, as QEMU reads them), 1 MiB at a time. */
+function tableReader(file: ImageFile, base: number): (rel: number, len: number) => Promise<Buffer> {
+  let wStart = 0, win: Buffer = Buffer.alloc(0);
+  return async (rel, len) => {
+    if (rel < wStart || rel + len > wStart + win.length) {
+      wStart = rel;
+      win = await file.readPadded(base + rel, Math.max(len, 1024 * 1024), 'snapshot table');
     }
-    if (end <= have) return;
-    const want = Math.min(Math.max(end, have * 2, 65536), L.QCOW_MAX_SNAPSHOTS_SIZE, file.size - snapshotsOffset);
-    if (want < end) {
-      throw new Qcow2Error(file.path, what, at, `snapshot table runs past the end of the file (0x${file.size.toString(16)})`);
-    }
-    // a buffer padded to 8 bytes past the end: QEMU does not write the last entry's padding
-    buf = Buffer.alloc(L.alignUp(want, 8));
-    (await file.read(snapshotsOffset, want, 'snapshot table')).copy(buf);
-    have = want;
+    return win.subarray(rel - wStart, rel - wStart + len);
   };
-  const out: Snapshot[] = [];
-  let pos = 0;
-  for (let i = 0; i < nbSnapshots; i++) {
-    const at = snapshotsOffset + pos;
-    const what = formatPath([step('snapshot', i)]);
-    await ensure(pos + L.SNAPSHOT_HEADER_SIZE, what, at);
-    const l1TableOffset = Number(buf.readBigUInt64BE(pos + E.l1_table_offset));
-    const l1Size = buf.readUInt32BE(pos + E.l1_size);
-    const idSize = buf.readUInt16BE(pos + E.id_str_size);
-    const nameSize = buf.readUInt16BE(pos + E.name_size);
-    const extraDataSize = buf.readUInt32BE(pos + E.extra_data_size);
-    if (extraDataSize > L.SNAPSHOT_MAX_EXTRA_DATA) {
-      throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'extra_data_size' })]), at + E.extra_data_size, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA}`);
+}
+
+/**
+ * The snapshot table as QEMU 7.2 reads it (block/qcow2-snapshot.c qcow2_do_read_snapshots, after
+ * qcow2_validate_table): bytes past the end of the file read as zeros; an entry with more than
+ * 1024 bytes of extra data or a table beyond 64 MiB is refused — or, with `repair`, cut and dropped
+ * as `qemu-img check -r all` does. The snapshots' L1 tables are not judged here (the check does).
+ */
+export async function readSnapshotTableChecked(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number, opts: SnapshotReadOptions = {}): Promise<SnapshotTableRead> {
+  const result: SnapshotTableRead = { snapshots: [], size: 0, dropped: 0, extraTruncated: [] };
+  let nb = nbSnapshots;
+  if (nb > L.QCOW_MAX_SNAPSHOTS) {
+    if (!opts.repair) {
+      throw new Qcow2Error(file.path, headerPath('nb_snapshots'), L.HEADER_FIELD.nb_snapshots.offset, `${nb} snapshots exceed QEMU's limit of ${L.QCOW_MAX_SNAPSHOTS} (qemu-img check -r all drops the ${nb - L.QCOW_MAX_SNAPSHOTS} overhanging ones)`);
     }
-    const entrySize = L.alignUp(L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, 8);
-    await ensure(pos + L.SNAPSHOT_HEADER_SIZE + extraDataSize + idSize + nameSize, what, at);
-    const extraStart = pos + E.extra_data, idStart = extraStart + extraDataSize, nameStart = idStart + idSize;
-    const extra = buf.subarray(extraStart, idStart);
-    const sn: Snapshot = {
-      index: i, hostOffset: at, entrySize, l1TableOffset, l1Size,
-      id: cString(buf, idStart, nameStart),
-      name: cString(buf, nameStart, nameStart + nameSize),
-      dateSec: buf.readUInt32BE(pos + E.date_sec),
-      dateNsec: buf.readUInt32BE(pos + E.date_nsec),
-      vmClockNsec: buf.readBigUInt64BE(pos + E.vm_clock_nsec),
-      vmStateSize: buf.readUInt32BE(pos + E.vm_state_size),
-      extraDataSize,
-      extraData: Buffer.from(extra),
-    };
-    if (extraDataSize >= X.vm_state_size_large + 8) sn.vmStateSizeLarge = extra.readBigUInt64BE(X.vm_state_size_large);
-    if (extraDataSize >= X.disk_size + 8) sn.diskSize = extra.readBigUInt64BE(X.disk_size);
-    if (extraDataSize >= X.icount + 8) sn.icount = extra.readBigUInt64BE(X.icount);
-    if (l1Size > L.QCOW_MAX_L1_SIZE / 8) {
-      throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'l1_size' })]), at + E.l1_size, `snapshot L1 table of ${l1Size} entries exceeds QEMU's limit of ${L.QCOW_MAX_L1_SIZE / 8}`);
-    }
-    out.push(sn);
-    pos += entrySize;
+    result.dropped = nb - L.QCOW_MAX_SNAPSHOTS;
+    nb = L.QCOW_MAX_SNAPSHOTS;
   }
-  return out;
+  // QEMU validates the offset whatever the count
+  if (snapshotsOffset % clusterSize !== 0 || !Number.isSafeInteger(snapshotsOffset + nb * L.SNAPSHOT_HEADER_SIZE)) {
+    throw new Qcow2Error(file.path, headerPath('snapshots_offset'), L.HEADER_FIELD.snapshots_offset.offset, `snapshot table offset ${snapshotsOffset} is invalid (not cluster-aligned)`);
+  }
+  if (nb === 0) return result;
+  const at = tableReader(file, snapshotsOffset);
+  const out = result.snapshots;
+  // pos: where QEMU's read stands (relative to the table), length: the table's length with cut extra data
+  let pos = 0, length = 0;
+  for (let i = 0; i < nb; i++) {
+    const before = pos;
+    const what = formatPath([step('snapshot', i)]);
+    pos = L.alignUp(pos, 8);
+    length = L.alignUp(length, 8);
+    const hostOffset = snapshotsOffset + pos;
+    const hdr = await at(pos, L.SNAPSHOT_HEADER_SIZE);
+    const idSize = hdr.readUInt16BE(E.id_str_size);
+    const nameSize = hdr.readUInt16BE(E.name_size);
+    const extraDataSize = hdr.readUInt32BE(E.extra_data_size);
+    let kept = extraDataSize;
+    if (extraDataSize > L.SNAPSHOT_MAX_EXTRA_DATA) {
+      if (!opts.repair) {
+        throw new Qcow2Error(file.path, formatPath([step('snapshot', i, { field: 'extra_data_size' })]), hostOffset + E.extra_data_size, `${extraDataSize} bytes of extra data exceed QEMU's limit of ${L.SNAPSHOT_MAX_EXTRA_DATA} (qemu-img check -r all cuts it)`);
+      }
+      kept = L.SNAPSHOT_MAX_EXTRA_DATA;
+      result.extraTruncated.push({ index: i, hostOffset, extraDataSize });
+    }
+    const extra = Buffer.from(await at(pos + E.extra_data, kept));
+    const idStart = pos + E.extra_data + extraDataSize;
+    const strings = await at(idStart, idSize + nameSize);
+    const end = idStart + idSize + nameSize;
+    length += L.SNAPSHOT_HEADER_SIZE + kept + idSize + nameSize;
+    if (length > L.QCOW_MAX_SNAPSHOTS_SIZE || end > 0x7fffffff) {
+      if (!opts.repair) {
+        throw new Qcow2Error(file.path, what, hostOffset, `snapshot table exceeds QEMU's ${L.QCOW_MAX_SNAPSHOTS_SIZE}-byte limit (qemu-img check -r all drops the ${nb - i} overhanging snapshots)`);
+      }
+      result.dropped += nb - i;
+      pos = before;
+      break;
+    }
+    const sn: Snapshot = {
+      index: i, hostOffset, entrySize: L.alignUp(end - pos, 8),
+      l1TableOffset: Number(hdr.readBigUInt64BE(E.l1_table_offset)),
+      l1Size: hdr.readUInt32BE(E.l1_size),
+      id: cString(strings, 0, idSize),
+      name: cString(strings, idSize, idSize + nameSize),
+      dateSec: hdr.readUInt32BE(E.date_sec),
+      dateNsec: hdr.readUInt32BE(E.date_nsec),
+      vmClockNsec: hdr.readBigUInt64BE(E.vm_clock_nsec),
+      vmStateSize: hdr.readUInt32BE(E.vm_state_size),
+      extraDataSize,
+      extraData: extra,
+    };
+    if (kept >= X.vm_state_size_large + 8) sn.vmStateSizeLarge = extra.readBigUInt64BE(X.vm_state_size_large);
+    if (kept >= X.disk_size + 8) sn.diskSize = extra.readBigUInt64BE(X.disk_size);
+    if (kept >= X.icount + 8) sn.icount = extra.readBigUInt64BE(X.icount);
+    out.push(sn);
+    pos = end;
+  }
+  result.size = pos;
+  return result;
+}
+
+/** The snapshot table as a plain open reads it (refusing what QEMU refuses to open). */
+export async function readSnapshotTable(file: ImageFile, nbSnapshots: number, snapshotsOffset: number, clusterSize: number): Promise<Snapshot[]> {
+  return (await readSnapshotTableChecked(file, nbSnapshots, snapshotsOffset, clusterSize)).snapshots;
 }
 
 /** A snapshot id or name as QEMU holds it: a C string, so it ends at the first NUL byte. */
@@ -105,6 +155,9 @@ function cString(buf: Buffer, start: number, end: number): string {
   const nul = buf.indexOf(0, start);
   return buf.toString('utf8', start, nul >= 0 && nul < end ? nul : end);
 }
+
+/** icount when the snapshot recorded none (QEMU writes -1). */
+export const NO_ICOUNT = 0xffffffffffffffffn;
 
 /** Serialises one snapshot table entry (header, extra data, id, name, padding). */
 export function encodeSnapshot(sn: Snapshot): Buffer {
@@ -131,10 +184,6 @@ export function encodeSnapshot(sn: Snapshot): Buffer {
   return b;
 }
 
-/** icount when the snapshot recorded none (QEMU writes -1). */
-export const NO_ICOUNT = 0xffffffffffffffffn;
-
-/** What a user is shown of one snapshot, as plain numbers (for tables and the editor; info's JSON takes the exact fields from Snapshot). */
 export interface SnapshotInfo {
   id: string;
   name: string;
