@@ -8,6 +8,7 @@ import { bitmapCommand } from './bitmap';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
 import { compactCommand } from './compact';
+import { convertCommand } from './convert';
 import { createCommand } from './create';
 import { cpCommand } from './cp';
 import { infoCommand } from './info';
@@ -26,6 +27,7 @@ export const commands: readonly CommandSpec[] = [
   checkCommand,
   snapshotCommand,
   compactCommand,
+  convertCommand,
   createCommand,
   resizeCommand,
   measureCommand,
