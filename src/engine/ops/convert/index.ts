@@ -328,9 +328,11 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
   const written = new Uint8Array(n);
   const sub = w.entrySize === 16 ? cs / 32 : cs;
   const masks = w.entrySize === 16 ? new Uint32Array(n) : undefined;
+  const ranges: Array<[number, number]> = [];
   for (let c0 = 0; c0 < buf.length; c0 += REQUEST) {
     const chunk = buf.subarray(c0, Math.min(buf.length, c0 + REQUEST));
     for (const [s, e] of writtenRanges(chunk, guest + c0, job.minSparse)) {
+      ranges.push([c0 + s, c0 + e]);
       for (let b = c0 + s; b < c0 + e;) {
         const i = Math.floor(b / cs), end = Math.min(c0 + e, (i + 1) * cs);
         written[i] = 1;
@@ -344,7 +346,11 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
     let j = i + 1;
     while (j < n && written[j] === written[i]) j++;
     if (!written[i]) await zeroCluster(i, j);
-    else await w.writeData(guest + i * cs, buf.subarray(i * cs, j * cs), masks?.subarray(i, j), job.withBacking);
+    else {
+      const from = i * cs, to = j * cs;
+      const within = ranges.filter(([s, e]) => e > from && s < to).map(([s, e]) => [Math.max(s, from) - from, Math.min(e, to) - from] as [number, number]);
+      await w.writeData(guest + from, buf.subarray(from, to), masks?.subarray(i, j), job.withBacking, within);
+    }
     i = j;
   }
 }

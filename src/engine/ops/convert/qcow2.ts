@@ -41,12 +41,16 @@ export class Qcow2Writer extends ClusterModel {
    * Writes whole clusters of guest data starting at cluster-aligned `guest` (`data.length` a
    * multiple of the cluster size; the tail past the disk's end is zeros). With extended L2
    * entries, `masks` (one per cluster) says which subclusters were written (default: all); with
-   * `zeroRest` the others are marked zero instead of left unallocated.
+   * `zeroRest` the others are marked zero instead of left unallocated. `written` (byte ranges of
+   * `data`) is what qemu-img writes of it: where QEMU does not copy-on-write the rest of the
+   * cluster (extended L2: whole subclusters only; preallocated clusters: exactly those bytes),
+   * only that is written, so the file's length and holes are qemu-img's.
    */
-  async writeData(guest: number, data: Buffer, masks?: Uint32Array, zeroRest = false): Promise<void> {
+  async writeData(guest: number, data: Buffer, masks?: Uint32Array, zeroRest = false, written?: ReadonlyArray<readonly [number, number]>): Promise<void> {
     this.masks = masks;
     this.maskBase = guest;
     this.zeroRest = zeroRest;
+    this.written = written;
     if (this.preallocated) return this.writeMapped(guest, data);
     let done = 0;
     while (done < data.length) {
@@ -54,7 +58,7 @@ export class Qcow2Writer extends ClusterModel {
       if (r.bytes <= 0) throw this.broken(undefined, 'the allocator made no progress');
       for (const m of r.metas) {
         const from = m.guest - guest, len = Math.min(m.n * this.cs, data.length - from);
-        await this.disk.write(m.host, data.subarray(from, from + len), 'data');
+        await this.put(m.host, data, from, len);
         await this.linkData(m);
       }
       done += r.bytes;
@@ -62,6 +66,18 @@ export class Qcow2Writer extends ClusterModel {
   }
 
   private masks: Uint32Array | undefined;
+  private written: ReadonlyArray<readonly [number, number]> | undefined;
+
+  /** Writes data[from, from + len) at `host`, or only the parts of it qemu-img writes (see writeData). */
+  private async put(host: number, data: Buffer, from: number, len: number): Promise<void> {
+    const partial = this.written && (this.entrySize === 16 || this.preallocated);
+    if (!partial) { await this.disk.write(host, data.subarray(from, from + len), 'data'); return; }
+    const unit = this.entrySize === 16 ? this.cs / 32 : 1;
+    for (const [r0, r1] of this.written!) {
+      const s = Math.max(from, Math.floor(r0 / unit) * unit), e = Math.min(from + len, Math.ceil(r1 / unit) * unit);
+      if (e > s) await this.disk.write(host + (s - from), data.subarray(s, e), 'data');
+    }
+  }
   private maskBase = 0;
   private zeroRest = false;
 
@@ -87,7 +103,7 @@ export class Qcow2Writer extends ClusterModel {
   private async writeMapped(guest: number, data: Buffer): Promise<void> {
     let runStart = -1, runHost = -1, runLen = 0;
     const flush = async () => {
-      if (runLen) await this.disk.write(runHost, data.subarray(runStart, runStart + runLen), 'data');
+      if (runLen) await this.put(runHost, data, runStart, runLen);
       runLen = 0;
     };
     for (let at = 0; at < data.length; at += this.cs) {
