@@ -157,6 +157,7 @@ export const SECTIONS: BenchSection[] = [
   readPathSection,
   checkSection,
   fileSection('compact', 'compact.js', 'benchCompact'),
+  fileSection('convert', 'convert.js', 'benchConvert'),
 ];
 
 export function formatRows(rows: Row[]): string {

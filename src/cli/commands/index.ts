@@ -19,6 +19,7 @@ export const commands: readonly CommandEntry[] = [
   { name: 'check', load: async () => (await import('./check')).checkCommand },
   { name: 'snapshot', load: async () => (await import('./snapshot')).snapshotCommand },
   { name: 'compact', load: async () => (await import('./compact')).compactCommand },
+  { name: 'convert', load: async () => (await import('./convert')).convertCommand },
   { name: 'sparsify', load: async () => (await import('./sparsify')).sparsifyCommand },
   { name: 'create', load: async () => (await import('./create')).createCommand },
   { name: 'resize', load: async () => (await import('./resize')).resizeCommand },

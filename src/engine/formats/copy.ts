@@ -41,6 +41,67 @@ export function nonZeroRanges(buf: Uint8Array, granularity = 4096): Array<[numbe
   return out;
 }
 
+const SECTOR = 512;
+/** is_allocated_sectors' alignment: allocated runs end on 4 KiB boundaries of the disk. */
+const SECTORS_PER_4K = 8;
+
+function sectorIsZero(buf: Uint8Array, s: number): boolean {
+  return isZero(buf.subarray(s * SECTOR, (s + 1) * SECTOR));
+}
+
+/** qemu-img's is_allocated_sectors: how many sectors from `from` share the first one's kind, 4 KiB-aligned. */
+function sameKindRun(buf: Uint8Array, from: number, n: number, sectorNum: number): { allocated: boolean; count: number } {
+  let zero = sectorIsZero(buf, from);
+  let i = 1;
+  while (i < n && sectorIsZero(buf, from + i) === zero) i++;
+  if (i === n) return { allocated: !zero, count: i };
+  const tail = (sectorNum + i) % SECTORS_PER_4K;
+  if (tail) {
+    if (zero && i <= tail) zero = false; // a short zero tail counts as data
+    if (!zero) i = Math.min(n, i + (SECTORS_PER_4K - tail));
+    else i -= tail;
+  }
+  return { allocated: !zero, count: i };
+}
+
+/**
+ * The byte ranges of `buf` (guest data starting at byte `guestStart`, a multiple of 512) that
+ * `qemu-img convert` writes when zero runs of at least `minSparse` bytes may stay unwritten: its
+ * is_allocated_sectors_min, applied from the start of the buffer as its copy loop applies it
+ * (a zero run shorter than minSparse inside data is written, data ends are 4 KiB-aligned).
+ * `minSparse` 0 writes everything.
+ */
+export function writtenRanges(buf: Uint8Array, guestStart: number, minSparse: number): Array<[number, number]> {
+  const total = Math.ceil(buf.length / SECTOR);
+  if (minSparse === 0) return total ? [[0, buf.length]] : [];
+  const min = minSparse / SECTOR;
+  const out: Array<[number, number]> = [];
+  let at = 0;
+  while (at < total) {
+    const n = total - at, sectorNum = guestStart / SECTOR + at;
+    let used: number;
+    if (n < min) used = n;
+    else {
+      const first = sameKindRun(buf, at, n, sectorNum);
+      if (!first.allocated) { at += first.count; continue; }
+      used = first.count;
+      let checked = used;
+      while (checked < n) {
+        const r = sameKindRun(buf, at + checked, n - checked, sectorNum + checked);
+        checked += r.count;
+        if (r.allocated) used = checked;
+        else if (r.count >= min) break;
+      }
+    }
+    const last = out[out.length - 1];
+    const s = at * SECTOR, e = Math.min(buf.length, (at + used) * SECTOR);
+    if (last && last[1] === s) last[1] = e;
+    else out.push([s, e]);
+    at += used;
+  }
+  return out;
+}
+
 /**
  * Calls `visit(unitStart, data)` in ascending order for every `unitSize`-aligned unit of the source
  * holding a non-zero byte; `data` covers the unit up to the end of the source (the last unit may

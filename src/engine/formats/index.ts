@@ -11,7 +11,7 @@ import { VpcImage } from './vpc/read';
 
 export * from './layer';
 export { FileSink } from './file';
-export { RawReader, rawSource, writeRaw } from './raw';
+export { RawReader, rawSource, writeRaw, type RawWriteOptions } from './raw';
 export { VpcImage } from './vpc/read';
 export { writeVpc, type VpcWriteOptions, type VpcWriteResult } from './vpc/write';
 export { vhdSize, type VhdSize } from './vpc/geometry';

@@ -8,7 +8,7 @@ import { Qcow2Error } from '../errors';
 import { allocateFirstBlock, forEachDataUnit, nonZeroRanges } from './copy';
 import { FormatFile, hostPieces } from './file';
 import type { BlockLayer, HoleSeeker, ImageSink, ImageSource, SourceRun, StatusExtent, WriteControl } from './layer';
-import { pushRun } from './layer';
+import { pushRun, throwIfCancelled } from './layer';
 
 export interface OpenOptions {
   /** Asks the file system for holes; without it, holes read as zeros but report as data. */
@@ -64,18 +64,41 @@ export async function rawSource(path: string, options: OpenOptions = {}): Promis
 /** How much of the source one visit covers; non-zero 4 KiB pieces inside it are written. */
 const RAW_UNIT = 1024 * 1024;
 
+export interface RawWriteOptions {
+  /**
+   * qemu-img convert's -S in bytes: zero runs of at least this much (aligned pieces of it) stay
+   * holes; 0 writes every byte (a fully allocated file). Default 4096.
+   */
+  minSparse?: number;
+}
+
 /**
  * Writes `source` as a raw image of exactly `source.virtualSize` bytes: the length is set first
  * (the file reads as zeros, as holes), then the non-zero data, then one sync.
  */
-export async function writeRaw(source: ImageSource, sink: ImageSink, control: WriteControl = {}, name = 'raw image'): Promise<void> {
-  await sink.truncate(source.virtualSize);
-  await allocateFirstBlock(sink, source.virtualSize);
+export async function writeRaw(source: ImageSource, sink: ImageSink, control: WriteControl = {}, name = 'raw image', options: RawWriteOptions = {}): Promise<void> {
+  const size = source.virtualSize;
+  const minSparse = options.minSparse ?? 4096;
+  await sink.truncate(size);
+  if (minSparse === 0) {
+    for (let at = 0; at < size; at += MAX_FULL_WRITE) {
+      throwIfCancelled(control.signal, name);
+      await sink.write(at, await source.readGuest(at, Math.min(MAX_FULL_WRITE, size - at)));
+      control.onProgress?.(Math.min(size, at + MAX_FULL_WRITE), size);
+    }
+    await sink.sync();
+    return;
+  }
+  await allocateFirstBlock(sink, size);
+  const granularity = Math.min(RAW_UNIT, minSparse);
   await forEachDataUnit(source, RAW_UNIT, control, name, async (unitStart, data) => {
-    for (const [from, to] of nonZeroRanges(data)) await sink.write(unitStart + from, data.subarray(from, to));
+    for (const [from, to] of nonZeroRanges(data, granularity)) await sink.write(unitStart + from, data.subarray(from, to));
   });
   await sink.sync();
 }
+
+/** The piece a fully allocated raw output is written in. */
+const MAX_FULL_WRITE = 4 * 1024 * 1024;
 
 export function checkGuestRange(file: string, guestOffset: number, length: number, virtualSize: number): void {
   if (!Number.isSafeInteger(guestOffset) || !Number.isSafeInteger(length) || guestOffset < 0 || length < 0 || guestOffset + length > virtualSize) {

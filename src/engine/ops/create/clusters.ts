@@ -38,7 +38,7 @@ export interface ClusterState {
   dataFileRaw?: boolean;
 }
 
-interface Meta { guest: number; host: number; n: number }
+export interface Meta { guest: number; host: number; n: number }
 
 export class ClusterModel {
   readonly cs: number;
@@ -49,8 +49,8 @@ export class ClusterModel {
   l1Offset: number;
   l1Size: number;
   l1: Buffer;
-  private l2 = new Map<number, Buffer>();
-  private l2Dirty = new Set<number>();
+  protected l2 = new Map<number, Buffer>();
+  protected l2Dirty = new Set<number>();
 
   constructor(readonly disk: Disk, readonly rc: RefAlloc, readonly st: ClusterState) {
     this.cs = rc.cs;
@@ -143,7 +143,7 @@ export class ClusterModel {
   }
 
   /** get_cluster_table: the L2 table covering `guest`, allocated (or un-shared) first. */
-  private async clusterTable(guest: number): Promise<{ off: number; t: Buffer; index: number }> {
+  protected async clusterTable(guest: number): Promise<{ off: number; t: Buffer; index: number }> {
     const l1Index = Math.floor(guest / (this.cs * this.l2Size));
     if (l1Index >= this.l1Size) await this.growL1(l1Index + 1, false);
     let e = this.l1Entry(l1Index);
@@ -162,7 +162,7 @@ export class ClusterModel {
   }
 
   /** qcow2_alloc_host_offset for a range whose L2 entries are all unallocated. */
-  private async allocHostOffset(offset: number, bytes: number): Promise<{ bytes: number; host: number; metas: Meta[] }> {
+  protected async allocHostOffset(offset: number, bytes: number): Promise<{ bytes: number; host: number; metas: Meta[] }> {
     let start = offset, remaining = bytes, clusterOffset = INV, host = INV, cur = 0;
     const metas: Meta[] = [];
     for (;;) {

@@ -17,7 +17,7 @@ import { assertNotLocked } from '../writable';
 import { ClusterModel, growFile } from './clusters';
 import { FileDisk, TempOutput } from './disk';
 import { encodeHeader, type HeaderImage } from './header';
-import { RefAlloc } from './refalloc';
+import { RefAlloc, type Disk } from './refalloc';
 
 export interface CreateRequest extends Qcow2CreateOptions {
   /** -u: do not open the backing file (its size then must be given). */
@@ -53,6 +53,51 @@ export async function backingSize(overlay: string, backing: string, fmt: string 
   }
 }
 
+/**
+ * Steps 1–5 of qcow2_co_create on an empty `disk` (header, refcount table and block, the size
+ * with its preallocation, the backing file), caches written; returns the allocator model, so a
+ * caller (convert) can go on writing guest data into the new image before it is committed.
+ */
+export async function formatQcow2(disk: Disk, req: CreateRequest, size: number, dataDisk?: Disk): Promise<ClusterModel> {
+  const cs = req.clusterSize, bits = Math.log2(cs);
+  const order = Math.log2(req.refcountBits);
+  const h: HeaderImage = {
+    version: req.version, clusterBits: bits, size: 0, l1Size: 0, l1Offset: 0, reftableOffset: cs, reftableClusters: 1,
+    incompatible: 0n, compatible: 0n, autoclear: 0n, refcountOrder: order, compressionType: req.compressionType === 'zstd' ? L.COMPRESSION_ZSTD : L.COMPRESSION_ZLIB,
+  };
+  if (req.lazyRefcounts) h.compatible |= L.COMPAT_LAZY_REFCOUNTS;
+  if (dataDisk) h.incompatible |= L.INCOMPAT_DATA_FILE;
+  if (req.dataFileRaw) h.autoclear |= L.AUTOCLEAR_DATA_FILE_RAW;
+  if (req.compressionType !== 'zlib') h.incompatible |= L.INCOMPAT_COMPRESSION;
+  if (req.extendedL2) h.incompatible |= L.INCOMPAT_EXTL2;
+  // 1. the header cluster; 2. a refcount table whose one block (cluster 2) is still empty
+  await disk.write(0, encodeHeader(h), 'header');
+  const rt = Buffer.alloc(2 * cs);
+  rt.writeBigUInt64BE(BigInt(2 * cs), 0);
+  await disk.write(cs, rt, 'refcount table');
+  // 3. opened: the three clusters counted, the full header written
+  const rc = new RefAlloc(disk, { clusterBits: bits, refcountOrder: order, reftable: Float64Array.from({ length: cs / 8 }, (_, i) => (i === 0 ? 2 * cs : 0)), reftableOffset: cs, counts: new Float64Array(64) });
+  await rc.allocClusters(3 * cs);
+  if (dataDisk) h.dataFile = req.dataFile;
+  await disk.write(0, encodeHeader(h), 'header');
+  // 4. the size, with its preallocation
+  const m = new ClusterModel(disk, rc, { size: 0, l1Offset: 0, l1Size: 0, l1: Buffer.alloc(0), extendedL2: req.extendedL2, dataDisk, dataFileRaw: req.dataFileRaw });
+  await m.truncate(size, req.preallocation);
+  h.size = size;
+  h.l1Size = m.l1Size;
+  h.l1Offset = m.l1Offset;
+  h.reftableOffset = rc.reftableOffset;
+  h.reftableClusters = (rc.reftableSize * 8) / cs;
+  // 5. the backing file
+  if (req.backingFile !== undefined) {
+    h.backingFile = req.backingFile;
+    h.backingFormat = req.backingFmt;
+    await disk.write(0, encodeHeader(h), 'header');
+  }
+  await m.writeCaches();
+  return m;
+}
+
 /** Creates a qcow2 image at `dest` (replacing any file there, as qemu-img does). */
 export async function createQcow2(dest: string, req: CreateRequest): Promise<{ size: number }> {
   if (fs.existsSync(dest)) assertNotLocked(dest);
@@ -63,47 +108,12 @@ export async function createQcow2(dest: string, req: CreateRequest): Promise<{ s
   }
   if (size === undefined) throw new OptionError('Image creation needs a size parameter');
   size = Math.ceil(size / 512) * 512;
-  const cs = req.clusterSize, bits = Math.log2(cs);
-  const order = Math.log2(req.refcountBits);
   const out = new TempOutput(dest);
   const dataOut = req.dataFile !== undefined ? new TempOutput(path.resolve(req.dataFile)) : undefined;
   const disk = FileDisk.open(out.tmp, 'w', req.signal);
   const dataDisk = dataOut ? FileDisk.open(dataOut.tmp, 'w', req.signal) : undefined;
   try {
-    const h: HeaderImage = {
-      version: req.version, clusterBits: bits, size: 0, l1Size: 0, l1Offset: 0, reftableOffset: cs, reftableClusters: 1,
-      incompatible: 0n, compatible: 0n, autoclear: 0n, refcountOrder: order, compressionType: req.compressionType === 'zstd' ? L.COMPRESSION_ZSTD : L.COMPRESSION_ZLIB,
-    };
-    if (req.lazyRefcounts) h.compatible |= L.COMPAT_LAZY_REFCOUNTS;
-    if (dataDisk) h.incompatible |= L.INCOMPAT_DATA_FILE;
-    if (req.dataFileRaw) h.autoclear |= L.AUTOCLEAR_DATA_FILE_RAW;
-    if (req.compressionType !== 'zlib') h.incompatible |= L.INCOMPAT_COMPRESSION;
-    if (req.extendedL2) h.incompatible |= L.INCOMPAT_EXTL2;
-    // 1. the header cluster; 2. a refcount table whose one block (cluster 2) is still empty
-    await disk.write(0, encodeHeader(h), 'header');
-    const rt = Buffer.alloc(2 * cs);
-    rt.writeBigUInt64BE(BigInt(2 * cs), 0);
-    await disk.write(cs, rt, 'refcount table');
-    // 3. opened: the three clusters counted, the full header written
-    const rc = new RefAlloc(disk, { clusterBits: bits, refcountOrder: order, reftable: Float64Array.from({ length: cs / 8 }, (_, i) => (i === 0 ? 2 * cs : 0)), reftableOffset: cs, counts: new Float64Array(64) });
-    await rc.allocClusters(3 * cs);
-    if (dataDisk) h.dataFile = req.dataFile;
-    await disk.write(0, encodeHeader(h), 'header');
-    // 4. the size, with its preallocation
-    const m = new ClusterModel(disk, rc, { size: 0, l1Offset: 0, l1Size: 0, l1: Buffer.alloc(0), extendedL2: req.extendedL2, dataDisk, dataFileRaw: req.dataFileRaw });
-    await m.truncate(size, req.preallocation);
-    h.size = size;
-    h.l1Size = m.l1Size;
-    h.l1Offset = m.l1Offset;
-    h.reftableOffset = rc.reftableOffset;
-    h.reftableClusters = (rc.reftableSize * 8) / cs;
-    // 5. the backing file
-    if (req.backingFile !== undefined) {
-      h.backingFile = req.backingFile;
-      h.backingFormat = req.backingFmt;
-      await disk.write(0, encodeHeader(h), 'header');
-    }
-    await m.writeCaches();
+    await formatQcow2(disk, req, size, dataDisk);
     disk.finish();
     disk.close();
     if (dataDisk) { dataDisk.finish(); dataDisk.close(); dataOut!.commit(); }

@@ -1,0 +1,411 @@
+/**
+ * `qemu-img convert`: a deep copy of one or more source images (concatenated) into a new image of
+ * any of qcow2, raw, vpc (VHD) and vmdk. The whole backing chain is read through; the output is
+ * standalone unless a backing file is given (-B), and then only what the sources' top layers
+ * allocate is copied (qemu-img's BLK_BACKING_FILE ranges stay unallocated). Internal snapshots,
+ * bitmaps and the rest of the source's metadata are not copied, as qemu-img convert does not.
+ *
+ *   source.ts   the sources, their chain read through, the -B top-layer view
+ *   options.ts  the output format's -o options and qemu-img's refusals
+ *   qcow2.ts    guest data into a new qcow2 image through create's allocator model
+ *   (formats/)  raw, VHD and VMDK writers
+ *
+ * Durability and write order:
+ *  new output (the default): everything is written to a temporary file beside the destination,
+ *    which no reader sees; it is synced once, renamed over the destination, and the folder synced.
+ *    A crash or a cancellation leaves the destination as it was (the temporary file is removed on
+ *    failure; a killed run's stays behind as a dot-file). The sources are only read.
+ *  -n (write into an existing raw target): in place, front to back; the data (and zeros where
+ *    the target is not zero already) then one sync. A raw file has no metadata to order.
+ * Every write passes the crash hook (QCOW2_LENS_CRASH_AFTER_WRITES, writable.ts).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { throwIfCancelled } from '../../cancel';
+import { Qcow2Error } from '../../errors';
+import { FileSink, writeRaw, writeVmdk, writeVpc } from '../../formats';
+import type { ImageSink, ImageSource } from '../../formats/layer';
+import { isZero, writtenRanges } from '../../formats/copy';
+import { backingSize, formatQcow2 } from '../create/create';
+import { FileDisk, TempOutput } from '../create/disk';
+import { OptionError, type OptionEntry, type Qcow2CreateOptions } from '../options';
+import { assertNotLocked, beforeWrite } from '../writable';
+import { CompressPool } from '../compact/pool';
+import { checkMinSparse, type OutputPlan, planOutput } from './options';
+import { Qcow2Writer } from './qcow2';
+import { type ConvertSource, openSources, type SourceFormat, type TopKind } from './source';
+
+export type { OutputFormat, OutputPlan } from './options';
+export type { SourceFormat } from './source';
+export { planOutput } from './options';
+
+export interface ConvertOptions {
+  /** SRC...: concatenated in order. */
+  sources: readonly string[];
+  /** -f (default: probed). */
+  sourceFormat?: SourceFormat;
+  /** DST. */
+  output: string;
+  /** -O (default raw, as qemu-img). */
+  outputFormat?: string;
+  /** -o, as key=value entries in order. */
+  options?: readonly OptionEntry[];
+  /** -c. */
+  compress?: boolean;
+  /** -B and -F. */
+  backing?: string;
+  backingFormat?: string;
+  /** -n: the target exists; write into it instead of creating it. */
+  noCreate?: boolean;
+  /** --target-is-zero (with -n): the target reads as zeros, zero ranges need not be written. */
+  targetIsZero?: boolean;
+  /** -S in bytes (default 4096; 0 = fully allocated output). */
+  minSparse?: number;
+  /** -U: read sources a running QEMU holds. */
+  forceShare?: boolean;
+}
+
+export interface ConvertResult {
+  output: string;
+  format: OutputPlan['format'];
+  /** The sources' total virtual size. */
+  virtualSize: number;
+  /** Guest bytes written as data (zeros skipped). */
+  dataBytes: number;
+}
+
+export type ConvertProgress = (done: number, total: number) => void;
+
+/** Status asked (and classified) this much at a time; a multiple of every cluster size. */
+const SPAN = 32 * 1024 * 1024;
+/** Data read and written (and compressed) this much at a time. */
+const WINDOW = 8 * 1024 * 1024;
+/** qemu-img convert's request size (IO_BUF_SIZE): zero detection restarts at each. */
+const REQUEST = 2 * 1024 * 1024;
+
+function optionError(file: string, e: unknown): unknown {
+  return e instanceof OptionError ? new Qcow2Error(file, 'options', undefined, e.message, 'unsupported') : e;
+}
+
+/**
+ * Converts `options.sources` into `options.output`. `progress` gets guest bytes done and the
+ * total after each window; `cancel` stops between writes (nothing is left at the destination).
+ */
+export async function convert(options: ConvertOptions, progress?: ConvertProgress, cancel?: AbortSignal): Promise<ConvertResult> {
+  const dest = options.output;
+  const minSparse = options.minSparse ?? 4096;
+  let plan: OutputPlan;
+  try {
+    plan = planOutput({
+      format: options.outputFormat ?? 'raw', entries: options.options ?? [], compress: options.compress ?? false,
+      backing: options.backing, backingFormat: options.backingFormat, minSparse,
+    });
+    if (options.targetIsZero && !options.noCreate) throw new OptionError('--target-is-zero requires use of -n flag');
+    if (options.noCreate && plan.format !== 'raw') {
+      throw new OptionError(`-n (writing into an existing ${plan.format} image) is not supported yet; raw targets are`);
+    }
+    if (minSparse === 0 && (plan.format === 'vpc' || plan.format === 'vmdk')) {
+      throw new OptionError('-S 0 (a fully allocated output) is supported for raw and qcow2 outputs, not vpc or vmdk');
+    }
+  } catch (e) {
+    throw optionError(dest, e);
+  }
+  if (!options.sources.length) throw new Qcow2Error(dest, 'options', undefined, 'no source image given', 'unsupported');
+  if (fs.existsSync(dest)) assertNotLocked(dest);
+  const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare });
+  try {
+    if (options.sources.some(s => path.resolve(s) === path.resolve(dest)) && options.noCreate) {
+      throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source', 'unsupported');
+    }
+    const ctl = { signal: cancel, onProgress: progress, name: dest };
+    if (options.noCreate) return await intoExistingRaw(src, dest, minSparse, options.targetIsZero ?? false, ctl);
+    if (plan.format === 'qcow2') {
+      const q = plan.qcow2;
+      if (q.backingFile !== undefined) {
+        try { await backingSize(dest, q.backingFile, q.backingFmt); } catch (e) { throw optionError(dest, e); }
+      }
+      return await toQcow2(src, dest, plan.qcow2, { compress: options.compress ?? false, minSparse, withBacking: q.backingFile !== undefined }, ctl);
+    }
+    return await toForeign(src, dest, plan, minSparse, ctl);
+  } finally {
+    await src.close();
+  }
+}
+
+interface Control {
+  signal?: AbortSignal;
+  onProgress?: ConvertProgress;
+  name: string;
+}
+
+/** A sink into the temporary file: every write and truncation through the crash hook and the cancel check. */
+class TempSink implements ImageSink {
+  private constructor(private readonly file: FileSink, private readonly ctl: Control) {}
+  static async create(p: string, ctl: Control): Promise<TempSink> {
+    return new TempSink(await FileSink.create(p), ctl);
+  }
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    throwIfCancelled(this.ctl.signal, this.ctl.name, 'convert');
+    beforeWrite();
+    await this.file.write(offset, data);
+  }
+  async truncate(size: number): Promise<void> {
+    throwIfCancelled(this.ctl.signal, this.ctl.name, 'convert');
+    beforeWrite();
+    await this.file.truncate(size);
+  }
+  sync(): Promise<void> {
+    return this.file.sync();
+  }
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}
+
+/** Counts the guest bytes a writer reads as data (for the result). */
+function counting(src: ImageSource, count: { n: number }): ImageSource {
+  return {
+    virtualSize: src.virtualSize,
+    status: (s, e) => src.status(s, e),
+    async readGuest(off, len) { count.n += len; return src.readGuest(off, len); },
+  };
+}
+
+/** Runs `write` into a temporary file beside `dest`, then sync (by the writer), rename, folder sync. */
+async function viaTemp(dest: string, ctl: Control, write: (sink: TempSink) => Promise<void>): Promise<void> {
+  const out = new TempOutput(path.resolve(dest));
+  const sink = await TempSink.create(out.tmp, ctl);
+  try {
+    await write(sink);
+    await sink.close();
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    out.commit();
+  } catch (e) {
+    await sink.close().catch(() => undefined);
+    out.discard();
+    throw e;
+  }
+}
+
+async function toForeign(src: ConvertSource, dest: string, plan: Exclude<OutputPlan, { format: 'qcow2' }>, minSparse: number, ctl: Control): Promise<ConvertResult> {
+  const count = { n: 0 };
+  const source = counting(src, count);
+  await viaTemp(dest, ctl, async sink => {
+    switch (plan.format) {
+      case 'raw':
+        // preallocation=falloc|full: every block allocated, as a fully allocated (-S 0) copy
+        await writeRaw(source, sink, ctl, dest, { minSparse: plan.preallocation === 'falloc' || plan.preallocation === 'full' ? 0 : minSparse });
+        break;
+      case 'vpc':
+        await writeVpc(source, sink, { ...ctl, subformat: plan.subformat, forceSize: plan.forceSize, name: dest });
+        break;
+      case 'vmdk':
+        await writeVmdk(source, sink, {
+          ...ctl, subformat: plan.subformat, fileName: path.basename(dest), adapterType: plan.adapterType, hwVersion: plan.hwVersion,
+          compat6: plan.compat6, toolsVersion: plan.toolsVersion, zeroedGrain: plan.zeroedGrain, name: dest,
+        });
+        break;
+    }
+  });
+  return { output: dest, format: plan.format, virtualSize: src.virtualSize, dataBytes: count.n };
+}
+
+interface Qcow2Job { compress: boolean; minSparse: number; withBacking: boolean }
+
+/** Per cluster of a span: what the output gets there. */
+const enum Kind { Skip = 0, Zero = 1, Data = 2 }
+
+/** Each cluster of [start, end) classified: data if anything in it may hold data, zero/skip otherwise. */
+async function classify(src: ConvertSource, start: number, end: number, cs: number, job: Qcow2Job): Promise<Uint8Array> {
+  const kinds = new Uint8Array(Math.ceil((end - start) / cs));
+  const mark = (s: number, len: number, k: Kind) => {
+    for (let c = Math.floor((s - start) / cs); c * cs < s - start + len; c++) if (kinds[c] < k) kinds[c] = k;
+  };
+  if (job.withBacking) {
+    const rank: Record<TopKind, Kind> = { data: Kind.Data, zero: Kind.Zero, backing: Kind.Skip };
+    for (const r of await src.topStatus(start, end)) mark(r.start, r.length, job.minSparse === 0 && r.kind !== 'backing' ? Kind.Data : rank[r.kind]);
+  } else {
+    for (const r of await src.status(start, end)) mark(r.start, r.length, r.zero && job.minSparse !== 0 ? Kind.Skip : Kind.Data);
+  }
+  return kinds;
+}
+
+async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions, job: Qcow2Job, ctl: Control): Promise<ConvertResult> {
+  const size = Math.ceil(src.virtualSize / 512) * 512;
+  const out = new TempOutput(path.resolve(dest));
+  const disk = FileDisk.open(out.tmp, 'w', ctl.signal);
+  let pool: CompressPool | null = null;
+  let dataBytes = 0;
+  try {
+    const m = await formatQcow2(disk, { ...q, signal: ctl.signal }, size);
+    const w = new Qcow2Writer(disk, m.rc, { size: m.size, l1Offset: m.l1Offset, l1Size: m.l1Size, l1: m.l1, extendedL2: q.extendedL2 }, q.preallocation !== 'off');
+    const cs = w.cs;
+    if (job.compress) pool = new CompressPool(q.compressionType);
+    const zeroAsData = q.version < 3;
+    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
+      throwIfCancelled(ctl.signal, dest, 'convert');
+      const spanEnd = Math.min(size, spanStart + SPAN);
+      const k = await classify(src, spanStart, spanEnd, cs, job);
+      let c = 0;
+      while (c < k.length) {
+        if (k[c] === Kind.Skip) { c++; continue; }
+        // a run of clusters of one kind, at most one window
+        const kind = k[c];
+        let e = c + 1;
+        while (e < k.length && k[e] === kind && (e - c) * cs < WINDOW) e++;
+        const guest = spanStart + c * cs, len = (e - c) * cs;
+        if (kind === Kind.Zero) {
+          if (zeroAsData) await w.writeData(guest, Buffer.alloc(len));
+          else await w.writeZero(guest, len);
+        } else {
+          const buf = Buffer.alloc(len);
+          const avail = Math.min(len, size - guest, src.virtualSize - guest);
+          if (avail > 0) (await src.readGuest(guest, avail)).copy(buf);
+          dataBytes += avail;
+          await writeClusters(w, pool, guest, buf, job, zeroAsData);
+        }
+        c = e;
+        ctl.onProgress?.(Math.min(size, guest + len), size);
+      }
+      await w.settle();
+    }
+    await w.settle();
+    // qemu-img's end-of-stream compressed write: the file's length rounded up to a whole sector
+    if (job.compress && disk.length() % 512) await disk.truncate(Math.ceil(disk.length() / 512) * 512);
+    disk.finish();
+    disk.close();
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    out.commit();
+    return { output: dest, format: 'qcow2', virtualSize: src.virtualSize, dataBytes };
+  } catch (e) {
+    try { disk.close(); } catch { /* already closed */ }
+    out.discard();
+    throw e;
+  } finally {
+    await pool?.close();
+  }
+}
+
+/**
+ * One window of data clusters: all-zero clusters skipped (-S > 0; with -B written as zero
+ * clusters, as qemu-img's BLK_ZERO), the rest written — compressed one by one with -c (a
+ * cluster that does not shrink is written as it is, as QEMU does).
+ */
+async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: number, buf: Buffer, job: Qcow2Job, zeroAsData: boolean): Promise<void> {
+  const cs = w.cs, n = buf.length / cs;
+  const zeroCluster = async (i: number, j: number) => {
+    if (!job.withBacking) return; // a new image without backing file reads as zero already
+    if (zeroAsData) await w.writeData(guest + i * cs, buf.subarray(i * cs, j * cs));
+    else await w.writeZero(guest + i * cs, (j - i) * cs);
+  };
+  if (pool) {
+    // compressed clusters are written whole: skipped only when all zero
+    const zero = new Uint8Array(n);
+    if (job.minSparse !== 0) for (let i = 0; i < n; i++) zero[i] = isZero(buf.subarray(i * cs, (i + 1) * cs)) ? 1 : 0;
+    const kept: number[] = [];
+    for (let i = 0; i < n; i++) if (!zero[i]) kept.push(i);
+    const input = Buffer.allocUnsafe(kept.length * cs);
+    kept.forEach((i, k) => buf.copy(input, k * cs, i * cs, (i + 1) * cs));
+    // two batches, one per worker
+    const half = Math.ceil(kept.length / 2);
+    const replies = await Promise.all([0, 1].map(b => {
+      const from = b * half, to = Math.min(kept.length, from + half);
+      return to > from ? pool.compress(input.subarray(from * cs, to * cs), cs) : Promise.resolve({ lengths: [], data: new ArrayBuffer(0), id: -1 });
+    }));
+    const lengths = replies.flatMap(r => r.lengths);
+    const datas = replies.map(r => Buffer.from(r.data));
+    let which = 0, at = 0, k = 0;
+    for (let i = 0; i < n; i++) {
+      if (zero[i]) { await zeroCluster(i, i + 1); continue; }
+      if (k === half) { which = 1; at = 0; }
+      const l = lengths[k++];
+      if (l < 0) await w.writeData(guest + i * cs, buf.subarray(i * cs, (i + 1) * cs));
+      else { await w.writeCompressed(guest + i * cs, datas[which].subarray(at, at + l)); at += l; }
+    }
+    return;
+  }
+  // what qemu-img writes of each 2 MiB request (is_allocated_sectors_min); a cluster it touches is allocated
+  const written = new Uint8Array(n);
+  const sub = w.entrySize === 16 ? cs / 32 : cs;
+  const masks = w.entrySize === 16 ? new Uint32Array(n) : undefined;
+  const ranges: Array<[number, number]> = [];
+  for (let c0 = 0; c0 < buf.length; c0 += REQUEST) {
+    const chunk = buf.subarray(c0, Math.min(buf.length, c0 + REQUEST));
+    for (const [s, e] of writtenRanges(chunk, guest + c0, job.minSparse)) {
+      ranges.push([c0 + s, c0 + e]);
+      for (let b = c0 + s; b < c0 + e;) {
+        const i = Math.floor(b / cs), end = Math.min(c0 + e, (i + 1) * cs);
+        written[i] = 1;
+        if (masks) for (let k = Math.floor((b - i * cs) / sub); k * sub < end - i * cs; k++) masks[i] = (masks[i] | (1 << k)) >>> 0;
+        b = end;
+      }
+    }
+  }
+  let i = 0;
+  while (i < n) {
+    let j = i + 1;
+    while (j < n && written[j] === written[i]) j++;
+    if (!written[i]) await zeroCluster(i, j);
+    else {
+      const from = i * cs, to = j * cs;
+      const within = ranges.filter(([s, e]) => e > from && s < to).map(([s, e]) => [Math.max(s, from) - from, Math.min(e, to) - from] as [number, number]);
+      await w.writeData(guest + from, buf.subarray(from, to), masks?.subarray(i, j), job.withBacking, within);
+    }
+    i = j;
+  }
+}
+
+/**
+ * -n into an existing raw file: in place, front to back. Data is written; where the source reads
+ * zero the target is read and only its non-zero pieces overwritten with zeros (QEMU punches holes
+ * there, which Node cannot), unless --target-is-zero says there is nothing to clear. One sync.
+ */
+async function intoExistingRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, ctl: Control): Promise<ConvertResult> {
+  assertNotLocked(dest);
+  const fh = await fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
+    throw new Qcow2Error(dest, 'file', undefined, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
+  });
+  let dataBytes = 0;
+  try {
+    const size = src.virtualSize;
+    const have = (await fh.stat()).size;
+    if (have < size) throw new Qcow2Error(dest, 'file', undefined, `the target is ${have} bytes, smaller than the ${size}-byte source`, 'unsupported');
+    const put = async (off: number, b: Buffer) => {
+      throwIfCancelled(ctl.signal, dest, 'convert');
+      beforeWrite();
+      let done = 0;
+      while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
+    };
+    const granule = minSparse || 512;
+    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
+      const spanEnd = Math.min(size, spanStart + SPAN);
+      for (const r of await src.status(spanStart, spanEnd)) {
+        for (let at = r.start; at < r.start + r.length; at += WINDOW) {
+          const len = Math.min(WINDOW, r.start + r.length - at);
+          const data = r.zero ? Buffer.alloc(len) : await src.readGuest(at, len);
+          if (!r.zero) dataBytes += len;
+          if (r.zero && targetIsZero) continue;
+          // what is there already: equal pieces need no write (and the target stays sparse there)
+          const old = Buffer.alloc(len);
+          if (!targetIsZero) await fh.read(old, 0, len, at);
+          for (let p = 0; p < len; p += granule) {
+            const q = Math.min(len, p + granule);
+            const piece = data.subarray(p, q);
+            if (targetIsZero ? minSparse !== 0 && isZero(piece) : piece.equals(old.subarray(p, q))) continue;
+            let e = q;
+            while (e < len && !(targetIsZero ? minSparse !== 0 && isZero(data.subarray(e, Math.min(len, e + granule))) : data.subarray(e, Math.min(len, e + granule)).equals(old.subarray(e, Math.min(len, e + granule))))) e = Math.min(len, e + granule);
+            await put(at + p, data.subarray(p, e));
+            p = e - granule;
+          }
+          ctl.onProgress?.(at + len, size);
+        }
+      }
+    }
+    await fh.sync();
+    return { output: dest, format: 'raw', virtualSize: size, dataBytes };
+  } finally {
+    await fh.close();
+  }
+}
+
+export { checkMinSparse };
