@@ -7,6 +7,8 @@ import { amendCommand } from './amend';
 import { bitmapCommand } from './bitmap';
 import { catCommand } from './cat';
 import { checkCommand } from './check';
+import { commitCommand } from './commit';
+import { compareCommand } from './compare';
 import { compactCommand } from './compact';
 import { createCommand } from './create';
 import { cpCommand } from './cp';
@@ -16,6 +18,7 @@ import { mapCommand } from './map';
 import { measureCommand } from './measure';
 import { partitionsCommand } from './partitions';
 import { readCommand } from './read';
+import { rebaseCommand } from './rebase';
 import { resizeCommand } from './resize';
 import { snapshotCommand } from './snapshot';
 import { whoseCommand } from './whose';
@@ -31,6 +34,9 @@ export const commands: readonly CommandSpec[] = [
   measureCommand,
   amendCommand,
   bitmapCommand,
+  commitCommand,
+  rebaseCommand,
+  compareCommand,
   readCommand,
   partitionsCommand,
   lsCommand,
