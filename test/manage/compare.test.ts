@@ -2,7 +2,7 @@
  * `qcow2-lens compare` against `qemu-img compare` on the same QEMU-made images: the exit code and
  * every line of stdout must be qemu-img's, in both argument orders, plain and strict (-s), across
  * identical, differing, size-differing (zero and non-zero tails), chain-versus-flat,
- * raw-versus-qcow2, compressed-versus-plain and zero-cluster-versus-unallocated pairs. Then our
+ * raw-versus-qcow2, compressed-versus-plain, zero-cluster-versus-unallocated and VHD/VMDK pairs. Then our
  * --json: every differing range, where qemu-img names only the first.
  */
 import { test } from 'node:test';
@@ -44,7 +44,10 @@ function fixtures(dir: string): { pairs: [string, string, string][]; fmt: Map<st
   const shortBase = mk(dir, 'short-base.qcow2', '8M', BASE);
   const longTop = path.join(dir, 'long-top.qcow2');
   qemuImg('create', '-q', '-f', 'qcow2', '-b', shortBase, '-F', 'qcow2', longTop, '16M');
-  const fmt = new Map([[raw, 'raw']]);
+  const converted = (name: string, o: string[]) => { const p = path.join(dir, name); qemuImg('convert', ...o, a, p); return p; };
+  const vhd = converted('a.vhd', ['-O', 'vpc']), vhdFixed = converted('fixed.vhd', ['-O', 'vpc', '-o', 'subformat=fixed,force_size=on']);
+  const vmdk = converted('a.vmdk', ['-O', 'vmdk']), stream = converted('stream.vmdk', ['-O', 'vmdk', '-o', 'subformat=streamOptimized']);
+  const fmt = new Map([[raw, 'raw'], [vhdFixed, 'vpc']]);
   const pairs: [string, string, string][] = [
     ['identical copies', a, a],
     ['same content, 512 B clusters', a, same],
@@ -58,6 +61,10 @@ function fixtures(dir: string): { pairs: [string, string, string][]; fmt: Map<st
     ['compressed vs plain', a, compressed],
     ['chain vs flat', a, top],
     ['overlay past its backing file', smaller, longTop],
+    ['dynamic VHD', a, vhd],
+    ['fixed VHD (force_size)', a, vhdFixed],
+    ['monolithicSparse VMDK', a, vmdk],
+    ['streamOptimized VMDK', a, stream],
   ];
   return { pairs, fmt };
 }

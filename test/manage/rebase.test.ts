@@ -135,8 +135,8 @@ test('rebase: a SIGKILL after any write leaves at most leaks, the guest content 
   const dir = tmpDir('qcow2-lens-rebase-crash-');
   const runs: [string, Layer[], string[], string | undefined][] = [
     ['4 KiB clusters, onto another image', [
-      { name: 'base.qcow2', size: '1M', opts: ['-o', 'cluster_size=4k'], io: ['write -P 1 0 256k', 'write -c -P 2 512k 4k', 'write -c -P 2 768k 4k'] },
-      { name: 'top.qcow2', size: '1M', opts: ['-o', 'cluster_size=4k'], io: ['write -P 3 32k 8k', 'write -z 512k 4k'], snapshot: true },
+      { name: 'base.qcow2', size: '4M', opts: ['-o', 'cluster_size=4k'], io: ['write -P 1 0 256k', 'write -c -P 2 512k 4k', 'write -c -P 2 768k 4k', 'write -P 3 3M 8k'] },
+      { name: 'top.qcow2', size: '4M', opts: ['-o', 'cluster_size=4k'], io: ['write -P 3 32k 8k', 'write -z 512k 4k'], snapshot: true },
     ], ['-b', 'new.qcow2', '-F', 'qcow2'], 'new.qcow2'],
     ['512 B clusters, flatten', [
       { name: 'base.qcow2', size: '1M', io: ['write -P 1 0 128k'] },
@@ -149,7 +149,7 @@ test('rebase: a SIGKILL after any write leaves at most leaks, the guest content 
     fs.rmSync(src, { recursive: true, force: true });
     buildChain(src, layers);
     const fresh = path.join(src, 'new.qcow2');
-    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', fresh, '1M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', fresh, '4M');
     qemuIo(fresh, ['write -P 9 200k 16k', 'write -P 1 64k 64k', 'write -P 7 900k 4k']);
     const hash = qemuGuestHash(path.join(src, 'top.qcow2'), dir);
     const work = path.join(dir, 'work');
@@ -166,7 +166,7 @@ test('rebase: a SIGKILL after any write leaves at most leaks, the guest content 
       assert.ok(b === 'base.qcow2' || b === newName, `${label} k=${k}: backing file ${b}`);
       if (done) { assert.equal(b, newName); break; }
     }
-    assert.ok(k > 5, `${label}: only ${k} writes`);
+    assert.ok(k >= 4, `${label}: only ${k} writes`);
     counts.push(k);
   }
   console.log(`rebase crash points: ${counts.join(', ')}`);

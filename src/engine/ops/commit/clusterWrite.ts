@@ -25,6 +25,9 @@ import * as L from '../../qcow2/layout';
 import { RefcountWriter, writeAt } from '../refcountWrite';
 import { assertNotLocked, assertWritable } from '../writable';
 
+/** The most bytes of host-contiguous data clusters joined into one write. */
+const MAX_DATA_WRITE = 8 * 1024 * 1024;
+
 interface TableState {
   /** Where the table lives after this batch (a new cluster for new and copied tables). */
   offset: number;
@@ -149,7 +152,15 @@ export class Qcow2ClusterWriter {
     const file = this.img.file;
     // 1. data
     this.data.sort((a, b) => a[0] - b[0]);
-    for (const [host, bytes] of this.data) await writeAt(file, host, bytes, `data cluster at ${hex(host)}`);
+    // host-contiguous clusters in one write (a cluster queued twice keeps its last content)
+    for (let k = 0; k < this.data.length;) {
+      let j = k + 1, end = this.data[k][0] + this.cs;
+      while (j < this.data.length && this.data[j][0] === end && (j - k) * this.cs < MAX_DATA_WRITE) { end += this.cs; j++; }
+      const host = this.data[k][0];
+      const bytes = j - k === 1 ? this.data[k][1] : Buffer.concat(this.data.slice(k, j).map(d => d[1]));
+      await writeAt(file, host, bytes, `data cluster at ${hex(host)}`);
+      k = j;
+    }
     if (this.data.length) await file.sync();
     // 2. refcounts of what is new
     await this.rc.flush();

@@ -86,16 +86,26 @@ export async function rangesAllocatedAbove(top: BlockLayer, base: BlockLayer | n
 }
 
 /**
- * The new content of one whole cluster [at, at+cs) of a layer being written: `view` (what the
- * guest sees above it) up to `viewEnd`, `own` (the layer itself, through its backing) past it.
+ * The new content of whole clusters `clusters` (ascending, cluster-aligned) of a layer being
+ * written: `view` (what the guest sees above it) up to `viewEnd`, `own` (the layer itself, through
+ * its backing) past it. Runs of adjacent clusters are read together, up to READ bytes.
  */
-export async function clusterContent(view: BlockLayer, viewEnd: number, own: BlockLayer, at: number, cs: number): Promise<Buffer> {
-  const buf = Buffer.alloc(cs);
-  const v = Math.min(at + cs, viewEnd);
-  if (v > at) (await view.readGuest(at, v - at)).copy(buf, 0);
-  const o = Math.min(at + cs, own.virtualSize);
-  if (o > v && v >= at) (await own.readGuest(v, o - v)).copy(buf, v - at);
-  return buf;
+export async function forEachClusterContent(
+  view: BlockLayer, viewEnd: number, own: BlockLayer, clusters: readonly number[], cs: number,
+  visit: (at: number, data: Buffer) => Promise<void>,
+): Promise<void> {
+  for (let k = 0; k < clusters.length;) {
+    let j = k + 1;
+    while (j < clusters.length && clusters[j] === clusters[j - 1] + cs && (j - k) * cs < READ) j++;
+    const start = clusters[k], end = clusters[j - 1] + cs;
+    const run = Buffer.alloc(end - start);
+    const v = Math.min(end, viewEnd);
+    if (v > start) (await view.readGuest(start, v - start)).copy(run, 0);
+    const o = Math.min(end, own.virtualSize);
+    if (o > v && v >= start) (await own.readGuest(v, o - v)).copy(run, v - start);
+    for (let i = k; i < j; i++) await visit(clusters[i], run.subarray(clusters[i] - start, clusters[i] - start + cs));
+    k = j;
+  }
 }
 
 export async function commitImage(path: string, opts: CommitOptions = {}): Promise<CommitResult> {
@@ -135,11 +145,10 @@ export async function commitImage(path: string, opts: CommitOptions = {}): Promi
           for (const [s, e] of ranges) {
             for (let c = Math.floor(s / cs) * cs; c < e; c += cs) if (clusters[clusters.length - 1] !== c) clusters.push(c);
           }
-          for (const c of clusters) {
-            const data = await clusterContent(top, topSize, base, c, cs);
+          await forEachClusterContent(top, topSize, base, clusters, cs, async (c, data) => {
             await w.writeCluster(c, isZero(data) ? null : data);
             written += cs;
-          }
+          });
           opts.onProgress?.(to, topSize);
         }
         await w.flush();

@@ -4,9 +4,10 @@
  * layer's answer is one extent (a qcow2 layer never answers past one L2 table, as
  * qcow2_get_host_offset stops there), ALLOCATED means DATA or ZERO in that layer, an unallocated
  * range of the chain's last layer (or past its backing file's end) is ZERO, and EOF marks an
- * extent that reaches the end of the image asked.
+ * extent that reaches the end of the image asked. A sparse VMDK answers one grain at a time
+ * (vmdk_co_block_status), a dynamic VHD one allocated block at a time (vpc_co_block_status).
  */
-import type { BlockLayer, StatusExtent } from '../../formats';
+import { VmdkImage, VpcImage, type BlockLayer, type StatusExtent } from '../../formats';
 import { Qcow2Image } from '../../image/image';
 
 export const BDRV_BLOCK_DATA = 0x01;
@@ -36,6 +37,8 @@ export async function layerBlockStatus(layer: BlockLayer, offset: number, bytes:
   let pnum = end - offset;
   if (first) {
     pnum = Math.min(pnum, first.start + first.length - offset);
+    const unit = layer instanceof VmdkImage ? layer.clusterSize : layer instanceof VpcImage && first.present && first.data ? layer.clusterSize : undefined;
+    if (unit) pnum = Math.min(pnum, (Math.floor(offset / unit) + 1) * unit - offset);
     if (first.data) status |= BDRV_BLOCK_DATA;
     if (first.zero) status |= BDRV_BLOCK_ZERO;
     if (first.offset !== undefined) status |= BDRV_BLOCK_OFFSET_VALID;

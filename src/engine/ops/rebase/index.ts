@@ -21,7 +21,7 @@ import type { BlockLayer } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { resolveBackingPath } from '../../image/backing';
 import { Qcow2Image } from '../../image/image';
-import { clusterContent, findInChain, rangesAllocatedAbove } from '../commit';
+import { findInChain, forEachClusterContent, rangesAllocatedAbove } from '../commit';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
 import { IMAGE_FORMATS, openImageLayer } from '../compare/open';
 import { assertNotLocked } from '../writable';
@@ -134,12 +134,11 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
               }
             }
           }
-          for (const c of clusters) {
-            // what the guest reads now: the overlay's own data where it has any, the old chain elsewhere
-            const data = await clusterContent(img, size, img, c, cs);
+          // what the guest reads now: the overlay's own data where it has any, the old chain elsewhere
+          await forEachClusterContent(img, size, img, clusters, cs, async (c, data) => {
             await w.writeCluster(c, isZero(data) ? null : data);
             written += cs;
-          }
+          });
           opts.onProgress?.(to, size);
         }
         await w.flush();
