@@ -1,0 +1,203 @@
+/**
+ * Whole-cluster guest writes into a qcow2 image, in place, for commit (into the base) and rebase
+ * (into the overlay): each write gives one guest cluster its new content (or zeros).
+ *
+ * Write order, per batch (each phase synced before the next; a crash between any two writes
+ * leaves an image `qemu-img check` finds at most leaking, each cluster holding its old or its new
+ * content):
+ *  1. data: into new clusters (free when the operation started, so nothing reads them yet), or
+ *     over a data cluster only this L1 reaches (refcount 1), as QEMU writes in place
+ *  2. refcounts: +1 for the new data clusters and L2 tables (RefcountWriter.flush: blocks before
+ *     the table entries that point at them)
+ *  3. L2 tables: new tables whole (a shared one copied first), changed entries pointing at the new
+ *     clusters, zero flags
+ *  4. L1 entries for new or copied L2 tables (one write per run of entries)
+ *  5. the references the old entries held dropped — compressed data, clusters shared with a
+ *     snapshot, the shared L2 tables copied in 3 — and flushed (a crash before: leaks)
+ * Zeros are a zero-flag entry in version 3 images (nothing to write but the entry) and a data
+ * cluster of zeros in version 2, which has no zero flag for an image with a backing file.
+ */
+import { throwIfCancelled } from '../../cancel';
+import { Qcow2Error, hex } from '../../errors';
+import { Qcow2Image } from '../../image/image';
+import { compressedLength, compressedOffset, entryOffset, isCompressed, l1EntryOffset, l2EntryPath, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
+import * as L from '../../qcow2/layout';
+import { RefcountWriter, writeAt } from '../refcountWrite';
+import { assertNotLocked, assertWritable } from '../writable';
+
+/** The most bytes of host-contiguous data clusters joined into one write. */
+const MAX_DATA_WRITE = 8 * 1024 * 1024;
+
+interface TableState {
+  /** Where the table lives after this batch (a new cluster for new and copied tables). */
+  offset: number;
+  buf: Buffer;
+  dirty: boolean;
+  /** The L1 entry must be rewritten to point at `offset`. */
+  relink: boolean;
+}
+
+export class Qcow2ClusterWriter {
+  readonly cs: number;
+  private readonly perL2: number;
+  private tables = new Map<number, TableState>();
+  private data: [number, Buffer][] = [];
+  private frees: [number, number, string][] = [];
+  private pending = 0;
+  /** Clusters written so far (progress). */
+  written = 0;
+
+  private constructor(readonly img: Qcow2Image, readonly rc: RefcountWriter, private signal?: AbortSignal) {
+    this.cs = img.clusterSize;
+    this.perL2 = img.g.clusterSize * img.g.l2Size;
+  }
+
+  /** Opens `path` for in-place cluster writes (refused when QEMU holds it, or it is corrupt, dirty, encrypted or has an external data file). */
+  static async open(path: string, signal?: AbortSignal): Promise<Qcow2ClusterWriter> {
+    assertNotLocked(path);
+    const img = await Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false });
+    try {
+      assertWritable(img);
+      const h = img.header;
+      if (h.cryptMethod !== L.CRYPT_NONE) throw new Qcow2Error(path, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'writing guest data into an encrypted image is not supported yet', 'unsupported');
+      if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(path, 'header extension external data file name', undefined, 'writing guest data into an image with an external data file is not supported yet', 'unsupported');
+      const rc = await RefcountWriter.load({ file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
+      return new Qcow2ClusterWriter(img, rc, signal);
+    } catch (e) {
+      await img.close();
+      throw e;
+    }
+  }
+
+  get virtualSize(): number {
+    return this.img.virtualSize;
+  }
+
+  private async table(l1Index: number): Promise<TableState> {
+    const hit = this.tables.get(l1Index);
+    if (hit) return hit;
+    const img = this.img;
+    if (l1Index >= img.l1Size) throw new Qcow2Error(img.path, `L1[${l1Index}]`, img.header.l1TableOffset, `the L1 table has ${img.l1Size} entries only`);
+    const old = l1EntryOffset(img.l1, l1Index);
+    let t: TableState;
+    if (old === 0) {
+      t = { offset: this.rc.allocate(1, 'L2 table'), buf: Buffer.alloc(this.cs), dirty: true, relink: true };
+    } else {
+      img.checkL2Offset(old, l1Index);
+      const buf = Buffer.from(await img.file.read(old, this.cs, `L1[${l1Index}] → L2 table`));
+      if (this.rc.get(old / this.cs) === 1) {
+        t = { offset: old, buf, dirty: false, relink: false };
+      } else {
+        // shared with a snapshot: the active L1 gets its own copy (the data it points at keeps its counts)
+        t = { offset: this.rc.allocate(1, 'L2 table (copy)'), buf, dirty: true, relink: true };
+        this.frees.push([old, this.cs, `L1[${l1Index}] → shared L2 table`]);
+      }
+    }
+    this.tables.set(l1Index, t);
+    return t;
+  }
+
+  /** The references an entry held, dropped once nothing points at them (phase 5). */
+  private dropOld(hi: number, lo: number, path: string, keepHost = -1): void {
+    const g = this.img.g;
+    if (isCompressed(hi)) {
+      this.frees.push([compressedOffset(g, hi, lo), compressedLength(g, hi, lo), `${path} → compressed data`]);
+      return;
+    }
+    const host = entryOffset(hi, lo);
+    if (host !== 0 && host !== keepHost) this.frees.push([host, this.cs, `${path} → data`]);
+  }
+
+  /** Queues guest cluster `guestOffset` (cluster-aligned) to hold `data` (a full cluster; null: zeros). */
+  async writeCluster(guestOffset: number, data: Buffer | null): Promise<void> {
+    throwIfCancelled(this.signal, this.img.path, 'write');
+    const img = this.img, g = img.g, cs = this.cs;
+    if (guestOffset % cs !== 0 || guestOffset >= img.virtualSize) throw new RangeError(`guest cluster ${guestOffset} is not a cluster of the disk`);
+    const l1Index = Math.floor(guestOffset / this.perL2);
+    const l2Index = (guestOffset % this.perL2) / cs;
+    const t = await this.table(l1Index);
+    const pos = l2Index * g.l2EntrySize;
+    const hi = wordHi(t.buf, pos), lo = wordLo(t.buf, pos);
+    const path = l2EntryPath('L1', l1Index, l2Index);
+    const compressed = isCompressed(hi);
+    const host = compressed ? 0 : entryOffset(hi, lo);
+    if (host % cs !== 0) throw new Qcow2Error(img.path, path, t.offset + pos, `data cluster offset ${hex(host)} is not cluster-aligned`);
+    if (data === null && img.header.version >= 3) {
+      this.dropOld(hi, lo, path);
+      t.buf.fill(0, pos, pos + g.l2EntrySize);
+      if (g.extendedL2) t.buf.writeUInt32BE(0xffffffff, pos + 8); // every subcluster reads as zero
+      else t.buf.writeUInt32BE(L.OFLAG_ZERO_LO, pos + 4);
+      t.dirty = true;
+    } else {
+      const bytes = data ?? Buffer.alloc(cs);
+      let target: number;
+      if (host !== 0 && this.rc.get(host / cs) === 1) {
+        target = host; // only this L1 reaches it: written in place, as QEMU does
+      } else {
+        target = this.rc.allocate(1, `${path} → data`);
+        this.dropOld(hi, lo, path);
+      }
+      this.data.push([target, bytes]);
+      putOffset(t.buf, pos, target, L.OFLAG_COPIED_HI);
+      if (g.extendedL2) { t.buf.writeUInt32BE(0, pos + 8); t.buf.writeUInt32BE(0xffffffff, pos + 12); } // all subclusters allocated
+      t.dirty = true;
+    }
+    this.written++;
+    if (++this.pending >= 512 || this.data.length * cs >= 32 * 1024 * 1024) await this.flush();
+  }
+
+  /** Writes everything queued, in the order at the top of this file. */
+  async flush(): Promise<void> {
+    if (this.pending === 0 && this.frees.length === 0) return;
+    const file = this.img.file;
+    // 1. data
+    this.data.sort((a, b) => a[0] - b[0]);
+    // host-contiguous clusters in one write (a cluster queued twice keeps its last content)
+    for (let k = 0; k < this.data.length;) {
+      let j = k + 1, end = this.data[k][0] + this.cs;
+      while (j < this.data.length && this.data[j][0] === end && (j - k) * this.cs < MAX_DATA_WRITE) { end += this.cs; j++; }
+      const host = this.data[k][0];
+      const bytes = j - k === 1 ? this.data[k][1] : Buffer.concat(this.data.slice(k, j).map(d => d[1]));
+      await writeAt(file, host, bytes, `data cluster at ${hex(host)}`);
+      k = j;
+    }
+    if (this.data.length) await file.sync();
+    // 2. refcounts of what is new
+    await this.rc.flush();
+    // 3. L2 tables
+    const order = [...this.tables].sort((a, b) => a[1].offset - b[1].offset);
+    let any = false;
+    for (const [i, t] of order) {
+      if (!t.dirty) continue;
+      await writeAt(file, t.offset, t.buf, `L1[${i}] → L2 table`);
+      any = true;
+    }
+    if (any) await file.sync();
+    // 4. L1 entries, one write per run of consecutive indexes
+    const relink = [...this.tables].filter(([, t]) => t.relink).map(([i]) => i).sort((a, b) => a - b);
+    const l1 = this.img.l1;
+    for (const [i] of this.tables) {
+      const t = this.tables.get(i)!;
+      if (t.relink) putOffset(l1, i * 8, t.offset, L.OFLAG_COPIED_HI);
+    }
+    for (let k = 0; k < relink.length;) {
+      let j = k + 1;
+      while (j < relink.length && relink[j] === relink[j - 1] + 1) j++;
+      const first = relink[k], n = j - k;
+      await writeAt(file, this.img.header.l1TableOffset + first * 8, l1.subarray(first * 8, (first + n) * 8), `L1[${first}]`);
+      k = j;
+    }
+    if (relink.length) await file.sync();
+    // 5. what the old entries referenced
+    for (const [off, len, what] of this.frees) this.rc.free(off, len, what);
+    await this.rc.flush();
+    this.tables.clear();
+    this.data = [];
+    this.frees = [];
+    this.pending = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.img.close();
+  }
+}
