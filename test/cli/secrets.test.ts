@@ -23,7 +23,10 @@ fs.writeFileSync(notQcow2, Buffer.alloc(65536, 1));
 const EXTRA: Record<string, string[]> = {
   snapshot: ['-l'], compact: ['-o', path.join(dir, 'out.qcow2')],
   ls: ['/'], cat: ['/etc/fstab'], cp: ['/etc', path.join(dir, 'copied')], whose: ['--guest-offset', '0'],
+  convert: [path.join(dir, 'converted.raw')], compare: [img],
 };
+/** Commands taking any number of operands (convert SRC... DST): a stray word there would be an operand (a file it writes), so that run is left out. */
+const VARIADIC = new Set(['convert']);
 
 const obj = `secret,id=sec0,data=${PASS}`;
 
@@ -38,9 +41,10 @@ for (const c of commands) {
       { argv: [path.join(dir, 'missing.qcow2'), ...extra, '--object', obj] },
       { argv: ['--help', '--object', obj] },
       { argv: ['--object', obj], usage: true },
+      // a stray word after the operands: a usage error, except where it is one more operand (convert's DST)
+      ...(VARIADIC.has(c.name) ? [] : [{ argv: [img, ...extra, '--object', obj, PASS], usage: true }]),
       { argv: [img, ...extra, '--object', obj, '--bogus', PASS], usage: true },
       { argv: [img, ...extra, `--bogus=${PASS}`], usage: true },
-      { argv: [img, ...extra, '--object', obj, PASS], usage: true },
       { argv: [img, ...extra, '--object', `${obj},bogus=1`], usage: true },
       { argv: [img, ...extra, '--object', `${obj},${PASS}`], usage: true },
       { argv: [img, ...extra, '--object', `secret,id=sec0,data=${PASS},file=/x`], usage: true },
