@@ -85,15 +85,10 @@ for (const c of configs) {
   });
 }
 
-test('LUKS-encrypted image: the encryption header is counted', t => {
+test('LUKS-encrypted image: the encryption header is counted', () => {
   const dir = scratchDir();
   const img = path.join(dir, 'enc.qcow2');
-  const made = qemuImgStatus('create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=pw', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100', img, '16M');
-  if (made.status !== 0) {
-    // e.g. "Unable to get accurate CPU usage" in some containers: LUKS key derivation cannot be timed
-    t.skip(`qemu-img cannot create LUKS images here: ${made.stderr.trim()}`);
-    return;
-  }
+  qemuImg('create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=pw', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100', img, '16M');
   const spec = `driver=qcow2,file.filename=${img},encrypt.key-secret=s0`;
   qemuIo(spec, ['write -P 1 0 128k'], ['--object', 'secret,id=s0,data=pw', '--image-opts']);
   // qemu-img needs the key just to open the image; we check the structure without it

@@ -7,10 +7,9 @@
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { formatMeasureHuman, formatMeasureJson, luksHeaderSize, measure, type MeasureSource, type Qcow2MeasureOptions } from '../../src/engine/ops/measure';
-import { qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
+import { qemuImg, qemuImgAsync, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
 import { MiB, makeRaw, qemuMap } from './helpers';
 
 const dir = tmpDir('qcow2-lens-measure-');
@@ -96,10 +95,8 @@ test('measure with a LUKS header (cipher and mode decide its size)', async () =>
     { luks: {}, clusterSize: 65536 }, { luks: { cipherAlg: 'aes-128' }, clusterSize: 2097152 },
     { luks: { cipherAlg: 'aes-256', cipherMode: 'cbc' }, clusterSize: 512 },
   ];
-  const outputs = await Promise.all(cases.map(o => new Promise<string>((resolve, reject) => {
-    execFile('qemu-img', ['measure', ...SECRET, '--output=json', '-O', 'qcow2', '-o', `${optString(o)},encrypt.iter-time=10`, '--size', '1G'],
-      (err, stdout) => (err ? reject(new Error(err.message)) : resolve(stdout)));
-  })));
+  const outputs = await Promise.all(cases.map(o =>
+    qemuImgAsync('measure', ...SECRET, '--output=json', '-O', 'qcow2', '-o', `${optString(o)},encrypt.iter-time=10`, '--size', '1G')));
   cases.forEach((o, i) => assert.equal(formatMeasureJson(ours('qcow2', o, undefined, 1024 ** 3)), outputs[i], JSON.stringify(o)));
 });
 

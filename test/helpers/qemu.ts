@@ -1,7 +1,7 @@
 /**
  * Test helpers: run qemu-img / qemu-io (the ground truth) and our CLI, in throwaway directories.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -29,24 +29,59 @@ export function tmpDir(prefix = 'qcow2-lens-'): string {
 }
 
 // stderr is captured, not inherited: qemu-img's repair chatter ("Repairing cluster 5 …") is not the
-// test log's business; when a call fails, execFileSync's error carries it.
+// test log's business; when a call fails, the thrown error carries it.
 const QUIET_STDIO = ['ignore', 'pipe', 'pipe'] as const;
 
+// qemu-img and qemu-io calibrate LUKS's PBKDF2 by timing their own thread's CPU, and on a busy or
+// coarse-clocked machine that timing can read zero: they then fail with "Unable to get accurate CPU
+// usage" before touching the image. That is QEMU timing itself, not the command under test, so every
+// helper here runs the command again when (and only when) that is the failure.
+const CPU_TIMING = /Unable to get accurate CPU usage/;
+const TIMING_TRIES = 6;
+
+function spawnQemu(cmd: string, args: string[], maxBuffer: number): ReturnType<typeof spawnSync> & { stdout: string; stderr: string } {
+  let r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
+  for (let i = 1; i < TIMING_TRIES && r.status !== 0 && CPU_TIMING.test(r.stderr); i++) {
+    r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
+  }
+  return r;
+}
+
+function orThrow(cmd: string, args: string[], r: ReturnType<typeof spawnQemu>): string {
+  if (r.error) throw r.error;
+  if (r.status !== 0) {
+    const shown = args.map(a => (a.startsWith('secret,') ? 'secret,…' : a)).join(' ');
+    throw new Error(`${cmd} ${shown} exited ${r.status ?? r.signal}: ${r.stderr}`);
+  }
+  return r.stdout;
+}
+
 export function qemuImg(...args: string[]): string {
-  return execFileSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, stdio: [...QUIET_STDIO] });
+  return orThrow('qemu-img', args, spawnQemu('qemu-img', args, 256 * 1024 * 1024));
 }
 
 /** qemu-img with its exit code (for check, compare). */
 export function qemuImgStatus(...args: string[]): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const r = spawnQemu('qemu-img', args, 256 * 1024 * 1024);
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** qemu-img without blocking the test process (several can run side by side); rejects with its stderr. */
+export async function qemuImgAsync(...args: string[]): Promise<string> {
+  const once = () => new Promise<{ err: Error | null; stdout: string; stderr: string }>(resolve =>
+    execFile('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
+  let r = await once();
+  for (let i = 1; i < TIMING_TRIES && r.err && CPU_TIMING.test(r.stderr); i++) r = await once();
+  if (r.err) throw new Error(`qemu-img ${args.map(a => (a.startsWith('secret,') ? 'secret,…' : a)).join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
 }
 
 /** Runs qemu-io commands against an image (each string one -c). */
 export function qemuIo(image: string, cmds: string[], extra: string[] = []): string {
   const args = [...extra];
   for (const c of cmds) args.push('-c', c);
-  return execFileSync('qemu-io', [...args, image], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: [...QUIET_STDIO] });
+  args.push(image);
+  return orThrow('qemu-io', args, spawnQemu('qemu-io', args, 64 * 1024 * 1024));
 }
 
 export interface CliResult {

@@ -199,14 +199,10 @@ describe('ViewModel against QEMU', () => {
     }
   });
 
-  it('LUKS: encryption fields in the summary and tree, the header in the map, guest reads say "encrypted"', async t => {
+  it('LUKS: encryption fields in the summary and tree, the header in the map, guest reads say "encrypted"', async () => {
     const img = path.join(dir, 'luks.qcow2');
     const secret = ['--object', 'secret,id=sec0,data=lens'];
-    let made = qemuImgStatus('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
-    for (let i = 0; i < 5 && made.status !== 0 && /accurate CPU usage/.test(made.stderr); i++) {
-      made = qemuImgStatus('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
-    }
-    if (made.status !== 0) { t.skip(`qemu-img cannot create LUKS images here: ${made.stderr.trim()}`); return; }
+    qemuImg('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
     execFileSync('qemu-io', [...secret, '--image-opts', '-c', 'write -P 0x71 0 64k', `driver=qcow2,file.filename=${img},encrypt.key-secret=sec0`]);
     const info = JSON.parse(qemuImg('info', '--output=json', img)) as { 'format-specific': { data: { encrypt: { format: string; 'cipher-alg': string } } } };
     const vm = await ViewModel.open(img);
