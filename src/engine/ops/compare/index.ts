@@ -99,6 +99,18 @@ export async function compareLayers(a: BlockLayer, b: BlockLayer, opts: CompareO
     res.exitCode = 1;
     return !opts.all;
   };
+  /**
+   * qemu-img's check_empty_sectors: a range only one side has must read as zeros there; each non-zero
+   * run is a difference. True when the comparison stops (the first difference is enough).
+   */
+  const onlyZeros = async (layer: BlockLayer, at: number, len: number): Promise<boolean> => {
+    const x = await step(4, () => layer.readGuest(at, len));
+    const found: CompareRange[] = [];
+    nonZeroRanges(x, at, found);
+    if (!found.length) return false;
+    for (const r of found) addRange(res.differences, r.start, r.length);
+    return differ(found[0].start, `Content mismatch at offset ${found[0].start}!`);
+  };
   if (opts.strict && sizeA !== sizeB) {
     differ(undefined, 'Strict mode: Image size mismatch!');
     return res;
@@ -131,15 +143,7 @@ export async function compareLayers(a: BlockLayer, b: BlockLayer, opts: CompareO
       }
     } else {
       chunk = Math.min(chunk, IO_BUF_SIZE);
-      const layer = alloc1 ? a : b;
-      const at = offset, len = chunk;
-      const x = await step(4, () => layer.readGuest(at, len));
-      const found: CompareRange[] = [];
-      nonZeroRanges(x, offset, found);
-      if (found.length) {
-        for (const r of found) addRange(res.differences, r.start, r.length);
-        if (differ(found[0].start, `Content mismatch at offset ${found[0].start}!`)) return res;
-      }
+      if (await onlyZeros(alloc1 ? a : b, offset, chunk)) return res;
     }
     offset += chunk;
     opts.onProgress?.(offset, progressBase);
@@ -153,14 +157,7 @@ export async function compareLayers(a: BlockLayer, b: BlockLayer, opts: CompareO
       let chunk = s.pnum;
       if ((s.status & BDRV_BLOCK_ALLOCATED) && !(s.status & BDRV_BLOCK_ZERO)) {
         chunk = Math.min(chunk, IO_BUF_SIZE);
-        const at = offset, len = chunk;
-        const x = await step(4, () => over.readGuest(at, len));
-        const found: CompareRange[] = [];
-        nonZeroRanges(x, offset, found);
-        if (found.length) {
-          for (const r of found) addRange(res.differences, r.start, r.length);
-          if (differ(found[0].start, `Content mismatch at offset ${found[0].start}!`)) return res;
-        }
+        if (await onlyZeros(over, offset, chunk)) return res;
       }
       offset += chunk;
       opts.onProgress?.(offset, progressBase);
