@@ -48,6 +48,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     assertPackageFiles(files);
     console.log(`vsix: ${files.length} files: ${files.join(', ')}`);
     const vsix = packageVsix(tmp);
+    // the Marketplace listing's budget: under 2 MiB (compressed, as users download it)
+    const size = fs.statSync(vsix).size;
+    console.log(`vsix: ${(size / 1024).toFixed(0)} KiB packed (budget 2048 KiB)`);
+    assert.ok(size < 2 * 1024 * 1024, `the .vsix is ${(size / 1048576).toFixed(2)} MiB, over the 2 MiB budget`);
     const exts = path.join(tmp, 'extensions');
     fs.mkdirSync(exts);
     console.log(installVsix(vsix, exts).trim().split('\n').pop());
