@@ -132,7 +132,7 @@ function deepEqualJson(a: unknown, b: unknown): boolean {
   return ka.every(k => deepEqualJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
-type LegacyRow = { name: string; oursSeconds: number; qemuSeconds: number };
+type LegacyRow = { name: string; oursSeconds: number; qemuSeconds: number; note?: string };
 
 /**
  * A section living in its own bench/<file>.ts that exports a function returning
@@ -146,7 +146,7 @@ function fileSection(name: string, file: string, exportName: string): BenchSecti
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by path at run time, on purpose (above)
       const mod = require(path.join(__dirname, file)) as Record<string, (log: (l: string) => void) => LegacyRow[] | Promise<LegacyRow[]>>;
       const rows = await mod[exportName](l => ctx.log(`  ${l}`));
-      return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds }));
+      return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds, note: r.note }));
     },
   };
 }
@@ -158,6 +158,7 @@ export const SECTIONS: BenchSection[] = [
   checkSection,
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
+  fileSection('guest', 'guest.js', 'benchGuest'),
 ];
 
 export function formatRows(rows: Row[]): string {
