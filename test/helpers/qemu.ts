@@ -51,7 +51,8 @@ function orThrow(cmd: string, args: string[], r: ReturnType<typeof spawnQemu>): 
   if (r.error) throw r.error;
   if (r.status !== 0) {
     const shown = args.map(a => (a.startsWith('secret,') ? 'secret,…' : a)).join(' ');
-    throw new Error(`${cmd} ${shown} exited ${r.status ?? r.signal}: ${r.stderr}`);
+    // qemu-io reports a failed command on stdout
+    throw new Error(`${cmd} ${shown} exited ${r.status ?? r.signal}: ${r.stderr || r.stdout}`);
   }
   return r.stdout;
 }

@@ -9,8 +9,10 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, CLI, qemuGuestHash, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
+import { cli, CLI, pokeBytes, qemuGuestHash, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../helpers/qemu';
 import { assertClean, check } from '../write/util';
+import { Qcow2Image } from '../../src/engine/image/image';
+import { readBitmapBits, readBitmapEntries } from '../../src/engine/ops/bitmaps';
 import { assertSameBytes, infoOf, mapOf } from './util';
 
 function base(dir: string, name: string, opts: string[], size = '16M'): string {
@@ -98,6 +100,89 @@ test('resize: refusals as qemu-img refuses, and raw files', () => {
   assert.equal(r.stdout.toString(), 'Image resized.\n');
 });
 
+/** Each bitmap's bits as far as the disk reaches (and whether any bit past that is set), read by the engine. */
+async function bitmapBits(img: string): Promise<Record<string, { bits: string; granularity: number; flags: number; strayBits: boolean }>> {
+  const im = await Qcow2Image.open(img, { openBacking: false });
+  try {
+    const out: Record<string, { bits: string; granularity: number; flags: number; strayBits: boolean }> = {};
+    for (const e of await readBitmapEntries(im)) {
+      const raw = await readBitmapBits(im.file, e, im.clusterSize);
+      const n = Math.ceil(im.header.size / 2 ** e.granularityBits);
+      // the set bits as runs ("0-15,128,144"): short, and readable when the assertion fails
+      const runs: string[] = [];
+      let stray = false;
+      for (let i = 0, start = -1; i <= n; i++) {
+        const set = i < n && (raw[i >> 3] >> (i & 7)) & 1;
+        if (set && start < 0) start = i;
+        if (!set && start >= 0) { runs.push(start === i - 1 ? `${start}` : `${start}-${i - 1}`); start = -1; }
+      }
+      for (let i = n; i < raw.length * 8; i++) if ((raw[i >> 3] >> (i & 7)) & 1) stray = true;
+      const bits = runs.join(',');
+      assert.equal(e.tableSize, Math.ceil(Math.ceil(n / 8) / im.clusterSize), `${img}: bitmap '${e.name}' table sized for the disk`);
+      out[e.name] = { bits, granularity: e.granularityBits, flags: e.flags, strayBits: stray };
+    }
+    return out;
+  } finally {
+    await im.close();
+  }
+}
+
+/** An image with three persistent bitmaps (two enabled and dirtied by qemu-io's writes, one disabled). */
+function withBitmaps(dir: string, name: string, size = '16M', cs = '64k',
+  writes = ['write -P 1 0 1M', 'write -P 2 5M 4k', 'write -P 3 9M 64k', 'write -P 4 15M 1M']): string {
+  const img = path.join(dir, `${name}.qcow2`);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', `cluster_size=${cs}`, img, size);
+  qemuImg('bitmap', '--add', img, 'b0');
+  qemuImg('bitmap', '--add', '-g', '4096', img, 'fine');
+  qemuImg('bitmap', '--add', '--disable', img, 'off');
+  qemuIo(img, writes);
+  return img;
+}
+
+test('resize with persistent bitmaps: the bitmaps qemu-img resize leaves (bits kept, tables sized for the new disk)', async () => {
+  const dir = tmpDir('qcow2-lens-resize-bitmaps-');
+  const cases: [string, string[], string, string][] = [
+    ['grow', [], '1G', '64k'], ['grow by 1.5 KiB (a partial granule)', [], '+1536', '64k'], ['grow 512 B clusters (tables grow)', [], '40M', '512'],
+    ['shrink', ['--shrink'], '8M', '64k'], ['shrink into a granule', ['--shrink'], '9220k', '64k'], ['shrink 512 B clusters', ['--shrink'], '3M', '512'],
+  ];
+  for (const [label, args, size, cs] of cases) {
+    const b = withBitmaps(dir, 'base', '16M', cs);
+    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
+    fs.copyFileSync(b, ours);
+    fs.copyFileSync(b, theirs);
+    qemuImg('resize', '-q', ...args, theirs, size);
+    const r = cli('resize', '-q', ...args, ours, size);
+    assert.equal(r.status, 0, `${label}: ${r.stderr}`);
+    assertClean(ours);
+    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, label);
+    // qemu-img info loads every bitmap (refusing a table of the wrong size), so equal info says QEMU takes them
+    assert.deepEqual(infoOf(ours, false), infoOf(theirs, false), label);
+    const o = await bitmapBits(ours), t = await bitmapBits(theirs);
+    assert.deepEqual(Object.keys(o).sort(), ['b0', 'fine', 'off'], label);
+    assert.deepEqual(o, t, `${label}: the bitmaps' bits`);
+    assert.ok(o.b0.bits !== '' && o.off.bits === '', `${label}: the enabled bitmap is dirty, the disabled one clean`);
+    // QEMU loads and stores them again on a read-write open and a write
+    qemuIo(ours, ['write -P 9 0 64k']);
+    assertClean(ours);
+  }
+  // an inconsistent (in-use) bitmap: qemu-img refuses the resize, and so do we, writing nothing
+  const b = withBitmaps(dir, 'inuse');
+  const im = await Qcow2Image.open(b, { openBacking: false });
+  const flagsAt = im.header.bitmaps!.bitmapDirectoryOffset + 12;
+  await im.close();
+  pokeBytes(b, flagsAt, Buffer.from([0, 0, 0, 3]));
+  const copy = path.join(dir, 'inuse-theirs.qcow2');
+  fs.copyFileSync(b, copy);
+  assert.match(qemuImgStatus('resize', copy, '32M').stderr, /Bitmap 'b0' is inconsistent/);
+  const before = fs.readFileSync(b);
+  const r = cli('resize', b, '32M');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /bitmap 'b0' is inconsistent/);
+  assert.ok(before.equals(fs.readFileSync(b)), 'a refused resize writes nothing');
+});
+
+const SMALL_WRITES = ['write -P 1 0 256k', 'write -P 2 1M 4k', 'write -P 3 1984k 64k'];
+
 function runCrashing(k: number, args: string[]): boolean {
   const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, QCOW2_LENS_CRASH_AFTER_WRITES: String(k) }, encoding: 'utf8' });
   if (r.status === 0) return true;
@@ -144,6 +229,9 @@ test('resize: a SIGKILL after any write leaves at most leaks and the old or the 
     crashEvery(dir, a, ['--preallocation=falloc'], '3M', 'grow, falloc (new refcount table)'),
     crashEvery(dir, mk('b.qcow2', '512'), [], '12M', 'grow 512 B (L1 grows)'),
     crashEvery(dir, mk('c.qcow2', '512'), ['--shrink'], '1M', 'shrink 512 B'),
+    // qemu-img info (sizeOf) loads the bitmaps after each crash: a table of the wrong size would fail it
+    crashEvery(dir, withBitmaps(dir, 'bm-grow', '2M', '4k', SMALL_WRITES), [], '6M', 'grow with bitmaps'),
+    crashEvery(dir, withBitmaps(dir, 'bm-shrink', '2M', '4k', SMALL_WRITES), ['--shrink'], '1M', 'shrink with bitmaps'),
   ];
   console.log(`resize crash points: ${counts.join(', ')}`);
 });

@@ -13,7 +13,7 @@
  */
 import { Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
-import { readMany } from '../io/reader';
+import { ImageFile, readMany } from '../io/reader';
 import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
 import * as L from '../qcow2/layout';
 import { RefcountWriter, writeAt } from './refcountWrite';
@@ -25,12 +25,67 @@ export type BitmapOp =
   | { op: 'remove' } | { op: 'clear' } | { op: 'enable' } | { op: 'disable' }
   | { op: 'merge'; source: string };
 
-interface Entry { name: string; flags: number; granularityBits: number; type: number; extra: Buffer; tableOffset: number; tableSize: number; bits?: Uint8Array }
+/** A bitmap directory entry as it will be written; `bits` set when its table and data are rewritten. */
+export interface BitmapEntry { name: string; flags: number; granularityBits: number; type: number; extra: Buffer; tableOffset: number; tableSize: number; bits?: Uint8Array }
+type Entry = BitmapEntry;
 
 const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABLE, L.EXT_BITMAPS, L.EXT_CRYPTO]);
 
 function refuse(path: string, detail: string): Qcow2Error {
   return new Qcow2Error(path, 'bitmap directory', undefined, detail, 'unsupported');
+}
+
+/** The image's bitmap directory as entries (none when the autoclear bit says the bitmaps are stale); in-use bitmaps refused. */
+export async function readBitmapEntries(img: Qcow2Image): Promise<BitmapEntry[]> {
+  const h = img.header, entries: BitmapEntry[] = [];
+  if (!h.bitmaps || !h.bitmaps.nbBitmaps || (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) === 0n) return entries;
+  const dir = await img.file.read(h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, 'bitmap directory');
+  for (const b of img.bitmaps) {
+    const p = b.hostOffset - h.bitmaps.bitmapDirectoryOffset;
+    if (b.inUse) throw refuse(img.path, `bitmap '${b.name}' is inconsistent (in use); remove it or run qemu-img check -r all`);
+    entries.push({ name: b.name, flags: b.flags, granularityBits: b.granularityBits, type: b.type, extra: Buffer.from(dir.subarray(p + L.BME_HEADER_SIZE, p + L.BME_HEADER_SIZE + b.extraDataSize)), tableOffset: b.bitmapTableOffset, tableSize: b.bitmapTableSize });
+  }
+  return entries;
+}
+
+/** A bitmap's bits, one table entry's cluster after another (an all-ones entry read as 0xff). */
+export async function readBitmapBits(f: ImageFile, e: BitmapEntry, cs: number): Promise<Uint8Array> {
+  const bits = new Uint8Array(e.tableSize * cs);
+  if (!e.tableSize) return bits;
+  const t = await f.read(e.tableOffset, e.tableSize * 8, `bitmap '${e.name}' table`);
+  const offs: number[] = [];
+  for (let i = 0; i < e.tableSize; i++) { const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8)); if (o) offs.push(o); }
+  const data = await readMany(f, offs, cs, o => `bitmap '${e.name}' data at 0x${o.toString(16)}`);
+  for (let i = 0; i < e.tableSize; i++) {
+    const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8));
+    if (o) bits.set(data.get(o)!, i * cs);
+    else if (wordLo(t, i * 8) & 1) bits.fill(0xff, i * cs, (i + 1) * cs);
+  }
+  return bits;
+}
+
+/** Bits per bitmap and table entries per bitmap for a disk of `size` bytes (QEMU's serialization size in clusters). */
+export function bitmapTableSize(size: number, granularityBits: number, cs: number): number {
+  return Math.ceil(Math.ceil(size / 2 ** granularityBits) / (cs * 8));
+}
+
+/** The bitmap directory's bytes (entries 8-byte aligned; IN_USE cleared: what is written is consistent). */
+export function encodeBitmapDirectory(entries: BitmapEntry[]): Buffer {
+  return Buffer.concat(entries.map(e => {
+    const nm = Buffer.from(e.name);
+    const B = L.BME_ENTRY;
+    const b = Buffer.alloc(L.alignUp(L.BME_HEADER_SIZE + e.extra.length + nm.length, 8));
+    b.writeBigUInt64BE(BigInt(e.tableOffset), B.bitmap_table_offset);
+    b.writeUInt32BE(e.tableSize, B.bitmap_table_size);
+    b.writeUInt32BE(e.flags & ~L.BME_FLAG_IN_USE, B.flags);
+    b[B.type] = e.type;
+    b[B.granularity_bits] = e.granularityBits;
+    b.writeUInt16BE(nm.length, B.name_size);
+    b.writeUInt32BE(e.extra.length, B.extra_data_size);
+    e.extra.copy(b, L.BME_HEADER_SIZE);
+    nm.copy(b, L.BME_HEADER_SIZE + e.extra.length);
+    return b;
+  }));
 }
 
 export async function editBitmap(path: string, name: string, op: BitmapOp): Promise<void> {
@@ -39,33 +94,12 @@ export async function editBitmap(path: string, name: string, op: BitmapOp): Prom
   try {
     assertWritable(img, ['bitmaps']);
     const h = img.header, cs = img.clusterSize, f = img.file;
-    const entries: Entry[] = [];
-    if (h.bitmaps && h.bitmaps.nbBitmaps && (h.autoclearFeatures & L.AUTOCLEAR_BITMAPS) !== 0n) {
-      const dir = await f.read(h.bitmaps.bitmapDirectoryOffset, h.bitmaps.bitmapDirectorySize, 'bitmap directory');
-      for (const b of img.bitmaps) {
-        const p = b.hostOffset - h.bitmaps.bitmapDirectoryOffset;
-        if (b.inUse) throw refuse(path, `bitmap '${b.name}' is inconsistent (in use); remove it or run qemu-img check -r all`);
-        entries.push({ name: b.name, flags: b.flags, granularityBits: b.granularityBits, type: b.type, extra: Buffer.from(dir.subarray(p + L.BME_HEADER_SIZE, p + L.BME_HEADER_SIZE + b.extraDataSize)), tableOffset: b.bitmapTableOffset, tableSize: b.bitmapTableSize });
-      }
-    }
+    const entries = await readBitmapEntries(img);
     const find = (n: string) => entries.find(e => e.name === n);
     const target = find(name);
     const bitsOf = (g: number) => Math.ceil(h.size / 2 ** g);
-    const tableSizeOf = (g: number) => Math.ceil(bitsOf(g) / (cs * 8));
-    const readBits = async (e: Entry): Promise<Uint8Array> => {
-      const bits = new Uint8Array(e.tableSize * cs);
-      if (!e.tableSize) return bits;
-      const t = await f.read(e.tableOffset, e.tableSize * 8, `bitmap '${e.name}' table`);
-      const offs: number[] = [];
-      for (let i = 0; i < e.tableSize; i++) { const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8)); if (o) offs.push(o); }
-      const data = await readMany(f, offs, cs, o => `bitmap '${e.name}' data at 0x${o.toString(16)}`);
-      for (let i = 0; i < e.tableSize; i++) {
-        const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8));
-        if (o) bits.set(data.get(o)!, i * cs);
-        else if (wordLo(t, i * 8) & 1) bits.fill(0xff, i * cs, (i + 1) * cs);
-      }
-      return bits;
-    };
+    const tableSizeOf = (g: number) => bitmapTableSize(h.size, g, cs);
+    const readBits = (e: Entry) => readBitmapBits(f, e, cs);
     const oldTables: Entry[] = [];
     switch (op.op) {
       case 'add': {
@@ -126,22 +160,7 @@ export async function editBitmap(path: string, name: string, op: BitmapOp): Prom
       e.tableOffset = e.tableSize ? rc.allocate(Math.ceil(table.length / cs), `bitmap '${e.name}' table`) : 0;
       if (e.tableSize) writes.push([e.tableOffset, table, `bitmap '${e.name}' table`]);
     }
-    const dirParts = entries.map(e => {
-      const nm = Buffer.from(e.name);
-      const B = L.BME_ENTRY;
-      const b = Buffer.alloc(L.alignUp(L.BME_HEADER_SIZE + e.extra.length + nm.length, 8));
-      b.writeBigUInt64BE(BigInt(e.tableOffset), B.bitmap_table_offset);
-      b.writeUInt32BE(e.tableSize, B.bitmap_table_size);
-      b.writeUInt32BE(e.flags & ~L.BME_FLAG_IN_USE, B.flags);
-      b[B.type] = e.type;
-      b[B.granularity_bits] = e.granularityBits;
-      b.writeUInt16BE(nm.length, B.name_size);
-      b.writeUInt32BE(e.extra.length, B.extra_data_size);
-      e.extra.copy(b, L.BME_HEADER_SIZE);
-      nm.copy(b, L.BME_HEADER_SIZE + e.extra.length);
-      return b;
-    });
-    const dir = Buffer.concat(dirParts);
+    const dir = encodeBitmapDirectory(entries);
     const dirOffset = entries.length ? rc.allocate(Math.ceil(dir.length / cs), 'bitmap directory') : 0;
     if (entries.length) writes.push([dirOffset, dir, 'bitmap directory']);
     await rc.flush();

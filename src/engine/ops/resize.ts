@@ -12,15 +12,24 @@
  * the guest no longer sees it). A SIGKILL after any write leaves an image `qemu-img check` finds at most leaking, and the
  * virtual size is either the old or the new one.
  *
+ * Persistent bitmaps are resized as QEMU's close after a resize stores them: each bitmap's bits
+ * kept up to the smaller of the two sizes, new bits clear, its table sized for the new disk. QEMU
+ * refuses to load a bitmap whose table is not exactly that size, so the new bitmap data, tables and
+ * directory are written into free clusters first (refcounts, then contents, synced), and the size
+ * and the bitmaps extension then change in one write of the header's first bytes; the old tables
+ * and directory are freed after it (a crash in between leaks them, nothing more).
+ *
  * Refused as QEMU refuses: a version 2 image with internal snapshots; shrinking with
- * preallocation; sizes not a multiple of 512. Not supported yet: images with persistent bitmaps
- * (QEMU rewrites their tables for the new size) and growing with preallocation from a size that is
- * not a multiple of the cluster size.
+ * preallocation; sizes not a multiple of 512; an inconsistent (in-use) bitmap. Not supported yet:
+ * growing with preallocation from a size that is not a multiple of the cluster size.
  */
 import * as fs from 'node:fs';
 import { Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
+import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import * as L from '../qcow2/layout';
 import { readAllRefcounts, refcountGeometry } from '../qcow2/refcount';
+import { BitmapEntry, bitmapTableSize, encodeBitmapDirectory, readBitmapBits, readBitmapEntries } from './bitmaps';
 import { ClusterModel, resizeFile } from './create/clusters';
 import { FileDisk } from './create/disk';
 import { RefAlloc } from './create/refalloc';
@@ -49,13 +58,13 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
   const img = await Qcow2Image.open(path, { writable: false, openBacking: false });
   let dataPath: string | undefined;
   let state: { l1: Buffer; counts: Float64Array; reftable: Float64Array };
+  const bitmaps: { entry: BitmapEntry; bits: Uint8Array }[] = [];
   const h = img.header;
   try {
     assertWritable(img);
     const newSize = target(h.size, spec);
     if (newSize < h.size && !opts.shrink) throw new ResizeRefused("Use the --shrink option to perform a shrink operation.\nwarning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.");
     if (h.nbSnapshots && h.version < 3) throw new ResizeRefused("Can't resize a v2 image which has snapshots");
-    if (h.bitmaps && h.bitmaps.nbBitmaps > 0) throw new Qcow2Error(path, 'header extension bitmaps', undefined, 'resizing an image with persistent bitmaps is not supported yet (qemu-img resize rewrites their tables)', 'unsupported');
     if (h.cryptMethod !== 0 && (opts.preallocation ?? 'off') !== 'off') throw new Qcow2Error(path, 'header.crypt_method', 32, 'preallocating an encrypted image is not supported yet', 'unsupported');
     dataPath = img.dataFilePath;
     if (h.dataFile && !dataPath) throw new Qcow2Error(path, 'header extension external data file name', undefined, 'the external data file cannot be opened', 'missing-backing');
@@ -66,6 +75,7 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
       throw new Qcow2Error(path, `refcount table[${i}] → refcount block`, off, reason);
     });
     state = { l1: Buffer.from(img.l1), counts, reftable: Float64Array.from(img.refcountTable) };
+    for (const e of await readBitmapEntries(img)) bitmaps.push({ entry: e, bits: await readBitmapBits(img.file, e, h.clusterSize) });
     if (newSize === h.size && (opts.preallocation ?? 'off') === 'off') return { oldSize: h.size, newSize };
   } finally {
     await img.close();
@@ -78,6 +88,7 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
     const m = new ClusterModel(disk, rc, {
       size: h.size, l1Offset: h.l1TableOffset, l1Size: h.l1Size, l1: state.l1, extendedL2: h.extendedL2, dataDisk,
       dataFileRaw: (h.autoclearFeatures & 2n) !== 0n,
+      writeSize: bitmaps.length ? size => switchBitmaps(disk, rc, h, bitmaps, size) : undefined,
     });
     const prealloc = opts.preallocation ?? 'off';
     if (prealloc !== 'off' && h.size % h.clusterSize !== 0 && newSize > h.size && !dataDisk) {
@@ -92,6 +103,65 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
     disk.close();
     dataDisk?.close();
   }
+}
+
+/**
+ * The bitmaps rewritten for a disk of `size` bytes and switched in with the size (see the top of
+ * this file): new data, tables and directory in free clusters, synced; then one header write of
+ * [0, end of the bitmaps extension) carrying the size and the new directory; then the old freed.
+ */
+async function switchBitmaps(disk: FileDisk, rc: RefAlloc, h: Qcow2Image['header'], bitmaps: { entry: BitmapEntry; bits: Uint8Array }[], size: number): Promise<void> {
+  const cs = h.clusterSize;
+  const ext = h.extensions.find(e => e.type === L.EXT_BITMAPS);
+  if (!ext || !h.bitmaps) throw new Qcow2Error(disk.path, 'header extension bitmaps', undefined, 'the bitmaps extension is missing', 'corrupt');
+  const entries: BitmapEntry[] = [];
+  const writes: [number, Buffer, string][] = [];
+  for (const { entry, bits } of bitmaps) {
+    const tableSize = bitmapTableSize(size, entry.granularityBits, cs);
+    const keep = Math.min(Math.ceil(h.size / 2 ** entry.granularityBits), Math.ceil(size / 2 ** entry.granularityBits));
+    const nb = new Uint8Array(tableSize * cs);
+    nb.set(bits.subarray(0, keep >> 3));
+    if (keep & 7) nb[keep >> 3] = bits[keep >> 3] & ((1 << (keep & 7)) - 1);
+    const table = Buffer.alloc(tableSize * 8);
+    for (let i = 0; i < tableSize; i++) {
+      const chunk = nb.subarray(i * cs, (i + 1) * cs);
+      if (chunk.every(b => b === 0)) continue;
+      const off = await rc.allocClusters(cs);
+      writes.push([off, Buffer.from(chunk), `bitmap '${entry.name}' data`]);
+      table.writeBigUInt64BE(BigInt(off), i * 8);
+    }
+    const tableOffset = await rc.allocClusters(L.alignUp(table.length, cs));
+    writes.push([tableOffset, table, `bitmap '${entry.name}' table`]);
+    entries.push({ ...entry, tableOffset, tableSize });
+  }
+  const dir = encodeBitmapDirectory(entries);
+  const dirOffset = await rc.allocClusters(L.alignUp(dir.length, cs));
+  writes.push([dirOffset, dir, 'bitmap directory']);
+  await rc.flushRefcounts();
+  await disk.sync();
+  for (const [off, b, what] of writes) await disk.write(off, b, what);
+  await disk.sync();
+  // the switch: the size and the bitmaps extension in one write of the header's first bytes
+  const dataAt = ext.hostOffset + L.EXT_HEADER_SIZE;
+  const head = await disk.read(0, dataAt + L.BITMAPS_EXT.length, 'header');
+  head.set(L.encodeHeaderField('size', size), L.HEADER_FIELD.size.offset);
+  head.writeUInt32BE(entries.length, dataAt + L.BITMAPS_EXT.nb_bitmaps);
+  head.writeBigUInt64BE(BigInt(dir.length), dataAt + L.BITMAPS_EXT.bitmap_directory_size);
+  head.writeBigUInt64BE(BigInt(dirOffset), dataAt + L.BITMAPS_EXT.bitmap_directory_offset);
+  await disk.write(0, head, 'header (size and bitmaps extension)');
+  await disk.sync();
+  // the old directory, tables and data, freed (a crash before this leaks them)
+  await rc.freeClusters(h.bitmaps.bitmapDirectoryOffset, L.alignUp(h.bitmaps.bitmapDirectorySize, cs));
+  for (const { entry } of bitmaps) {
+    if (!entry.tableOffset || !entry.tableSize) continue;
+    const t = await disk.read(entry.tableOffset, entry.tableSize * 8, `bitmap '${entry.name}' table`);
+    for (let i = 0; i < entry.tableSize; i++) {
+      const o = entryOffset(wordHi(t, i * 8), wordLo(t, i * 8));
+      if (o) await rc.freeClusters(o, cs);
+    }
+    await rc.freeClusters(entry.tableOffset, L.alignUp(entry.tableSize * 8, cs));
+  }
+  await rc.flushRefcounts();
 }
 
 /** A raw file resized: truncated (preallocation off) or extended with zeros (falloc, full). */

@@ -36,6 +36,12 @@ export interface ClusterState {
   /** The external data file, when the image has one (data clusters live there, not counted). */
   dataDisk?: Disk;
   dataFileRaw?: boolean;
+  /**
+   * Writes the new virtual size instead of the plain 8-byte write, when more must switch with it in
+   * the same header write (resize's persistent bitmaps, whose tables are sized by the disk). It
+   * writes what it needs first and the header last; the model syncs after it.
+   */
+  writeSize?: (size: number) => Promise<void>;
 }
 
 export interface Meta { guest: number; host: number; n: number }
@@ -280,7 +286,8 @@ export class ClusterModel {
   }
 
   private async writeSize(size: number): Promise<void> {
-    await this.disk.write(L.HEADER_FIELD.size.offset, L.encodeHeaderField('size', size), 'header.size');
+    if (this.st.writeSize) await this.st.writeSize(size);
+    else await this.disk.write(L.HEADER_FIELD.size.offset, L.encodeHeaderField('size', size), 'header.size');
     await this.disk.sync();
   }
 
