@@ -15,17 +15,12 @@ import { imageInfo } from '../src/engine/image/info';
 import { writeMapJson } from '../src/engine/image/map';
 import { checkSection } from './check';
 import { prepareImages } from './images';
-import type { BenchContext, BenchSection, Row } from './section';
+import { CLI, type BenchContext, type BenchSection, type Row } from './section';
 import { metadataWalk } from './walk';
 
 export type { BenchContext, BenchSection, Row } from './section';
 
-export const ROOT = (() => {
-  let d = __dirname;
-  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
-  return d;
-})();
-export const CLI = path.join(ROOT, 'dist', 'cli.js');
+export { CLI, ROOT } from './section';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

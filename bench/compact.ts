@@ -12,13 +12,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchCacheDir } from './images';
+import { CLI } from './section';
 
-const ROOT = (() => {
-  let d = __dirname;
-  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
-  return d;
-})();
-const CLI = path.join(ROOT, 'dist', 'cli.js');
 const MiB = 1024 ** 2;
 
 export interface CompactBenchRow {

@@ -1,9 +1,19 @@
 /**
  * What a benchmark section is: bench/bench.ts runs a list of them and prints their rows in one
- * table. Apart from bench.ts so that a section's file can import these without importing the runner
- * that imports it.
+ * table. Apart from bench.ts so that a section's file can import these (and where the CLI is) without
+ * importing the runner that imports it.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { BenchImages } from './images';
+
+/** The repository root (the nearest folder above the built bench file holding package.json) and our CLI in it. */
+export const ROOT = (() => {
+  let d = __dirname;
+  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
+})();
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
 
 export interface Row {
   section: string;
