@@ -33,6 +33,7 @@ import { assertNotLocked, beforeWrite } from '../writable';
 import { CompressPool } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
 import { Qcow2Writer } from './qcow2';
+import type { KeyLookup } from '../../image/encryption';
 import { type ConvertSource, openSources, type SourceFormat, type TopKind } from './source';
 
 export type { OutputFormat, OutputPlan } from './options';
@@ -63,6 +64,8 @@ export interface ConvertOptions {
   minSparse?: number;
   /** -U: read sources a running QEMU holds. */
   forceShare?: boolean;
+  /** Passphrases of each source's encrypted layers, by source index (--image-opts encrypt.key-secret). */
+  sourceKeys?: readonly (KeyLookup | undefined)[];
 }
 
 export interface ConvertResult {
@@ -112,7 +115,7 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
   }
   if (!options.sources.length) throw new Qcow2Error(dest, 'options', undefined, 'no source image given', 'unsupported');
   if (fs.existsSync(dest)) assertNotLocked(dest);
-  const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare });
+  const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare, keys: options.sourceKeys });
   try {
     if (options.sources.some(s => path.resolve(s) === path.resolve(dest)) && options.noCreate) {
       throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source', 'unsupported');
