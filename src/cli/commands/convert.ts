@@ -4,6 +4,8 @@ import { parseQemuSize } from '../../engine/ops/options';
 import { UsageError } from '../args';
 import { FORCE_SHARE, PROGRESS, QUIET, type CommandSpec } from '../command';
 import { IMAGE_OPTS, withImageOperands } from '../imageOpts';
+import { findSecret, secretBytes } from '../objects';
+import { Secret } from '../../engine/crypto/secret';
 import { createProgress } from '../progress';
 import { optionEntries } from './create';
 
@@ -68,6 +70,10 @@ export const convertCommand: CommandSpec = {
         if (n === undefined) throw new Qcow2Error(dest, 'options', undefined, 'Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).', 'unsupported');
         minSparse = n;
       }
+      const entries = optionEntries(args.strings('o'));
+      const secretId = entries.filter(e => e.key === 'encrypt.key-secret').pop()?.value;
+      const secretObj = secretId === undefined ? undefined : findSecret(args.objects, secretId);
+      const encryptSecret = secretObj ? Secret.adopt(await secretBytes(secretObj)) : undefined;
       const progress = createProgress({ label: `converting to ${dest}`, quiet: args.quiet, force: args.forceProgress });
       // Ctrl-C stops between writes: the temporary file is removed, nothing is left at DST
       const ac = new AbortController();
@@ -77,13 +83,14 @@ export const convertCommand: CommandSpec = {
       try {
         await convert({
           sources: srcs.map(s => s.path), sourceKeys: srcs.map(s => s.keys), sourceFormat: args.string('f') as (typeof SOURCE_FORMATS)[number] | undefined, output: dest,
-          outputFormat: args.string('O'), options: optionEntries(args.strings('o')), compress: args.has('c'),
+          outputFormat: args.string('O'), options: entries, compress: args.has('c'), encryptSecret,
           backing: args.string('B'), backingFormat: args.string('F'), noCreate: args.has('n'), targetIsZero: args.has('target-is-zero'),
           minSparse, forceShare: args.has('force-share'),
         }, (d, t) => progress.update(d, t), ac.signal);
         progress.update(1, 1);
         return 0;
       } finally {
+        encryptSecret?.wipe();
         progress.end();
         process.off('SIGINT', onSig);
         process.off('SIGTERM', onSig);
