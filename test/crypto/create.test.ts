@@ -82,6 +82,7 @@ test('create refuses what it cannot make, with qemu-img\'s words where it has th
     const r = cli('create', '-q', '-f', 'qcow2', '--object', obj, ...argv, f, '4M');
     assert.equal(r.status, 1, `${argv.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, re);
+    assert.match(r.stderr, /^qcow2-lens: [^\n]*refused\.qcow2: /, 'the message names the image, not a temporary file');
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.ok(!fs.existsSync(f), 'nothing is left behind');
     assert.deepEqual(fs.readdirSync(dir).filter(n => n.includes('.tmp')), []);

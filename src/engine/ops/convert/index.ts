@@ -246,7 +246,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
   let cipher: DataCipher | null = null;
   let dataBytes = 0;
   try {
-    const m = await formatQcow2(disk, { ...q, signal: ctl.signal }, size);
+    const m = await formatQcow2(disk, { name: dest, ...q, signal: ctl.signal }, size);
     const w = new Qcow2Writer(disk, m.rc, { size: m.size, l1Offset: m.l1Offset, l1Size: m.l1Size, l1: m.l1, extendedL2: q.extendedL2 }, q.preallocation !== 'off');
     w.cipher = m.cipher;
     cipher = m.cipher;

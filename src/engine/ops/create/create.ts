@@ -29,6 +29,8 @@ export interface CreateRequest extends Qcow2CreateOptions {
   signal?: AbortSignal;
   /** With `encrypt`: the passphrase `encrypt.key-secret` names (resolved by the caller; wiped by it). */
   encryptSecret?: Secret;
+  /** The image's name in messages (the destination, not the temporary file written). */
+  name?: string;
   /** Test hook: fixed PBKDF2 iteration counts instead of QEMU's timing (iter-time). */
   encryptIterations?: { slot: number; masterKey: number };
 }
@@ -41,7 +43,8 @@ export interface CreateRequest extends Qcow2CreateOptions {
 async function setUpEncryption(disk: Disk, rc: RefAlloc, h: HeaderImage, req: CreateRequest): Promise<DataCipher> {
   const e = req.encrypt!;
   if (!req.encryptSecret) throw new OptionError(`No secret with id '${e.keySecret}'`);
-  const created = await createLuks(disk.path, req.encryptSecret, {
+  const name = req.name ?? disk.path;
+  const created = await createLuks(name, req.encryptSecret, {
     cipherAlg: e.cipherAlg as CipherAlgorithm | undefined, cipherMode: e.cipherMode as CipherMode | undefined,
     ivgenAlg: e.ivgenAlg as IvGenAlgorithm | undefined, ivgenHashAlg: e.ivgenHashAlg as HashAlgorithm | undefined,
     hashAlg: e.hashAlg as HashAlgorithm | undefined, iterTimeMs: e.iterTime,
@@ -56,7 +59,7 @@ async function setUpEncryption(disk: Disk, rc: RefAlloc, h: HeaderImage, req: Cr
     h.cryptMethod = L.CRYPT_LUKS;
     h.crypto = { offset: off, length: created.area.length };
     await disk.write(0, encodeHeader(h), 'header');
-    return luksDataCipher({ file: disk.path, offset: off }, created.header, created.masterKey, 'qcow2');
+    return luksDataCipher({ file: name, offset: off }, created.header, created.masterKey, 'qcow2');
   } finally {
     created.masterKey.wipe();
   }
@@ -152,7 +155,7 @@ export async function createQcow2(dest: string, req: CreateRequest): Promise<{ s
   const disk = FileDisk.open(out.tmp, 'w', req.signal);
   const dataDisk = dataOut ? FileDisk.open(dataOut.tmp, 'w', req.signal) : undefined;
   try {
-    const m = await formatQcow2(disk, req, size, dataDisk);
+    const m = await formatQcow2(disk, { name: dest, ...req }, size, dataDisk);
     m.cipher?.dispose();
     disk.finish();
     disk.close();
