@@ -14,6 +14,8 @@
  *   refcounts  the final L2 tables and the refcount blocks
  *   (here)     the metadata written in layout order, then the stream
  *   header     the header cluster, written last
+ *   encrypted  (LUKS) the LUKS area right after the header cluster, each data cluster
+ *              decrypted for its source host offset and encrypted for its new one
  *
  * Crash safety: everything is written to a temporary file in the destination's folder, which no
  * reader sees until it is complete, so the order of writes inside it does not matter to a crash
