@@ -3,6 +3,9 @@ import { convert } from '../../engine/ops/convert';
 import { parseQemuSize } from '../../engine/ops/options';
 import { UsageError } from '../args';
 import { FORCE_SHARE, PROGRESS, QUIET, type CommandSpec } from '../command';
+import { IMAGE_OPTS, withImageOperands } from '../imageOpts';
+import { findSecret, secretBytes } from '../objects';
+import { Secret } from '../../engine/crypto/secret';
 import { createProgress } from '../progress';
 import { optionEntries } from './create';
 
@@ -17,7 +20,6 @@ const REFUSED: Record<string, string> = {
   r: '-r (rate limit) is not supported',
   C: '-C (copy offloading) is not supported',
   salvage: '--salvage is not supported: a read error stops the conversion',
-  'image-opts': '--image-opts is not supported: give file names and -f',
   'target-image-opts': '--target-image-opts is not supported: give the file name, -O and -o',
   bitmaps: '--bitmaps is not supported: persistent bitmaps are not copied',
   'skip-broken-bitmaps': '--skip-broken-bitmaps is not supported (nor is --bitmaps)',
@@ -47,7 +49,7 @@ export const convertCommand: CommandSpec = {
     { short: 'r', value: 'RATE', help: 'not supported (refused)' },
     { short: 'C', help: 'not supported (refused)' },
     { long: 'salvage', help: 'not supported (refused)' },
-    { long: 'image-opts', help: 'not supported (refused)' },
+    { ...IMAGE_OPTS, help: 'every SRC is an option list, as qemu-img takes it: driver=qcow2,file.filename=PATH[,encrypt.key-secret=ID]' },
     { long: 'target-image-opts', help: 'not supported (refused)' },
     { long: 'bitmaps', help: 'not supported (refused)' },
     { long: 'skip-broken-bitmaps', help: 'not supported (refused)' },
@@ -59,32 +61,40 @@ export const convertCommand: CommandSpec = {
     void NO_EFFECT;
     const ops = [...args.operands];
     const dest = ops.pop()!;
-    const sText = args.string('S');
-    let minSparse = 4096;
-    if (sText !== undefined) {
-      const n = parseQemuSize(sText);
-      if (n === undefined) throw new Qcow2Error(dest, 'options', undefined, 'Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).', 'unsupported');
-      minSparse = n;
-    }
-    const progress = createProgress({ label: `converting to ${dest}`, quiet: args.quiet, force: args.forceProgress });
-    // Ctrl-C stops between writes: the temporary file is removed, nothing is left at DST
-    const ac = new AbortController();
-    const onSig = () => ac.abort();
-    process.once('SIGINT', onSig);
-    process.once('SIGTERM', onSig);
-    try {
-      await convert({
-        sources: ops, sourceFormat: args.string('f') as (typeof SOURCE_FORMATS)[number] | undefined, output: dest,
-        outputFormat: args.string('O'), options: optionEntries(args.strings('o')), compress: args.has('c'),
-        backing: args.string('B'), backingFormat: args.string('F'), noCreate: args.has('n'), targetIsZero: args.has('target-is-zero'),
-        minSparse, forceShare: args.has('force-share'),
-      }, (d, t) => progress.update(d, t), ac.signal);
-      progress.update(1, 1);
-      return 0;
-    } finally {
-      progress.end();
-      process.off('SIGINT', onSig);
-      process.off('SIGTERM', onSig);
-    }
+    if (args.has('image-opts') && args.has('f')) throw new UsageError('--image-opts and -f are mutually exclusive (the driver is in the option list)');
+    return withImageOperands(args, ops, async srcs => {
+      const sText = args.string('S');
+      let minSparse = 4096;
+      if (sText !== undefined) {
+        const n = parseQemuSize(sText);
+        if (n === undefined) throw new Qcow2Error(dest, 'options', undefined, 'Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).', 'unsupported');
+        minSparse = n;
+      }
+      const entries = optionEntries(args.strings('o'));
+      const secretId = entries.filter(e => e.key === 'encrypt.key-secret').pop()?.value;
+      const secretObj = secretId === undefined ? undefined : findSecret(args.objects, secretId);
+      const encryptSecret = secretObj ? Secret.adopt(await secretBytes(secretObj)) : undefined;
+      const progress = createProgress({ label: `converting to ${dest}`, quiet: args.quiet, force: args.forceProgress });
+      // Ctrl-C stops between writes: the temporary file is removed, nothing is left at DST
+      const ac = new AbortController();
+      const onSig = () => ac.abort();
+      process.once('SIGINT', onSig);
+      process.once('SIGTERM', onSig);
+      try {
+        await convert({
+          sources: srcs.map(s => s.path), sourceKeys: srcs.map(s => s.keys), sourceFormat: args.string('f') as (typeof SOURCE_FORMATS)[number] | undefined, output: dest,
+          outputFormat: args.string('O'), options: entries, compress: args.has('c'), encryptSecret,
+          backing: args.string('B'), backingFormat: args.string('F'), noCreate: args.has('n'), targetIsZero: args.has('target-is-zero'),
+          minSparse, forceShare: args.has('force-share'),
+        }, (d, t) => progress.update(d, t), ac.signal);
+        progress.update(1, 1);
+        return 0;
+      } finally {
+        encryptSecret?.wipe();
+        progress.end();
+        process.off('SIGINT', onSig);
+        process.off('SIGTERM', onSig);
+      }
+    });
   },
 };

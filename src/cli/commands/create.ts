@@ -4,6 +4,8 @@ import { formattingLine, OptionError, parseQcow2CreateOptions, parseQemuSize, pa
 import { UsageError } from '../args';
 import { QUIET, type CommandSpec } from '../command';
 import { parseOptionList } from '../optlist';
+import { findSecret, secretBytes } from '../objects';
+import { Secret } from '../../engine/crypto/secret';
 
 /** The -o lists in order (repeated -o are joined as qemu-img joins them), with -b / -F appended. */
 export function optionEntries(lists: readonly string[]): OptionEntry[] {
@@ -33,7 +35,7 @@ export const createCommand: CommandSpec = {
   usage: ['[-q] [-f qcow2|raw] [-o OPTIONS] [-b BACKING -F FMT] [-u] FILE [SIZE]'],
   options: [
     { short: 'f', value: 'FMT', choices: ['qcow2', 'raw'], help: 'image format (default raw, as qemu-img)' },
-    { short: 'o', value: 'OPTIONS', repeatable: true, help: 'cluster_size, preallocation=off|metadata|falloc|full, compat=0.10|1.1, refcount_bits, lazy_refcounts, extended_l2, compression_type, backing_file, backing_fmt, data_file, data_file_raw' },
+    { short: 'o', value: 'OPTIONS', repeatable: true, help: 'cluster_size, preallocation=off|metadata|falloc|full, compat=0.10|1.1, refcount_bits, lazy_refcounts, extended_l2, compression_type, backing_file, backing_fmt, data_file, data_file_raw; encrypt.format=luks, encrypt.key-secret=ID (an --object secret), encrypt.cipher-alg, encrypt.cipher-mode, encrypt.ivgen-alg, encrypt.ivgen-hash-alg, encrypt.hash-alg, encrypt.iter-time' },
     { short: 'b', value: 'BACKING', help: 'backing file (recorded as given; relative to FILE\'s folder)' },
     { short: 'F', value: 'FMT', help: 'backing file format (qemu-img requires it with -b)' },
     { short: 'u', help: 'unsafe: do not open the backing file (SIZE is then required)' },
@@ -76,9 +78,12 @@ export const createCommand: CommandSpec = {
       const ac = new AbortController();
       const onSig = () => ac.abort();
       process.once('SIGINT', onSig);
+      const secretObj = o.encrypt ? findSecret(args.objects, o.encrypt.keySecret) : undefined;
+      const encryptSecret = secretObj ? Secret.adopt(await secretBytes(secretObj)) : undefined;
       try {
-        await createQcow2(file, { ...req, signal: ac.signal });
+        await createQcow2(file, { ...req, signal: ac.signal, encryptSecret });
       } finally {
+        encryptSecret?.wipe();
         process.off('SIGINT', onSig);
       }
       return 0;

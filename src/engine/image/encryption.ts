@@ -1,11 +1,20 @@
 /**
- * Encryption structure (no key handling): the legacy AES method and the LUKS header that the full
- * disk encryption header extension points at, decoded to the fields `qemu-img info` shows.
+ * Encryption of a qcow2 image: its structure without a key (the legacy AES method and the LUKS
+ * header that the full disk encryption header extension points at, decoded to the fields
+ * `qemu-img info` shows), and unlocking its guest data with a passphrase (unlockImage), which
+ * Qcow2Image uses to decrypt reads.
  */
 import {
   LUKS_FIELD as F, LUKS_HEADER_BYTES, LUKS_KEY_SLOT_ENABLED, LUKS_MAGIC, LUKS_NAME_BYTES, LUKS_NUM_KEY_SLOTS, LUKS_SECTOR_BYTES, LUKS_SLOT_FIELD as S,
   LUKS_UUID_BYTES, slotDescriptorOffset,
 } from '../crypto/luksLayout';
+import { DataCipher, luksDataCipher } from '../crypto/dataCipher';
+import { legacyAesDataCipher } from '../crypto/legacyAes';
+import { LuksArea } from '../crypto/luksArea';
+import { LuksHeader, readLuksHeader } from '../crypto/luksHeader';
+import { UnlockOptions, unlockLuks } from '../crypto/luksUnlock';
+import { Secret } from '../crypto/secret';
+import { Qcow2Error } from '../errors';
 import { ImageFile } from '../io/reader';
 import { Qcow2Header } from '../qcow2/header';
 import * as L from '../qcow2/layout';
@@ -72,4 +81,46 @@ export async function readEncryptInfo(file: ImageFile, h: Qcow2Header): Promise<
   };
   if (ivgenHash) info['ivgen-hash-alg'] = ivgenHash;
   return info;
+}
+
+/**
+ * The passphrase for a layer of a chain, asked by the layer's path and its depth (0 = the image
+ * opened, 1 = its backing file, …), or undefined when there is none — then the layer opens, but
+ * reading its guest data is an 'encrypted' error. (qemu-img's `encrypt.key-secret`,
+ * `backing.encrypt.key-secret`, ….)
+ */
+export type KeyLookup = (layer: { path: string; depth: number }) => Secret | undefined;
+
+/** The LUKS area the full disk encryption header extension names. */
+export function luksAreaOf(file: ImageFile, path: string, h: Qcow2Header): LuksArea {
+  if (!h.crypto) throw new Qcow2Error(path, 'header extension full disk encryption', undefined, 'the image is LUKS-encrypted but has no full disk encryption header extension');
+  return { file: path, reader: file, offset: h.crypto.offset, length: h.crypto.length };
+}
+
+export interface UnlockedImage {
+  cipher: DataCipher;
+  /** LUKS only: the master key (the caller owns it and wipes it) and the header it opens. */
+  masterKey?: Secret;
+  luks?: LuksHeader;
+  slot?: number;
+}
+
+/**
+ * Unlocks an encrypted image's guest data with a passphrase: LUKS tries every active key slot
+ * (PBKDF2 runs on libuv's thread pool, off the JavaScript thread); legacy AES takes the first
+ * 16 bytes and cannot tell a wrong passphrase. A wrong LUKS passphrase is one 'bad-passphrase'
+ * Qcow2Error that names the file and never the passphrase.
+ */
+export async function unlockImage(file: ImageFile, path: string, h: Qcow2Header, passphrase: Secret, opts: UnlockOptions = {}): Promise<UnlockedImage> {
+  if (h.cryptMethod === L.CRYPT_AES) return { cipher: legacyAesDataCipher(path, passphrase) };
+  if (h.cryptMethod !== L.CRYPT_LUKS) throw new Qcow2Error(path, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'the image is not encrypted', 'unsupported');
+  const area = luksAreaOf(file, path, h);
+  const header = await readLuksHeader(area);
+  const { masterKey, slot } = await unlockLuks(area, header, passphrase, opts);
+  try {
+    return { cipher: luksDataCipher(area, header, masterKey, 'qcow2'), masterKey, luks: header, slot };
+  } catch (e) {
+    masterKey.wipe();
+    throw e;
+  }
 }

@@ -9,6 +9,10 @@ import { Bitmap, readBitmapDirectory } from '../qcow2/bitmap';
 import { BlockLayer, RawImage, resolveBackingPath, StatusExtent } from './backing';
 import { entryOffset, isCopied, l1ReservedBits, L2Geometry, l2Geometry, MappingRun, MappingVisitor, SubclusterType, walkMapping, WalkOptions, wordHi, wordLo } from '../qcow2/cluster';
 import { decompressCluster, DecompressError } from '../qcow2/compress';
+import type { DataCipher } from '../crypto/dataCipher';
+import type { LuksHeader } from '../crypto/luksHeader';
+import type { Secret } from '../crypto/secret';
+import { KeyLookup, unlockImage } from './encryption';
 import { Qcow2Error, hex } from '../errors';
 import { headerPath, Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from '../qcow2/header';
 import { forEachHostPiece, HoleSeeker, holeSeeker } from '../io/holes';
@@ -39,6 +43,12 @@ export interface OpenOptions {
    * read as `check -r all` reads it, dropping and cutting what QEMU drops and cuts ('repair').
    */
   checkMode?: 'check' | 'repair';
+  /**
+   * Passphrases of encrypted layers (encryption.ts): each encrypted layer that gets one is
+   * unlocked while it opens (a wrong passphrase fails the open); one that gets none opens, but its
+   * guest data cannot be read.
+   */
+  keys?: KeyLookup;
   /** Internal: paths already open above this image, to refuse loops. */
   chain?: string[];
 }
@@ -72,6 +82,11 @@ export class Qcow2Image implements BlockLayer {
    * and (check mode) why QEMU's check cannot read it — then `snapshots` is empty.
    */
   snapshotTable: Omit<SnapshotTableRead, 'snapshots'> & { error?: Qcow2Error } = { size: 0, dropped: 0, extraTruncated: [] };
+  /** The unlocked data cipher of an encrypted image (unlock()), else null. */
+  cipher: DataCipher | null = null;
+  /** LUKS, once unlocked: the master key (wiped on close) and the LUKS header, for re-encrypting writers. */
+  masterKey?: Secret;
+  luks?: LuksHeader;
   private l2Cache = new Map<number, Buffer>();
   private static readonly L2_CACHE_ENTRIES = 128;
 
@@ -106,13 +121,42 @@ export class Qcow2Image implements BlockLayer {
     const file = await ImageFile.open(path, opts.writable ?? false);
     try {
       const img = await Qcow2Image.load(path, file, opts.zeroPastEof ?? (opts.checkMode !== undefined || !opts.writable), opts.checkMode);
-      if (opts.openDataFile !== false) await img.openDataFile(opts.writable ?? false);
-      if (opts.openBacking !== false) await img.openBacking(opts.chain ?? []);
+      try {
+        const key = img.encrypted ? opts.keys?.({ path, depth: opts.chain?.length ?? 0 }) : undefined;
+        if (key) await img.unlock(key);
+        if (opts.openDataFile !== false) await img.openDataFile(opts.writable ?? false);
+        if (opts.openBacking !== false) await img.openBacking(opts.chain ?? [], opts.keys);
+      } catch (e) {
+        img.forgetKey();
+        await img.dataFile?.close().catch(() => undefined);
+        throw e;
+      }
       return img;
     } catch (e) {
       await file.close().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * Unlocks the guest data with a passphrase (LUKS: every active key slot tried, PBKDF2 off the
+   * JavaScript thread; legacy AES: the first 16 bytes, no check possible). A wrong passphrase is a
+   * 'bad-passphrase' Qcow2Error. The passphrase itself is not kept.
+   */
+  async unlock(passphrase: Secret): Promise<void> {
+    const u = await unlockImage(this.file, this.path, this.header, passphrase);
+    this.forgetKey();
+    this.cipher = u.cipher;
+    this.masterKey = u.masterKey;
+    this.luks = u.luks;
+  }
+
+  /** Forgets the key (the cipher's OpenSSL contexts, the master key's bytes). */
+  forgetKey(): void {
+    this.cipher?.dispose();
+    this.masterKey?.wipe();
+    this.cipher = null;
+    this.masterKey = undefined;
   }
 
   private static async load(path: string, file: ImageFile, zeroPastEof = false, checkMode?: 'check' | 'repair'): Promise<Qcow2Image> {
@@ -186,7 +230,7 @@ export class Qcow2Image implements BlockLayer {
     throw new Qcow2Error(this.path, 'external data file', undefined, `cannot open "${name}" (tried ${candidates.map(c => `"${c}"`).join(' and ')})`, 'missing-backing');
   }
 
-  private async openBacking(chain: string[]): Promise<void> {
+  private async openBacking(chain: string[], keys?: KeyLookup): Promise<void> {
     const name = this.header.backingFile;
     if (!name) return;
     const p = resolveBackingPath(this.path, name);
@@ -214,7 +258,7 @@ export class Qcow2Image implements BlockLayer {
       }
     }
     if (fmt === 'qcow2') {
-      this.backing = await Qcow2Image.open(p, { chain: [...chain, here] });
+      this.backing = await Qcow2Image.open(p, { chain: [...chain, here], keys });
     } else if (fmt === 'raw' || fmt === 'file') {
       this.backing = await RawImage.open(p);
     } else {
@@ -230,6 +274,7 @@ export class Qcow2Image implements BlockLayer {
   }
 
   async close(): Promise<void> {
+    this.forgetKey();
     await this.backing?.close();
     await this.dataFile?.close();
     await this.file.close();
@@ -382,15 +427,17 @@ export class Qcow2Image implements BlockLayer {
           return;
         }
         case SubclusterType.Normal: {
-          if (this.encrypted) throw this.encryptedError(r);
+          if (this.encrypted && !this.cipher) throw this.encryptedError(r);
           if (r.hostOffset >= dataFile.size && !this.dataFile) {
             throw new Qcow2Error(this.path, runPath(r, 'data'), r.hostOffset, `data cluster lies past the end of the file (0x${dataFile.size.toString(16)})`);
           }
-          (await dataFile.readPadded(r.hostOffset, r.length, runPath(r, 'data'))).copy(out, at);
+          if (this.cipher) (await this.readDecrypted(dataFile, this.cipher, r.hostOffset, r.guestOffset, r.length, runPath(r, 'data'))).copy(out, at);
+          else (await dataFile.readPadded(r.hostOffset, r.length, runPath(r, 'data'))).copy(out, at);
           return;
         }
         case SubclusterType.Compressed: {
-          if (this.encrypted) throw this.encryptedError(r);
+          // QEMU stores compressed clusters of an encrypted image unencrypted; the key is still asked for
+          if (this.encrypted && !this.cipher) throw this.encryptedError(r);
           const cluster = await this.readCompressedCluster(r.compressedOffset!, r.compressedSize!, runPath(r, 'compressed data'));
           const within = r.guestOffset % this.clusterSize;
           cluster.copy(out, at, within, within + r.length);
@@ -414,8 +461,23 @@ export class Qcow2Image implements BlockLayer {
     }
   }
 
+  /**
+   * Encrypted guest bytes [hostOffset, +length) decrypted. Encryption works on whole 512-byte
+   * sectors, so the sectors around the range are read and decrypted; the sector number follows
+   * the HOST offset for LUKS and the GUEST offset for legacy AES (dataCipher.ts). A cluster's
+   * host and guest offsets agree modulo the cluster size, so both round alike.
+   */
+  async readDecrypted(file: ImageFile, cipher: DataCipher, hostOffset: number, guestOffset: number, length: number, structure: string): Promise<Buffer> {
+    const sb = cipher.sectorBytes;
+    const head = hostOffset % sb;
+    const buf = await file.readPadded(hostOffset - head, Math.ceil((head + length) / sb) * sb, structure);
+    cipher.decryptRun(buf, cipher.ivOffset === 'host' ? hostOffset - head : guestOffset - head);
+    return buf.subarray(head, head + length);
+  }
+
   private encryptedError(r: MappingRun): Qcow2Error {
     const method = this.header.cryptMethod === L.CRYPT_AES ? 'AES' : 'LUKS';
-    return new Qcow2Error(this.path, runPath(r, 'data'), r.hostOffset || r.compressedOffset, `guest data is encrypted (${method}); reading it needs the key, which QCOW2 Lens does not handle`, 'encrypted');
+    return new Qcow2Error(this.path, runPath(r, 'data'), r.hostOffset || r.compressedOffset,
+      `guest data is encrypted (${method}); reading it needs the passphrase (--object secret,id=ID,file=PATH with --image-opts driver=qcow2,file.filename=PATH,encrypt.key-secret=ID)`, 'encrypted');
   }
 }

@@ -22,6 +22,44 @@ export interface Qcow2CreateOptions {
   backingFmt?: string;
   dataFile?: string;
   dataFileRaw: boolean;
+  /** encrypt.* (LUKS only; legacy AES is read and converted, never written). */
+  encrypt?: EncryptCreateOptions;
+}
+
+/** `-o encrypt.format=luks,encrypt.key-secret=ID,…` as given; the secret is an --object id, resolved by the caller. */
+export interface EncryptCreateOptions {
+  format: 'luks';
+  keySecret: string;
+  cipherAlg?: string;
+  cipherMode?: string;
+  ivgenAlg?: string;
+  ivgenHashAlg?: string;
+  hashAlg?: string;
+  /** Milliseconds of PBKDF2 per key slot (default 2000). */
+  iterTime?: number;
+}
+
+/** The encrypt.* keys, in the order qemu-img's "Formatting" line lists them. */
+export const ENCRYPT_KEYS = ['encrypt.format', 'encrypt.key-secret', 'encrypt.cipher-alg', 'encrypt.cipher-mode', 'encrypt.ivgen-alg',
+  'encrypt.ivgen-hash-alg', 'encrypt.hash-alg', 'encrypt.iter-time'] as const;
+
+function parseEncryptOptions(entries: readonly OptionEntry[]): EncryptCreateOptions | undefined {
+  const e = new Map<string, string>();
+  for (const { key, value } of entries) if (key.startsWith('encrypt.')) e.set(key, value);
+  if (e.size === 0) return undefined;
+  const format = e.get('encrypt.format');
+  if (format === undefined) throw new OptionError("Parameter 'encrypt.format' is missing");
+  if (format === 'aes') throw new OptionError('encrypt.format=aes (legacy qcow2 AES) is read and converted, never written: use encrypt.format=luks');
+  if (format !== 'luks') throw new OptionError("Parameter 'encrypt.format' does not accept value '" + format + "'");
+  const keySecret = e.get('encrypt.key-secret');
+  if (keySecret === undefined) throw new OptionError("Parameter 'encrypt.key-secret' is required for cipher");
+  const iter = e.get('encrypt.iter-time');
+  return {
+    format, keySecret,
+    cipherAlg: e.get('encrypt.cipher-alg'), cipherMode: e.get('encrypt.cipher-mode'), ivgenAlg: e.get('encrypt.ivgen-alg'),
+    ivgenHashAlg: e.get('encrypt.ivgen-hash-alg'), hashAlg: e.get('encrypt.hash-alg'),
+    iterTime: iter === undefined ? undefined : parseNumber('encrypt.iter-time', iter),
+  };
 }
 
 /** An option list entry as the command line gave it (key=value; a bare key is key=on). */
@@ -73,7 +111,7 @@ function parseNumber(key: string, v: string): number {
 
 /**
  * Parses and validates qcow2 creation options (the union of -o, -b and -F, with size when given).
- * `encrypt.*` is refused: encrypted images are created by the encryption work, not here.
+ * `encrypt.*` is parsed into `encrypt` (LUKS); `encryption=on` (legacy AES) is refused.
  */
 export function parseQcow2CreateOptions(entries: readonly OptionEntry[]): Qcow2CreateOptions {
   const o: Qcow2CreateOptions = {
@@ -82,8 +120,10 @@ export function parseQcow2CreateOptions(entries: readonly OptionEntry[]): Qcow2C
   };
   let compatGiven = false;
   for (const { key, value } of entries) {
-    if (key.startsWith('encrypt.') || key === 'encryption') {
-      throw new OptionError('creating encrypted images (encrypt.*) is not supported yet; create it with qemu-img');
+    if (key === 'encryption') throw new OptionError('encryption=on (legacy qcow2 AES) is read and converted, never written: use encrypt.format=luks');
+    if (key.startsWith('encrypt.')) {
+      if (!(ENCRYPT_KEYS as readonly string[]).includes(key)) throw new OptionError(`Invalid parameter '${key}'`);
+      continue;
     }
     if (!(QCOW2_KEYS as readonly string[]).includes(key)) throw new OptionError(`Invalid parameter '${key}'`);
     switch (key) {
@@ -114,6 +154,7 @@ export function parseQcow2CreateOptions(entries: readonly OptionEntry[]): Qcow2C
     }
   }
   void compatGiven;
+  o.encrypt = parseEncryptOptions(entries);
   validateQcow2(o);
   return o;
 }
@@ -141,6 +182,8 @@ export function validateQcow2(o: Qcow2CreateOptions): void {
     throw new OptionError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
   if (o.backingFile !== undefined && Buffer.byteLength(o.backingFile) > 1023) throw new OptionError('Backing file name too long');
+  if (o.encrypt && o.preallocation !== 'off') throw new OptionError('preallocation with encryption is not supported yet (QEMU would map clusters of unencrypted zeros)');
+  if (o.encrypt && o.version < 3) throw new OptionError('encryption is only supported with compatibility level 1.1 and above here (use compat=v3)');
 }
 
 /** qemu-img create's "Formatting 'FILE', fmt=qcow2 …" line (values as given, numbers for sizes). */
@@ -148,6 +191,7 @@ export function formattingLine(file: string, fmt: 'qcow2' | 'raw', given: Readon
   const shown: [string, string | undefined][] = fmt === 'raw'
     ? [['size', size === undefined ? undefined : String(size)]]
     : [
+      ...ENCRYPT_KEYS.map(k => [k, given.get(k)] as [string, string | undefined]),
       ['cluster_size', given.has('cluster_size') ? String(parseQemuSize(given.get('cluster_size')!)) : '65536'],
       ['extended_l2', given.get('extended_l2') ?? 'off'],
       ['preallocation', given.get('preallocation')],

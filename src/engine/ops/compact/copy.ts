@@ -13,6 +13,7 @@ import { SubclusterType } from '../../qcow2/cluster';
 import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
 import * as L from '../../qcow2/layout';
 import type { CompressReply } from './compress.worker';
+import { type CompactCrypto, decrypt, seal } from './encrypted';
 import type { OutFile } from './output';
 import type { CompactPlan, DropSet, Job } from './plan';
 import type { CompressPool } from './pool';
@@ -49,6 +50,8 @@ export interface CopyInput {
   out: OutFile;
   stream: OutFile;
   pool: CompressPool | null;
+  /** An encrypted source (encrypted.ts): clusters decrypted as read, encrypted for their new place. */
+  crypt?: CompactCrypto | null;
   progress(bytes: number): void;
   signal?: AbortSignal;
 }
@@ -77,7 +80,11 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
   const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
   const read = new BatchReader(c, BATCH);
   const prepare = async (k: number): Promise<Ready> => {
-    const { list, bufs, batchBuf, holeOnly } = c.recluster ? await read.jobs(k, plan.jobs, sorted) : await read.clusters(k, sorted);
+    const batch = c.recluster ? await read.jobs(k, plan.jobs, sorted) : await read.clusters(k, sorted);
+    const { list, bufs, batchBuf } = batch;
+    // encrypted: the stored bytes of a hole are not zeros of the guest, so every cluster is decrypted and looked at
+    const holeOnly = c.crypt ? undefined : batch.holeOnly;
+    if (c.crypt) decrypt(c.crypt, list, bufs);
     const keep: number[] = [];
     for (const s of list) {
       if (c.detectZero && (holeOnly?.has(s) || bufs.get(s)!.equals(zero))) data.set(s, ZERO);
@@ -106,7 +113,7 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
       }
       await stream.flushIfLarge();
     } else {
-      for (const s of keep) data.set(s, await out.append(bufs.get(s)!));
+      for (const s of keep) data.set(s, await out.append(seal(c.crypt, out, bufs.get(s)!)));
     }
     await out.flush();
     // the batch buffer is free again once its bytes are on disk; at once when none were kept

@@ -14,6 +14,8 @@
  *   refcounts  the final L2 tables and the refcount blocks
  *   (here)     the metadata written in layout order, then the stream
  *   header     the header cluster, written last
+ *   encrypted  (LUKS) the LUKS area right after the header cluster, each data cluster
+ *              decrypted for its source host offset and encrypted for its new one
  *
  * Crash safety: everything is written to a temporary file in the destination's folder, which no
  * reader sees until it is complete, so the order of writes inside it does not matter to a crash
@@ -30,6 +32,7 @@ import type { ImageFile } from '../../io/reader';
 import { readBitmapTable } from '../../qcow2/bitmap';
 import { assertNotLocked } from '../writable';
 import { copyClusters } from './copy';
+import { patchHeader, placeArea, prepare as prepareEncryption } from './encrypted';
 import { buildHeader } from './header';
 import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
@@ -65,6 +68,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   try {
     const h = img.header;
     const settings = checkCompactable(img, opts);
+    const crypt = await prepareEncryption(img, opts.key, { recluster: settings.recluster, compress: !!opts.compress });
     const bytesBefore = img.file.size;
     const st = fs.statSync(src);
     const stamp = fs.statSync(src, { bigint: true });
@@ -92,12 +96,13 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     out = await createTemp(tmp.image, st.mode & 0o7777);
     const o = new OutFile(out);
     o.push(Buffer.alloc(cs));
+    if (crypt) placeArea(crypt, o, cs);
     streamFile = await createTemp(tmp.stream, 0o600);
     const zs = new OutFile(streamFile);
     if (opts.compress) pool = new CompressPool(opts.compress);
     const placed = await copyClusters({
       img, full, plan, recluster: settings.recluster, detectZero: settings.detectZero, drop, outType: settings.outType,
-      out: o, stream: zs, pool, progress, signal: opts.signal,
+      out: o, stream: zs, pool, crypt, progress, signal: opts.signal,
     });
 
     // ── tables and layout: the surviving L2 tables, the bitmaps' data, where each goes ──
@@ -106,7 +111,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const rawBitmapDir = img.bitmaps.length ? await img.file.read(h.bitmaps!.bitmapDirectoryOffset, h.bitmaps!.bitmapDirectorySize, 'bitmap directory') : null;
     const l1Tables = plan.tables.l1Tables;
     const lay = layoutMetadata({ img, cs, start: o.pos, l1Tables, l2Refs, bitmaps, rawBitmapDir, streamLen: placed.streamLen });
-    const rc = buildRefcounts({ file: src, g, hasBacking: settings.hasBacking, tables: plan.tables, l2Refs, placed, layout: lay, bitmaps });
+    const rc = buildRefcounts({ file: src, g, hasBacking: settings.hasBacking, tables: plan.tables, l2Refs, placed, layout: lay, bitmaps, crypto: crypt ? { offset: crypt.at, length: crypt.area.length } : undefined });
 
     // ── the metadata, in layout order, then the compressed stream ──
     await writeMetadata(o, { cs, l1Tables, l2Refs, bitmaps, lay, rc });
@@ -121,6 +126,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── header, last; then the whole file synced and renamed over the destination ──
     const hdr = await buildHeader({ img, cs, l1Entries: l1Tables[0].l1.length / 8, layout: lay, outType: settings.outType, output: opts.output, dest });
+    if (crypt) patchHeader(crypt, img, hdr);
     await o.writeAt(0, hdr, 'header');
     await out.sync();
     const bytesAfter = out.size;

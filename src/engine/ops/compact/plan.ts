@@ -3,6 +3,7 @@
  * (the active one and each snapshot's) and the distinct source clusters they reach. A source host
  * cluster reached from several L2 tables is listed once, so it is copied once and stays shared.
  */
+import type { Secret } from '../../crypto/secret';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import { decodeCompressed, entryOffset, type L2Geometry, type SubclusterType, wordHi, wordLo } from '../../qcow2/cluster';
@@ -18,6 +19,8 @@ export interface CompactOptions {
   clusterSize?: number;
   signal?: AbortSignal;
   onProgress?(doneBytes: number, totalBytes: number): void;
+  /** The passphrase of an encrypted (LUKS) source: the output keeps its LUKS area and master key. */
+  key?: Secret;
   /**
    * Sparsify's hook: source clusters to drop as if they read as zero (to a zero flag in an
    * overlay, unallocated otherwise), asked once the source's tables are read. Only where zero
@@ -75,7 +78,7 @@ export function checkCompactable(img: Qcow2Image, opts: CompactOptions): Setting
   const features: WriteFeature[] = [];
   if (opts.compress === 'zstd') features.push('zstd');
   assertWritable(img, features);
-  if (img.encrypted) throw new Qcow2Error(src, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'encrypted images cannot be compacted (the key is not handled)', 'unsupported');
+  // encrypted images: encrypted.ts decides (LUKS with the passphrase is compacted, kept encrypted)
   const incompatAt = L.HEADER_FIELD.incompatible_features.offset;
   if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(src, 'header.incompatible_features', incompatAt, 'images with an external data file hold no data clusters to compact', 'unsupported');
   const recluster = opts.clusterSize !== undefined && opts.clusterSize !== h.clusterSize;

@@ -22,6 +22,8 @@ export interface RefcountInput {
   placed: Placement;
   layout: Layout;
   bitmaps: BitmapData[];
+  /** An encrypted image's LUKS area in the output. */
+  crypto?: { offset: number; length: number };
 }
 
 export interface Refcounted {
@@ -39,6 +41,7 @@ export function buildRefcounts(x: RefcountInput): Refcounted {
     for (let c = Math.floor(host / cs); c <= Math.floor((host + len - 1) / cs); c++) counts[c] += times;
   };
   inc(0); // header
+  if (x.crypto) inc(x.crypto.offset, x.crypto.length);
   const newL2 = new Map<number, Buffer>();
   for (const [so, refs] of x.l2Refs) {
     const t = buildL2(x.tables.l2.get(so)!, g, x.hasBacking, x.placed, lay.streamBase)!;

@@ -12,6 +12,7 @@ import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error } from '../../errors';
 import type { BlockLayer } from '../../formats';
 import { isLockedByQemu } from '../../io/lock';
+import type { KeyLookup } from '../../image/encryption';
 import { openImageLayer } from './open';
 import { BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_ZERO, chainBlockStatus } from './status';
 
@@ -21,6 +22,9 @@ const SECTOR = 512;
 export interface CompareOptions {
   formatA?: string;
   formatB?: string;
+  /** Passphrases of A's and B's encrypted layers. */
+  keysA?: KeyLookup;
+  keysB?: KeyLookup;
   strict?: boolean;
   /** Go on past the first difference and list every differing range (our --json). */
   all?: boolean;
@@ -169,15 +173,15 @@ export async function compareLayers(a: BlockLayer, b: BlockLayer, opts: CompareO
 
 /** Opens both images (read-only, chains included) and compares them; open failures are CompareError(2). */
 export async function compareImages(pathA: string, pathB: string, opts: CompareOptions = {}): Promise<CompareResult> {
-  const open = async (p: string, fmt?: string) => step(2, async () => {
+  const open = async (p: string, fmt?: string, keys?: KeyLookup) => step(2, async () => {
     if (!opts.forceShare && isLockedByQemu(p)) {
       throw new Qcow2Error(p, 'file', undefined, 'the image is in use by a running QEMU (it holds a lock on it); use -U (--force-share) to compare it anyway, read-only', 'locked');
     }
-    return openImageLayer(p, fmt);
+    return openImageLayer(p, fmt, keys);
   });
-  const a = await open(pathA, opts.formatA);
+  const a = await open(pathA, opts.formatA, opts.keysA);
   try {
-    const b = await open(pathB, opts.formatB);
+    const b = await open(pathB, opts.formatB, opts.keysB);
     try {
       return await compareLayers(a, b, opts);
     } finally {

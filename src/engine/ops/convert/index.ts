@@ -33,6 +33,9 @@ import { assertNotLocked, beforeWrite } from '../writable';
 import { CompressPool } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
 import { Qcow2Writer } from './qcow2';
+import type { DataCipher } from '../../crypto/dataCipher';
+import type { Secret } from '../../crypto/secret';
+import type { KeyLookup } from '../../image/encryption';
 import { type ConvertSource, openSources, type SourceFormat, type TopKind } from './source';
 
 export type { OutputFormat, OutputPlan } from './options';
@@ -63,6 +66,10 @@ export interface ConvertOptions {
   minSparse?: number;
   /** -U: read sources a running QEMU holds. */
   forceShare?: boolean;
+  /** Passphrases of each source's encrypted layers, by source index (--image-opts encrypt.key-secret). */
+  sourceKeys?: readonly (KeyLookup | undefined)[];
+  /** The passphrase -o encrypt.key-secret names, for an encrypted qcow2 output (resolved by the caller). */
+  encryptSecret?: Secret;
 }
 
 export interface ConvertResult {
@@ -112,7 +119,7 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
   }
   if (!options.sources.length) throw new Qcow2Error(dest, 'options', undefined, 'no source image given', 'unsupported');
   if (fs.existsSync(dest)) assertNotLocked(dest);
-  const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare });
+  const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare, keys: options.sourceKeys });
   try {
     if (options.sources.some(s => path.resolve(s) === path.resolve(dest)) && options.noCreate) {
       throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source', 'unsupported');
@@ -124,7 +131,8 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
       if (q.backingFile !== undefined) {
         try { await backingSize(dest, q.backingFile, q.backingFmt); } catch (e) { throw optionError(dest, e); }
       }
-      return await toQcow2(src, dest, plan.qcow2, { compress: options.compress ?? false, minSparse, withBacking: q.backingFile !== undefined }, ctl);
+      if (q.encrypt && options.compress) throw optionError(dest, new OptionError('-c with encrypt.format is not supported: QEMU stores compressed clusters unencrypted'));
+      return await toQcow2(src, dest, { ...plan.qcow2, encryptSecret: options.encryptSecret }, { compress: options.compress ?? false, minSparse, withBacking: q.backingFile !== undefined }, ctl);
     }
     return await toForeign(src, dest, plan, minSparse, ctl);
   } finally {
@@ -230,15 +238,18 @@ async function classify(src: ConvertSource, start: number, end: number, cs: numb
   return kinds;
 }
 
-async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions, job: Qcow2Job, ctl: Control): Promise<ConvertResult> {
+async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions & { encryptSecret?: Secret }, job: Qcow2Job, ctl: Control): Promise<ConvertResult> {
   const size = Math.ceil(src.virtualSize / 512) * 512;
   const out = new TempOutput(path.resolve(dest));
   const disk = FileDisk.open(out.tmp, 'w', ctl.signal);
   let pool: CompressPool | null = null;
+  let cipher: DataCipher | null = null;
   let dataBytes = 0;
   try {
-    const m = await formatQcow2(disk, { ...q, signal: ctl.signal }, size);
+    const m = await formatQcow2(disk, { name: dest, ...q, signal: ctl.signal }, size);
     const w = new Qcow2Writer(disk, m.rc, { size: m.size, l1Offset: m.l1Offset, l1Size: m.l1Size, l1: m.l1, extendedL2: q.extendedL2 }, q.preallocation !== 'off');
+    w.cipher = m.cipher;
+    cipher = m.cipher;
     const cs = w.cs;
     if (job.compress) pool = new CompressPool(q.compressionType);
     const zeroAsData = q.version < 3;
@@ -282,6 +293,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions, 
     out.discard();
     throw e;
   } finally {
+    cipher?.dispose();
     await pool?.close();
   }
 }

@@ -71,12 +71,20 @@ export class Qcow2Writer extends ClusterModel {
   /** Writes data[from, from + len) at `host`, or only the parts of it qemu-img writes (see writeData). */
   private async put(host: number, data: Buffer, from: number, len: number): Promise<void> {
     const partial = this.written && (this.entrySize === 16 || this.preallocated);
-    if (!partial) { await this.disk.write(host, data.subarray(from, from + len), 'data'); return; }
+    if (!partial) { await this.disk.write(host, this.sealed(data.subarray(from, from + len), host), 'data'); return; }
     const unit = this.entrySize === 16 ? this.cs / 32 : 1;
     for (const [r0, r1] of this.written!) {
       const s = Math.max(from, Math.floor(r0 / unit) * unit), e = Math.min(from + len, Math.ceil(r1 / unit) * unit);
-      if (e > s) await this.disk.write(host + (s - from), data.subarray(s, e), 'data');
+      if (e > s) await this.disk.write(host + (s - from), this.sealed(data.subarray(s, e), host + (s - from)), 'data');
     }
+  }
+
+  /** Guest bytes as they are stored at `host`: encrypted for that host offset in an encrypted image (a copy; the caller's buffer is kept). */
+  private sealed(bytes: Buffer, host: number): Buffer {
+    if (!this.cipher) return bytes;
+    const copy = Buffer.from(bytes);
+    this.cipher.encryptRun(copy, host);
+    return copy;
   }
   private maskBase = 0;
   private zeroRest = false;
@@ -140,6 +148,7 @@ export class Qcow2Writer extends ClusterModel {
    * first, then the bytes packed after the previous compressed cluster, then the entry.
    */
   async writeCompressed(guest: number, compressed: Uint8Array): Promise<void> {
+    if (this.cipher) throw new Qcow2Error(this.disk.path, 'compressed data', undefined, 'compressed clusters in an encrypted image are not written (QEMU would store them unencrypted)', 'unsupported');
     const { off, index } = await this.clusterTable(guest);
     const host = await this.allocBytes(compressed.length);
     await this.disk.write(host, compressed, 'compressed data');

@@ -11,6 +11,7 @@ import { Qcow2Error } from '../../errors';
 import { type ForeignFormat, openForeign, probeFormat } from '../../formats';
 import type { BlockLayer, ImageSource, SourceRun } from '../../formats/layer';
 import { pushRun } from '../../formats/layer';
+import type { KeyLookup } from '../../image/encryption';
 import { Qcow2Image } from '../../image/image';
 import { forEachMapEntry } from '../../image/map';
 import { holeSeeker } from '../../io/holes';
@@ -35,6 +36,8 @@ export interface SourceOptions {
   format?: SourceFormat;
   /** -U: read images a running QEMU holds. */
   forceShare?: boolean;
+  /** Passphrases of each source's encrypted layers, by source index. */
+  keys?: readonly (KeyLookup | undefined)[];
 }
 
 /**
@@ -60,10 +63,10 @@ function assertReadable(layer: BlockLayer): void {
   }
 }
 
-async function openOne(path: string, opts: SourceOptions): Promise<BlockLayer> {
+async function openOne(path: string, opts: SourceOptions, keys?: KeyLookup): Promise<BlockLayer> {
   const fmt = opts.format ?? await probeFormat(path);
   const layer: BlockLayer = fmt === 'qcow2'
-    ? await Qcow2Image.open(path)
+    ? await Qcow2Image.open(path, { keys })
     : await openForeign(path, fmt, { holes: holeSeeker() });
   if (!opts.forceShare) {
     try { assertReadable(layer); } catch (e) { await layer.close(); throw e; }
@@ -91,7 +94,7 @@ function asChainLayer(l: BlockLayer): Parameters<typeof forEachMapEntry>[0] {
 export async function openSources(paths: readonly string[], opts: SourceOptions = {}): Promise<ConvertSource> {
   const layers: BlockLayer[] = [];
   try {
-    for (const p of paths) layers.push(await openOne(p, opts));
+    for (const [i, p] of paths.entries()) layers.push(await openOne(p, opts, opts.keys?.[i]));
   } catch (e) {
     for (const l of layers) await l.close().catch(() => undefined);
     throw e;

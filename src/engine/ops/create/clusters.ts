@@ -46,6 +46,8 @@ export interface ClusterState {
 
 export interface Meta { guest: number; host: number; n: number }
 
+import type { DataCipher } from '../../crypto/dataCipher';
+
 export class ClusterModel {
   readonly cs: number;
   readonly bits: number;
@@ -57,6 +59,8 @@ export class ClusterModel {
   l1: Buffer;
   protected l2 = new Map<number, Buffer>();
   protected l2Dirty = new Set<number>();
+  /** An encrypted image's data cipher (create.ts sets it up): guest data is encrypted for its host offset before it is written. */
+  cipher: DataCipher | null = null;
 
   constructor(readonly disk: Disk, readonly rc: RefAlloc, readonly st: ClusterState) {
     this.cs = rc.cs;

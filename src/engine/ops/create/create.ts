@@ -18,11 +18,51 @@ import { ClusterModel, growFile } from './clusters';
 import { FileDisk, TempOutput } from './disk';
 import { encodeHeader, type HeaderImage } from './header';
 import { RefAlloc, type Disk } from './refalloc';
+import type { CipherAlgorithm, CipherMode, HashAlgorithm, IvGenAlgorithm } from '../../crypto/algorithms';
+import { type DataCipher, luksDataCipher } from '../../crypto/dataCipher';
+import { createLuks } from '../../crypto/luksCreate';
+import type { Secret } from '../../crypto/secret';
 
 export interface CreateRequest extends Qcow2CreateOptions {
   /** -u: do not open the backing file (its size then must be given). */
   unsafe?: boolean;
   signal?: AbortSignal;
+  /** With `encrypt`: the passphrase `encrypt.key-secret` names (resolved by the caller; wiped by it). */
+  encryptSecret?: Secret;
+  /** The image's name in messages (the destination, not the temporary file written). */
+  name?: string;
+  /** Test hook: fixed PBKDF2 iteration counts instead of QEMU's timing (iter-time). */
+  encryptIterations?: { slot: number; masterKey: number };
+}
+
+/**
+ * Step 6 of qcow2_co_create, qcow2_set_up_encryption: a new LUKS area (luksCreate.ts) in newly
+ * allocated clusters after everything else (zeroed whole, then the area written), crypt_method
+ * 2 and the full disk encryption extension in the header. Returns the data cipher.
+ */
+async function setUpEncryption(disk: Disk, rc: RefAlloc, h: HeaderImage, req: CreateRequest): Promise<DataCipher> {
+  const e = req.encrypt!;
+  if (!req.encryptSecret) throw new OptionError(`No secret with id '${e.keySecret}'`);
+  const name = req.name ?? disk.path;
+  const created = await createLuks(name, req.encryptSecret, {
+    cipherAlg: e.cipherAlg as CipherAlgorithm | undefined, cipherMode: e.cipherMode as CipherMode | undefined,
+    ivgenAlg: e.ivgenAlg as IvGenAlgorithm | undefined, ivgenHashAlg: e.ivgenHashAlg as HashAlgorithm | undefined,
+    hashAlg: e.hashAlg as HashAlgorithm | undefined, iterTimeMs: e.iterTime,
+    slotIterations: req.encryptIterations?.slot, masterKeyIterations: req.encryptIterations?.masterKey, signal: req.signal,
+  });
+  try {
+    const cs = rc.cs;
+    const clusterLen = Math.ceil(created.area.length / cs) * cs;
+    const off = await rc.allocClusters(clusterLen);
+    await disk.writeZeroes(off, clusterLen, 'encryption header');
+    await disk.write(off, created.area, 'encryption header');
+    h.cryptMethod = L.CRYPT_LUKS;
+    h.crypto = { offset: off, length: created.area.length };
+    await disk.write(0, encodeHeader(h), 'header');
+    return luksDataCipher({ file: name, offset: off }, created.header, created.masterKey, 'qcow2');
+  } finally {
+    created.masterKey.wipe();
+  }
 }
 
 /** The virtual size of a backing file (qcow2 header, else the file's length for raw), in bytes. */
@@ -94,6 +134,8 @@ export async function formatQcow2(disk: Disk, req: CreateRequest, size: number, 
     h.backingFormat = req.backingFmt;
     await disk.write(0, encodeHeader(h), 'header');
   }
+  // 6. encryption
+  if (req.encrypt) m.cipher = await setUpEncryption(disk, rc, h, req);
   await m.writeCaches();
   return m;
 }
@@ -113,7 +155,8 @@ export async function createQcow2(dest: string, req: CreateRequest): Promise<{ s
   const disk = FileDisk.open(out.tmp, 'w', req.signal);
   const dataDisk = dataOut ? FileDisk.open(dataOut.tmp, 'w', req.signal) : undefined;
   try {
-    await formatQcow2(disk, req, size, dataDisk);
+    const m = await formatQcow2(disk, { name: dest, ...req }, size, dataDisk);
+    m.cipher?.dispose();
     disk.finish();
     disk.close();
     if (dataDisk) { dataDisk.finish(); dataDisk.close(); dataOut!.commit(); }
