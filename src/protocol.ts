@@ -114,6 +114,8 @@ export interface EncryptionInfo {
   format: string;
   /** Name/value pairs in display order (cipher, mode, ivgen, hash, uuid, slots…). */
   fields: Array<[string, string]>;
+  /** Whether the tab has the key (Unlock…): guest data then reads decrypted. */
+  unlocked: boolean;
 }
 
 export interface ImageSummary {
@@ -242,7 +244,9 @@ export interface CheckFinding extends EngineFinding {
 /** Commands buttons in the webview can ask the host to run (the host decides and confirms). */
 export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnapshot' | 'revertSnapshot' | 'compact' | 'refresh' | 'openBacking' | 'copyOffset'
   /** VS Code's "Reopen Editor With…" picker for the tab (an image the engine cannot open). */
-  | 'reopenWith';
+  | 'reopenWith'
+  /** An encrypted image: ask for its passphrase (Unlock…), or forget it (Lock). */
+  | 'unlock' | 'lock';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

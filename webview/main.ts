@@ -212,7 +212,7 @@ class App {
     if (s.backingNotFollowed) badges.push(['backing file not followed', 'warning']);
     if (s.snapshots.length) badges.push([`${s.snapshots.length} snapshot(s)`]);
     if (s.bitmaps.length) badges.push([`${s.bitmaps.length} bitmap(s)`]);
-    if (s.encryption) badges.push([`encrypted (${s.encryption.format})`, 'warning']);
+    if (s.encryption) badges.push([`encrypted (${s.encryption.format}, ${s.encryption.unlocked ? 'unlocked' : 'locked'})`, s.encryption.unlocked ? undefined : 'warning']);
     if (s.extendedL2) badges.push(['extended L2']);
     if (s.compressionType !== 'zlib') badges.push([`${s.compressionType} compression`]);
     if (s.dataFile) badges.push(['external data file']);
@@ -227,6 +227,9 @@ class App {
       button('Check', () => this.runCommand('check'), { title: 'Run the integrity check' }),
       button('Snapshot…', () => this.runCommand('createSnapshot'), { title: 'Create an internal snapshot' }),
       button('Compact…', () => this.runCommand('compact'), { title: 'Rewrite the image without unused clusters' }),
+      ...(!s.encryption ? [] : s.encryption.unlocked
+        ? [button('Lock', () => this.runCommand('lock'), { title: 'Forget the passphrase (this session and, if remembered, VS Code\'s secret storage)' })]
+        : [button('Unlock…', () => this.runCommand('unlock'), { title: 'Enter the passphrase to read the guest data', className: 'primary' })]),
     );
   }
 

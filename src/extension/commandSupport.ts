@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
+import type { Keyring } from './keyring';
 import { isCancelled } from '../engine/cancel';
 import { UserError } from './userError';
 
@@ -15,6 +16,8 @@ export interface Services {
   provider: Qcow2EditorProvider;
   checks: CheckService;
   output: vscode.OutputChannel;
+  /** Passphrases of encrypted images (session memory, SecretStorage when remembered). */
+  keyring: Keyring;
 }
 
 /** The image a command acts on: its URI argument (Uri or path string), else the active qcow2 tab. */

@@ -222,6 +222,16 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
     return this.docs.get(uri.toString());
   }
 
+  /** A webview request answered by the image's tab's view model, as that tab would get it (tests). */
+  async ask(uri: vscode.Uri, m: FromWebviewMessage): Promise<ToWebviewMessage | undefined> {
+    for (const ed of this.editors) {
+      if (ed.document.uri.toString() !== uri.toString()) continue;
+      const vm = await ed.vmReady;
+      return vm ? (await vm.handle(m)) ?? undefined : undefined;
+    }
+    return undefined;
+  }
+
   /** Number of open tabs per image (tests). */
   openEditors(): { uri: string; active: boolean }[] {
     return [...this.editors].map(ed => ({ uri: ed.document.uri.toString(), active: ed === this.activeEditor }));

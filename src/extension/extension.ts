@@ -23,6 +23,10 @@ import { amendImage } from './amendImage';
 import { manageBitmaps } from './bitmapCommands';
 import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
+import { Keyring } from './keyring';
+import { lockImage, unlockImage } from './unlockImage';
+import { Qcow2Error } from '../engine/errors';
+import type { FromWebviewMessage } from '../protocol';
 
 export interface Qcow2LensApi {
   services: Services;
@@ -37,7 +41,20 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   const settings = new LiveSettings(output, () => provider);
   const checks = new CheckService((uri, m) => { settings.checked(uri); provider?.postTo(uri, m); });
   /** One view model per tab, read-only: it answers the webview's requests from the engine, reading the settings at each use. */
-  const openViewModel: ViewModelFactory = imagePath => ViewModel.open(imagePath, { settings: () => settings.forTab(imagePath) });
+  const keyring = new Keyring(context.secrets);
+  const openViewModel: ViewModelFactory = async imagePath => {
+    const opts = { settings: () => settings.forTab(imagePath), keys: keyring.lookup };
+    if (!await keyring.restore(imagePath)) return ViewModel.open(imagePath, opts);
+    try {
+      return await ViewModel.open(imagePath, opts);
+    } catch (e) {
+      // a remembered passphrase that no longer opens the image (its key slots changed): forgotten, the tab opens locked
+      if (!(e instanceof Qcow2Error && e.code === 'bad-passphrase')) throw e;
+      await keyring.forget(imagePath);
+      output.appendLine(`${imagePath}: the remembered passphrase no longer opens a key slot; it was forgotten`);
+      return ViewModel.open(imagePath, opts);
+    }
+  };
   const recheck = new Map<string, NodeJS.Timeout>();
   const scheduleCheck = (uri: vscode.Uri) => {
     const key = uri.toString();
@@ -61,8 +78,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     runCommand: (cmd, uri, args) => void runFromWebview(s, cmd, uri, args ?? {}),
     lastCheck: uri => checks.lastResult(uri),
   });
-  const s: Services = { provider, checks, output };
-  context.subscriptions.push(output, checks, settings);
+  const s: Services = { provider, checks, output, keyring };
+  context.subscriptions.push(output, checks, settings, keyring);
 
   // Each command takes what VS Code or a caller passes and checks its own arguments.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -83,6 +100,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.resizeImage', 'Resize Image', resizeImage);
   register('qcow2Lens.amendImage', 'Change Image Options', amendImage);
   register('qcow2Lens.manageBitmaps', 'Manage Bitmaps', manageBitmaps);
+  register('qcow2Lens.unlockImage', 'Unlock Image', unlockImage);
+  register('qcow2Lens.lockImage', 'Lock Image', lockImage);
   register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
     const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
     if (!target) return undefined;
@@ -92,6 +111,10 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.openSample', 'Open Sample Image', () => openSampleImage(context));
   // For tests: which images are open in the editor.
   register('qcow2Lens.internal.state', 'State', async sv => ({ editors: sv.provider.openEditors() }));
+  // For tests: a webview request (summary, guest bytes…) answered by the image's tab, as the webview gets it.
+  // For tests: a new session's keyring (passphrases in memory wiped, SecretStorage kept).
+  register('qcow2Lens.internal.dropSessionKeys', 'Drop Session Keys', async sv => { sv.keyring.dropSession(); });
+  register('qcow2Lens.internal.ask', 'Ask', async (sv, uri: vscode.Uri, m: FromWebviewMessage) => sv.provider.ask(uri, m));
   void reopenTextTabsOfImages();
   // As VS Code counts it: loading the code plus the activate() call, not the host's own wait between them.
   const activateMs = performance.now() - activateStart, loadMs = modulesLoaded - loadStart;
@@ -141,6 +164,8 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
       }
       case 'compact': if (!await compactImage(s, uri)) return unchanged(); break;
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
+      case 'unlock': await unlockImage(s, uri); return;
+      case 'lock': await lockImage(s, uri); return;
       case 'reopenWith':
         // VS Code's own picker (text editor, hex editor, …) for the active tab, which is this one
         await vscode.commands.executeCommand('workbench.action.reopenWithEditor');

@@ -15,7 +15,7 @@ import { Qcow2Image } from '../engine/image/image';
 import * as L from '../engine/qcow2/layout';
 import { isLockedByQemu } from '../engine/io/lock';
 import { mapImage } from '../engine/image/map';
-import { readEncryptInfo } from '../engine/image/encryption';
+import { KeyLookup, readEncryptInfo } from '../engine/image/encryption';
 import { formatBytes } from '../engine/units';
 import {
   ByteRangeSource, CLUSTER_ROLES, ClusterDescription, ClusterOwner, FromWebviewMessage, HeaderField,
@@ -52,26 +52,27 @@ export class ViewModel {
   /** Set when the image has a backing file that was not opened because the settings say not to follow it. */
   backingNotFollowed?: string;
 
-  private constructor(public img: Qcow2Image, readonly readOnly: boolean, private readonly settings: () => ViewModelSettings) {}
+  private constructor(public img: Qcow2Image, readonly readOnly: boolean, private readonly settings: () => ViewModelSettings, private readonly keys?: KeyLookup) {}
 
   /**
    * Opens the image read-only with its backing chain (without it when the chain is broken, or when
    * `settings().followBackingFiles` is off: guest bytes not allocated in the file then read as zeros).
    */
-  static async open(imagePath: string, opts: { readOnly?: boolean; settings?: () => ViewModelSettings } = {}): Promise<ViewModel> {
+  static async open(imagePath: string, opts: { readOnly?: boolean; settings?: () => ViewModelSettings; keys?: KeyLookup } = {}): Promise<ViewModel> {
     const settings = opts.settings ?? defaultSettings;
+    const keys = opts.keys;
     if (!settings().followBackingFiles) {
-      const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false, settings);
+      const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false, keys }), opts.readOnly ?? false, settings, keys);
       if (vm.img.header.backingFile) {
         vm.backingNotFollowed = `The backing file "${vm.img.header.backingFile}" is not opened (${settingName('followBackingFiles')} is off): disk bytes this image does not hold read as zeros.`;
       }
       return vm;
     }
     try {
-      return new ViewModel(await Qcow2Image.open(imagePath), opts.readOnly ?? false, settings);
+      return new ViewModel(await Qcow2Image.open(imagePath, { keys }), opts.readOnly ?? false, settings, keys);
     } catch (e) {
       if (e instanceof Qcow2Error && e.code === 'missing-backing') {
-        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false, settings);
+        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false, keys }), opts.readOnly ?? false, settings, keys);
         vm.backingError = e.message;
         return vm;
       }
@@ -81,7 +82,7 @@ export class ViewModel {
 
   /** Re-opens the image (the file changed on disk or was written, or the settings changed). */
   async reload(): Promise<void> {
-    const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly, settings: this.settings });
+    const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly, settings: this.settings, keys: this.keys });
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
     this.backingError = fresh.backingError;
@@ -188,7 +189,7 @@ export class ViewModel {
         fields.push([k, String(v)]);
       }
       if (e?.slots) fields.push(['active key slots', String(e.slots.filter(s => s.active).length)]);
-      encryption = { format: e?.format ?? (h.cryptMethod === L.CRYPT_AES ? 'aes' : 'luks'), fields };
+      encryption = { format: e?.format ?? (h.cryptMethod === L.CRYPT_AES ? 'aes' : 'luks'), fields, unlocked: img.cipher !== null };
     }
     let locked = false;
     try { locked = isLockedByQemu(img.path); } catch { /* no /proc/locks */ }

@@ -1,0 +1,99 @@
+/**
+ * Encrypted images in a real VS Code extension host: a LUKS image made by qemu-img opens locked (its
+ * structure shown, its guest bytes an "encrypted" error), Unlock Image with the passphrase makes the
+ * tab's guest reads equal qemu-img's decrypted convert, a wrong passphrase is refused without
+ * echoing it, remembering puts it in SecretStorage (a reopened tab is unlocked at once), and Lock
+ * forgets it everywhere.
+ */
+/// <reference types="mocha" />
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { FromWebviewMessage, ImageSummary } from '../../src/protocol';
+
+const PASS = 'lens-unlock-e2e passphrase';
+const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
+/** qemu-img / qemu-io, run again when QEMU's PBKDF2 timing fails ("Unable to get accurate CPU usage"), as test/helpers/qemu.ts does. */
+function qemu(cmd: string, ...args: string[]): string {
+  for (let i = 0; ; i++) {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (r.status === 0) return r.stdout;
+    if (i >= 5 || !/accurate CPU usage/.test(r.stderr)) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`);
+  }
+}
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+let requestId = 1;
+const ask = <T>(uri: vscode.Uri, m: Omit<FromWebviewMessage, 'requestId'> & { type: string }) =>
+  vscode.commands.executeCommand<T>('qcow2Lens.internal.ask', uri, { ...m, requestId: requestId++ });
+const summary = async (uri: vscode.Uri) => (await ask<{ summary: ImageSummary }>(uri, { type: 'getSummary' })).summary;
+const guest = (uri: vscode.Uri, offset: number, length: number) =>
+  ask<{ type: string; data?: string; code?: string; message?: string }>(uri, { type: 'readGuest', guestOffset: offset, length } as FromWebviewMessage);
+
+async function openTab(uri: vscode.Uri): Promise<void> {
+  await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editor');
+  for (let i = 0; i < 100 && !(await summary(uri).catch(() => undefined)); i++) await sleep(100);
+}
+
+suite('Encrypted images: Unlock and Lock', () => {
+  let img: vscode.Uri;
+  let plain: Buffer;
+  suiteSetup(() => {
+    const p = path.join(ws(), 'secret-disk.qcow2');
+    fs.rmSync(p, { force: true });
+    const secret = ['--object', `secret,id=s0,data=${PASS}`];
+    qemu('qemu-img', 'create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', p, '8M');
+    qemu('qemu-io', ...secret, '--image-opts', '-c', 'write -P 0x5a 0 64k', '-c', 'write -P 0xa5 3M 128k', `driver=qcow2,file.filename=${p},encrypt.key-secret=s0`);
+    const raw = path.join(ws(), 'secret-disk.raw');
+    qemu('qemu-img', 'convert', ...secret, '--image-opts', `driver=qcow2,file.filename=${p},encrypt.key-secret=s0`, '-O', 'raw', raw);
+    plain = fs.readFileSync(raw);
+    fs.rmSync(raw);
+    img = vscode.Uri.file(p);
+  });
+  suiteTeardown(async () => {
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+  });
+
+  test('locked: structure shown, guest bytes refused as encrypted; a wrong passphrase is refused without echoing it', async () => {
+    await openTab(img);
+    const s = await summary(img);
+    assert.equal(s.encryption?.format, 'luks');
+    assert.equal(s.encryption?.unlocked, false);
+    const r = await guest(img, 0, 4096);
+    assert.equal(r.type, 'error');
+    assert.equal(r.code, 'encrypted');
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.unlockImage', img, { passphrase: 'not it at all', remember: false })),
+      (e: Error) => /Wrong passphrase/.test(e.message) && !e.message.includes('not it at all'));
+    assert.equal((await summary(img)).encryption?.unlocked, false);
+  });
+
+  test('Unlock: the tab reads the guest decrypted, equal to qemu-img convert with the key', async () => {
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.unlockImage', img, { passphrase: PASS, remember: false }), true);
+    assert.equal((await summary(img)).encryption?.unlocked, true);
+    for (const [off, len] of [[0, 65536], [3 * 2 ** 20 - 4096, 139264], [6 * 2 ** 20, 4096]]) {
+      const r = await guest(img, off, len);
+      assert.equal(r.type, 'bytes', r.message);
+      assert.ok(Buffer.from(r.data!, 'base64').equals(plain.subarray(off, off + len)), `guest bytes at ${off}`);
+    }
+  });
+
+  test('Remember: a reopened tab is unlocked from SecretStorage; Lock forgets it there too', async () => {
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
+    assert.equal((await summary(img)).encryption?.unlocked, false);
+    await vscode.commands.executeCommand('qcow2Lens.unlockImage', img, { passphrase: PASS, remember: true });
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+    // as a new session: nothing in memory, so only SecretStorage can unlock the reopened tab
+    await vscode.commands.executeCommand('qcow2Lens.internal.dropSessionKeys');
+    await openTab(img);
+    assert.equal((await summary(img)).encryption?.unlocked, true);
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+    await vscode.commands.executeCommand('qcow2Lens.internal.dropSessionKeys');
+    await openTab(img);
+    assert.equal((await summary(img)).encryption?.unlocked, false, 'after Lock, a reopened tab is locked');
+    const r = await guest(img, 0, 512);
+    assert.equal(r.code, 'encrypted');
+  });
+});
