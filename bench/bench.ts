@@ -1,7 +1,10 @@
 /**
  * `npm run bench`: our CLI and engine against qemu-img on large QEMU-generated images, printed
  * side by side as wall time (median of a few runs, page cache warm for both) and the ratio
- * ours / qemu-img (below 1: we are faster).
+ * ours / qemu-img (below 1: we are faster), with each side's CPU time (user + system) and peak
+ * resident memory from GNU time, and each row's mode: what both sides guarantee (durability,
+ * cache mode, threads), so every comparison is like for like. On a shared machine wall time is
+ * noisy; CPU time and memory are the steadier columns.
  *
  * The benchmark is a list of sections. To add one: write bench/<name>.ts exporting a
  * `BenchSection` (or a function returning rows) and add one line to SECTIONS below.
@@ -15,31 +18,30 @@ import { imageInfo } from '../src/engine/image/info';
 import { writeMapJson } from '../src/engine/image/map';
 import { checkSection } from './check';
 import { prepareImages } from './images';
+import { type Measured, measureRuns } from './measure';
 import { CLI, type BenchContext, type BenchSection, type Row } from './section';
 import { metadataWalk } from './walk';
 
 export type { BenchContext, BenchSection, Row } from './section';
 
-export { CLI, ROOT } from './section';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** Median wall time of a command (stdout captured and returned from the last run). */
-export function timeCommand(cmd: string, args: string[], runs: number): { seconds: number; stdout: Buffer } {
-  const times: number[] = [];
-  let stdout = Buffer.alloc(0);
-  for (let i = 0; i < runs; i++) {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync(cmd, args, { maxBuffer: 1024 * 1024 * 1024 });
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-    stdout = r.stdout;
-  }
-  return { seconds: median(times), stdout };
+/** Median wall and CPU time, peak memory of a command (stdout captured and returned from the last run). */
+export function timeCommand(cmd: string, args: string[], runs: number): Measured {
+  return measureRuns(cmd, args, runs);
 }
+
+/** A row's measured fields: ours against qemu-img's. */
+export function versus(o: Measured, q: Measured): Pick<Row, 'oursSeconds' | 'qemuSeconds' | 'oursCpuSeconds' | 'qemuCpuSeconds' | 'oursPeakMiB' | 'qemuPeakMiB'> {
+  return { oursSeconds: o.seconds, qemuSeconds: q.seconds, oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB };
+}
+
+/** Read-only rows: nothing written, page cache warm for both. */
+const READ_ONLY = 'read-only, page cache warm, 1 thread each';
 
 export async function timeAsync<T>(fn: () => Promise<T>, runs: number): Promise<{ seconds: number; result: T }> {
   const times: number[] = [];
@@ -76,8 +78,8 @@ const startupSection: BenchSection = {
     const qInfo = timeCommand('qemu-img', ['info', small], ctx.runs * 2);
     fs.rmSync(path.dirname(small), { recursive: true, force: true });
     return [
-      { section: 'startup', name: 'node -e 0  vs  qemu-img --version', oursSeconds: node.seconds, qemuSeconds: qemu.seconds },
-      { section: 'startup', name: 'info 1 MiB image', oursSeconds: ours.seconds, qemuSeconds: qInfo.seconds, note: `${((ours.seconds - node.seconds) * 1000).toFixed(1)} ms over node -e 0` },
+      { section: 'startup', name: 'node -e 0  vs  qemu-img --version', ...versus(node, qemu), mode: 'no I/O' },
+      { section: 'startup', name: 'info 1 MiB image', ...versus(ours, qInfo), mode: READ_ONLY, note: `${((ours.seconds - node.seconds) * 1000).toFixed(1)} ms over node -e 0` },
     ];
   },
 };
@@ -93,7 +95,7 @@ const readPathSection: BenchSection = {
       const oInfo = timeCommand(process.execPath, [ctx.cli, 'info', im.path, '--json'], ctx.runs);
       const pInfo = await inProcess(im.path, img => imageInfo(img), ctx.runs);
       const infoSame = deepEqualJson(JSON.parse(qInfo.stdout.toString()), JSON.parse(oInfo.stdout.toString()));
-      rows.push({ section: 'read path', name: `info      ${im.label}`, oursSeconds: oInfo.seconds, oursInProcessSeconds: pInfo.seconds, qemuSeconds: qInfo.seconds, note: infoSame ? 'same JSON' : 'JSON DIFFERS' });
+      rows.push({ section: 'read path', name: `info      ${im.label}`, ...versus(oInfo, qInfo), oursInProcessSeconds: pInfo.seconds, mode: READ_ONLY, note: infoSame ? 'same JSON' : 'JSON DIFFERS' });
 
       const qMap = timeCommand('qemu-img', ['map', '--output=json', im.path], ctx.runs);
       const oMap = timeCommand(process.execPath, [ctx.cli, 'map', im.path, '--json'], ctx.runs);
@@ -101,7 +103,7 @@ const readPathSection: BenchSection = {
       const mapSame = qMap.stdout.equals(oMap.stdout);
       const lines = oMap.stdout.toString().split('\n').length - 1;
       rows.push({
-        section: 'read path', name: `map       ${im.label}`, oursSeconds: oMap.seconds, oursInProcessSeconds: pMap.seconds, qemuSeconds: qMap.seconds,
+        section: 'read path', name: `map       ${im.label}`, ...versus(oMap, qMap), oursInProcessSeconds: pMap.seconds, mode: READ_ONLY,
         note: `${lines} entries, ${mapSame ? 'same text' : 'TEXT DIFFERS (see README, Known differences)'}`,
       });
 
@@ -110,7 +112,7 @@ const readPathSection: BenchSection = {
       const pWalk = await inProcess(im.path, img => metadataWalk(img), ctx.runs);
       const w = pWalk.result;
       rows.push({
-        section: 'read path', name: `walk/check ${im.label}`, oursSeconds: oWalk.seconds, oursInProcessSeconds: pWalk.seconds, qemuSeconds: qCheck.seconds,
+        section: 'read path', name: `walk/check ${im.label}`, ...versus(oWalk, qCheck), oursInProcessSeconds: pWalk.seconds, mode: READ_ONLY,
         note: `${w.l1Tables} L1, ${w.l2Tables} L2 tables, ${w.allocatedEntries} entries, ${w.refcountedClusters} refcounted`,
       });
     }
@@ -127,7 +129,7 @@ function deepEqualJson(a: unknown, b: unknown): boolean {
   return ka.every(k => deepEqualJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
-type LegacyRow = { name: string; oursSeconds: number; qemuSeconds: number; note?: string };
+type LegacyRow = Omit<Row, 'section'>;
 
 /**
  * A section living in its own bench/<file>.ts that exports a function returning
@@ -141,7 +143,7 @@ function fileSection(name: string, file: string, exportName: string): BenchSecti
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by path at run time, on purpose (above)
       const mod = require(path.join(__dirname, file)) as Record<string, (log: (l: string) => void) => LegacyRow[] | Promise<LegacyRow[]>>;
       const rows = await mod[exportName](l => ctx.log(`  ${l}`));
-      return rows.map(r => ({ section: name, name: `${name.padEnd(9)} ${r.name}`, oursSeconds: r.oursSeconds, qemuSeconds: r.qemuSeconds, note: r.note }));
+      return rows.map(r => ({ ...r, section: name, name: `${name.padEnd(9)} ${r.name}` }));
     },
   };
 }
@@ -156,18 +158,26 @@ export const SECTIONS: BenchSection[] = [
   fileSection('guest', 'guest.js', 'benchGuest'),
 ];
 
+const num = (x: number | undefined, digits: number) => (x === undefined ? '' : x.toFixed(digits));
+
 export function formatRows(rows: Row[]): string {
-  const head = ['operation', 'ours CLI s', 'in-process s', 'qemu-img s', 'ours/qemu', 'note'];
+  const head = ['operation', 'ours CLI s', 'in-process s', 'qemu-img s', 'ours/qemu', 'ours CPU s', 'qemu CPU s', 'ours MiB', 'qemu MiB', 'mode (both sides)', 'note'];
   const body = rows.map(r => [
     r.name,
     r.oursSeconds.toFixed(3),
-    r.oursInProcessSeconds === undefined ? '' : r.oursInProcessSeconds.toFixed(3),
+    num(r.oursInProcessSeconds, 3),
     r.qemuSeconds.toFixed(3),
     (r.oursSeconds / r.qemuSeconds).toFixed(2),
+    num(r.oursCpuSeconds, 2),
+    num(r.qemuCpuSeconds, 2),
+    num(r.oursPeakMiB, 1),
+    num(r.qemuPeakMiB, 1),
+    r.mode ?? '',
     r.note ?? '',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i].length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  const left = new Set([0, head.length - 2, head.length - 1]);
+  const fmt = (cells: string[]) => cells.map((c, i) => (left.has(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
   return [fmt(head), widths.map(w => '-'.repeat(w)).join('  '), ...body.map(fmt)].join('\n');
 }
 

@@ -3,31 +3,18 @@
  * benchmark images of bench/images.ts (100 GiB preallocated: 1.6 M data clusters; 1 TiB scattered
  * with a snapshot: 2,048 L2 tables, shared clusters), as wall time of the CLI (Node start-up
  * included) and of the same check inside a running Node (the editor's case), median of the runs,
- * page cache warm for both. The results must agree (our JSON without `findings` is byte-for-byte
+ * page cache warm for both; CPU time and peak memory of both processes beside it. The results must agree (our JSON without `findings` is byte-for-byte
  * qemu-img's), or the section fails.
  * Run alone: `node build.mjs && node dist-test/bench/bench.js check`.
  */
-import { spawnSync } from 'node:child_process';
 import { checkImage, formatCheckJson } from '../src/engine/check/check';
 import { Qcow2Image } from '../src/engine/image/image';
+import { measureRuns } from './measure';
 import type { BenchContext, BenchSection, Row } from './section';
 
 function med(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
-function timeCmd(cmd: string, args: string[], runs: number): { seconds: number; stdout: string } {
-  const times: number[] = [];
-  let stdout = '';
-  for (let i = 0; i < runs; i++) {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-    stdout = r.stdout;
-  }
-  return { seconds: med(times), stdout };
 }
 
 export const checkSection: BenchSection = {
@@ -36,8 +23,8 @@ export const checkSection: BenchSection = {
     const rows: Row[] = [];
     for (const im of [ctx.images.prealloc100G, ctx.images.scattered1T]) {
       ctx.log(`  check on ${im.label}…`);
-      const q = timeCmd('qemu-img', ['check', '--output=json', im.path], ctx.runs);
-      const o = timeCmd(process.execPath, [ctx.cli, 'check', im.path, '--json'], ctx.runs);
+      const q = measureRuns('qemu-img', ['check', '--output=json', im.path], ctx.runs);
+      const o = measureRuns(process.execPath, [ctx.cli, 'check', im.path, '--json'], ctx.runs);
       const inProc: number[] = [];
       let json = '';
       for (let i = 0; i < ctx.runs; i++) {
@@ -50,11 +37,16 @@ export const checkSection: BenchSection = {
         }
         inProc.push(Number(process.hrtime.bigint() - t0) / 1e9);
       }
-      const mine = JSON.parse(o.stdout) as Record<string, unknown>;
+      const mine = JSON.parse(o.stdout.toString()) as Record<string, unknown>;
       delete mine.findings;
-      const same = JSON.stringify(mine, null, 4) + '\n' === q.stdout && json === q.stdout;
-      if (!same) throw new Error(`check results differ on ${im.path}:\nours ${JSON.stringify(mine)}\nqemu-img ${q.stdout}`);
-      rows.push({ section: 'check', name: `check     ${im.label}`, oursSeconds: o.seconds, oursInProcessSeconds: med(inProc), qemuSeconds: q.seconds, note: 'same JSON' });
+      const qOut = q.stdout.toString();
+      const same = JSON.stringify(mine, null, 4) + '\n' === qOut && json === qOut;
+      if (!same) throw new Error(`check results differ on ${im.path}:\nours ${JSON.stringify(mine)}\nqemu-img ${qOut}`);
+      rows.push({
+        section: 'check', name: `check     ${im.label}`, oursSeconds: o.seconds, oursInProcessSeconds: med(inProc), qemuSeconds: q.seconds,
+        oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB,
+        mode: 'read-only, page cache warm, 1 thread each', note: 'same JSON',
+      });
     }
     return rows;
   },

@@ -1,17 +1,20 @@
 /**
  * Benchmark section: compaction of a 10 GiB image holding 1 GiB of data against
- * `qemu-img convert -O qcow2` (uncompressed) and `qemu-img convert -c -O qcow2` (compressed: zlib, and zstd),
- * each as a time ratio (ours / qemu-img; below 1 is faster) and a size ratio.
+ * `qemu-img convert -t writeback -O qcow2` (uncompressed) and `qemu-img convert -t writeback -c
+ * -O qcow2` (compressed: zlib, and zstd), both sides durable (see MODE), each as a time ratio
+ * (ours / qemu-img; below 1 is faster), CPU time, peak memory and a size ratio.
  *
  * The source image is generated once (half incompressible, half text-like clusters, scattered
  * over the disk with qemu-io, plus zeroed ranges) and cached in bench/images.ts's cache folder
  * ($QCOW2_LENS_BENCH_CACHE or /var/tmp/qcow2-lens-bench). Run alone: `node build.mjs && node dist-test/bench/compact.js`.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { benchCacheDir } from './images';
+import { type Measured, runMeasured } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
@@ -20,6 +23,12 @@ export interface CompactBenchRow {
   name: string;
   oursSeconds: number;
   qemuSeconds: number;
+  oursCpuSeconds?: number;
+  qemuCpuSeconds?: number;
+  oursPeakMiB?: number;
+  qemuPeakMiB?: number;
+  mode: string;
+  note: string;
   timeRatio: number;
   oursBytes: number;
   qemuBytes: number;
@@ -56,11 +65,25 @@ export function compactSource(): string {
   return img;
 }
 
-function timed(cmd: string, args: string[]): number {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+/** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
+function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
+  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args); });
+  const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
+  const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
+  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
+}
+
+/**
+ * Both sides' guarantees: ours writes a temporary file, fsyncs it and renames it; qemu-img convert
+ * with `-t writeback` flushes its output before it exits (its default `-t unsafe` never does, which
+ * would compare an unflushed copy with a durable one). qemu-img: default 8 coroutines (-m 8),
+ * in-order writes (no -W); ours: one writer, two compression workers when compressing.
+ */
+const MODE = 'durable: ours fsync+rename, qemu-img -t writeback flush; qemu-img -m 8, no -W';
+
+/** Which zstd the CLI (this Node) uses: Node's own from 22.15 on, else the WebAssembly fallback. */
+function zstdImpl(): string {
+  return typeof (zlib as unknown as { zstdCompressSync?: unknown }).zstdCompressSync === 'function' && process.env.QCOW2_LENS_ZSTD !== 'wasm' ? `native (node ${process.version})` : `WASM (node ${process.version})`;
 }
 
 export function benchCompact(log: (line: string) => void = l => console.log(l)): CompactBenchRow[] {
@@ -71,20 +94,19 @@ export function benchCompact(log: (line: string) => void = l => console.log(l)):
     for (const compress of [false, 'zlib', 'zstd'] as const) {
       const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'qemu.qcow2');
       // best of two runs each, the page cache warm for both
-      let o = Infinity, q = Infinity;
-      for (let i = 0; i < 2; i++) {
-        fs.rmSync(theirs, { force: true });
-        q = Math.min(q, timed('qemu-img', ['convert', ...(compress ? ['-c'] : []), ...(compress === 'zstd' ? ['-o', 'compression_type=zstd'] : []), '-O', 'qcow2', src, theirs]));
-        fs.rmSync(ours, { force: true });
-        o = Math.min(o, timed(process.execPath, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])]));
-      }
+      const cArgs = compress ? ['-c', ...(compress === 'zstd' ? ['-o', 'compression_type=zstd'] : [])] : [];
+      const q = bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...cArgs, '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
+      const o = bestOfTwo(process.execPath, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])], () => fs.rmSync(ours, { force: true }));
+      const oursBytes = fs.statSync(ours).size, qemuBytes = fs.statSync(theirs).size;
       const row: CompactBenchRow = {
-        name: `compact 10 GiB image, 1 GiB data${compress ? `, ${compress}` : ''} vs qemu-img convert${compress ? ` -c${compress === 'zstd' ? ' -o compression_type=zstd' : ''}` : ''}`,
-        oursSeconds: o, qemuSeconds: q, timeRatio: o / q,
-        oursBytes: fs.statSync(ours).size, qemuBytes: fs.statSync(theirs).size, sizeRatio: fs.statSync(ours).size / fs.statSync(theirs).size,
+        name: `10 GiB, 1 GiB data${compress ? `, ${compress}` : ''} vs qemu-img convert -t writeback${compress ? ` -c${compress === 'zstd' ? ' -o compression_type=zstd' : ''}` : ''}`,
+        oursSeconds: o.seconds, qemuSeconds: q.seconds, timeRatio: o.seconds / q.seconds,
+        oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB,
+        oursBytes, qemuBytes, sizeRatio: oursBytes / qemuBytes,
+        mode: MODE + (compress === 'zstd' ? `; zstd ${zstdImpl()}` : ''), note: `size ratio ${(oursBytes / qemuBytes).toFixed(3)}`,
       };
       rows.push(row);
-      log(`${row.name}: ours ${o.toFixed(2)} s, qemu-img ${q.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
+      log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -7,16 +7,17 @@
  * Run alone: `node build.mjs && node dist-test/bench/convert.js`; with BENCH_CONVERT_SMALL=1 a
  * 1 GiB source with 128 MiB of data is made instead (a quick look, not the reported figure).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchCacheDir } from './images';
+import { type Measured, runMeasured } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
 
-export interface ConvertBenchRow { name: string; oursSeconds: number; qemuSeconds: number }
+export interface ConvertBenchRow { name: string; oursSeconds: number; qemuSeconds: number; oursCpuSeconds?: number; qemuCpuSeconds?: number; oursPeakMiB?: number; qemuPeakMiB?: number; mode: string }
 
 function smallSource(): string {
   const img = path.join(benchCacheDir(), 'convert-1g-128m.qcow2');
@@ -32,11 +33,12 @@ function smallSource(): string {
   return img;
 }
 
-function timed(cmd: string, args: string[]): number {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+/** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
+function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
+  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args); });
+  const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
+  const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
+  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
 }
 
 const TARGETS: Array<{ label: string; args: string[]; ext: string }> = [
@@ -57,16 +59,14 @@ export function benchConvert(log: (line: string) => void = l => console.log(l)):
   try {
     for (const t of TARGETS) {
       const ours = path.join(dir, `ours.${t.ext}`), theirs = path.join(dir, `qemu.${t.ext}`);
-      let o = Infinity, q = Infinity;
-      for (let i = 0; i < 2; i++) {
-        fs.rmSync(theirs, { force: true });
-        q = Math.min(q, timed('qemu-img', ['convert', '-t', 'writeback', ...t.args, src, theirs]));
-        fs.rmSync(ours, { force: true });
-        o = Math.min(o, timed(process.execPath, [CLI, 'convert', ...t.args, src, ours]));
-      }
+      const q = bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...t.args, src, theirs], () => fs.rmSync(theirs, { force: true }));
+      const o = bestOfTwo(process.execPath, [CLI, 'convert', ...t.args, src, ours], () => fs.rmSync(ours, { force: true }));
       const name = `${small ? '1 GiB, 128 MiB data' : '10 GiB, 1 GiB data'} → ${t.label} vs qemu-img convert -t writeback`;
-      rows.push({ name, oursSeconds: o, qemuSeconds: q });
-      log(`${name}: ours ${o.toFixed(2)} s, qemu-img ${q.toFixed(2)} s, ratio ${(o / q).toFixed(2)}`);
+      rows.push({
+        name, oursSeconds: o.seconds, qemuSeconds: q.seconds, oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB,
+        mode: 'durable: ours fsync+rename, qemu-img -t writeback flush; qemu-img -m 8, no -W',
+      });
+      log(`${name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, ratio ${(o.seconds / q.seconds).toFixed(2)}`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

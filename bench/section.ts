@@ -24,6 +24,14 @@ export interface Row {
   /** The same work inside an already running Node (the editor's case), when measured. */
   oursInProcessSeconds?: number;
   qemuSeconds: number;
+  /** CPU time (user + system) of our CLI run and of qemu-img's, seconds (median). */
+  oursCpuSeconds?: number;
+  qemuCpuSeconds?: number;
+  /** Peak resident memory of our CLI process and of qemu-img's, MiB (largest of the runs). */
+  oursPeakMiB?: number;
+  qemuPeakMiB?: number;
+  /** What both sides guarantee, so the comparison is like for like: durability, cache mode, threads. */
+  mode?: string;
   note?: string;
 }
 

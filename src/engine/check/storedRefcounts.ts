@@ -1,12 +1,15 @@
 /**
- * The refcounts the image stores, as the check reads them: every refcount block at once into one
- * array, and single lookups past it. Blocks past the end of the file read as zeros, as QEMU reads
- * them.
+ * The refcounts the image stores, as the check reads them: every refcount block, a bounded window
+ * at a time, into one array, and single lookups past it. Blocks past the end of the file read as
+ * zeros, as QEMU reads them.
  */
 import { hex } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { decodeRefcountBlock, type ExactRefcounts, refcountAt } from '../qcow2/refcount';
-import { readTablePadded, readTablesPadded } from './paddedReads';
+import { readTablePadded, TableWindow } from './paddedReads';
+
+/** Bytes of refcount blocks held at once while decoding them. */
+const WINDOW_BYTES = 1024 * 1024;
 
 /**
  * Stored refcounts of clusters [0, nb). Refcount blocks past the end of the file read as zeros (as
@@ -27,15 +30,17 @@ export async function readStoredRefcounts(img: Qcow2Image, nb: number, exact?: E
       out.fill(NaN, i * rg.blockEntries, Math.min(nb, (i + 1) * rg.blockEntries));
       continue;
     }
-    want.push(off);
+    want.push(i);
   }
-  const blocks = await readTablesPadded(img.file, want, cs, o => `refcount block at ${hex(o)}`);
-  for (let i = 0; i < nBlocks; i++) {
-    const off = table[i];
-    if (off === 0 || off % cs !== 0) continue;
-    const blk = blocks.get(off)!;
-    const base = i * rg.blockEntries;
-    decodeRefcountBlock(blk, rg.order, out, base, Math.min(rg.blockEntries, nb - base), exact);
+  // the blocks are decoded window by window, never all held
+  const win = new TableWindow(img.file, cs, WINDOW_BYTES);
+  for (let w = 0; w < want.length; w += win.capacity) {
+    const part = want.slice(w, w + win.capacity);
+    const blocks = await win.read(part.map(i => table[i]));
+    for (const i of part) {
+      const base = i * rg.blockEntries;
+      decodeRefcountBlock(blocks.get(table[i])!, rg.order, out, base, Math.min(rg.blockEntries, nb - base), exact);
+    }
   }
   return out;
 }

@@ -8,6 +8,7 @@ import { hex, Qcow2Error } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { join, step, type StructurePath } from '../path';
 import { maxRefcount } from '../qcow2/refcount';
+import type { TableWindow } from './paddedReads';
 import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, ROLE_SHARED, shareGroup } from './roles';
 
 export type UsageIssueKind =
@@ -79,6 +80,8 @@ export class UsageCounter {
   compressed = 0;
   readonly snapshotNames: string[];
   readonly bitmapNames: string[];
+  /** The one window the L1 walks read their L2 tables through (usageL1.ts), made on first use. */
+  l2Window?: TableWindow;
 
   constructor(readonly img: Qcow2Image) {
     const cs = img.g.clusterSize;

@@ -9,14 +9,17 @@ import { decodeCompressed, entryOffset, type L2Geometry, wordHi, wordLo } from '
 import * as L from '../qcow2/layout';
 import { formatPath, join, step, type StructurePath } from '../path';
 import { throwIfCancelled } from '../cancel';
-import { readTablesPadded } from './paddedReads';
+import { TableWindow } from './paddedReads';
 import { ROLE_COMPRESSED, ROLE_DATA, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2, ROLE_SNAPSHOT_ONLY, shareGroup } from './roles';
 import { NO_OWNER, type UsageCounter, type UsageIssueKind } from './usageCounter';
 
-/** Bytes of L2 tables read per batch. */
-const WINDOW_BYTES = 32 * 1024 * 1024;
+/** Bytes of L2 tables held at once: one reused window, whatever the number of tables. */
+const WINDOW_BYTES = 2 * 1024 * 1024;
 
-/** Called with each L2 table of the active L1 as it is walked (lets the check avoid a second read). */
+/**
+ * Called with each L2 table of the active L1 as it is walked (lets the check avoid a second read);
+ * the bytes are a view into the walk's reused window, valid only during the call.
+ */
 export type ActiveL2Listener = (l2: Uint8Array, l1Index: number, l2Offset: number) => void;
 
 /** Which of the check's rules a non-zero L1 entry breaks (in the order the check reports them). */
@@ -83,7 +86,8 @@ export async function checkRefcountsL1(u: UsageCounter, l1: Uint8Array, l1Offset
   const sp = u.snapshotPath(snap);
   u.inc(l1Offset, l1Count * 8, snap < 0 ? ROLE_L1 : ROLE_SNAPSHOT_L1, NO_OWNER, NO_OWNER, snap, () => formatPath(join(sp, step('L1 table'))));
   const frag = snap < 0;
-  const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / cs));
+  const win = u.l2Window ??= new TableWindow(img.file, cs, WINDOW_BYTES);
+  const perWindow = win.capacity;
   let i = 0;
   while (i < l1Count) {
     throwIfCancelled(signal, img.path, 'cluster usage');
@@ -93,7 +97,7 @@ export async function checkRefcountsL1(u: UsageCounter, l1: Uint8Array, l1Offset
       if (hi === 0 && lo === 0) continue;
       batch.push({ i, l2Offset: entryOffset(hi, lo) });
     }
-    const tables = await readTablesPadded(img.file, batch.map(b => b.l2Offset), cs, o => `${formatPath(join(sp, step('L2 table')))} at ${hex(o)}`);
+    const tables = await win.read(batch.map(b => b.l2Offset));
     for (const { i: li, l2Offset } of batch) {
       const hi = wordHi(l1, li * 8), lo = wordLo(l1, li * 8);
       const entry = () => formatPath(join(sp, step('L1', li)));

@@ -1,13 +1,35 @@
 /**
  * Compressed clusters: zlib (raw deflate, window 4 KiB as QEMU writes it) and zstd.
- * Decompression uses Node's zlib and fzstd (a small, dependency-free, maintained pure-JS zstd
- * decoder); each output is bounded to one cluster.
+ * zstd is Node's own (libzstd inside node:zlib, `zstdCompressSync`/`zstdDecompressSync`, Node ≥
+ * 22.15 and so recent VS Code extension hosts) where the running Node has it, detected at run
+ * time; otherwise decompression uses fzstd (a small, dependency-free, maintained pure-JS decoder)
+ * and compression a WebAssembly build of libzstd. QCOW2_LENS_ZSTD=wasm forces the fallbacks (for
+ * tests and comparisons). Each output is bounded to one cluster.
  */
 import * as zlib from 'node:zlib';
 import { decompress as zstdDecompress } from 'fzstd';
 import { COMPRESSION_ZSTD } from './layout';
 
 export class DecompressError extends Error {}
+
+/** The zstd half of node:zlib (Node ≥ 22.15); absent from older Nodes and from @types/node 20. */
+interface NativeZstd {
+  zstdCompressSync(input: Uint8Array, opts?: { params?: Record<number, number> }): Buffer;
+  zstdDecompressSync(input: Uint8Array, opts?: { maxOutputLength?: number }): Buffer;
+  constants: { ZSTD_c_compressionLevel: number };
+}
+
+/** Node's own zstd, when the running Node has it and QCOW2_LENS_ZSTD does not ask for the fallbacks. */
+export function nativeZstd(): NativeZstd | null {
+  if (process.env.QCOW2_LENS_ZSTD === 'wasm') return null;
+  const z = zlib as unknown as Partial<NativeZstd>;
+  return typeof z.zstdCompressSync === 'function' && typeof z.zstdDecompressSync === 'function' && typeof z.constants?.ZSTD_c_compressionLevel === 'number' ? z as NativeZstd : null;
+}
+
+/** Which zstd implementation this process uses: 'native' (node:zlib) or 'wasm' (fzstd / zstd-wasm). */
+export function zstdImplementation(): 'native' | 'wasm' {
+  return nativeZstd() ? 'native' : 'wasm';
+}
 
 export function decompressCluster(type: number, input: Uint8Array, clusterSize: number): Buffer {
   if (type === COMPRESSION_ZSTD) return decompressZstd(input, clusterSize);
@@ -47,6 +69,17 @@ export function zstdFrameLength(buf: Uint8Array): number {
 
 function decompressZstd(input: Uint8Array, clusterSize: number): Buffer {
   const frame = input.subarray(0, zstdFrameLength(input));
+  const native = nativeZstd();
+  if (native) {
+    let r: Buffer;
+    try {
+      r = native.zstdDecompressSync(frame, { maxOutputLength: clusterSize });
+    } catch (e) {
+      throw new DecompressError(`zstd data is invalid (${(e as Error).message})`);
+    }
+    if (r.length !== clusterSize) throw new DecompressError(`zstd data decompresses to ${r.length} bytes, expected ${clusterSize}`);
+    return r;
+  }
   const out = Buffer.alloc(clusterSize);
   let res: Uint8Array;
   try {
@@ -66,10 +99,16 @@ export function compressClusterZlib(input: Uint8Array): Buffer {
 }
 
 /**
- * A zstd encoder (Node 20 has none): @bokuweb/zstd-wasm, a WebAssembly build of libzstd with no
- * native binary and no install script. Level 3 is QEMU's default. Loaded on first use.
+ * A zstd encoder at level 3 (QEMU's default): Node's own where it has one; otherwise (Node 20)
+ * @bokuweb/zstd-wasm, a WebAssembly build of libzstd with no native binary and no install script,
+ * loaded on first use.
  */
 export async function loadZstd(): Promise<(input: Uint8Array) => Uint8Array> {
+  const native = nativeZstd();
+  if (native) {
+    const params = { [native.constants.ZSTD_c_compressionLevel]: 3 };
+    return (input: Uint8Array) => native.zstdCompressSync(input, { params });
+  }
   // Loaded from node_modules at run time, not bundled: the package reads its .wasm next to itself.
   const { createRequire } = await import('node:module');
   const req = createRequire(__filename);

@@ -1,8 +1,9 @@
 /**
  * Compression worker for compaction: compresses clusters with zlib (raw deflate, 4 KiB window, as
- * QEMU writes them) or zstd (@bokuweb/zstd-wasm, level 3 as QEMU's default). One message is a
- * batch of clusters; the reply holds each cluster's compressed bytes, or length -1 when the result
- * would not be smaller than the cluster (it is then stored uncompressed, as QEMU does).
+ * QEMU writes them) or zstd (level 3 as QEMU's default; Node's own where it has it, else
+ * WebAssembly: qcow2/compress.ts loadZstd). One message is a batch of clusters; the reply holds
+ * each cluster's compressed bytes, or length -1 when the result would not be smaller than the
+ * cluster (it is then stored uncompressed, as QEMU does).
  */
 import { parentPort } from 'node:worker_threads';
 import { compressClusterZlib, loadZstd } from '../../qcow2/compress';

@@ -9,7 +9,7 @@ import type { Qcow2Image } from '../../image/image';
 import { readBitmapTable } from '../../qcow2/bitmap';
 import { type Dest, type Placement, ZERO } from './copy';
 import { layoutMetadata } from './layout';
-import type { DropSet, Settings, SourceTables } from './plan';
+import { type DropSet, L2_WINDOW_BYTES, L2Window, type Settings, type SourceTables } from './plan';
 import { countL2Refs, readBitmapData } from './tables';
 
 export interface ForecastInput {
@@ -48,7 +48,7 @@ export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
     streamLen += len;
   }
   const placed: Placement = { data, compressed, streamLen };
-  const l2Refs = countL2Refs(tables, img.g, settings.hasBacking, placed);
+  const l2Refs = await countL2Refs(new L2Window(img, L2_WINDOW_BYTES), tables, img.g, settings.hasBacking, placed);
   const bitmapTables = [];
   for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
   const bitmaps = await readBitmapData(img, bitmapTables, cs, () => undefined);

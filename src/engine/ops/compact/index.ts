@@ -36,11 +36,11 @@ import { patchHeader, placeArea, prepare as prepareEncryption } from './encrypte
 import { buildHeader } from './header';
 import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
-import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, readSourceTables } from './plan';
+import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, L2_WINDOW_BYTES, L2Window, readSourceTables, type SourceTables } from './plan';
 import { CompressPool } from './pool';
 import { checkReclusterable, reclusterTables } from './recluster';
 import { buildRefcounts, type Refcounted } from './refcounts';
-import { type BitmapData, countL2Refs, encodeL1, encodeRefcountTable, fillBitmapTable, readBitmapData } from './tables';
+import { type BitmapData, countL2Refs, encodeL1, encodeRefcountTable, fillBitmapTable, forEachL2, readBitmapData } from './tables';
 
 export type { CompactOptions } from './plan';
 
@@ -74,7 +74,9 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     const stamp = fs.statSync(src, { bigint: true });
 
     // ── plan: what is kept ──
-    let plan: CompactPlan = { tables: await readSourceTables(img), g: img.g, cs: h.clusterSize, jobs: [] };
+    // the L2 tables are held only for sparsify's drop hook; otherwise re-read a window at a time
+    let plan: CompactPlan = { tables: await readSourceTables(img, !!opts.drop), g: img.g, cs: h.clusterSize, jobs: [] };
+    const l2Win = new L2Window(img, L2_WINDOW_BYTES);
     if (settings.recluster) {
       checkReclusterable(img);
       if (settings.hasBacking) full = await Qcow2Image.open(src, { openDataFile: false });
@@ -106,15 +108,15 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     });
 
     // ── tables and layout: the surviving L2 tables, the bitmaps' data, where each goes ──
-    const l2Refs = countL2Refs(plan.tables, g, settings.hasBacking, placed);
+    const l2Refs = await countL2Refs(l2Win, plan.tables, g, settings.hasBacking, placed);
     const bitmaps = await readBitmapData(img, bitmapTables, cs, progress);
     const rawBitmapDir = img.bitmaps.length ? await img.file.read(h.bitmaps!.bitmapDirectoryOffset, h.bitmaps!.bitmapDirectorySize, 'bitmap directory') : null;
     const l1Tables = plan.tables.l1Tables;
     const lay = layoutMetadata({ img, cs, start: o.pos, l1Tables, l2Refs, bitmaps, rawBitmapDir, streamLen: placed.streamLen });
-    const rc = buildRefcounts({ file: src, g, hasBacking: settings.hasBacking, tables: plan.tables, l2Refs, placed, layout: lay, bitmaps, crypto: crypt ? { offset: crypt.at, length: crypt.area.length } : undefined });
+    const rc = await buildRefcounts({ file: src, g, hasBacking: settings.hasBacking, tables: plan.tables, l2Refs, placed, layout: lay, bitmaps, crypto: crypt ? { offset: crypt.at, length: crypt.area.length } : undefined }, l2Win);
 
     // ── the metadata, in layout order, then the compressed stream ──
-    await writeMetadata(o, { cs, l1Tables, l2Refs, bitmaps, lay, rc });
+    await writeMetadata(o, { cs, l1Tables, l2Refs, bitmaps, lay, rc, tables: plan.tables, l2Win });
     for (let at = 0; at < placed.streamLen; at += STREAM_COPY_BYTES) {
       throwIfCancelled(opts.signal, src, 'compaction');
       await o.append(await streamFile.read(at, Math.min(STREAM_COPY_BYTES, placed.streamLen - at), 'compressed stream'));
@@ -162,11 +164,13 @@ interface Metadata {
   bitmaps: BitmapData[];
   lay: Layout;
   rc: Refcounted;
+  tables: SourceTables;
+  l2Win: L2Window;
 }
 
 /** Appends the metadata after the data, in the order layoutMetadata placed it. */
-async function writeMetadata(o: OutFile, { cs, l1Tables, l2Refs, bitmaps, lay, rc }: Metadata): Promise<void> {
-  for (const so of lay.l2Order) await o.append(rc.l2.get(so)!);
+async function writeMetadata(o: OutFile, { cs, l1Tables, l2Refs, bitmaps, lay, rc, tables, l2Win }: Metadata): Promise<void> {
+  await forEachL2(l2Win, tables, lay.l2Order, async (_so, t) => { await o.append(rc.finalL2(t)); });
   for (let i = 0; i < l1Tables.length; i++) {
     const l1 = l1Tables[i].l1;
     if (!l1.length || (i === 0 && lay.l1Last)) continue;

@@ -8,7 +8,6 @@ import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import { decodeCompressed, entryOffset, type L2Geometry, type SubclusterType, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
-import { readMany } from '../../io/reader';
 import { assertWritable, type WriteFeature } from '../writable';
 
 export interface CompactOptions {
@@ -49,7 +48,14 @@ export interface L1Source { l1: Buffer; label: string }
 /** The source's tables and the clusters they reach (or, re-clustering, synthetic ones: recluster.ts). */
 export interface SourceTables {
   l1Tables: L1Source[];
-  /** Source L2 table offset → its bytes. */
+  /** Every distinct source L2 table offset the L1 tables reach, ascending. */
+  l2Offsets: number[];
+  /**
+   * Source L2 table offset → its bytes, for the tables held in memory: all of them when read with
+   * `keepL2` (sparsify's guest walk wants them at hand) and re-clustering's synthetic ones; empty
+   * otherwise, and the tables are re-read from the file a window at a time (tables.ts forEachL2),
+   * so a compaction's memory does not grow with the number of L2 tables.
+   */
   l2: Map<number, Buffer>;
   /** Source host offsets of data clusters. */
   data: Set<number>;
@@ -103,40 +109,100 @@ export function checkCompactable(img: Qcow2Image, opts: CompactOptions): Setting
   return { recluster, outType, hasBacking, detectZero };
 }
 
-/** Reads every L1 table and the L2 tables they reach; lists the data and compressed clusters. */
-export async function readSourceTables(img: Qcow2Image): Promise<SourceTables> {
+/** Bytes of L2 tables read at once while scanning them. */
+export const L2_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Reads every L1 table and scans the L2 tables they reach (through one reused window); lists the
+ * data and compressed clusters. `keepL2`: also hold every table in `l2`.
+ */
+export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<SourceTables> {
   const g = img.g, cs = img.header.clusterSize;
   const l1Tables: L1Source[] = [{ l1: img.l1, label: 'L1' }];
   for (const sn of img.snapshots) {
     l1Tables.push({ l1: sn.l1Size ? await img.file.read(sn.l1TableOffset, sn.l1Size * 8, `snapshot "${sn.name}" L1 table`) : Buffer.alloc(0), label: `snapshot "${sn.name}" L1` });
   }
+  const seen = new Set<number>();
+  const l2Offsets: number[] = [];
+  const labels = new Map<number, string>();
+  const labelOf = (o: number) => labels.get(o) ?? 'L1';
+  for (const { l1, label } of l1Tables) {
+    for (let i = 0; i < l1.length / 8; i++) {
+      const o = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
+      if (o && !seen.has(o)) { img.checkL2Offset(o, i, label); seen.add(o); l2Offsets.push(o); labels.set(o, label); }
+    }
+  }
+  l2Offsets.sort((a, b) => a - b);
   const l2 = new Map<number, Buffer>();
   const data = new Set<number>();
   const compressed = new Map<number, number>();
-  for (const { l1, label } of l1Tables) {
-    const offs: number[] = [];
-    for (let i = 0; i < l1.length / 8; i++) {
-      const o = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
-      if (o && !l2.has(o)) { img.checkL2Offset(o, i, label); offs.push(o); }
-    }
-    const got = await readMany(img.file, offs, cs, o => `${label} → L2 table at 0x${o.toString(16)}`);
-    for (const [o, t] of got) {
-      l2.set(o, t);
-      for (let j = 0; j < g.l2Size; j++) {
-        const p = j * g.l2EntrySize;
-        const hi = wordHi(t, p), lo = wordLo(t, p);
-        if (hi & L.OFLAG_COMPRESSED_HI) {
-          const c = decodeCompressed(g, hi, lo);
-          compressed.set(c.hostOffset, c.compressedSize);
-        } else {
-          const host = entryOffset(hi, lo);
-          if (host && !(!g.extendedL2 && (lo & L.OFLAG_ZERO_LO))) {
-            if (host % cs) throw new Qcow2Error(img.path, `${label} → L2 table at 0x${o.toString(16)}[${j}]`, o + p, 'data cluster offset is not cluster-aligned');
-            data.add(host);
-          }
+  const win = new L2Window(img, L2_WINDOW_BYTES);
+  await win.forEach(l2Offsets, o => `${labelOf(o)} → L2 table at 0x${o.toString(16)}`, (o, t) => {
+    if (keepL2) l2.set(o, Buffer.from(t));
+    for (let j = 0; j < g.l2Size; j++) {
+      const p = j * g.l2EntrySize;
+      const hi = wordHi(t, p), lo = wordLo(t, p);
+      if (hi & L.OFLAG_COMPRESSED_HI) {
+        const c = decodeCompressed(g, hi, lo);
+        compressed.set(c.hostOffset, c.compressedSize);
+      } else {
+        const host = entryOffset(hi, lo);
+        if (host && !(!g.extendedL2 && (lo & L.OFLAG_ZERO_LO))) {
+          if (host % cs) throw new Qcow2Error(img.path, `${labelOf(o)} → L2 table at 0x${o.toString(16)}[${j}]`, o + p, 'data cluster offset is not cluster-aligned');
+          data.add(host);
         }
       }
     }
+  });
+  return { l1Tables, l2Offsets, l2, data, compressed };
+}
+
+/** Reads in flight at once for one window. */
+const WINDOW_CONCURRENCY = 4;
+
+/**
+ * Source L2 tables a bounded window at a time: one buffer, allocated once and refilled, so a walk
+ * over any number of tables holds at most a window of them. Each table is handed to `fn` as a view
+ * valid only during the call. Tables must lie inside the file (an error names the table).
+ */
+export class L2Window {
+  private buf: Buffer | null = null;
+  private readonly cs: number;
+  readonly capacity: number;
+  constructor(private readonly img: Qcow2Image, windowBytes: number) {
+    this.cs = img.header.clusterSize;
+    this.capacity = Math.max(1, Math.floor(windowBytes / this.cs));
   }
-  return { l1Tables, l2, data, compressed };
+
+  /** Calls `fn` for each of the (ascending, distinct) `offsets`, in order. */
+  async forEach(offsets: readonly number[], what: (o: number) => string, fn: (o: number, t: Buffer) => void | Promise<void>): Promise<void> {
+    const cs = this.cs, file = this.img.file;
+    for (let w = 0; w < offsets.length; w += this.capacity) {
+      const part = offsets.slice(w, w + this.capacity);
+      const buf = this.buf ??= Buffer.allocUnsafeSlow(this.capacity * cs);
+      for (const o of part) file.checkRange(o, cs, what(o));
+      const runs: [number, number][] = [];
+      for (let i = 0; i < part.length;) {
+        let j = i + 1;
+        while (j < part.length && part[j] === part[j - 1] + cs) j++;
+        runs.push([i, j]);
+        i = j;
+      }
+      let next = 0;
+      const worker = async () => {
+        while (next < runs.length) {
+          const [a, b] = runs[next++];
+          const len = (b - a) * cs;
+          let done = 0;
+          while (done < len) {
+            const { bytesRead } = await file.handle.read(buf, a * cs + done, len - done, part[a] + done);
+            if (bytesRead === 0) throw new Qcow2Error(this.img.path, what(part[a]), part[a], `file ends after ${done} of ${len} bytes`);
+            done += bytesRead;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(WINDOW_CONCURRENCY, runs.length) }, worker));
+      for (let i = 0; i < part.length; i++) await fn(part[i], buf.subarray(i * cs, (i + 1) * cs));
+    }
+  }
 }

@@ -100,5 +100,5 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
     newTables.push({ l1, label });
   }
   // the synthetic tables are the source from here on, in the output geometry
-  return { tables: { l1Tables: newTables, l2: fakeL2, data: new Set(), compressed: new Map() }, g: og, cs: ocs, jobs };
+  return { tables: { l1Tables: newTables, l2Offsets: [...fakeL2.keys()].sort((a, b) => a - b), l2: fakeL2, data: new Set(), compressed: new Map() }, g: og, cs: ocs, jobs };
 }

@@ -1,7 +1,9 @@
 /**
  * The new file's refcounts, counted from the laid-out tables: each cluster once per reference to
  * it (an L2 table shared by several L1 tables counts its entries once per reference). The final L2
- * tables are built here too, since their COPIED flags follow from the counts.
+ * tables' COPIED flags follow from the counts, so their builder (`finalL2`) comes from here too;
+ * the tables are counted while streamed past once and built again as they are written, never all
+ * held.
  */
 import { Qcow2Error } from '../../errors';
 import { decodeCompressed, entryOffset, type L2Geometry, wordHi, wordLo } from '../../qcow2/cluster';
@@ -9,8 +11,8 @@ import * as L from '../../qcow2/layout';
 import { maxRefcount, setRefcountAt } from '../../qcow2/refcount';
 import type { Placement } from './copy';
 import type { Layout } from './layout';
-import type { SourceTables } from './plan';
-import { type BitmapData, buildL2 } from './tables';
+import type { L2Window, SourceTables } from './plan';
+import { type BitmapData, buildL2, forEachL2 } from './tables';
 
 export interface RefcountInput {
   /** For errors. */
@@ -27,13 +29,13 @@ export interface RefcountInput {
 }
 
 export interface Refcounted {
-  /** Source L2 table offset → the final new table. */
-  l2: Map<number, Buffer>;
+  /** The final new table for source L2 table bytes `t`: entries re-pointed, COPIED where the refcount is 1. */
+  finalL2(t: Buffer): Buffer;
   /** The refcount blocks, back to back. */
   blocks: Buffer;
 }
 
-export function buildRefcounts(x: RefcountInput): Refcounted {
+export async function buildRefcounts(x: RefcountInput, win: L2Window): Promise<Refcounted> {
   const { g, layout: lay } = x;
   const cs = g.clusterSize;
   const counts = new Float64Array(Math.ceil(lay.streamBase / cs) + Math.ceil(x.placed.streamLen / cs));
@@ -42,10 +44,9 @@ export function buildRefcounts(x: RefcountInput): Refcounted {
   };
   inc(0); // header
   if (x.crypto) inc(x.crypto.offset, x.crypto.length);
-  const newL2 = new Map<number, Buffer>();
-  for (const [so, refs] of x.l2Refs) {
-    const t = buildL2(x.tables.l2.get(so)!, g, x.hasBacking, x.placed, lay.streamBase)!;
-    newL2.set(so, t);
+  await forEachL2(win, x.tables, lay.l2Order, (so, src) => {
+    const refs = x.l2Refs.get(so)!;
+    const t = buildL2(src, g, x.hasBacking, x.placed, lay.streamBase)!;
     inc(lay.l2Dest.get(so)!, cs, refs);
     for (let j = 0; j < g.l2Size; j++) {
       const p = j * g.l2EntrySize;
@@ -58,9 +59,10 @@ export function buildRefcounts(x: RefcountInput): Refcounted {
         if (host) inc(host, cs, refs);
       }
     }
-  }
+  });
   // COPIED flags: refcount exactly 1
-  for (const t of newL2.values()) {
+  const finalL2 = (src: Buffer): Buffer => {
+    const t = buildL2(src, g, x.hasBacking, x.placed, lay.streamBase)!;
     for (let j = 0; j < g.l2Size; j++) {
       const p = j * g.l2EntrySize;
       const hi = wordHi(t, p), lo = wordLo(t, p);
@@ -68,7 +70,8 @@ export function buildRefcounts(x: RefcountInput): Refcounted {
       const host = entryOffset(hi, lo);
       if (host && counts[host / cs] === 1) t.writeUInt32BE((hi | L.OFLAG_COPIED_HI) >>> 0, p);
     }
-  }
+    return t;
+  };
   x.tables.l1Tables.forEach(({ l1 }, i) => { if (l1.length) inc(lay.l1Offsets[i], l1.length); });
   if (lay.snapshotTable) inc(lay.snapshotsAt, lay.snapshotTable.length);
   x.bitmaps.forEach((bd, b) => {
@@ -87,5 +90,5 @@ export function buildRefcounts(x: RefcountInput): Refcounted {
     const bi = Math.floor(c / rg.blockEntries);
     setRefcountAt(blocks.subarray(bi * cs, (bi + 1) * cs), c % rg.blockEntries, rg.order, v);
   }
-  return { l2: newL2, blocks };
+  return { finalL2, blocks };
 }

@@ -9,7 +9,7 @@ import { compressedEntryHi, decodeCompressed, entryOffset, type L2Geometry, offs
 import * as L from '../../qcow2/layout';
 import { encodeSnapshot } from '../../qcow2/snapshot';
 import { ZERO, type Placement } from './copy';
-import type { L1Source, SourceTables } from './plan';
+import type { L1Source, L2Window, SourceTables } from './plan';
 
 /**
  * Source L2 table `t` with every entry pointed at its copy (compressed ones at `streamBase` plus
@@ -53,12 +53,31 @@ export function buildL2(t: Buffer, g: L2Geometry, hasBacking: boolean, placed: P
 }
 
 /**
+ * Each source L2 table of `offsets` (ascending), in order: from `tables.l2` where it is held,
+ * otherwise re-read through `win`. `t` is valid only during the call.
+ */
+export async function forEachL2(win: L2Window, tables: SourceTables, offsets: readonly number[], fn: (so: number, t: Buffer) => void | Promise<void>): Promise<void> {
+  const unheld: number[] = [];
+  const flush = async () => {
+    if (unheld.length) await win.forEach(unheld, o => `L2 table at 0x${o.toString(16)}`, fn);
+    unheld.length = 0;
+  };
+  for (const so of offsets) {
+    const t = tables.l2.get(so);
+    if (!t) { unheld.push(so); continue; }
+    await flush();
+    await fn(so, t);
+  }
+  await flush();
+}
+
+/**
  * The L2 tables that keep an entry, each with the number of L1 references to it: every reference
  * counts the table and its entries once.
  */
-export function countL2Refs(tables: SourceTables, g: L2Geometry, hasBacking: boolean, placed: Placement): Map<number, number> {
+export async function countL2Refs(win: L2Window, tables: SourceTables, g: L2Geometry, hasBacking: boolean, placed: Placement): Promise<Map<number, number>> {
   const refs = new Map<number, number>();
-  for (const [so, t] of tables.l2) if (buildL2(t, g, hasBacking, placed, 0)) refs.set(so, 0);
+  await forEachL2(win, tables, tables.l2Offsets, (so, t) => { if (buildL2(t, g, hasBacking, placed, 0)) refs.set(so, 0); });
   for (const { l1 } of tables.l1Tables) {
     for (let i = 0; i < l1.length / 8; i++) {
       const so = entryOffset(wordHi(l1, i * 8), wordLo(l1, i * 8));
