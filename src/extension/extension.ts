@@ -23,6 +23,10 @@ import { amendImage } from './amendImage';
 import { manageBitmaps } from './bitmapCommands';
 import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
+import { convertImage } from './convertImage';
+import { commitImage } from './commitImage';
+import { rebaseImage } from './rebaseImage';
+import { compareImages } from './compareImages';
 
 export interface Qcow2LensApi {
   services: Services;
@@ -83,6 +87,10 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.resizeImage', 'Resize Image', resizeImage);
   register('qcow2Lens.amendImage', 'Change Image Options', amendImage);
   register('qcow2Lens.manageBitmaps', 'Manage Bitmaps', manageBitmaps);
+  register('qcow2Lens.convertImage', 'Convert / Export Image', convertImage);
+  register('qcow2Lens.commitImage', 'Commit Overlay', commitImage);
+  register('qcow2Lens.rebaseImage', 'Rebase', rebaseImage);
+  register('qcow2Lens.compareImages', 'Compare Images', compareImages);
   register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
     const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
     if (!target) return undefined;
