@@ -25,7 +25,7 @@ import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
 import { convertImage } from './convertImage';
 import { commitImage } from './commitImage';
-import { rebaseImage } from './rebaseImage';
+import { backingCandidates, rebaseImage } from './rebaseImage';
 import { compareImages } from './compareImages';
 
 export interface Qcow2LensApi {
@@ -91,6 +91,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.commitImage', 'Commit Overlay', commitImage);
   register('qcow2Lens.rebaseImage', 'Rebase', rebaseImage);
   register('qcow2Lens.compareImages', 'Compare Images', compareImages);
+  // For tests: the images Rebase's picker offers as a backing file, in its order.
+  register('qcow2Lens.internal.backingCandidates', 'Backing Candidates', async (_sv, uri: vscode.Uri, size: number) => (await backingCandidates(uri, size)).map(c => ({ path: c.uri.fsPath, size: c.size })));
   register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
     const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
     if (!target) return undefined;

@@ -63,14 +63,19 @@ async function virtualSizeOf(file: string): Promise<number | undefined> {
 }
 
 /** Workspace images that could back `overlay`: those of its virtual size first. */
-async function pickBacking(overlay: vscode.Uri, info: Overlay, title: string): Promise<vscode.Uri | undefined> {
+export async function backingCandidates(overlay: vscode.Uri, virtualSize: number): Promise<{ uri: vscode.Uri; size: number }[]> {
   const found = await vscode.workspace.findFiles('**/*.{qcow2,img,raw,vhd,vpc,vmdk}', '**/node_modules/**', 500);
   const candidates: { uri: vscode.Uri; size: number }[] = [];
-  for (const u of found) {
+  for (const u of found.sort((a, b) => a.fsPath.localeCompare(b.fsPath))) {
     if (path.resolve(u.fsPath) === path.resolve(overlay.fsPath)) continue;
     const size = await virtualSizeOf(u.fsPath);
     if (size !== undefined) candidates.push({ uri: u, size });
   }
+  return [...candidates.filter(c => c.size === virtualSize), ...candidates.filter(c => c.size !== virtualSize)];
+}
+
+async function pickBacking(overlay: vscode.Uri, info: Overlay, title: string): Promise<vscode.Uri | undefined> {
+  const candidates = await backingCandidates(overlay, info.virtualSize);
   const same = candidates.filter(c => c.size === info.virtualSize), other = candidates.filter(c => c.size !== info.virtualSize);
   type Item = vscode.QuickPickItem & { uri?: vscode.Uri; browse?: boolean };
   const items: Item[] = [];
