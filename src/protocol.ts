@@ -242,7 +242,9 @@ export interface CheckFinding extends EngineFinding {
 /** Commands buttons in the webview can ask the host to run (the host decides and confirms). */
 export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnapshot' | 'revertSnapshot' | 'compact' | 'refresh' | 'openBacking' | 'copyOffset'
   /** VS Code's "Reopen Editor With…" picker for the tab (an image the engine cannot open). */
-  | 'reopenWith';
+  | 'reopenWith'
+  /** A bitmap action from the Bitmaps node or a bitmap's node: args { op: add|remove|clear|enable|disable|merge, name? } (the host asks and confirms the rest). */
+  | 'bitmap';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

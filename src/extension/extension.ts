@@ -150,6 +150,12 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
         return;
       }
       case 'compact': if (!await compactImage(s, uri)) return unchanged(); break;
+      case 'bitmap': {
+        const ops = ['add', 'remove', 'clear', 'enable', 'disable', 'merge'] as const;
+        const op = ops.find(o => o === args.op);
+        if (!await manageBitmaps(s, uri, { op, name })) return unchanged();
+        break;
+      }
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
       case 'reopenWith':
         // VS Code's own picker (text editor, hex editor, …) for the active tab, which is this one
