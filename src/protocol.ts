@@ -246,7 +246,9 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
   /** VS Code's "Reopen Editor With…" picker for the tab (an image the engine cannot open). */
   | 'reopenWith'
   /** An encrypted image: ask for its passphrase (Unlock…), or forget it (Lock). */
-  | 'unlock' | 'lock';
+  | 'unlock' | 'lock'
+  /** A bitmap action from the Bitmaps node or a bitmap's node: args { op: add|remove|clear|enable|disable|merge, name? } (the host asks and confirms the rest). */
+  | 'bitmap';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

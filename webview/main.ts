@@ -250,11 +250,34 @@ class App {
         button('Revert to…', () => this.runCommand('revertSnapshot', { name: snap.name }), { title: `Revert the disk to snapshot "${snap.name}"` }),
         button('Delete…', () => this.runCommand('deleteSnapshot', { name: snap.name }), { title: `Delete snapshot "${snap.name}"` }));
     }
+    this.bitmapActions(node, actions);
     const layer = /^layer:(\d+)$/.exec(node.id);
     const layerPath = layer ? this.summary?.backingChain[Number(layer[1])]?.path : undefined;
     if (layerPath) actions.append(button('Open', () => this.runCommand('openBacking', { path: layerPath }), { title: `Open ${layerPath} in QCOW2 Lens` }));
     if (node.hostOffset !== undefined) actions.append(button('Copy offset', () => this.runCommand('copyOffset', { offset: hex(node.hostOffset!) }), { title: 'Copy the host offset' }));
     if (actions.childElementCount) this.details.append(actions);
+  }
+
+  /** The Bitmaps node adds (or merges); a bitmap's node enables or disables, clears, merges into and removes it. The host confirms what loses data. */
+  private bitmapActions(node: TreeNode, actions: HTMLElement): void {
+    const bitmaps = this.summary?.bitmaps ?? [];
+    const v3 = (this.summary?.version ?? 3) >= 3;
+    if (node.kind === 'bitmapDirectory' && v3) {
+      actions.append(button('Add bitmap…', () => this.runCommand('bitmap', { op: 'add' }), { title: 'Start recording which clusters the guest writes (for incremental backups)' }));
+      if (bitmaps.length > 1) actions.append(button('Merge…', () => this.runCommand('bitmap', { op: 'merge' }), { title: 'Add the changes one bitmap recorded to another' }));
+      return;
+    }
+    if (node.kind !== 'bitmap') return;
+    const b = bitmaps.find(x => x.name === node.label);
+    if (!b) return;
+    const run = (op: string) => () => this.runCommand('bitmap', { op, name: b.name });
+    actions.append(b.auto
+      ? button('Disable', run('disable'), { title: `Stop recording guest writes in "${b.name}"; its content stays` })
+      : button('Enable', run('enable'), { title: `Record guest writes in "${b.name}" again` }));
+    if (bitmaps.length > 1) actions.append(button('Merge into…', run('merge'), { title: `Add the changes another bitmap recorded to "${b.name}"` }));
+    actions.append(
+      button('Clear…', run('clear'), { title: `Forget every change "${b.name}" recorded (after a full backup)` }),
+      button('Remove…', run('remove'), { title: `Delete bitmap "${b.name}"` }));
   }
 
   private openNode(node: TreeNode): void {

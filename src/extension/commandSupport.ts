@@ -82,7 +82,8 @@ export function command<A extends unknown[], R>(name: string, fn: (...args: A) =
       else void vscode.window.showErrorMessage(`${name}: ${msg}`);
       const opts = args[1];
       const fromEditorMenu = typeof opts === 'object' && opts !== null && 'groupId' in opts; // VS Code's editor context
-      if (opts !== undefined && !fromEditorMenu) throw e;
+      const fromExplorer = Array.isArray(opts); // the Explorer's context menu passes the selected URIs
+      if (opts !== undefined && !fromEditorMenu && !fromExplorer) throw e;
       return undefined;
     }
   };

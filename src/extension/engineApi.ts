@@ -14,6 +14,11 @@ import * as resize from '../engine/ops/resize';
 import { amendQcow2 } from '../engine/ops/amend';
 import { editBitmap, type BitmapOp } from '../engine/ops/bitmaps';
 import type { OptionEntry } from '../engine/ops/options';
+import { convert as convertImage, type ConvertOptions, type ConvertResult } from '../engine/ops/convert';
+import { commitImage, type CommitOptions, type CommitResult } from '../engine/ops/commit';
+import { rebaseImage, type RebaseOptions, type RebaseResult } from '../engine/ops/rebase';
+import { compareImages, type CompareOptions, type CompareResult } from '../engine/ops/compare';
+import { Qcow2Image } from '../engine/image/image';
 
 export interface WriteOpts {
   signal?: AbortSignal;
@@ -97,4 +102,39 @@ export function amendImageAt(path: string, entries: readonly OptionEntry[]): Pro
 }
 export function editBitmapAt(path: string, name: string, op: BitmapOp): Promise<void> {
   return serialized([path], () => editBitmap(path, name, op)); // a merge's source is a bitmap of the same image
+}
+
+/**
+ * Convert, commit, rebase and compare. Each waits for the writes queued on every file it reads or
+ * writes (a convert's source read mid-commit would copy a half-committed chain).
+ */
+
+/** The files of an image's backing chain, top first (only the top when the chain does not open). */
+export async function chainPaths(path: string): Promise<string[]> {
+  let img: Qcow2Image | undefined;
+  try {
+    img = await Qcow2Image.open(path);
+    const out: string[] = [];
+    for (let l: { path: string; backing: unknown } | null = img; l; l = l.backing as typeof l) out.push(l.path);
+    return out;
+  } catch {
+    return [path];
+  } finally {
+    await img?.close();
+  }
+}
+
+export async function convertAt(opts: ConvertOptions, w: WriteOpts = {}): Promise<ConvertResult> {
+  const read = (await Promise.all(opts.sources.map(chainPaths))).flat();
+  return serialized([...read, opts.output], () => convertImage(opts, w.onProgress, w.signal));
+}
+export async function commitAt(path: string, opts: CommitOptions): Promise<CommitResult> {
+  return serialized(await chainPaths(path), () => commitImage(path, opts));
+}
+export async function rebaseAt(path: string, opts: RebaseOptions, newBacking?: string): Promise<RebaseResult> {
+  const read = opts.unsafe ? [path] : [...await chainPaths(path), ...(newBacking ? await chainPaths(newBacking) : [])];
+  return serialized(read, () => rebaseImage(path, opts));
+}
+export async function compareAt(a: string, b: string, opts: CompareOptions): Promise<CompareResult> {
+  return serialized([...await chainPaths(a), ...await chainPaths(b)], () => compareImages(a, b, opts));
 }

@@ -27,6 +27,10 @@ import { Keyring } from './keyring';
 import { lockImage, unlockImage } from './unlockImage';
 import { Qcow2Error } from '../engine/errors';
 import type { FromWebviewMessage } from '../protocol';
+import { convertImage } from './convertImage';
+import { commitImage } from './commitImage';
+import { backingCandidates, rebaseImage } from './rebaseImage';
+import { compareImages } from './compareImages';
 
 export interface Qcow2LensApi {
   services: Services;
@@ -102,6 +106,12 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.manageBitmaps', 'Manage Bitmaps', manageBitmaps);
   register('qcow2Lens.unlockImage', 'Unlock Image', unlockImage);
   register('qcow2Lens.lockImage', 'Lock Image', lockImage);
+  register('qcow2Lens.convertImage', 'Convert / Export Image', convertImage);
+  register('qcow2Lens.commitImage', 'Commit Overlay', commitImage);
+  register('qcow2Lens.rebaseImage', 'Rebase', rebaseImage);
+  register('qcow2Lens.compareImages', 'Compare Images', compareImages);
+  // For tests: the images Rebase's picker offers as a backing file, in its order.
+  register('qcow2Lens.internal.backingCandidates', 'Backing Candidates', async (_sv, uri: vscode.Uri, size: number) => (await backingCandidates(uri, size)).map(c => ({ path: c.uri.fsPath, size: c.size })));
   register('qcow2Lens.openInLens', 'Open in QCOW2 Lens', async (sv, uri?: vscode.Uri) => {
     const target = uri ?? vscode.window.activeTextEditor?.document.uri ?? sv.provider.activeUri;
     if (!target) return undefined;
@@ -163,6 +173,12 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
         return;
       }
       case 'compact': if (!await compactImage(s, uri)) return unchanged(); break;
+      case 'bitmap': {
+        const ops = ['add', 'remove', 'clear', 'enable', 'disable', 'merge'] as const;
+        const op = ops.find(o => o === args.op);
+        if (!await manageBitmaps(s, uri, { op, name })) return unchanged();
+        break;
+      }
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
       case 'unlock': await unlockImage(s, uri); return;
       case 'lock': await lockImage(s, uri); return;

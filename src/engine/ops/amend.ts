@@ -5,8 +5,10 @@
  * clusters, the backing file name), written whole and synced — before it the old image, after it
  * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
  * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
- * image with zero clusters or snapshots, a refcount width change, images with persistent bitmaps
- * (QEMU rewrites their directory on every read-write open).
+ * image with zero clusters or snapshots, images with persistent bitmaps (QEMU rewrites their
+ * directory on every read-write open).
+ * A refcount width change (refcount_bits) first writes new refcount structures after the end of
+ * the file and syncs them (amendRefcount.ts); the header switch to them is the same one write.
  */
 import { Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
@@ -17,6 +19,7 @@ import { FileDisk } from './create/disk';
 import { OptionError, parseBool, type OptionEntry } from './options';
 import { assertNotLocked, assertWritable } from './writable';
 import { readMany } from '../io/reader';
+import { parseRefcountOrder, writeRefcountsOfOrder, type NewRefcounts } from './amendRefcount';
 
 const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABLE, L.EXT_BITMAPS, L.EXT_CRYPTO]);
 
@@ -27,34 +30,37 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
   try {
     assertWritable(img);
     const h = img.header;
-    let version = h.version as 2 | 3, lazy = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n;
+    let version = h.version as 2 | 3, lazy = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n, order = h.refcountOrder;
     for (const { key, value } of entries) {
       if (key === 'compat') {
         if (value === '0.10' || value === 'v2') version = 2;
         else if (value === '1.1' || value === 'v3') version = 3;
         else throw new OptionError(`Invalid compatibility level: '${value}'`);
       } else if (key === 'lazy_refcounts') lazy = parseBool(key, value);
-      else if (key === 'refcount_bits') {
-        if (Number(value) !== h.refcountBits) throw new OptionError('changing refcount_bits is not supported yet; use qemu-img amend');
-      } else if (['size', 'backing_file', 'backing_fmt', 'cluster_size', 'preallocation', 'extended_l2', 'compression_type', 'data_file', 'data_file_raw'].includes(key) || key.startsWith('encrypt.')) {
+      else if (key === 'refcount_bits') order = parseRefcountOrder(value);
+      else if (['size', 'backing_file', 'backing_fmt', 'cluster_size', 'preallocation', 'extended_l2', 'compression_type', 'data_file', 'data_file_raw'].includes(key) || key.startsWith('encrypt.')) {
         throw new OptionError(`changing '${key}' with amend is not supported`);
       } else throw new OptionError(`Invalid parameter '${key}'`);
     }
     if (h.bitmaps && h.bitmaps.nbBitmaps > 0) throw new OptionError('amending an image with persistent bitmaps is not supported yet (qemu-img rewrites their directory)');
     if (version === 2 && lazy) throw new OptionError('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    if (version === 2 && order !== 4) {
+      throw new OptionError(h.version === 2 && order !== h.refcountOrder ? 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)' : 'compat=0.10 requires refcount_bits=16');
+    }
     if (version === 2 && h.version === 3) {
-      if (h.refcountOrder !== 4) throw new OptionError('compat=0.10 requires refcount_bits=16');
       if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
       if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
       if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
       if (await hasZeroClusters(img)) throw new OptionError('downgrading an image with zero clusters is not supported yet (QEMU allocates them as data)');
     }
+    // the new refcount structures, synced, before the header names them
+    const rc: NewRefcounts = order === h.refcountOrder ? { tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters } : await writeRefcountsOfOrder(path, img, order);
     const ext = (t: number) => h.extensions.find(e => e.type === t);
     header = encodeHeader({
       version, clusterBits: h.clusterBits, size: h.size, cryptMethod: h.cryptMethod, l1Size: h.l1Size, l1Offset: h.l1TableOffset,
-      reftableOffset: h.refcountTableOffset, reftableClusters: h.refcountTableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
+      reftableOffset: rc.tableOffset, reftableClusters: rc.tableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
       incompatible: h.incompatibleFeatures, compatible: lazy ? h.compatibleFeatures | L.COMPAT_LAZY_REFCOUNTS : h.compatibleFeatures & ~L.COMPAT_LAZY_REFCOUNTS,
-      autoclear: h.autoclearFeatures & (L.AUTOCLEAR_BITMAPS | L.AUTOCLEAR_DATA_FILE_RAW), refcountOrder: h.refcountOrder, compressionType: h.compressionType,
+      autoclear: h.autoclearFeatures & (L.AUTOCLEAR_BITMAPS | L.AUTOCLEAR_DATA_FILE_RAW), refcountOrder: order, compressionType: h.compressionType,
       backingFile: h.backingFile, backingFormat: ext(L.EXT_BACKING_FORMAT) ? h.backingFormat : undefined, dataFile: h.dataFile,
       crypto: h.crypto, unknown: h.extensions.filter(e => !KNOWN.has(e.type)).map(e => ({ type: e.type, data: e.data })),
     });
