@@ -250,7 +250,11 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
 
 export interface ReadyMessage { type: 'ready' }
 export interface GetSummaryRequest { type: 'getSummary'; requestId: number }
-export interface GetTreeChildrenRequest { type: 'getTreeChildren'; requestId: number; nodeId: NodeId }
+export interface GetTreeChildrenRequest {
+  type: 'getTreeChildren'; requestId: number; nodeId: NodeId;
+  /** L1 tables and L2 tables list only their allocated entries (and pages that hold some). */
+  allocatedOnly?: boolean;
+}
 /**
  * A strip of cluster map cells: `count` cells starting at host cluster `startCluster`, each cell
  * covering `zoom` clusters (zoom ≥ 1). The host caps `count` (MAX_MAP_CELLS).
@@ -268,6 +272,10 @@ export interface RunCommandMessage { type: 'runCommand'; command: WebviewCommand
 export interface SelectionChangedMessage { type: 'selectionChanged'; hostOffset?: number; guestOffset?: number; nodeId?: NodeId }
 /** The settings that shape the webview (asked once at start; later changes arrive as a SettingsMessage). */
 export interface GetSettingsRequest { type: 'getSettings'; requestId: number }
+/** The allocated guest range after (next) or before (previous) `guestOffset` (src/extension/findGuest.ts). */
+export interface FindAllocatedRequest { type: 'findAllocated'; requestId: number; guestOffset: number; direction: 'next' | 'previous' }
+/** Where the guest byte at `guestOffset` lives, in words, with its L1/L2 structure path. */
+export interface DescribeGuestRequest { type: 'describeGuest'; requestId: number; guestOffset: number }
 
 export type FromWebviewMessage =
   | ReadyMessage
@@ -280,7 +288,9 @@ export type FromWebviewMessage =
   | LocateNodeRequest
   | RunCommandMessage
   | SelectionChangedMessage
-  | GetSettingsRequest;
+  | GetSettingsRequest
+  | FindAllocatedRequest
+  | DescribeGuestRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -326,6 +336,24 @@ export interface SettingsMessage { type: 'settings'; requestId?: number; setting
 /** Progress of a command started with runCommand (or from the command palette). */
 export interface CommandStateMessage { type: 'commandState'; command: WebviewCommand | string; state: 'running' | 'done' | 'failed'; message?: string }
 
+/** The answer to findAllocated: the range found (its first byte and length), none when `start` is absent. */
+export interface AllocatedRangeReply { type: 'allocatedRange'; requestId: number; direction: 'next' | 'previous'; start?: number; length?: number }
+/** Where one guest byte lives (the answer to describeGuest). */
+export interface GuestLocationInfo {
+  guestOffset: number;
+  /** In words: "unallocated: reads zeros", "from backing file base.qcow2 at depth 2", "compressed cluster at 0x…". */
+  text: string;
+  /** 'data' | 'compressed' | 'zero' | 'unallocated' | 'backing' | 'beyondEnd'. */
+  kind: 'data' | 'compressed' | 'zero' | 'unallocated' | 'backing' | 'beyondEnd';
+  /** The L1 (and L2) entry that maps it, as a structure path ("L1[0x1] → L2[0x20]"). */
+  structure?: string;
+  /** Host offset of the byte (or the compressed cluster's descriptor) in this image's file, when it has one here. */
+  hostOffset?: number;
+  /** The chain layer that provides the byte (0 = this image). */
+  depth?: number;
+}
+export interface GuestDescriptionReply { type: 'guestDescription'; requestId: number; location: GuestLocationInfo }
+
 export type ToWebviewMessage =
   | SummaryReply
   | TreeChildrenReply
@@ -340,7 +368,9 @@ export type ToWebviewMessage =
   | ErrorMessage
   | RefreshMessage
   | CommandStateMessage
-  | SettingsMessage;
+  | SettingsMessage
+  | AllocatedRangeReply
+  | GuestDescriptionReply;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -356,6 +386,8 @@ export interface ReplyTypes {
   readGuest: BytesReply;
   locateNode: NodePathReply;
   getSettings: SettingsMessage & { requestId: number };
+  findAllocated: AllocatedRangeReply;
+  describeGuest: GuestDescriptionReply;
 }
 export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
 export type RequestType = RequestMessage['type'];

@@ -25,6 +25,10 @@ export interface HexHost {
   clusterSize?(): number;
   onSelect(space: Space, offset: number, bytes: Uint8Array): void;
   onStateChange(): void;
+  /** The allocated guest range after/before an offset (the Disk view's next/previous buttons and keys). */
+  findAllocated?(offset: number, direction: 'next' | 'previous'): Promise<{ start?: number; length?: number }>;
+  /** The view jumped to a guest offset (go to, next/previous allocated): say where it lives. */
+  onGuestJump?(offset: number): void;
 }
 
 interface Chunk { data?: Uint8Array; sources?: ByteRangeSource[]; error?: string; pending?: Promise<void> }
@@ -37,6 +41,9 @@ export class HexView {
   private readonly status: HTMLDivElement;
   private readonly spaceButtons: Record<Space, HTMLButtonElement>;
   private readonly gotoInput: HTMLInputElement;
+  private readonly allocButtons: HTMLElement;
+  /** Where the last guest jump landed, in words (describeGuest). */
+  private readonly where: HTMLDivElement;
   private rowHeight = 18;
   /** Bytes per row: 8, 16 or 32 (setBytesPerRow). */
   private rowBytes = DEFAULT_ROW_BYTES;
@@ -56,9 +63,18 @@ export class HexView {
     this.gotoInput.addEventListener('keydown', e => {
       if (e.key !== 'Enter') return;
       const off = parseOffset(this.gotoInput.value);
-      if (off !== undefined && off < this.size) { this.gotoInput.classList.remove('invalid'); this.reveal(off, 1); }
-      else this.gotoInput.classList.add('invalid');
+      if (off !== undefined && off < this.size) {
+        this.gotoInput.classList.remove('invalid');
+        this.reveal(off, 1);
+        if (this.space === 'guest') this.host.onGuestJump?.(off);
+      } else this.gotoInput.classList.add('invalid');
     });
+    this.allocButtons = el('span', { className: 'seg alloc-nav' },
+      button('◀', () => void this.jumpAllocated('previous'), { title: 'Previous allocated range (P)', attrs: { 'aria-label': 'Previous allocated range', 'aria-keyshortcuts': 'P' } }),
+      button('▶', () => void this.jumpAllocated('next'), { title: 'Next allocated range (N)', attrs: { 'aria-label': 'Next allocated range', 'aria-keyshortcuts': 'N' } }));
+    this.allocButtons.hidden = true;
+    this.where = el('div', { className: 'hex-where', attrs: { role: 'status', 'aria-live': 'polite' } });
+    this.where.hidden = true;
     this.status = el('div', { className: 'hex-status', attrs: { 'aria-live': 'polite' } });
     this.spacer = el('div', { className: 'hex-spacer' });
     this.rows = el('div', { className: 'hex-rows', attrs: { role: 'grid', 'aria-label': 'Hex view', 'aria-readonly': 'true' } });
@@ -93,8 +109,8 @@ export class HexView {
       this.schedule();
     }).observe(this.scroller);
     this.element = el('div', { className: 'hex-view' },
-      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.gotoInput),
-      this.scroller, this.status);
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.allocButtons, this.gotoInput),
+      this.where, this.scroller, this.status);
   }
 
   get size(): number {
@@ -116,11 +132,41 @@ export class HexView {
       this.space = space;
       this.selected = undefined;
       for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+      this.spaceChanged();
       this.layout();
       this.scrollToRow(keepOffset !== undefined ? Math.floor(keepOffset / this.rowBytes) : 0);
       this.host.onStateChange();
     }
     this.schedule();
+  }
+
+  private spaceChanged(): void {
+    this.allocButtons.hidden = this.space !== 'guest' || !this.host.findAllocated;
+    this.where.hidden = true;
+  }
+
+  /** Says where the guest byte lives (host's words), under the toolbar. */
+  showWhere(text: string | undefined): void {
+    this.where.textContent = text ?? '';
+    this.where.hidden = !text;
+  }
+
+  /** Next/previous allocated range in the Disk view: selects its first byte and says how long it is. */
+  async jumpAllocated(direction: 'next' | 'previous'): Promise<void> {
+    if (this.space !== 'guest' || !this.host.findAllocated) return;
+    const from = this.selected ?? this.topRow * this.rowBytes;
+    this.showWhere(direction === 'next' ? 'Looking for the next allocated range…' : 'Looking for the previous allocated range…');
+    try {
+      const r = await this.host.findAllocated(from, direction);
+      if (r.start === undefined) {
+        this.showWhere(`No allocated range ${direction === 'next' ? 'after' : 'before'} ${hex(from)}.`);
+        return;
+      }
+      this.reveal(r.start, 1);
+      this.host.onGuestJump?.(r.start);
+    } catch (e) {
+      this.showWhere(`Cannot search: ${errorText(e)}`);
+    }
   }
 
   get bytesPerRow(): number {
@@ -303,6 +349,11 @@ export class HexView {
       case 'PageUp': next = sel - this.rowBytes * this.visibleRows; break;
       case 'Home': next = e.ctrlKey ? 0 : sel - (sel % this.rowBytes); break;
       case 'End': next = e.ctrlKey ? this.size - 1 : Math.min(this.size - 1, sel - (sel % this.rowBytes) + this.rowBytes - 1); break;
+      case 'n': case 'N': case 'p': case 'P':
+        if (this.space !== 'guest' || e.ctrlKey || e.metaKey || e.altKey) return;
+        e.preventDefault();
+        void this.jumpAllocated(e.key.toLowerCase() === 'n' ? 'next' : 'previous');
+        return;
       default: return;
     }
     e.preventDefault();
@@ -317,6 +368,7 @@ export class HexView {
   restore(space: Space, topOffset: number, selected?: number): void {
     this.space = space;
     for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+    this.spaceChanged();
     this.layout();
     this.selected = selected;
     requestAnimationFrame(() => this.scrollToRow(Math.floor(topOffset / this.rowBytes)));

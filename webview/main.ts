@@ -29,6 +29,8 @@ interface UiState {
   hex: { space: Space; top: number; selected?: number };
   map: { zoom?: number; scrollTop?: number };
   check?: { summary: CheckSummary; findings: CheckFinding[] };
+  /** L1/L2 tables list only their allocated entries. */
+  allocatedOnly?: boolean;
 }
 
 class App {
@@ -71,7 +73,7 @@ class App {
     this.fatal.hidden = true;
 
     this.tree = new StructureTree({
-      getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id })).children,
+      getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id, ...(this.state.allocatedOnly ? { allocatedOnly: true } : {}) })).children,
       onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
       onActivate: node => this.openNode(node),
       onStateChange: () => this.saveState(),
@@ -101,6 +103,8 @@ class App {
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
       clusterSize: () => this.summary?.clusterSize ?? 0,
       imagePath: () => this.summary?.path ?? '',
+      findAllocated: (offset, direction) => this.requester.request({ type: 'findAllocated', guestOffset: offset, direction }),
+      onGuestJump: offset => void this.describeGuest(offset),
       onSelect: (space, offset, bytes) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
@@ -114,8 +118,14 @@ class App {
       onFinding: f => void this.revealFinding(f),
     });
 
+    const allocated = button('Allocated only', () => {
+      this.state.allocatedOnly = !this.state.allocatedOnly;
+      allocated.setAttribute('aria-pressed', String(!!this.state.allocatedOnly));
+      this.saveState();
+      void this.tree.load(this.tree.expandedIds, this.tree.selectedId);
+    }, { className: 'allocated-only', title: 'L1 and L2 tables list only the entries that map something', attrs: { 'aria-pressed': String(!!this.state.allocatedOnly) } });
     const treePane = el('section', { className: 'pane tree-pane', attrs: { 'aria-label': 'Structure' } },
-      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' })), this.tree.element, this.details);
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' }), el('span', { className: 'spacer' }), allocated), this.tree.element, this.details);
     const right = el('div', { className: 'right' },
       el('section', { className: 'pane map-pane', attrs: { 'aria-label': 'Cluster map' } }, this.map.element),
       el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
@@ -270,6 +280,19 @@ class App {
     }
   }
 
+  /** Says where a guest byte lives (under the hex toolbar), selects its L1/L2 entries and marks its host cluster on the map. */
+  private async describeGuest(guestOffset: number): Promise<void> {
+    try {
+      const { location } = await this.requester.request({ type: 'describeGuest', guestOffset });
+      if (this.hexView.space !== 'guest' || this.hexView.selected !== guestOffset) return; // moved on meanwhile
+      this.hexView.showWhere(`${hex(guestOffset)}: ${location.text}${location.structure ? ` — ${location.structure}` : ''}`);
+      if (location.hostOffset !== undefined && location.depth === 0 && this.summary && !this.summary.dataFile) this.map.select(Math.floor(location.hostOffset / this.summary.clusterSize));
+      if (location.structure) await this.revealInTree(location.structure, undefined);
+    } catch (e) {
+      this.hexView.showWhere(`Cannot tell where ${hex(guestOffset)} lives: ${errorText(e)}`);
+    }
+  }
+
   private async revealFinding(f: CheckFinding): Promise<void> {
     if (f.hostOffset !== undefined) {
       this.hexView.reveal(f.hostOffset, 1, 'host');
@@ -317,6 +340,7 @@ class App {
         break;
       case 'revealGuestOffset':
         this.hexView.reveal(m.guestOffset, m.length ?? 1, 'guest');
+        void this.describeGuest(m.guestOffset);
         break;
       case 'revealStructure':
         if (m.hostOffset !== undefined) this.hexView.reveal(m.hostOffset, 1, 'host');

@@ -265,7 +265,8 @@ export class StructureTree {
     let last: Item | undefined;
     for (let k = 0; k < path.length; k++) {
       const it = this.items.get(path[k]);
-      if (!it) break;
+      // a page the "allocated only" list does not have (its entries are listed flat) is stepped over
+      if (!it) { if (last?.loaded) continue; break; }
       last = it;
       if (k < path.length - 1) await this.expand(it, false);
     }

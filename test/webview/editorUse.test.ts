@@ -1,0 +1,107 @@
+/**
+ * The editor as people use it, in chromium against the real ViewModel (test/webview/harness.ts):
+ * next/previous allocated range in the Disk view of a sparse 1 TiB chain, the words a guest jump
+ * shows and the L1/L2 entries it selects, "allocated only" lists. Expected offsets come from
+ * qemu-img map.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Page } from 'playwright-core';
+import { qemuImg, qemuIo, ROOT, tmpDir } from '../helpers/qemu';
+import { CHROMIUM, WebviewHarness } from './harness';
+
+const CS = 65536;
+const TIB = 2 ** 40;
+const haveBrowser = fs.existsSync(CHROMIUM);
+interface MapEntry { start: number; length: number; depth: number; present: boolean; offset?: number }
+
+describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} is missing`, timeout: 120000 }, () => {
+  const h = new WebviewHarness();
+  let dir: string, top: string, map: MapEntry[];
+  let page: Page;
+
+  before(async () => {
+    dir = tmpDir();
+    const base = path.join(dir, 'base.qcow2');
+    top = path.join(dir, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '1T');
+    qemuIo(base, [`write -P 0x12 ${300 * 2 ** 30} 64k`]);
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top);
+    qemuIo(top, ['write -P 0xab 1M 64k', `write -P 0x5a ${TIB - CS} 64k`]);
+    map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    await h.addImage('main', top);
+    await h.start();
+    page = await h.open('main');
+    page.setDefaultTimeout(10000);
+  });
+
+  after(async () => {
+    if (page) {
+      fs.mkdirSync(path.join(ROOT, 'test-out'), { recursive: true });
+      await page.screenshot({ path: path.join(ROOT, 'test-out', 'editor-use.png') }).catch(() => undefined);
+    }
+    await h.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const where = () => page.textContent('.hex-where');
+  const waitWhere = (re: RegExp) => page.waitForFunction(s => new RegExp(s).test(document.querySelector('.hex-where')?.textContent ?? ''), re.source);
+
+  it('jumps to the next and previous allocated range in the Disk view, with buttons and keys, saying where each lives', async () => {
+    const present = map.filter(e => e.present).map(e => e.start);
+    assert.deepEqual(present, [2 ** 20, 300 * 2 ** 30, TIB - CS]);
+    // the buttons exist only in the Disk view
+    assert.equal(await page.isVisible('button[aria-label="Next allocated range"]'), false);
+    await page.click('button:text-is("Disk")');
+    await page.click('button[aria-label="Next allocated range"]');
+    await waitWhere(/^0x100000: data at 0x[0-9a-f]+ in this file — L1\[0\] → L2\[0x10\]$/);
+    const host = map.find(e => e.start === 2 ** 20)!.offset!;
+    assert.match((await where())!, new RegExp(`data at 0x${host.toString(16)} in this file`));
+    await page.waitForFunction(() => document.querySelector('.hex-status')?.textContent?.includes('selected 0x100000'));
+    // the L2 entry that maps it is selected in the tree
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] .tree-label')?.textContent === 'L2[0x10]');
+    // the keyboard: N in the hex view is the next range (from the backing file), P goes back
+    await page.locator('.hex-scroll').focus();
+    await page.keyboard.press('n');
+    await waitWhere(/^0x4b00000000: from backing file base\.qcow2 at depth 1/);
+    // the L1 entry is selected (this image has no L2 table there)
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] .tree-label')?.textContent === 'L1[600]');
+    await page.keyboard.press('n');
+    await waitWhere(new RegExp(`^0x${(TIB - CS).toString(16)}: data at`));
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('.hex-row .hb.sel')).some(e => e.textContent === '5a'));
+    await page.keyboard.press('n');
+    await waitWhere(/^No allocated range after 0xffffff0000\.$/);
+    await page.keyboard.press('p');
+    await waitWhere(/^0x4b00000000: from backing file/);
+    // Go to offset in the Disk view says where the byte lives too
+    await page.fill('input.goto', '0x8000000000');
+    await page.press('input.goto', 'Enter');
+    await waitWhere(/^0x8000000000: unallocated: reads zeros \(no layer of the backing chain holds it\) — L1\[1024\]$/);
+  });
+
+  it('a revealGuestOffset from the host (Go to Guest Offset) shows the words and selects the entries', async () => {
+    await h.push(page, { type: 'revealGuestOffset', guestOffset: 2 ** 20 + 7 });
+    await waitWhere(/^0x100007: data at/);
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] .tree-label')?.textContent === 'L2[0x10]');
+  });
+
+  it('"Allocated only" cuts the L1 list to the entries in use and survives the toggle as state', async () => {
+    const toggle = page.locator('button.allocated-only');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'false');
+    await toggle.click();
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'true');
+    await page.waitForFunction(() => document.querySelector('[role=tree]:not([aria-busy])') !== null);
+    const l1 = page.locator('[role=treeitem]:has(> .tree-row > .tree-label:text-is("L1 table"))');
+    if ((await l1.getAttribute('aria-expanded')) !== 'true') await l1.locator('> .tree-row > .twisty').click();
+    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-expanded=true] [role=group] [role=treeitem]') !== null);
+    const labels = await l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
+    assert.deepEqual(labels, ['L1[0]', 'L1[2047]']);
+    await toggle.click();
+    await page.waitForFunction(() => document.querySelectorAll('[role=treeitem][aria-expanded=true] > [role=group] > [role=treeitem]').length > 2);
+    const pages = await l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
+    assert.equal(pages[0], '[0 … 255]');
+    assert.deepEqual(h.pageErrors, []);
+  });
+});
