@@ -354,6 +354,9 @@ export interface GuestLocationInfo {
 }
 export interface GuestDescriptionReply { type: 'guestDescription'; requestId: number; location: GuestLocationInfo }
 
+/** Show finding `index` of the last check (a click in the Problems panel): selected in the check panel, its structure in the tree, its bytes. */
+export interface RevealFindingMessage { type: 'revealFinding'; index: number; finding: CheckFinding }
+
 export type ToWebviewMessage =
   | SummaryReply
   | TreeChildrenReply
@@ -370,7 +373,8 @@ export type ToWebviewMessage =
   | CommandStateMessage
   | SettingsMessage
   | AllocatedRangeReply
-  | GuestDescriptionReply;
+  | GuestDescriptionReply
+  | RevealFindingMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper

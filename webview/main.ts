@@ -167,6 +167,7 @@ class App {
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
+    if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
     document.body.dataset.ready = 'true';
@@ -280,6 +281,30 @@ class App {
     }
   }
 
+  private innerGeneration = 0;
+  /** Counts the findings inside each tree node (from the host's node paths) for the markers on collapsed ancestors. */
+  private async markInnerFindings(findings: CheckFinding[]): Promise<void> {
+    const gen = ++this.innerGeneration;
+    const rank = { info: 1, warning: 2, error: 3 } as const;
+    const inner = new Map<NodeId, { count: number; severity: Severity }>();
+    for (const f of findings.slice(0, 500)) {
+      let path: NodeId[] = [];
+      try {
+        path = (await this.requester.request({ type: 'locateNode', structure: f.structure, hostOffset: f.hostOffset })).path;
+      } catch {
+        continue;
+      }
+      if (gen !== this.innerGeneration) return;
+      if (!path.length && f.nodeId) path = [f.nodeId];
+      for (const id of path.slice(0, -1)) {
+        const cur = inner.get(id);
+        if (!cur) inner.set(id, { count: 1, severity: f.severity });
+        else { cur.count++; if (rank[f.severity] > rank[cur.severity]) cur.severity = f.severity; }
+      }
+    }
+    this.tree.setInnerFindings(inner);
+  }
+
   /** Says where a guest byte lives (under the hex toolbar), selects its L1/L2 entries and marks its host cluster on the map. */
   private async describeGuest(guestOffset: number): Promise<void> {
     try {
@@ -322,7 +347,7 @@ class App {
   private onMessage(m: ToWebviewMessage): void {
     if (!m || typeof m !== 'object' || typeof (m as { type?: unknown }).type !== 'string') return;
     if (this.requester.handle(m)) return;
-    if (!this.loaded && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure')) {
+    if (!this.loaded && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure' || m.type === 'revealFinding')) {
       this.pendingReveals.push(m); // sizes and the tree are not known yet: replayed after start()
       return;
     }
@@ -332,6 +357,11 @@ class App {
         this.state.check = { summary: m.summary, findings: m.findings };
         this.tree.redecorate();
         this.saveState();
+        void this.markInnerFindings(m.findings);
+        break;
+      case 'revealFinding':
+        this.check.select(m.index);
+        void this.revealFinding(m.finding);
         break;
       case 'revealHostOffset':
         this.hexView.reveal(m.hostOffset, m.length ?? 1, 'host');

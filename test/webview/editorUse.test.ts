@@ -9,7 +9,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
-import { qemuImg, qemuIo, ROOT, tmpDir } from '../helpers/qemu';
+import { checkForEditor } from '../../src/extension/checkResult';
+import type { CheckFinding, CheckSummary } from '../../src/protocol';
+import { pokeBytes, qemuImg, qemuIo, readBE64, ROOT, tmpDir } from '../helpers/qemu';
 import { CHROMIUM, WebviewHarness } from './harness';
 
 const CS = 65536;
@@ -19,7 +21,7 @@ interface MapEntry { start: number; length: number; depth: number; present: bool
 
 describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} is missing`, timeout: 120000 }, () => {
   const h = new WebviewHarness();
-  let dir: string, top: string, map: MapEntry[];
+  let dir: string, top: string, damaged: string, map: MapEntry[];
   let page: Page;
 
   before(async () => {
@@ -31,7 +33,16 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top);
     qemuIo(top, ['write -P 0xab 1M 64k', `write -P 0x5a ${TIB - CS} 64k`]);
     map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    // a data cluster whose refcount is 0: the check reports it on its L2 entry
+    damaged = path.join(dir, 'damaged.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', damaged, '64M');
+    qemuIo(damaged, ['write -P 0x77 1M 64k']);
+    const dm = JSON.parse(qemuImg('map', '--output=json', damaged)) as MapEntry[];
+    const dataCluster = dm.find(e => e.present)!.offset! / CS;
+    const block = Number(readBE64(damaged, Number(readBE64(damaged, 48))));
+    pokeBytes(damaged, block + dataCluster * 2, [0, 0]);
     await h.addImage('main', top);
+    await h.addImage('damaged', damaged);
     await h.start();
     page = await h.open('main');
     page.setDefaultTimeout(10000);
@@ -103,5 +114,34 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     const pages = await l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
     assert.equal(pages[0], '[0 … 255]');
     assert.deepEqual(h.pageErrors, []);
+  });
+
+  it('a finding chosen in the Problems panel opens in the editor: selected in the list, its entry in the tree, its bytes; collapsed ancestors carry a count', async () => {
+    const { summary, findings } = await checkForEditor(damaged) as { summary: CheckSummary; findings: CheckFinding[] };
+    const k = findings.findIndex(f => f.structure.startsWith('L1[0] → L2[0x10]'));
+    assert.ok(k >= 0, `a finding on the L2 entry: ${JSON.stringify(findings.map(f => f.structure))}`);
+    const underL1 = findings.filter(f => f.structure.startsWith('L1[')).length;
+    const p = await h.open('damaged');
+    try {
+      p.setDefaultTimeout(10000);
+      await h.push(p, { type: 'checkResult', summary, findings });
+      // the L1 table is collapsed: it carries the count of findings inside
+      const marker = p.locator('[role=treeitem]:has(> .tree-row > .tree-label:text-is("L1 table")) > .tree-row .inner-findings');
+      await marker.waitFor();
+      assert.equal(await marker.textContent(), `✖ ${underL1}`);
+      assert.match((await p.getAttribute('[role=treeitem]:has(> .tree-row > .tree-label:text-is("L1 table"))', 'aria-label'))!, new RegExp(`${underL1} findings? inside$`));
+      // what the editor provider posts when the diagnostic's "Show in QCOW2 Lens" line is clicked
+      await h.push(p, { type: 'revealFinding', index: k, finding: findings[k] });
+      await p.waitForFunction(() => document.querySelector('[role=treeitem][aria-selected=true] .tree-label')?.textContent === 'L2[0x10]');
+      assert.equal(await p.getAttribute('.finding.selected', 'data-index'), String(k));
+      const off = findings[k].hostOffset!;
+      await p.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)}`), off);
+      assert.equal(await p.getAttribute('button:text-is("File")', 'aria-pressed'), 'true');
+      // expanded, the L1 table drops its marker
+      assert.equal(await marker.count(), 0);
+      await p.screenshot({ path: path.join(ROOT, 'test-out', 'editor-finding.png') });
+    } finally {
+      await p.close();
+    }
   });
 });
