@@ -288,7 +288,7 @@ class App {
     const rank = { info: 1, warning: 2, error: 3 } as const;
     const inner = new Map<NodeId, { count: number; severity: Severity }>();
     for (const f of findings.slice(0, 500)) {
-      let path: NodeId[] = [];
+      let path: NodeId[];
       try {
         path = (await this.requester.request({ type: 'locateNode', structure: f.structure, hostOffset: f.hostOffset })).path;
       } catch {

@@ -10,7 +10,6 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
 import { checkForEditor } from '../../src/extension/checkResult';
-import type { CheckFinding, CheckSummary } from '../../src/protocol';
 import { pokeBytes, qemuImg, qemuIo, readBE64, ROOT, tmpDir } from '../helpers/qemu';
 import { CHROMIUM, WebviewHarness } from './harness';
 
@@ -117,7 +116,7 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
   });
 
   it('a finding chosen in the Problems panel opens in the editor: selected in the list, its entry in the tree, its bytes; collapsed ancestors carry a count', async () => {
-    const { summary, findings } = await checkForEditor(damaged) as { summary: CheckSummary; findings: CheckFinding[] };
+    const { summary, findings } = await checkForEditor(damaged);
     const k = findings.findIndex(f => f.structure.startsWith('L1[0] → L2[0x10]'));
     assert.ok(k >= 0, `a finding on the L2 entry: ${JSON.stringify(findings.map(f => f.structure))}`);
     const underL1 = findings.filter(f => f.structure.startsWith('L1[')).length;
