@@ -30,14 +30,17 @@ const SEVERITY: Record<Severity, vscode.DiagnosticSeverity> = {
  */
 export const FINDING_SCHEME = 'qcow2-lens-finding';
 
-/** The findings document of an image: same path, so the Problems panel names the image's file. */
+/** Ends the findings document's path: "x.qcow2.findings" (a name ending in .qcow2 would select the custom editor). */
+const FINDINGS_SUFFIX = '.findings';
+
+/** The findings document of an image, named after it in the Problems panel. */
 export function findingsUri(image: vscode.Uri): vscode.Uri {
-  return vscode.Uri.from({ scheme: FINDING_SCHEME, path: image.path });
+  return vscode.Uri.from({ scheme: FINDING_SCHEME, path: image.path + FINDINGS_SUFFIX });
 }
 
 /** The image a findings document belongs to. */
 export function imageOfFindings(doc: vscode.Uri): vscode.Uri {
-  return vscode.Uri.from({ scheme: 'file', path: doc.path });
+  return vscode.Uri.from({ scheme: 'file', path: doc.path.endsWith(FINDINGS_SUFFIX) ? doc.path.slice(0, -FINDINGS_SUFFIX.length) : doc.path });
 }
 
 /** The text of the findings document: line k is finding k. */
