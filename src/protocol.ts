@@ -274,6 +274,12 @@ export interface SelectionChangedMessage { type: 'selectionChanged'; hostOffset?
 export interface GetSettingsRequest { type: 'getSettings'; requestId: number }
 /** The allocated guest range after (next) or before (previous) `guestOffset` (src/extension/findGuest.ts). */
 export interface FindAllocatedRequest { type: 'findAllocated'; requestId: number; guestOffset: number; direction: 'next' | 'previous' }
+/**
+ * Find in the image file: one bounded window (the host caps `window`), the first match at or after
+ * `from` (next) or the last one before it (previous). The webview loops, showing progress, and
+ * cancels by not asking again. `pattern` is base64.
+ */
+export interface FindBytesRequest { type: 'findBytes'; requestId: number; pattern: string; from: number; direction: 'next' | 'previous'; window?: number }
 /** Where the guest byte at `guestOffset` lives, in words, with its L1/L2 structure path. */
 export interface DescribeGuestRequest { type: 'describeGuest'; requestId: number; guestOffset: number }
 
@@ -290,7 +296,8 @@ export type FromWebviewMessage =
   | SelectionChangedMessage
   | GetSettingsRequest
   | FindAllocatedRequest
-  | DescribeGuestRequest;
+  | DescribeGuestRequest
+  | FindBytesRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -352,6 +359,8 @@ export interface GuestLocationInfo {
   /** The chain layer that provides the byte (0 = this image). */
   depth?: number;
 }
+/** A match's offset (absent: none in the window) and where to continue. */
+export interface FoundBytesReply { type: 'foundBytes'; requestId: number; offset?: number; scannedTo: number }
 export interface GuestDescriptionReply { type: 'guestDescription'; requestId: number; location: GuestLocationInfo }
 
 /** Show finding `index` of the last check (a click in the Problems panel): selected in the check panel, its structure in the tree, its bytes. */
@@ -374,7 +383,8 @@ export type ToWebviewMessage =
   | SettingsMessage
   | AllocatedRangeReply
   | GuestDescriptionReply
-  | RevealFindingMessage;
+  | RevealFindingMessage
+  | FoundBytesReply;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -392,6 +402,7 @@ export interface ReplyTypes {
   getSettings: SettingsMessage & { requestId: number };
   findAllocated: AllocatedRangeReply;
   describeGuest: GuestDescriptionReply;
+  findBytes: FoundBytesReply;
 }
 export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
 export type RequestType = RequestMessage['type'];

@@ -103,10 +103,12 @@ class App {
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
       clusterSize: () => this.summary?.clusterSize ?? 0,
       imagePath: () => this.summary?.path ?? '',
+      find: async (pattern, from, direction, window) => this.requester.request({ type: 'findBytes', pattern: encodeBase64(pattern), from, direction, window }),
+      copy: text => copyText(text),
       findAllocated: (offset, direction) => this.requester.request({ type: 'findAllocated', guestOffset: offset, direction }),
       onGuestJump: offset => void this.describeGuest(offset),
-      onSelect: (space, offset, bytes) => {
-        this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
+      onSelect: (space, offset, bytes, length) => {
+        this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),
@@ -443,6 +445,28 @@ class App {
       };
       this.vscode.setState(this.state);
     }, 100);
+  }
+}
+
+function encodeBase64(bytes: Uint8Array): string {
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/** The clipboard API, or the older copy command where a webview does not grant it. */
+async function copyText(text: string): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    const ta = el('textarea', { className: 'offscreen' });
+    ta.value = text;
+    document.body.append(ta);
+    ta.select();
+    const ok = document.execCommand('copy');
+    ta.remove();
+    if (!ok) throw new Error('the clipboard is not available');
   }
 }
 

@@ -23,6 +23,7 @@ import {
 } from '../protocol';
 import { nodeId, ownerNode } from './nodeId';
 import { DEFAULT_SETTINGS, settingName, webviewSettings } from './settings';
+import { findInFile } from './findBytes';
 import { describeGuestOffset, findAllocated } from './findGuest';
 import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
@@ -124,6 +125,8 @@ export class ViewModel {
         }
         case 'findAllocated':
           return { type: 'allocatedRange', requestId: msg.requestId, direction: msg.direction, ...(await findAllocated(this.img, msg.guestOffset, msg.direction)) };
+        case 'findBytes':
+          return { type: 'foundBytes', requestId: msg.requestId, ...(await findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)) };
         case 'describeGuest':
           return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
         default: {

@@ -20,7 +20,7 @@ interface MapEntry { start: number; length: number; depth: number; present: bool
 
 describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} is missing`, timeout: 120000 }, () => {
   const h = new WebviewHarness();
-  let dir: string, top: string, damaged: string, map: MapEntry[];
+  let dir: string, top: string, damaged: string, hexImg: string, map: MapEntry[], needleAt: number;
   let page: Page;
 
   before(async () => {
@@ -40,6 +40,14 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     const dataCluster = dm.find(e => e.present)!.offset! / CS;
     const block = Number(readBE64(damaged, Number(readBE64(damaged, 48))));
     pokeBytes(damaged, block + dataCluster * 2, [0, 0]);
+    // the hex tools: a text needle in a data cluster, 48 MiB of data for a search long enough to cancel
+    hexImg = path.join(dir, 'hex.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', hexImg, '64M');
+    qemuIo(hexImg, ['write -P 0x11 0 48M']);
+    const hm = JSON.parse(qemuImg('map', '--output=json', hexImg)) as MapEntry[];
+    needleAt = hm[0].offset! + 4000;
+    pokeBytes(hexImg, needleAt, [...Buffer.from('HELLO-LENS')]);
+    await h.addImage('hex', hexImg);
     await h.addImage('main', top);
     await h.addImage('damaged', damaged);
     await h.start();
@@ -139,6 +147,77 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
       // expanded, the L1 table drops its marker
       assert.equal(await marker.count(), 0);
       await p.screenshot({ path: path.join(ROOT, 'test-out', 'editor-finding.png') });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('hex view: a 00–0f header, Shift+arrow and drag selections with their length, the inspector, Copy as, Find with progress and cancel', async () => {
+    await h.context!.grantPermissions(['clipboard-read', 'clipboard-write']);
+    const p = await h.open('hex');
+    try {
+      p.setDefaultTimeout(10000);
+      await p.waitForSelector('.hex-header .hb');
+      assert.deepEqual(await p.locator('.hex-header .hb').allTextContents(), Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(2, '0')));
+      // Shift+arrows: the header's magic, 4 bytes
+      await p.locator('.hex-row:not(.hex-header) .hb[data-offset="0"]').click();
+      await p.keyboard.press('Shift+ArrowRight');
+      await p.keyboard.press('Shift+ArrowRight');
+      await p.keyboard.press('Shift+ArrowRight');
+      await p.waitForFunction(() => document.querySelector('.hex-status')?.textContent?.includes('selected 0x0 · 4 bytes'));
+      await p.waitForFunction(() => document.querySelector('.inspector .pane-title')?.textContent?.endsWith('4 bytes selected'));
+      const cell = (type: string, col: number) => p.textContent(`.inspector-table tr[data-type="${type}"] td:nth-child(${col})`);
+      const head = fs.readFileSync(hexImg).subarray(0, 64);
+      assert.equal(await cell('u32', 3), String(head.readUInt32BE(0)));
+      assert.equal(await cell('f32', 2), String(head.readFloatLE(0)));
+      assert.equal(await cell('f64', 3), String(head.readDoubleBE(0)));
+      assert.equal(await cell('UTF-8', 2), 'QFI\ufffd');
+      assert.equal(await cell('selection', 2), '4 bytes (0x4)');
+      // drag from 0x10 to 0x1f: one row
+      const box = async (off: number) => (await p.locator(`.hex-row:not(.hex-header) .hb[data-offset="${off}"]`).boundingBox())!;
+      const a = await box(0x10), b = await box(0x1f);
+      await p.mouse.move(a.x + 3, a.y + 3);
+      await p.mouse.down();
+      await p.mouse.move(b.x + 3, b.y + 3, { steps: 5 });
+      await p.mouse.up();
+      await p.waitForFunction(() => document.querySelector('.hex-status')?.textContent?.includes('selected 0x10 · 16 bytes'));
+      await p.click('button[aria-label="Copy as C array"]');
+      await p.waitForFunction(() => document.querySelector('.hex-where')?.textContent === 'Copied 16 bytes as a C array.');
+      const clip = await p.evaluate(() => navigator.clipboard.readText());
+      const row = [...head.subarray(0x10, 0x20)].map(x => `0x${x.toString(16).padStart(2, '0')}`);
+      assert.equal(clip, `unsigned char data[16] = {\n  ${row.slice(0, 12).join(', ')},\n  ${row.slice(12).join(', ')}\n};`);
+      await p.click('button[aria-label="Copy as base64"]');
+      await p.waitForFunction(() => document.querySelector('.hex-where')?.textContent === 'Copied 16 bytes as base64.');
+      assert.equal(await p.evaluate(() => navigator.clipboard.readText()), head.subarray(0x10, 0x20).toString('base64'));
+      // Ctrl+F: text, forward from the selection, then backward finds nothing before it
+      await p.locator('.hex-scroll').focus();
+      await p.keyboard.press('Control+f');
+      assert.equal(await p.evaluate(() => document.activeElement?.getAttribute('aria-label')), 'Find in the image file');
+      await p.selectOption('select.find-mode', 'text');
+      await p.locator('input.find-input').fill('HELLO-LENS');
+      await p.locator('input.find-input').press('Enter');
+      await p.waitForFunction(x => document.querySelector('.find-status')?.textContent === `Found at 0x${x.toString(16)} (10 bytes).`, needleAt);
+      await p.waitForFunction(x => document.querySelector('.hex-status')?.textContent?.includes(`selected 0x${x.toString(16)} · 10 bytes`), needleAt);
+      assert.deepEqual(await p.locator('.hex-row .hb.sel').allTextContents(), [...Buffer.from('HELLO-LENS')].map(x => x.toString(16)));
+      await p.locator('input.find-input').press('Shift+Enter');
+      await p.waitForFunction(x => document.querySelector('.find-status')?.textContent === `Not found before 0x${x.toString(16)}.`, needleAt);
+      // hex bytes that are nowhere in the 48 MiB file: progress between windows, then Cancel stops it
+      h.findDelayMs = 400;
+      const asked = () => (h.received.get('hex') ?? []).filter(m => m.type === 'findBytes').length;
+      const before = asked();
+      await p.selectOption('select.find-mode', 'hex');
+      await p.locator('input.find-input').fill('de ad be ef 01 02 03 04');
+      await p.click('button[aria-label="Find next"]');
+      await p.waitForFunction(() => /^Searching… \d+% \(at 0x[0-9a-f]+\)$/.test(document.querySelector('.find-status')?.textContent ?? ''));
+      await p.click('button.find-cancel');
+      await p.waitForFunction(() => /^Cancelled at 0x[0-9a-f]+\.$/.test(document.querySelector('.find-status')?.textContent ?? ''));
+      const windows = Math.ceil(fs.statSync(hexImg).size / (16 * 1024 * 1024));
+      assert.ok(asked() - before < windows, `cancelled before the last of ${windows} windows (${asked() - before} asked)`);
+      h.findDelayMs = 0;
+      await p.locator('input.find-input').press('Escape');
+      assert.equal(await p.isVisible('.find-bar'), false);
+      assert.deepEqual(await p.evaluate(() => (window as unknown as { __cspViolations: string[] }).__cspViolations), []);
+      await p.screenshot({ path: path.join(ROOT, 'test-out', 'editor-hex-tools.png') });
     } finally {
       await p.close();
     }
