@@ -256,7 +256,11 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
 
 export interface ReadyMessage { type: 'ready' }
 export interface GetSummaryRequest { type: 'getSummary'; requestId: number }
-export interface GetTreeChildrenRequest { type: 'getTreeChildren'; requestId: number; nodeId: NodeId }
+export interface GetTreeChildrenRequest {
+  type: 'getTreeChildren'; requestId: number; nodeId: NodeId;
+  /** L1 tables and L2 tables list only their allocated entries (and pages that hold some). */
+  allocatedOnly?: boolean;
+}
 /**
  * A strip of cluster map cells: `count` cells starting at host cluster `startCluster`, each cell
  * covering `zoom` clusters (zoom ≥ 1). The host caps `count` (MAX_MAP_CELLS).
@@ -274,6 +278,16 @@ export interface RunCommandMessage { type: 'runCommand'; command: WebviewCommand
 export interface SelectionChangedMessage { type: 'selectionChanged'; hostOffset?: number; guestOffset?: number; nodeId?: NodeId }
 /** The settings that shape the webview (asked once at start; later changes arrive as a SettingsMessage). */
 export interface GetSettingsRequest { type: 'getSettings'; requestId: number }
+/** The allocated guest range after (next) or before (previous) `guestOffset` (src/extension/findGuest.ts). */
+export interface FindAllocatedRequest { type: 'findAllocated'; requestId: number; guestOffset: number; direction: 'next' | 'previous' }
+/**
+ * Find in the image file: one bounded window (the host caps `window`), the first match at or after
+ * `from` (next) or the last one before it (previous). The webview loops, showing progress, and
+ * cancels by not asking again. `pattern` is base64.
+ */
+export interface FindBytesRequest { type: 'findBytes'; requestId: number; pattern: string; from: number; direction: 'next' | 'previous'; window?: number }
+/** Where the guest byte at `guestOffset` lives, in words, with its L1/L2 structure path. */
+export interface DescribeGuestRequest { type: 'describeGuest'; requestId: number; guestOffset: number }
 
 export type FromWebviewMessage =
   | ReadyMessage
@@ -286,7 +300,10 @@ export type FromWebviewMessage =
   | LocateNodeRequest
   | RunCommandMessage
   | SelectionChangedMessage
-  | GetSettingsRequest;
+  | GetSettingsRequest
+  | FindAllocatedRequest
+  | DescribeGuestRequest
+  | FindBytesRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -332,6 +349,29 @@ export interface SettingsMessage { type: 'settings'; requestId?: number; setting
 /** Progress of a command started with runCommand (or from the command palette). */
 export interface CommandStateMessage { type: 'commandState'; command: WebviewCommand | string; state: 'running' | 'done' | 'failed'; message?: string }
 
+/** The answer to findAllocated: the range found (its first byte and length), none when `start` is absent. */
+export interface AllocatedRangeReply { type: 'allocatedRange'; requestId: number; direction: 'next' | 'previous'; start?: number; length?: number }
+/** Where one guest byte lives (the answer to describeGuest). */
+export interface GuestLocationInfo {
+  guestOffset: number;
+  /** In words: "unallocated: reads zeros", "from backing file base.qcow2 at depth 2", "compressed cluster at 0x…". */
+  text: string;
+  /** 'data' | 'compressed' | 'zero' | 'unallocated' | 'backing' | 'beyondEnd'. */
+  kind: 'data' | 'compressed' | 'zero' | 'unallocated' | 'backing' | 'beyondEnd';
+  /** The L1 (and L2) entry that maps it, as a structure path ("L1[0x1] → L2[0x20]"). */
+  structure?: string;
+  /** Host offset of the byte (or the compressed cluster's descriptor) in this image's file, when it has one here. */
+  hostOffset?: number;
+  /** The chain layer that provides the byte (0 = this image). */
+  depth?: number;
+}
+/** A match's offset (absent: none in the window) and where to continue. */
+export interface FoundBytesReply { type: 'foundBytes'; requestId: number; offset?: number; scannedTo: number }
+export interface GuestDescriptionReply { type: 'guestDescription'; requestId: number; location: GuestLocationInfo }
+
+/** Show finding `index` of the last check (a click in the Problems panel): selected in the check panel, its structure in the tree, its bytes. */
+export interface RevealFindingMessage { type: 'revealFinding'; index: number; finding: CheckFinding }
+
 export type ToWebviewMessage =
   | SummaryReply
   | TreeChildrenReply
@@ -346,7 +386,11 @@ export type ToWebviewMessage =
   | ErrorMessage
   | RefreshMessage
   | CommandStateMessage
-  | SettingsMessage;
+  | SettingsMessage
+  | AllocatedRangeReply
+  | GuestDescriptionReply
+  | RevealFindingMessage
+  | FoundBytesReply;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -362,6 +406,9 @@ export interface ReplyTypes {
   readGuest: BytesReply;
   locateNode: NodePathReply;
   getSettings: SettingsMessage & { requestId: number };
+  findAllocated: AllocatedRangeReply;
+  describeGuest: GuestDescriptionReply;
+  findBytes: FoundBytesReply;
 }
 export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
 export type RequestType = RequestMessage['type'];

@@ -80,6 +80,15 @@ export class CheckPanel {
     });
     this.body.append(list);
   }
+
+  /** Marks finding `index` as chosen (a click in VS Code's Problems panel) and scrolls it into view. */
+  select(index: number): void {
+    const b = this.body.querySelector<HTMLButtonElement>(`.finding[data-index="${index}"]`);
+    if (!b) return;
+    this.body.querySelectorAll('.finding.selected').forEach(x => x.classList.remove('selected'));
+    b.classList.add('selected');
+    b.scrollIntoView({ block: 'nearest' });
+  }
 }
 
 /**

@@ -6,7 +6,9 @@
  */
 import type { ByteRangeSource } from '../src/protocol';
 import { parseOffset } from '../src/engine/units';
+import { type CopyFormat, formatBytesAs } from './copyFormat';
 import { button, clear, el, errorText, hex, rafThrottle } from './dom';
+import { FindBar } from './findBar';
 
 export type Space = 'host' | 'guest';
 /** Bytes per row the view starts with, until the host's settings say (qcow2Lens.hexView.bytesPerRow). */
@@ -23,8 +25,16 @@ export interface HexHost {
   imagePath?(): string;
   /** Host cluster size, to mark cluster boundaries in the file view. */
   clusterSize?(): number;
-  onSelect(space: Space, offset: number, bytes: Uint8Array): void;
+  onSelect(space: Space, offset: number, bytes: Uint8Array, length: number): void;
   onStateChange(): void;
+  /** The allocated guest range after/before an offset (the Disk view's next/previous buttons and keys). */
+  findAllocated?(offset: number, direction: 'next' | 'previous'): Promise<{ start?: number; length?: number }>;
+  /** Find in the image file, one bounded window per call (findBytes). */
+  find?(pattern: Uint8Array, from: number, direction: 'next' | 'previous', window: number): Promise<{ offset?: number; scannedTo: number }>;
+  /** Writes text to the clipboard (Copy as). */
+  copy?(text: string): Promise<void>;
+  /** The view jumped to a guest offset (go to, next/previous allocated): say where it lives. */
+  onGuestJump?(offset: number): void;
 }
 
 interface Chunk { data?: Uint8Array; sources?: ByteRangeSource[]; error?: string; pending?: Promise<void> }
@@ -37,6 +47,10 @@ export class HexView {
   private readonly status: HTMLDivElement;
   private readonly spaceButtons: Record<Space, HTMLButtonElement>;
   private readonly gotoInput: HTMLInputElement;
+  private readonly allocButtons: HTMLElement;
+  readonly findBar: FindBar;
+  /** Where the last guest jump landed, in words (describeGuest). */
+  private readonly where: HTMLDivElement;
   private rowHeight = 18;
   /** Bytes per row: 8, 16 or 32 (setBytesPerRow). */
   private rowBytes = DEFAULT_ROW_BYTES;
@@ -45,6 +59,9 @@ export class HexView {
   topRow = 0;
   selected: number | undefined;
   selectedLength = 1;
+  /** Range selection: where it started (Shift+arrows, Shift+click and drags extend from here) and the moving end. */
+  private anchor = 0;
+  private cursor = 0;
   private readonly schedule = rafThrottle(() => this.render());
 
   constructor(private readonly host: HexHost) {
@@ -56,9 +73,18 @@ export class HexView {
     this.gotoInput.addEventListener('keydown', e => {
       if (e.key !== 'Enter') return;
       const off = parseOffset(this.gotoInput.value);
-      if (off !== undefined && off < this.size) { this.gotoInput.classList.remove('invalid'); this.reveal(off, 1); }
-      else this.gotoInput.classList.add('invalid');
+      if (off !== undefined && off < this.size) {
+        this.gotoInput.classList.remove('invalid');
+        this.reveal(off, 1);
+        if (this.space === 'guest') this.host.onGuestJump?.(off);
+      } else this.gotoInput.classList.add('invalid');
     });
+    this.allocButtons = el('span', { className: 'seg alloc-nav' },
+      button('◀', () => void this.jumpAllocated('previous'), { title: 'Previous allocated range (P)', attrs: { 'aria-label': 'Previous allocated range', 'aria-keyshortcuts': 'P' } }),
+      button('▶', () => void this.jumpAllocated('next'), { title: 'Next allocated range (N)', attrs: { 'aria-label': 'Next allocated range', 'aria-keyshortcuts': 'N' } }));
+    this.allocButtons.hidden = true;
+    this.where = el('div', { className: 'hex-where', attrs: { role: 'status', 'aria-live': 'polite' } });
+    this.where.hidden = true;
     this.status = el('div', { className: 'hex-status', attrs: { 'aria-live': 'polite' } });
     this.spacer = el('div', { className: 'hex-spacer' });
     this.rows = el('div', { className: 'hex-rows', attrs: { role: 'grid', 'aria-label': 'Hex view', 'aria-readonly': 'true' } });
@@ -66,16 +92,27 @@ export class HexView {
     this.scroller = el('div', { className: 'hex-scroll', attrs: { tabindex: '0' } }, this.rows, this.spacer);
     this.scroller.addEventListener('scroll', () => this.onScroll());
     // one delegated listener instead of one per byte cell (rows are rebuilt on every scroll frame)
-    this.rows.addEventListener('click', e => {
-      const cell = (e.target as HTMLElement).closest<HTMLElement>('.hb');
-      if (!cell?.dataset.offset) return;
-      this.selected = Number(cell.dataset.offset);
-      this.selectedLength = 1;
-      this.notifySelect();
-      this.schedule();
-      this.host.onStateChange();
+    // selection with the mouse: press on a byte, drag to extend, Shift+click extends from the anchor
+    const cellAt = (e: MouseEvent) => {
+      const cell = (e.target as HTMLElement).closest<HTMLElement>('.hb, .ha');
+      return cell?.dataset.offset ? Number(cell.dataset.offset) : undefined;
+    };
+    let dragging = false;
+    this.rows.addEventListener('mousedown', e => {
+      const off = cellAt(e);
+      if (off === undefined || e.button !== 0) return;
+      e.preventDefault();
+      dragging = true;
+      this.select(e.shiftKey ? this.anchor : off, off);
       this.scroller.focus({ preventScroll: true });
     });
+    this.rows.addEventListener('mouseover', e => {
+      if (!dragging) return;
+      if (!(e.buttons & 1)) { dragging = false; return; }
+      const off = cellAt(e);
+      if (off !== undefined) this.select(this.anchor, off);
+    });
+    window.addEventListener('mouseup', () => { dragging = false; });
     this.scroller.addEventListener('keydown', e => this.onKey(e));
     // With a scaled scrollbar one wheel notch would jump millions of rows: scroll by rows instead.
     this.scroller.addEventListener('wheel', e => {
@@ -92,9 +129,25 @@ export class HexView {
       lastSize = size;
       this.schedule();
     }).observe(this.scroller);
+    this.findBar = new FindBar({
+      find: (pattern, from, direction, window) => this.host.find ? this.host.find(pattern, from, direction, window) : Promise.reject(new Error('find is not available')),
+      size: () => this.host.size('host'),
+      selection: () => (this.space === 'host' ? this.selected : undefined),
+      onFound: (offset, length) => this.reveal(offset, length, 'host'),
+    });
+    const copy = (format: CopyFormat) => void this.copySelection(format);
+    const copyAs = el('span', { className: 'seg copy-as', attrs: { role: 'group', 'aria-label': 'Copy the selection as' } },
+      button('Hex', () => copy('hex'), { title: 'Copy the selected bytes as hex', attrs: { 'aria-label': 'Copy as hex' } }),
+      button('C', () => copy('c'), { title: 'Copy the selected bytes as a C array', attrs: { 'aria-label': 'Copy as C array' } }),
+      button('Base64', () => copy('base64'), { title: 'Copy the selected bytes as base64', attrs: { 'aria-label': 'Copy as base64' } }));
     this.element = el('div', { className: 'hex-view' },
-      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.gotoInput),
-      this.scroller, this.status);
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.allocButtons, this.gotoInput,
+        button('Find', () => this.findBar.open(), { className: 'find-open', title: 'Find hex bytes or text in the image file (Ctrl+F)', attrs: { 'aria-keyshortcuts': 'Control+F' } }),
+        el('span', { className: 'copy-label', text: 'Copy as' }), copyAs),
+      this.findBar.element, this.where, this.scroller, this.status);
+    this.element.addEventListener('keydown', e => {
+      if ((e.ctrlKey || e.metaKey) && (e.key === 'f' || e.key === 'F')) { e.preventDefault(); e.stopPropagation(); this.findBar.open(); }
+    });
   }
 
   get size(): number {
@@ -104,7 +157,8 @@ export class HexView {
     return Math.ceil(this.size / this.rowBytes);
   }
   private get visibleRows(): number {
-    return Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight));
+    // one row's height goes to the 00…0f column header
+    return Math.max(1, Math.floor(this.scroller.clientHeight / this.rowHeight) - 1);
   }
   private get scale(): number {
     const full = this.totalRows * this.rowHeight;
@@ -116,11 +170,41 @@ export class HexView {
       this.space = space;
       this.selected = undefined;
       for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+      this.spaceChanged();
       this.layout();
       this.scrollToRow(keepOffset !== undefined ? Math.floor(keepOffset / this.rowBytes) : 0);
       this.host.onStateChange();
     }
     this.schedule();
+  }
+
+  private spaceChanged(): void {
+    this.allocButtons.hidden = this.space !== 'guest' || !this.host.findAllocated;
+    this.where.hidden = true;
+  }
+
+  /** Says where the guest byte lives (host's words), under the toolbar. */
+  showWhere(text: string | undefined): void {
+    this.where.textContent = text ?? '';
+    this.where.hidden = !text;
+  }
+
+  /** Next/previous allocated range in the Disk view: selects its first byte and says how long it is. */
+  async jumpAllocated(direction: 'next' | 'previous'): Promise<void> {
+    if (this.space !== 'guest' || !this.host.findAllocated) return;
+    const from = this.selected ?? this.topRow * this.rowBytes;
+    this.showWhere(direction === 'next' ? 'Looking for the next allocated range…' : 'Looking for the previous allocated range…');
+    try {
+      const r = await this.host.findAllocated(from, direction);
+      if (r.start === undefined) {
+        this.showWhere(`No allocated range ${direction === 'next' ? 'after' : 'before'} ${hex(from)}.`);
+        return;
+      }
+      this.reveal(r.start, 1);
+      this.host.onGuestJump?.(r.start);
+    } catch (e) {
+      this.showWhere(`Cannot search: ${errorText(e)}`);
+    }
   }
 
   get bytesPerRow(): number {
@@ -154,11 +238,50 @@ export class HexView {
     if (space) this.setSpace(space);
     this.selected = offset;
     this.selectedLength = Math.max(1, length);
+    this.anchor = offset;
+    this.cursor = offset + this.selectedLength - 1;
     const row = Math.floor(offset / this.rowBytes);
     if (row < this.topRow || row >= this.topRow + this.visibleRows - 1) this.scrollToRow(Math.max(0, row - 2));
     this.notifySelect();
     this.schedule();
     this.host.onStateChange();
+  }
+
+  /** Selects [min(a, b), max(a, b)] and keeps the moving end `b` in view. */
+  select(a: number, b: number): void {
+    const max = Math.max(0, this.size - 1);
+    a = Math.max(0, Math.min(max, a));
+    b = Math.max(0, Math.min(max, b));
+    this.anchor = a;
+    this.cursor = b;
+    this.selected = Math.min(a, b);
+    this.selectedLength = Math.abs(b - a) + 1;
+    const row = Math.floor(b / this.rowBytes);
+    if (row < this.topRow) this.scrollToRow(row);
+    else if (row >= this.topRow + this.visibleRows) this.scrollToRow(row - this.visibleRows + 1);
+    this.notifySelect();
+    this.schedule();
+    this.host.onStateChange();
+  }
+
+  /** Copy as hex / C array / base64 (at most 1 MiB of the selection); says so in the status line. */
+  async copySelection(format: CopyFormat): Promise<void> {
+    if (this.selected === undefined || !this.host.copy) return;
+    try {
+      const bytes = await this.selectionBytes();
+      await this.host.copy(formatBytesAs(bytes, format));
+      this.showWhere(`Copied ${bytes.length === 1 ? '1 byte' : `${bytes.length} bytes`} as ${format === 'c' ? 'a C array' : format}${bytes.length < this.selectedLength ? ` (the first ${bytes.length} of ${this.selectedLength})` : ''}.`);
+    } catch (e) {
+      this.showWhere(`Cannot copy: ${errorText(e)}`);
+    }
+  }
+
+  /** The selected bytes (read from the host, at most `max`), for Copy as. */
+  async selectionBytes(max = 1024 * 1024): Promise<Uint8Array> {
+    if (this.selected === undefined) return new Uint8Array();
+    const n = Math.min(this.selectedLength, max);
+    const r = await this.host.read(this.space, this.selected, n);
+    return r.data.subarray(0, n);
   }
 
   private scrollToRow(row: number): void {
@@ -236,6 +359,15 @@ export class HexView {
       this.status.textContent = '';
       return;
     }
+    const head = el('div', { className: 'hex-header', attrs: { role: 'row', 'aria-hidden': 'true' } });
+    const offWidth = this.space === 'guest' ? 10 : 8;
+    head.append(el('span', { className: 'hex-off', text: 'offset'.padEnd(offWidth, ' ') }));
+    const cols = el('span', { className: 'hex-bytes' });
+    for (let k = 0; k < this.rowBytes; k++) cols.append(el('span', { className: 'hb', text: k.toString(16).padStart(2, '0') }));
+    const asciiHead = el('span', { className: 'hex-ascii' });
+    for (let k = 0; k < this.rowBytes; k++) asciiHead.append(el('span', { className: 'ha', text: (k % 16).toString(16) }));
+    head.append(cols, asciiHead);
+    this.rows.append(head);
     const n = Math.min(this.visibleRows + 1, this.totalRows - this.topRow);
     let loading = false, error: string | undefined;
     for (let r = 0; r < n; r++) {
@@ -257,6 +389,7 @@ export class HexView {
         const cell = el('span', { className: 'hb', text: b.value === undefined ? (b.error ? '!!' : '··') : b.value.toString(16).padStart(2, '0'), attrs: { role: 'gridcell' } });
         cell.dataset.offset = String(off);
         const ch = el('span', { className: 'ha', text: b.value === undefined ? ' ' : b.value >= 0x20 && b.value < 0x7f ? String.fromCharCode(b.value) : '.' });
+        ch.dataset.offset = cell.dataset.offset;
         if (b.source) {
           cell.classList.add(`src-${b.source.kind}`);
           ch.classList.add(`src-${b.source.kind}`);
@@ -275,7 +408,7 @@ export class HexView {
       if (where) line.title = where;
       this.rows.append(line);
     }
-    const where = this.selected !== undefined ? `selected ${hex(this.selected)}` : '';
+    const where = this.selected !== undefined ? `selected ${hex(this.selected)}${this.selectedLength > 1 ? ` · ${this.selectedLength} bytes` : ''}` : '';
     this.status.textContent = error ? `Cannot read: ${error}` : loading ? 'Loading bytes…' : `${this.space === 'host' ? 'file' : 'disk'} ${hex(this.topRow * this.rowBytes)} of ${hex(size)}${where ? ' · ' + where : ''}`;
     this.status.classList.toggle('error', !!error);
     if (this.selected !== undefined && !loading) this.notifySelect();
@@ -284,15 +417,16 @@ export class HexView {
   private lastNotified = '';
   private notifySelect(): void {
     if (this.selected === undefined) return;
-    const bytes = this.bytesAt(this.selected, 8);
-    const key = `${this.space}:${this.selected}:${Array.from(bytes).join(',')}`;
+    const bytes = this.bytesAt(this.selected, Math.min(64, Math.max(8, this.selectedLength)));
+    const key = `${this.space}:${this.selected}:${this.selectedLength}:${Array.from(bytes).join(',')}`;
     if (key === this.lastNotified) return;
     this.lastNotified = key;
-    this.host.onSelect(this.space, this.selected, bytes);
+    this.host.onSelect(this.space, this.selected, bytes, this.selectedLength);
   }
 
   private onKey(e: KeyboardEvent): void {
-    const sel = this.selected ?? this.topRow * this.rowBytes;
+    // Shift+arrows move the selection's far end (the cursor); plain keys move a one-byte selection
+    const sel = this.selected === undefined ? this.topRow * this.rowBytes : this.cursor;
     let next: number | undefined;
     switch (e.key) {
       case 'ArrowRight': next = sel + 1; break;
@@ -303,10 +437,17 @@ export class HexView {
       case 'PageUp': next = sel - this.rowBytes * this.visibleRows; break;
       case 'Home': next = e.ctrlKey ? 0 : sel - (sel % this.rowBytes); break;
       case 'End': next = e.ctrlKey ? this.size - 1 : Math.min(this.size - 1, sel - (sel % this.rowBytes) + this.rowBytes - 1); break;
+      case 'n': case 'N': case 'p': case 'P':
+        if (this.space !== 'guest' || e.ctrlKey || e.metaKey || e.altKey) return;
+        e.preventDefault();
+        void this.jumpAllocated(e.key.toLowerCase() === 'n' ? 'next' : 'previous');
+        return;
       default: return;
     }
     e.preventDefault();
-    this.reveal(Math.max(0, Math.min(this.size - 1, next)), 1);
+    next = Math.max(0, Math.min(this.size - 1, next));
+    if (e.shiftKey && this.selected !== undefined) this.select(this.anchor, next);
+    else this.reveal(next, 1);
   }
 
   focus(): void {
@@ -317,8 +458,10 @@ export class HexView {
   restore(space: Space, topOffset: number, selected?: number): void {
     this.space = space;
     for (const s of ['host', 'guest'] as const) this.spaceButtons[s].setAttribute('aria-pressed', String(s === space));
+    this.spaceChanged();
     this.layout();
     this.selected = selected;
+    this.anchor = this.cursor = selected ?? 0;
     requestAnimationFrame(() => this.scrollToRow(Math.floor(topOffset / this.rowBytes)));
   }
 }

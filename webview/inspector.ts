@@ -1,4 +1,5 @@
-/** The data inspector: the selected byte(s) decoded as integers of every width, both byte orders. */
+/** The data inspector: the selected byte(s) decoded as integers and floats of every width, both byte orders, as UTF-8, with the selection's length. */
+import { utf8Preview } from './copyFormat';
 import { clear, el, hex } from './dom';
 
 export class DataInspector {
@@ -15,9 +16,9 @@ export class DataInspector {
     this.show(undefined, new Uint8Array());
   }
 
-  show(offset: number | undefined, bytes: Uint8Array, space = 'host'): void {
+  show(offset: number | undefined, bytes: Uint8Array, space = 'host', length = 1): void {
     clear(this.body);
-    this.caption.textContent = offset === undefined ? 'Inspector' : `Inspector · ${space} ${hex(offset)}`;
+    this.caption.textContent = offset === undefined ? 'Inspector' : `Inspector · ${space} ${hex(offset)}${length > 1 ? ` · ${length} bytes selected` : ''}`;
     if (offset === undefined || bytes.length === 0) {
       this.body.append(el('tr', {}, el('td', { className: 'empty', text: 'Select a byte to decode it.', attrs: { colspan: '3' } })));
       return;
@@ -41,5 +42,9 @@ export class DataInspector {
     row('u64', n >= 8 ? dv.getBigUint64(0, true).toString() : na, n >= 8 ? dv.getBigUint64(0, false).toString() : na);
     row('i64', n >= 8 ? dv.getBigInt64(0, true).toString() : na, n >= 8 ? dv.getBigInt64(0, false).toString() : na);
     row('u64 hex', n >= 8 ? '0x' + dv.getBigUint64(0, true).toString(16) : na, n >= 8 ? '0x' + dv.getBigUint64(0, false).toString(16) : na);
+    row('f32', n >= 4 ? String(dv.getFloat32(0, true)) : na, n >= 4 ? String(dv.getFloat32(0, false)) : na);
+    row('f64', n >= 8 ? String(dv.getFloat64(0, true)) : na, n >= 8 ? String(dv.getFloat64(0, false)) : na);
+    row('UTF-8', utf8Preview(bytes, length), '');
+    row('selection', length === 1 ? '1 byte' : `${length} bytes (${hex(length)})`, offset !== undefined ? `${hex(offset)} … ${hex(offset + length - 1)}` : '');
   }
 }

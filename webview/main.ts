@@ -29,6 +29,8 @@ interface UiState {
   hex: { space: Space; top: number; selected?: number };
   map: { zoom?: number; scrollTop?: number };
   check?: { summary: CheckSummary; findings: CheckFinding[] };
+  /** L1/L2 tables list only their allocated entries. */
+  allocatedOnly?: boolean;
 }
 
 class App {
@@ -71,7 +73,7 @@ class App {
     this.fatal.hidden = true;
 
     this.tree = new StructureTree({
-      getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id })).children,
+      getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id, ...(this.state.allocatedOnly ? { allocatedOnly: true } : {}) })).children,
       onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
       onActivate: node => this.openNode(node),
       onStateChange: () => this.saveState(),
@@ -101,8 +103,12 @@ class App {
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
       clusterSize: () => this.summary?.clusterSize ?? 0,
       imagePath: () => this.summary?.path ?? '',
-      onSelect: (space, offset, bytes) => {
-        this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk');
+      find: async (pattern, from, direction, window) => this.requester.request({ type: 'findBytes', pattern: encodeBase64(pattern), from, direction, window }),
+      copy: text => copyText(text),
+      findAllocated: (offset, direction) => this.requester.request({ type: 'findAllocated', guestOffset: offset, direction }),
+      onGuestJump: offset => void this.describeGuest(offset),
+      onSelect: (space, offset, bytes, length) => {
+        this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),
@@ -114,8 +120,14 @@ class App {
       onFinding: f => void this.revealFinding(f),
     });
 
+    const allocated = button('Allocated only', () => {
+      this.state.allocatedOnly = !this.state.allocatedOnly;
+      allocated.setAttribute('aria-pressed', String(!!this.state.allocatedOnly));
+      this.saveState();
+      void this.tree.load(this.tree.expandedIds, this.tree.selectedId);
+    }, { className: 'allocated-only', title: 'L1 and L2 tables list only the entries that map something', attrs: { 'aria-pressed': String(!!this.state.allocatedOnly) } });
     const treePane = el('section', { className: 'pane tree-pane', attrs: { 'aria-label': 'Structure' } },
-      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' })), this.tree.element, this.details);
+      el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' }), el('span', { className: 'spacer' }), allocated), this.tree.element, this.details);
     const right = el('div', { className: 'right' },
       el('section', { className: 'pane map-pane', attrs: { 'aria-label': 'Cluster map' } }, this.map.element),
       el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
@@ -157,6 +169,7 @@ class App {
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
+    if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
     document.body.dataset.ready = 'true';
@@ -296,6 +309,43 @@ class App {
     }
   }
 
+  private innerGeneration = 0;
+  /** Counts the findings inside each tree node (from the host's node paths) for the markers on collapsed ancestors. */
+  private async markInnerFindings(findings: CheckFinding[]): Promise<void> {
+    const gen = ++this.innerGeneration;
+    const rank = { info: 1, warning: 2, error: 3 } as const;
+    const inner = new Map<NodeId, { count: number; severity: Severity }>();
+    for (const f of findings.slice(0, 500)) {
+      let path: NodeId[];
+      try {
+        path = (await this.requester.request({ type: 'locateNode', structure: f.structure, hostOffset: f.hostOffset })).path;
+      } catch {
+        continue;
+      }
+      if (gen !== this.innerGeneration) return;
+      if (!path.length && f.nodeId) path = [f.nodeId];
+      for (const id of path.slice(0, -1)) {
+        const cur = inner.get(id);
+        if (!cur) inner.set(id, { count: 1, severity: f.severity });
+        else { cur.count++; if (rank[f.severity] > rank[cur.severity]) cur.severity = f.severity; }
+      }
+    }
+    this.tree.setInnerFindings(inner);
+  }
+
+  /** Says where a guest byte lives (under the hex toolbar), selects its L1/L2 entries and marks its host cluster on the map. */
+  private async describeGuest(guestOffset: number): Promise<void> {
+    try {
+      const { location } = await this.requester.request({ type: 'describeGuest', guestOffset });
+      if (this.hexView.space !== 'guest' || this.hexView.selected !== guestOffset) return; // moved on meanwhile
+      this.hexView.showWhere(`${hex(guestOffset)}: ${location.text}${location.structure ? ` — ${location.structure}` : ''}`);
+      if (location.hostOffset !== undefined && location.depth === 0 && this.summary && !this.summary.dataFile) this.map.select(Math.floor(location.hostOffset / this.summary.clusterSize));
+      if (location.structure) await this.revealInTree(location.structure, undefined);
+    } catch (e) {
+      this.hexView.showWhere(`Cannot tell where ${hex(guestOffset)} lives: ${errorText(e)}`);
+    }
+  }
+
   private async revealFinding(f: CheckFinding): Promise<void> {
     if (f.hostOffset !== undefined) {
       this.hexView.reveal(f.hostOffset, 1, 'host');
@@ -325,7 +375,7 @@ class App {
   private onMessage(m: ToWebviewMessage): void {
     if (!m || typeof m !== 'object' || typeof (m as { type?: unknown }).type !== 'string') return;
     if (this.requester.handle(m)) return;
-    if (!this.loaded && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure')) {
+    if (!this.loaded && (m.type === 'revealHostOffset' || m.type === 'revealGuestOffset' || m.type === 'revealStructure' || m.type === 'revealFinding')) {
       this.pendingReveals.push(m); // sizes and the tree are not known yet: replayed after start()
       return;
     }
@@ -335,6 +385,11 @@ class App {
         this.state.check = { summary: m.summary, findings: m.findings };
         this.tree.redecorate();
         this.saveState();
+        void this.markInnerFindings(m.findings);
+        break;
+      case 'revealFinding':
+        this.check.select(m.index);
+        void this.revealFinding(m.finding);
         break;
       case 'revealHostOffset':
         this.hexView.reveal(m.hostOffset, m.length ?? 1, 'host');
@@ -343,6 +398,7 @@ class App {
         break;
       case 'revealGuestOffset':
         this.hexView.reveal(m.guestOffset, m.length ?? 1, 'guest');
+        void this.describeGuest(m.guestOffset);
         break;
       case 'revealStructure':
         if (m.hostOffset !== undefined) this.hexView.reveal(m.hostOffset, 1, 'host');
@@ -415,6 +471,28 @@ class App {
       };
       this.vscode.setState(this.state);
     }, 100);
+  }
+}
+
+function encodeBase64(bytes: Uint8Array): string {
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/** The clipboard API, or the older copy command where a webview does not grant it. */
+async function copyText(text: string): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    const ta = el('textarea', { className: 'offscreen' });
+    ta.value = text;
+    document.body.append(ta);
+    ta.select();
+    const ok = document.execCommand('copy');
+    ta.remove();
+    if (!ok) throw new Error('the clipboard is not available');
   }
 }
 

@@ -42,6 +42,8 @@ export class StructureTree {
   private items = new Map<NodeId, Item>();
   private selected: Item | undefined;
   private expanded = new Set<NodeId>();
+  /** Findings inside each node's subtree (not on the node itself), shown while the node is collapsed. */
+  private inner = new Map<NodeId, { count: number; severity: Severity }>();
 
   constructor(private readonly host: TreeHost) {
     this.ul = el('ul', { className: 'tree', attrs: { role: 'tree', 'aria-label': 'Image structure' } });
@@ -130,8 +132,21 @@ export class StructureTree {
     clear(slot);
     const sev = worst(item.node.severity, this.host.decorate?.(item.node));
     if (sev) slot.append(el('span', { className: `sev sev-${sev}`, text: sev === 'error' ? '✖' : sev === 'warning' ? '⚠' : 'ℹ', attrs: { 'aria-label': sev, role: 'img' } }));
+    const inside = this.inner.get(item.node.id);
+    const collapsed = item.li.getAttribute('aria-expanded') !== 'true';
+    let innerText = '';
+    if (inside && collapsed) {
+      innerText = inside.count === 1 ? '1 finding inside' : `${inside.count} findings inside`;
+      slot.append(el('span', { className: `inner-findings sev-${inside.severity}`, text: `${inside.severity === 'error' ? '✖' : inside.severity === 'warning' ? '⚠' : 'ℹ'} ${inside.count}`, title: innerText }));
+    }
     const base = item.node.description ? `${item.node.label}, ${item.node.description}` : item.node.label;
-    item.li.setAttribute('aria-label', sev ? `${base}, ${sev}` : base);
+    item.li.setAttribute('aria-label', [base, sev, innerText].filter(Boolean).join(', '));
+  }
+
+  /** Sets the findings inside collapsed nodes (ancestor id → how many and how bad) and redraws the markers. */
+  setInnerFindings(inner: Map<NodeId, { count: number; severity: Severity }>): void {
+    this.inner = inner;
+    this.redecorate();
   }
 
   /** Re-applies decorations (after a new check result). */
@@ -172,6 +187,7 @@ export class StructureTree {
     item.li.setAttribute('aria-expanded', 'true');
     item.row.querySelector('.twisty')!.textContent = '▾';
     this.expanded.add(item.node.id);
+    this.decorate(item);
     if (item.group) item.group.hidden = false;
     await this.loadChildren(item);
     if (notify) this.host.onStateChange();
@@ -182,6 +198,7 @@ export class StructureTree {
     item.li.setAttribute('aria-expanded', 'false');
     item.row.querySelector('.twisty')!.textContent = '▸';
     this.expanded.delete(item.node.id);
+    this.decorate(item);
     if (item.group) item.group.hidden = true;
     if (item.group?.querySelector('.tree-error')) {
       // let a failed load retry on the next expand
@@ -265,7 +282,8 @@ export class StructureTree {
     let last: Item | undefined;
     for (let k = 0; k < path.length; k++) {
       const it = this.items.get(path[k]);
-      if (!it) break;
+      // a page the "allocated only" list does not have (its entries are listed flat) is stepped over
+      if (!it) { if (last?.loaded) continue; break; }
       last = it;
       if (k < path.length - 1) await this.expand(it, false);
     }

@@ -22,6 +22,32 @@ const SEVERITY: Record<Severity, vscode.DiagnosticSeverity> = {
   info: vscode.DiagnosticSeverity.Information,
 };
 
+/**
+ * The Problems panel opens a custom editor without the diagnostic's range (VS Code passes only the
+ * URI), so each diagnostic carries related information pointing at line k of a read-only text
+ * document of this scheme (the findings, one per line); opening it is redirected by the editor
+ * provider to the image's tab with finding k revealed (editorProvider.ts, watchFindingLinks).
+ */
+export const FINDING_SCHEME = 'qcow2-lens-finding';
+
+/** Ends the findings document's path: "x.qcow2.findings" (a name ending in .qcow2 would select the custom editor). */
+const FINDINGS_SUFFIX = '.findings';
+
+/** The findings document of an image, named after it in the Problems panel. */
+export function findingsUri(image: vscode.Uri): vscode.Uri {
+  return vscode.Uri.from({ scheme: FINDING_SCHEME, path: image.path + FINDINGS_SUFFIX });
+}
+
+/** The image a findings document belongs to. */
+export function imageOfFindings(doc: vscode.Uri): vscode.Uri {
+  return vscode.Uri.from({ scheme: 'file', path: doc.path.endsWith(FINDINGS_SUFFIX) ? doc.path.slice(0, -FINDINGS_SUFFIX.length) : doc.path });
+}
+
+/** The text of the findings document: line k is finding k. */
+export function findingsText(findings: readonly Finding[]): string {
+  return findings.map((f, k) => `${k + 1}. ${diagnosticMessage(f)}`).join('\n') + '\n';
+}
+
 export function diagnosticMessage(f: Finding): string {
   const at = f.hostOffset === undefined ? '' : `0x${f.hostOffset.toString(16)}`;
   const where = !at || f.structure.includes(at) ? f.structure : `${f.structure} at ${at}`;
@@ -63,10 +89,12 @@ export class CheckService implements vscode.Disposable {
 
   private async run(uri: vscode.Uri, opts: { signal?: AbortSignal; onProgress?(done: number, total: number): void }): Promise<CheckOutcome> {
     const { summary, findings } = await checkForEditor(uri.fsPath, opts);
-    const diags = findings.map(f => {
+    const diags = findings.map((f, k) => {
       const d = new vscode.Diagnostic(new vscode.Range(0, 0, 0, 0), diagnosticMessage(f), SEVERITY[f.severity] ?? vscode.DiagnosticSeverity.Warning);
       d.source = 'qcow2-lens';
       d.code = f.kind;
+      d.relatedInformation = [new vscode.DiagnosticRelatedInformation(
+        new vscode.Location(findingsUri(uri), new vscode.Range(k, 0, k, 0)), `Show in QCOW2 Lens: ${f.structure}${f.hostOffset === undefined ? '' : ` at 0x${f.hostOffset.toString(16)}`}`)];
       return d;
     });
     const key = uri.toString();

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { CheckResultMessage, ErrorMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
+import { FINDING_SCHEME, findingsText, imageOfFindings } from './diagnostics';
 import { Qcow2Document } from './document';
 
 export const VIEW_TYPE = 'qcow2Lens.editor';
@@ -64,6 +65,7 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
 
   static register(context: vscode.ExtensionContext, openModel: ViewModelFactory, hooks: ProviderHooks): Qcow2EditorProvider {
     const provider = new Qcow2EditorProvider(context, openModel, hooks);
+    provider.watchFindingLinks();
     for (const viewType of [VIEW_TYPE, VIEW_TYPE_ANY]) {
       context.subscriptions.push(
         vscode.window.registerCustomEditorProvider(viewType, provider, {
@@ -74,6 +76,52 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
       );
     }
     return provider;
+  }
+
+  // ---- Problems panel → finding ------------------------------------------------------------------
+
+  /**
+   * A click on a diagnostic's "Show in QCOW2 Lens" line opens line k of the image's findings
+   * document (diagnostics.ts): close that text tab, bring up the image's editor and reveal finding k.
+   */
+  private watchFindingLinks(): void {
+    const lastCheck = this.hooks.lastCheck;
+    const changed = new vscode.EventEmitter<vscode.Uri>();
+    const content: vscode.TextDocumentContentProvider = {
+      onDidChange: changed.event,
+      provideTextDocumentContent: uri => {
+        const last = lastCheck(imageOfFindings(uri));
+        return last ? findingsText(last.findings) : 'No check result for this image: open it in QCOW2 Lens and run Check Image.\n';
+      },
+    };
+    let pending: NodeJS.Timeout | undefined;
+    const onEditor = (ed: vscode.TextEditor | undefined) => {
+      if (ed?.document.uri.scheme !== FINDING_SCHEME) return;
+      clearTimeout(pending);
+      // the selection is set as the editor opens; read it once the open has settled
+      pending = setTimeout(() => void this.followFindingLink(ed), 50);
+    };
+    this.context.subscriptions.push(
+      changed,
+      vscode.workspace.registerTextDocumentContentProvider(FINDING_SCHEME, content),
+      vscode.window.onDidChangeActiveTextEditor(onEditor),
+      vscode.window.onDidChangeTextEditorSelection(e => onEditor(e.textEditor)),
+    );
+  }
+
+  private async followFindingLink(ed: vscode.TextEditor): Promise<void> {
+    const image = imageOfFindings(ed.document.uri);
+    const index = ed.selection.active.line;
+    const finding = this.hooks.lastCheck(image)?.findings[index];
+    for (const group of vscode.window.tabGroups.all) {
+      for (const tab of group.tabs) {
+        if (tab.input instanceof vscode.TabInputText && tab.input.uri.toString() === ed.document.uri.toString()) await vscode.window.tabGroups.close(tab).then(undefined, () => undefined);
+      }
+    }
+    const open = [...this.editors].find(e => e.document.uri.toString() === image.toString());
+    if (open) open.panel.reveal(open.panel.viewColumn);
+    else await vscode.commands.executeCommand('vscode.openWith', image, VIEW_TYPE);
+    if (finding) this.postTo(image, { type: 'revealFinding', index, finding });
   }
 
   // ---- documents -------------------------------------------------------------------------------

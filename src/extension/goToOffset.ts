@@ -7,6 +7,9 @@ import { SUBCLUSTER_TYPE_NAMES } from '../engine/qcow2/cluster';
 import { Qcow2Image } from '../engine/image/image';
 import { formatPath, step } from '../engine/path';
 import { parseOffset } from '../engine/units';
+import { Qcow2Error } from '../engine/errors';
+import { readSettings } from './configuration';
+import { describeGuestOffset } from './findGuest';
 import { Services, targetUri, UserError } from './commandSupport';
 
 export interface GuestLocation {
@@ -16,6 +19,8 @@ export interface GuestLocation {
   /** The byte's host offset in this image's file (data and reserved clusters). */
   hostOffset?: number;
   structure: string;
+  /** Where the byte lives, in words ("unallocated: reads zeros", "from backing file base.qcow2 at depth 1"…). */
+  description: string;
   /** Webviews that were asked to reveal it. */
   revealedIn: number;
 }
@@ -42,21 +47,38 @@ function givenOffset(v: unknown): number | undefined {
   return undefined;
 }
 
+/** Opens the image with its backing chain (without it when a backing file is missing or is not to be followed). */
+async function openForGuest(fsPath: string, follow: boolean): Promise<{ img: Qcow2Image; backingNotOpened: boolean }> {
+  if (follow) {
+    try {
+      return { img: await Qcow2Image.open(fsPath), backingNotOpened: false };
+    } catch (e) {
+      if (!(e instanceof Qcow2Error && e.code === 'missing-backing')) throw e;
+    }
+  }
+  const img = await Qcow2Image.open(fsPath, { openBacking: false });
+  return { img, backingNotOpened: !!img.header.backingFile };
+}
+
 export async function goToGuestOffset(s: Services, uriArg?: unknown, offsetArg?: unknown): Promise<GuestLocation | undefined> {
   const uri = targetUri(s, uriArg);
-  const img = await Qcow2Image.open(uri.fsPath, { openBacking: false });
+  const follow = readSettings(uri).settings.followBackingFiles;
+  const { img, backingNotOpened } = await openForGuest(uri.fsPath, follow);
   try {
     const guestOffset = givenOffset(offsetArg) ?? await askOffset(`Guest offset (disk size ${img.virtualSize} bytes)`, img.virtualSize);
     if (guestOffset === undefined) return undefined;
     if (!(guestOffset >= 0 && guestOffset < img.virtualSize)) throw new UserError(`Guest offset ${guestOffset} is outside the ${img.virtualSize}-byte disk.`);
-    let loc: Omit<GuestLocation, 'revealedIn'> = { guestOffset, type: 'unallocated', structure: formatPath([step('L1')]) };
+    let loc: Omit<GuestLocation, 'revealedIn' | 'description'> = { guestOffset, type: 'unallocated', structure: formatPath([step('L1')]) };
     await img.walk(guestOffset, guestOffset + 1, r => {
       const type = SUBCLUSTER_TYPE_NAMES[r.type] ?? String(r.type);
       const structure = formatPath([step('L1', r.l1Index), step('L2', r.l2Index)]);
       loc = { guestOffset, type, structure, hostOffset: r.hostOffset > 0 ? r.hostOffset : r.compressedOffset };
     });
+    const where = await describeGuestOffset(img, guestOffset, { backingNotFollowed: backingNotOpened });
+    // the webview asks for the same words itself (describeGuest) and selects the L1/L2 entries
     const revealedIn = s.provider.postTo(uri, { type: 'revealGuestOffset', guestOffset });
-    return { ...loc, revealedIn };
+    if (!revealedIn) void vscode.window.showInformationMessage(`Disk offset 0x${guestOffset.toString(16)}: ${where.text} (${where.structure ?? 'L1'}).`);
+    return { ...loc, description: where.text, revealedIn };
   } finally {
     await img.close();
   }

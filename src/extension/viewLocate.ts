@@ -110,12 +110,12 @@ export class NodeLocator {
   }
 
   private pathTo(t: number, l1Index: number, l2Index?: number): NodeId[] {
-    const l1 = l1Table(this.img, t);
-    if (l1Index < 0 || l1Index >= l1.size) return [];
     const table = tableRef(t);
+    const l1Size = childCount(this.img, { kind: 'l1', table });
+    if (l1Index < 0 || l1Index >= l1Size) return [];
     const entry: NodeRef = { kind: 'l1Entry', table, l1Index };
-    const out = [...this.pathToL1(t), ...pagePath({ kind: 'l1', table }, l1.size, l1Index), nodeId(entry)];
-    const l2Size = this.img.g.l2Size;
+    const out = [...this.pathToL1(t), ...pagePath({ kind: 'l1', table }, l1Size, l1Index), nodeId(entry)];
+    const l2Size = childCount(this.img, entry);
     if (l2Index !== undefined && l2Index >= 0 && l2Index < l2Size) {
       out.push(...pagePath(entry, l2Size, l2Index), nodeId({ kind: 'l2Entry', table, l1Index, l2Index }));
     }

@@ -23,6 +23,8 @@ import {
 } from '../protocol';
 import { nodeId, ownerNode } from './nodeId';
 import { DEFAULT_SETTINGS, settingName, webviewSettings } from './settings';
+import { findInFile } from './findBytes';
+import { describeGuestOffset, findAllocated } from './findGuest';
 import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
 
@@ -107,7 +109,7 @@ export class ViewModel {
         case 'getSummary':
           return { type: 'summary', requestId: msg.requestId, summary: await this.summary() };
         case 'getTreeChildren':
-          return { type: 'treeChildren', requestId: msg.requestId, nodeId: msg.nodeId, children: await this.children(msg.nodeId) };
+          return { type: 'treeChildren', requestId: msg.requestId, nodeId: msg.nodeId, children: await this.children(msg.nodeId, { allocatedOnly: msg.allocatedOnly === true }) };
         case 'getClusterMap':
           return { type: 'clusterMap', requestId: msg.requestId, ...(await this.clusterMap(msg.startCluster, msg.count, msg.zoom)) };
         case 'describeCluster':
@@ -122,6 +124,12 @@ export class ViewModel {
           const { hexBytesPerRow, clusterMapMaxClusters, checkNote } = this.settings();
           return { type: 'settings', requestId: msg.requestId, settings: { hexBytesPerRow, clusterMapMaxClusters, ...(checkNote ? { checkNote } : {}) } };
         }
+        case 'findAllocated':
+          return { type: 'allocatedRange', requestId: msg.requestId, direction: msg.direction, ...(await findAllocated(this.img, msg.guestOffset, msg.direction)) };
+        case 'findBytes':
+          return { type: 'foundBytes', requestId: msg.requestId, ...(await findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)) };
+        case 'describeGuest':
+          return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
         default: {
           const never: never = msg;
           throw new Error(`unknown message ${(never as { type: string }).type}`);
@@ -245,8 +253,8 @@ export class ViewModel {
   // Tree
   // -------------------------------------------------------------------------------------------
 
-  children(id: NodeId): Promise<TreeNode[]> {
-    return treeChildren(this, id);
+  children(id: NodeId, opts: { allocatedOnly?: boolean } = {}): Promise<TreeNode[]> {
+    return treeChildren(this, id, opts);
   }
 
   // -------------------------------------------------------------------------------------------

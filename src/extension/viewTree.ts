@@ -15,7 +15,7 @@ import * as L from '../engine/qcow2/layout';
 import { readEncryptInfo } from '../engine/image/encryption';
 import { formatPath, step } from '../engine/path';
 import { formatBytes } from '../engine/units';
-import type { HeaderField, NodeId, TreeNode } from '../protocol';
+import { type HeaderField, type NodeId, TREE_PAGE_SIZE, type TreeNode } from '../protocol';
 import { type FeatureGroup, isTableNode, nodeId, type NodeRef, pageRanges, parseNodeId, type TableNodeRef, type TableRef } from './nodeId';
 
 /** What the tree is built from: the open image and how its backing chain opened. */
@@ -47,11 +47,18 @@ export function tableIndex(t: TableRef): number {
   return t === 'active' ? ACTIVE_L1 : t;
 }
 
-/** Number of children of a table node. */
+/** Guest bytes an L1 table maps: the disk size (a snapshot's own, when its entry records one). */
+function diskSizeOf(img: Qcow2Image, t: TableRef): number {
+  const d = t === 'active' ? undefined : img.snapshots[t]?.diskSize;
+  return d === undefined ? img.virtualSize : Number(d);
+}
+
+/** Number of children of a table node. L1 and L2 tables list no entry past the end of the disk. */
 export function childCount(img: Qcow2Image, r: TableNodeRef): number {
+  const perL2 = img.g.l2Size * img.clusterSize;
   switch (r.kind) {
-    case 'l1': return l1Table(img, tableIndex(r.table)).size;
-    case 'l1Entry': return img.g.l2Size;
+    case 'l1': return Math.min(l1Table(img, tableIndex(r.table)).size, Math.ceil(diskSizeOf(img, r.table) / perL2));
+    case 'l1Entry': return Math.max(0, Math.min(img.g.l2Size, Math.ceil((diskSizeOf(img, r.table) - r.l1Index * perL2) / img.clusterSize)));
     case 'refcount': return reftableLength(img);
     case 'reftableEntry': return img.rg.blockEntries;
     case 'bitmap': return img.bitmaps[r.index]?.bitmapTableSize ?? 0;
@@ -60,7 +67,14 @@ export function childCount(img: Qcow2Image, r: TableNodeRef): number {
   }
 }
 
-export async function treeChildren(src: TreeSource, id: NodeId): Promise<TreeNode[]> {
+/** The entries of an L1 or L2 table in [s, e) that map something (or are flawed), for "allocated only". */
+async function allocatedIndexes(img: Qcow2Image, ref: TableNodeRef, s: number, e: number): Promise<Set<number> | undefined> {
+  if (ref.kind === 'l1') return new Set((await l1Entries(img, tableIndex(ref.table), s, e)).filter(x => x.l2Offset !== 0 || x.flaws.length).map(x => x.index));
+  if (ref.kind === 'l1Entry') return new Set((await l2Entries(img, tableIndex(ref.table), ref.l1Index, s, e)).filter(x => x.kind !== 'unallocated' || x.flaws.length).map(x => x.index));
+  return undefined;
+}
+
+export async function treeChildren(src: TreeSource, id: NodeId, opts: { allocatedOnly?: boolean } = {}): Promise<TreeNode[]> {
   const parsed = parseNodeId(id);
   if (!parsed) return [];
   const { ref, page } = parsed;
@@ -70,6 +84,16 @@ export async function treeChildren(src: TreeSource, id: NodeId): Promise<TreeNod
     const r = page ?? { s: 0, e: n };
     const pages = pageRanges(r.s, r.e);
     const head = ref.kind === 'bitmap' && !page ? bitmapInfoLeaves(src.img, ref.index) : [];
+    const keep = opts.allocatedOnly ? await allocatedIndexes(src.img, ref, r.s, r.e) : undefined;
+    if (keep) {
+      // a short list of what is used in place of pages; pages only when that list is long, and only those holding something
+      if (!pages || keep.size <= TREE_PAGE_SIZE) return leaves(src.img, ref, r.s, r.e, keep);
+      const used = [...keep];
+      return pages.flatMap(p => {
+        const k = used.filter(i => i >= p.s && i < p.e).length;
+        return k ? [{ id: nodeId(ref, p), kind: 'page' as const, label: `[${p.s} … ${p.e - 1}]`, description: k === 1 ? '1 allocated' : `${k} allocated`, hasChildren: true }] : [];
+      });
+    }
     if (pages) {
       return [...head, ...pages.map(p => ({ id: nodeId(ref, p), kind: 'page' as const, label: `[${p.s} … ${p.e - 1}]`, hasChildren: true }))];
     }
@@ -152,12 +176,13 @@ function bitmapInfoLeaves(img: Qcow2Image, k: number): TreeNode[] {
 
 const severityOf = (flaws: readonly string[]) => (flaws.length ? 'error' as const : undefined);
 
-async function leaves(img: Qcow2Image, ref: TableNodeRef, s: number, e: number): Promise<TreeNode[]> {
+async function leaves(img: Qcow2Image, ref: TableNodeRef, s: number, e: number, keep?: Set<number>): Promise<TreeNode[]> {
+  const kept = <T extends { index: number }>(xs: T[]) => (keep ? xs.filter(x => keep.has(x.index)) : xs);
   const g = img.g, cs = img.clusterSize;
   switch (ref.kind) {
     case 'l1': {
       const perL2 = g.l2Size * cs;
-      return (await l1Entries(img, tableIndex(ref.table), s, e)).map(ent => ({
+      return kept(await l1Entries(img, tableIndex(ref.table), s, e)).map(ent => ({
         id: nodeId({ kind: 'l1Entry', table: ref.table, l1Index: ent.index }), kind: 'l1Entry', label: formatPath([step('L1', ent.index)]),
         description: ent.l2Offset ? `→ L2 table at ${hex(ent.l2Offset)}${ent.copied ? '' : ' (shared)'}` : 'unallocated',
         tooltip: `guest ${hex(ent.index * perL2)} … ${hex((ent.index + 1) * perL2 - 1)}`,
@@ -167,7 +192,7 @@ async function leaves(img: Qcow2Image, ref: TableNodeRef, s: number, e: number):
       }));
     }
     case 'l1Entry':
-      return (await l2Entries(img, tableIndex(ref.table), ref.l1Index, s, e)).map(d => {
+      return kept(await l2Entries(img, tableIndex(ref.table), ref.l1Index, s, e)).map(d => {
         let desc: string, target: number | undefined;
         if (d.kind === 'compressed') { desc = `compressed at ${hex(d.dataOffset)} (${d.compressedSize} bytes)`; target = d.dataOffset; }
         else if (d.inDataFile) desc = `data at ${hex(d.dataOffset)} in ${path.basename(img.dataFilePath ?? 'the data file')}${d.readsAsZero ? ', reads as zero' : ''}`;

@@ -60,6 +60,8 @@ export class WebviewHarness {
   maxReadLength = 0;
   /** Delays getSummary replies (to test messages that arrive before the webview has started). */
   summaryDelayMs = 0;
+  /** Delays findBytes replies (so a test can cancel a search between its windows). */
+  findDelayMs = 0;
   url = '';
   browser?: Browser;
   context?: BrowserContext;
@@ -132,6 +134,7 @@ export class WebviewHarness {
     this.requests++;
     if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
     if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
+    if (msg.type === 'findBytes' && this.findDelayMs) await new Promise(r => setTimeout(r, this.findDelayMs));
     const vm = this.models.get(key);
     const requestId = (msg as { requestId?: number }).requestId;
     const reply = vm ? await vm.handle(msg) : requestId === undefined ? null : { type: 'error', requestId, ...(this.openErrors.get(key) ?? { message: `no image ${key}` }) };
