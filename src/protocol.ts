@@ -242,7 +242,9 @@ export interface CheckFinding extends EngineFinding {
 /** Commands buttons in the webview can ask the host to run (the host decides and confirms). */
 export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnapshot' | 'revertSnapshot' | 'compact' | 'refresh' | 'openBacking' | 'copyOffset'
   /** VS Code's "Reopen Editor With…" picker for the tab (an image the engine cannot open). */
-  | 'reopenWith';
+  | 'reopenWith'
+  /** The Guest section: open a guest file ({partition, path}) in a tab, copy one out ({source}), sparsify the image. */
+  | 'openGuestFile' | 'copyOutGuest' | 'sparsify';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

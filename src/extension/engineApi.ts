@@ -98,3 +98,8 @@ export function amendImageAt(path: string, entries: readonly OptionEntry[]): Pro
 export function editBitmapAt(path: string, name: string, op: BitmapOp): Promise<void> {
   return serialized([path], () => editBitmap(path, name, op)); // a merge's source is a bitmap of the same image
 }
+
+/** Sparsify (src/guest/sparsify.ts): a compaction that also drops guest free space, in the same per-file queue. */
+export function sparsifyPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; swap?: boolean }): Promise<import('../guest/sparsify').SparsifyResult> {
+  return serialized(opts.output ? [path, opts.output] : [path], () => import('../guest/sparsify').then(m => m.sparsifyImage(path, opts)));
+}

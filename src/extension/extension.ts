@@ -23,6 +23,7 @@ import { amendImage } from './amendImage';
 import { manageBitmaps } from './bitmapCommands';
 import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
+import { registerGuest } from './guestCommands';
 
 export interface Qcow2LensApi {
   services: Services;
@@ -90,6 +91,7 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     return target.toString();
   });
   register('qcow2Lens.openSample', 'Open Sample Image', () => openSampleImage(context));
+  registerGuest(context, s); // the qcow2-guest file system, Browse Guest Files, Copy Out, Sparsify
   // For tests: which images are open in the editor.
   register('qcow2Lens.internal.state', 'State', async sv => ({ editors: sv.provider.openEditors() }));
   void reopenTextTabsOfImages();
@@ -148,6 +150,19 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
       case 'openBacking': {
         const p = typeof args.path === 'string' ? args.path : undefined;
         if (p) await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(p), VIEW_TYPE);
+        break;
+      }
+      case 'openGuestFile':
+      case 'copyOutGuest':
+      case 'sparsify': {
+        // the Guest section of the tree: the guest commands, with the tab's image
+        const id = cmd === 'sparsify' ? 'qcow2Lens.sparsifyImage' : `qcow2Lens.${cmd}`;
+        const opts = cmd === 'openGuestFile' ? { partition: Number(args.partition), path: String(args.path) } : cmd === 'copyOutGuest' && typeof args.source === 'string' ? { source: args.source } : undefined;
+        try {
+          await vscode.commands.executeCommand(id, uri, opts);
+        } catch (e) {
+          return state('failed', e instanceof Error ? e.message : String(e)); // the command has shown the error already
+        }
         break;
       }
       case 'copyOffset':
