@@ -157,7 +157,7 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
       case 'sparsify': {
         // the Guest section of the tree: the guest commands, with the tab's image
         const id = cmd === 'sparsify' ? 'qcow2Lens.sparsifyImage' : `qcow2Lens.${cmd}`;
-        const opts = cmd === 'openGuestFile' ? { partition: Number(args.partition), path: String(args.path) } : cmd === 'copyOutGuest' && typeof args.source === 'string' ? { source: args.source } : undefined;
+        const opts = cmd === 'openGuestFile' ? { partition: Number(args.partition), path: String(args.path), beside: true } : cmd === 'copyOutGuest' && typeof args.source === 'string' ? { source: args.source } : undefined;
         try {
           await vscode.commands.executeCommand(id, uri, opts);
         } catch (e) {

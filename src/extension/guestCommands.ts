@@ -120,11 +120,12 @@ async function pickGuestFile(root: vscode.Uri): Promise<vscode.Uri | undefined> 
 }
 
 /** From the structure tree: open one guest file in an ordinary tab. */
-export async function openGuestFile(s: Services, arg: unknown, opts: { partition?: number; path?: string } = {}): Promise<string> {
+export async function openGuestFile(s: Services, arg: unknown, opts: { partition?: number; path?: string; beside?: boolean } = {}): Promise<string> {
   const { image } = imageOf(s, arg);
   if (typeof opts.partition !== 'number' || typeof opts.path !== 'string') throw new UserError('openGuestFile needs { partition, path }.');
   const uri = guestUri({ image, partition: opts.partition, path: opts.path });
-  await vscode.commands.executeCommand('vscode.open', uri, { preview: true });
+  // from the tree: beside the image's tab, the focus left in the tree so arrow keys go on browsing
+  await vscode.commands.executeCommand('vscode.open', uri, opts.beside ? { preview: true, preserveFocus: true, viewColumn: vscode.ViewColumn.Beside } : { preview: true });
   return uri.toString();
 }
 
@@ -293,6 +294,6 @@ export function registerGuest(context: vscode.ExtensionContext, s: Services): Gu
   reg('qcow2Lens.browseGuestFiles', 'Browse Guest Files', (a?: unknown, o?: BrowseOptions) => browseGuestFiles(s, gfs, a, o));
   reg('qcow2Lens.copyOutGuest', 'Copy Out', (a?: unknown, o?: CopyOutOptions) => copyOutGuest(s, gfs, a, o));
   reg('qcow2Lens.sparsifyImage', 'Sparsify Image', (a?: unknown, o?: SparsifyOptions) => sparsifyImageCommand(s, gfs, a, o));
-  reg('qcow2Lens.openGuestFile', 'Open Guest File', (a?: unknown, o?: { partition?: number; path?: string }) => openGuestFile(s, a, o));
+  reg('qcow2Lens.openGuestFile', 'Open Guest File', (a?: unknown, o?: { partition?: number; path?: string; beside?: boolean }) => openGuestFile(s, a, o));
   return gfs;
 }
