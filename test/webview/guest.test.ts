@@ -12,7 +12,7 @@ import type { Page } from 'playwright-core';
 import { formatBytes } from '../../src/engine/units';
 import { qemuImg, tmpDir } from '../helpers/qemu';
 import { buildDisk, run } from '../guest/common';
-import { CHROMIUM, WebviewHarness } from '../webview/harness';
+import { CHROMIUM, WebviewHarness } from './harness';
 
 const haveBrowser = fs.existsSync(CHROMIUM);
 type Posted = { type: string; command?: string; args?: Record<string, unknown> };
