@@ -16,8 +16,9 @@ import { ViewModel } from '../../src/extension/viewModel';
 import type { TreeChildrenReply, TreeNode } from '../../src/protocol';
 import { TREE_PAGE_SIZE } from '../../src/protocol';
 import { formatBytes } from '../../src/engine/units';
-import { qemuImg, tmpDir } from '../helpers/qemu';
-import { buildDisk, run } from '../guest/common';
+import { createSnapshotAt, sparsifyPath } from '../../src/extension/engineApi';
+import { qemuImg, qemuImgStatus, tmpDir } from '../helpers/qemu';
+import { buildDisk, run, runBuffer } from '../guest/common';
 
 describe('qcow2-guest URIs', () => {
   it('round-trip image paths with slashes, spaces, percent signs and unicode', () => {
@@ -151,6 +152,23 @@ describe('Guest section of the structure tree, and the pool', () => {
     } finally {
       pool.dispose();
     }
+  });
+
+  it('Sparsify runs in the per-file write queue: started with a snapshot write on the same image, both land and the image stays clean', async () => {
+    const copy = path.join(dir, 'queued.qcow2');
+    fs.copyFileSync(image, copy);
+    const [r] = await Promise.all([sparsifyPath(copy, {}), createSnapshotAt(copy, 'during')]);
+    assert.equal(r.output, copy);
+    const check = qemuImgStatus('check', copy);
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    const info = JSON.parse(qemuImg('info', '--output=json', copy)) as { snapshots?: { name: string }[] };
+    assert.deepEqual((info.snapshots ?? []).map(x => x.name), ['during']);
+    // the guest's files are what mkfs.ext4 -d stored (e2fsck -fn and debugfs on the partition, out of qemu-img convert)
+    const raw = path.join(dir, 'queued.raw'), p1 = path.join(dir, 'queued.p1');
+    qemuImg('convert', '-q', '-O', 'raw', copy, raw);
+    run('dd', [`if=${raw}`, `of=${p1}`, 'bs=512', `skip=${EXT.start}`, `count=${EXT.size}`, 'status=none']);
+    run('e2fsck', ['-fn', p1]);
+    for (const f of ['/etc/fstab', '/big.bin', '/many/f0299']) assert.ok(runBuffer('debugfs', ['-R', `cat ${f}`, p1]).equals(fs.readFileSync(path.join(src, f))), f);
   });
 
   it('the pool reuses an unchanged image and reopens one that changed on disk', async () => {
