@@ -160,6 +160,21 @@ suite('Guest files', function () {
     await assert.rejects(Promise.resolve(vscode.workspace.fs.readDirectory(guest(ext.image, 1, '/hello.txt'))), vscode.FileSystemError);
   });
 
+  test('an overlay reads through its backing file: the same tree, and a file qemu-io changed in the overlay only', async () => {
+    const overlay = path.join(E2E_GUEST, 'overlay.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', ext.image, '-F', 'qcow2', overlay);
+    assertSameTree(await walk(guest(overlay, 1)), ext.tree, 'overlay');
+    // overwrite /hello.txt's data block in the overlay (its guest offset from debugfs bmap): the overlay reads the new bytes, the base the old
+    const p1 = extractExt(ext.image, path.join(E2E_GUEST, 'ext-base.fs'));
+    const block = Number(run('debugfs', ['-R', 'bmap /hello.txt 0', p1]).trim());
+    const blockSize = Number(/Block size:\s+(\d+)/.exec(run('dumpe2fs', ['-h', p1]))![1]);
+    const at = EXT_START * 512 + block * blockSize;
+    fs.writeFileSync(path.join(E2E_GUEST, 'hola'), 'HELLO, GUEST\n');
+    run('qemu-io', ['-f', 'qcow2', '-c', `write -s ${path.join(E2E_GUEST, 'hola')} ${at} 13`, overlay]);
+    assert.equal(Buffer.from(await vscode.workspace.fs.readFile(guest(overlay, 1, '/hello.txt'))).toString(), 'HELLO, GUEST\n');
+    assert.equal(Buffer.from(await vscode.workspace.fs.readFile(guest(ext.image, 1, '/hello.txt'))).toString(), 'hello, guest\n');
+  });
+
   test('readDirectory and readFile of a FAT disk without a partition table give the files mcopy stored', async () => {
     assert.deepEqual(await vscode.workspace.fs.readDirectory(guest(fat.image)), [['0', vscode.FileType.Directory]]);
     assertSameTree(await walk(guest(fat.image, 0)), fat.tree, 'FAT');
