@@ -147,6 +147,8 @@ export function toFsError(e: unknown, uri: vscode.Uri): vscode.FileSystemError {
       default: return vscode.FileSystemError.Unavailable(e.message);
     }
   }
-  if ((e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return vscode.FileSystemError.FileNotFound(uri); // the image file itself
+  const code = (e as { code?: string } | undefined)?.code;
+  if (code === 'ENOENT' || code === 'not-found') return vscode.FileSystemError.FileNotFound(uri); // the image file itself
+  if (code === 'EACCES' || code === 'permission-denied') return vscode.FileSystemError.NoPermissions(e instanceof Error ? e.message : String(e));
   return vscode.FileSystemError.Unavailable(e instanceof Error ? e.message : String(e));
 }

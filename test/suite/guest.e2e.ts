@@ -158,6 +158,8 @@ suite('Guest files', function () {
     assert.equal(Buffer.from(await vscode.workspace.fs.readFile(guest(ext.image, 1, '/etc/hello-link'))).toString(), 'hello, guest\n');
     await assert.rejects(Promise.resolve(vscode.workspace.fs.stat(guest(ext.image, 1, '/no/such'))), (e: unknown) => e instanceof vscode.FileSystemError && e.code === 'FileNotFound');
     await assert.rejects(Promise.resolve(vscode.workspace.fs.readDirectory(guest(ext.image, 1, '/hello.txt'))), vscode.FileSystemError);
+    await assert.rejects(Promise.resolve(vscode.workspace.fs.stat(guest(path.join(E2E_GUEST, 'no-such.qcow2'), 1, '/etc'))), (e: unknown) => e instanceof vscode.FileSystemError && e.code === 'FileNotFound');
+    await assert.rejects(Promise.resolve(vscode.workspace.fs.readDirectory(guest(ext.image, 3))), (e: unknown) => e instanceof vscode.FileSystemError && e.code === 'FileNotFound');
   });
 
   test('an overlay reads through its backing file: the same tree, and a file qemu-io changed in the overlay only', async () => {
