@@ -154,7 +154,9 @@ export type TreeNodeKind =
   | 'l1Table' | 'l1Entry' | 'l2Table' | 'l2Entry' | 'page'
   | 'refcountTable' | 'refcountTableEntry' | 'refcountBlock' | 'refcountEntry'
   | 'snapshotTable' | 'snapshot' | 'bitmapDirectory' | 'bitmap' | 'bitmapTableEntry'
-  | 'encryption' | 'info';
+  | 'encryption' | 'info'
+  /** The Guest section: the section, a partition, a guest folder, a guest file (or symlink). */
+  | 'guest' | 'guestPartition' | 'guestDir' | 'guestFile';
 
 export interface TreeNode {
   id: NodeId;
@@ -174,6 +176,10 @@ export interface TreeNode {
   severity?: Severity;
   /** What the entry points at (an L2 table, a data cluster, a refcount block), for "go to target". */
   targetHostOffset?: number;
+  /** Guest section: the file this node is, which the host opens in a tab (command 'openGuestFile'). */
+  guestFile?: { partition: number; path: string };
+  /** Guest section: the partition, folder or file this node is (what Copy Out… copies). */
+  guestEntry?: { partition: number; path: string };
 }
 
 /** Where the bytes of one range of a hex read come from. Offsets are in the request's space. */
@@ -248,7 +254,9 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
   /** An encrypted image: ask for its passphrase (Unlock…), or forget it (Lock). */
   | 'unlock' | 'lock'
   /** A bitmap action from the Bitmaps node or a bitmap's node: args { op: add|remove|clear|enable|disable|merge, name? } (the host asks and confirms the rest). */
-  | 'bitmap';
+  | 'bitmap'
+  /** The Guest section: open a guest file ({partition, path}) in a tab, copy one out ({source}), sparsify the image. */
+  | 'openGuestFile' | 'copyOutGuest' | 'sparsify';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

@@ -267,6 +267,10 @@ class App {
     const layer = /^layer:(\d+)$/.exec(node.id);
     const layerPath = layer ? this.summary?.backingChain[Number(layer[1])]?.path : undefined;
     if (layerPath) actions.append(button('Open', () => this.runCommand('openBacking', { path: layerPath }), { title: `Open ${layerPath} in QCOW2 Lens` }));
+    if (node.guestFile) actions.append(button('Open', () => this.openNode(node), { title: `Open ${node.guestFile.path} in a tab (read-only)` }));
+    const gsrc = node.guestEntry && `${node.guestEntry.partition}:${node.guestEntry.path}`;
+    if (gsrc) actions.append(button('Copy Out…', () => this.runCommand('copyOutGuest', { source: gsrc }), { title: 'Copy this out of the guest into a host folder' }));
+    if (node.kind === 'guest') actions.append(button('Sparsify…', () => this.runCommand('sparsify'), { title: 'Compact, also dropping clusters that lie in guest free space' }));
     if (node.hostOffset !== undefined) actions.append(button('Copy offset', () => this.runCommand('copyOffset', { offset: hex(node.hostOffset!) }), { title: 'Copy the host offset' }));
     if (actions.childElementCount) this.details.append(actions);
   }
@@ -294,6 +298,7 @@ class App {
   }
 
   private openNode(node: TreeNode): void {
+    if (node.guestFile) return this.runCommand('openGuestFile', { partition: node.guestFile.partition, path: node.guestFile.path });
     if (node.hostOffset === undefined) return;
     this.hexView.reveal(node.hostOffset, Math.min(node.hostLength ?? 1, 4096), 'host');
     if (this.summary) this.map.select(Math.floor(node.hostOffset / this.summary.clusterSize));

@@ -138,3 +138,8 @@ export async function rebaseAt(path: string, opts: RebaseOptions, newBacking?: s
 export async function compareAt(a: string, b: string, opts: CompareOptions): Promise<CompareResult> {
   return serialized([...await chainPaths(a), ...await chainPaths(b)], () => compareImages(a, b, opts));
 }
+
+/** Sparsify (src/guest/sparsify.ts): a compaction that also drops guest free space, in the same per-file queue. */
+export function sparsifyPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; swap?: boolean }): Promise<import('../guest/sparsify').SparsifyResult> {
+  return serialized(opts.output ? [path, opts.output] : [path], () => import('../guest/sparsify').then(m => m.sparsifyImage(path, opts)));
+}

@@ -31,6 +31,7 @@ import { convertImage } from './convertImage';
 import { commitImage } from './commitImage';
 import { backingCandidates, rebaseImage } from './rebaseImage';
 import { compareImages } from './compareImages';
+import { registerGuest } from './guestCommands';
 
 export interface Qcow2LensApi {
   services: Services;
@@ -119,11 +120,12 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     return target.toString();
   });
   register('qcow2Lens.openSample', 'Open Sample Image', () => openSampleImage(context));
+  registerGuest(context, s); // the qcow2-guest file system, Browse Guest Files, Copy Out, Sparsify
   // For tests: which images are open in the editor.
   register('qcow2Lens.internal.state', 'State', async sv => ({ editors: sv.provider.openEditors() }));
-  // For tests: a webview request (summary, guest bytes…) answered by the image's tab, as the webview gets it.
   // For tests: a new session's keyring (passphrases in memory wiped, SecretStorage kept).
   register('qcow2Lens.internal.dropSessionKeys', 'Drop Session Keys', async sv => { sv.keyring.dropSession(); });
+  // For tests: a webview request (summary, guest bytes…) answered by the image's tab, as the webview gets it.
   register('qcow2Lens.internal.ask', 'Ask', async (sv, uri: vscode.Uri, m: FromWebviewMessage) => sv.provider.ask(uri, m));
   void reopenTextTabsOfImages();
   // As VS Code counts it: loading the code plus the activate() call, not the host's own wait between them.
@@ -189,6 +191,19 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
       case 'openBacking': {
         const p = typeof args.path === 'string' ? args.path : undefined;
         if (p) await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(p), VIEW_TYPE);
+        break;
+      }
+      case 'openGuestFile':
+      case 'copyOutGuest':
+      case 'sparsify': {
+        // the Guest section of the tree: the guest commands, with the tab's image
+        const id = cmd === 'sparsify' ? 'qcow2Lens.sparsifyImage' : `qcow2Lens.${cmd}`;
+        const opts = cmd === 'openGuestFile' ? { partition: Number(args.partition), path: String(args.path), beside: true } : cmd === 'copyOutGuest' && typeof args.source === 'string' ? { source: args.source } : undefined;
+        try {
+          await vscode.commands.executeCommand(id, uri, opts);
+        } catch (e) {
+          return state('failed', e instanceof Error ? e.message : String(e)); // the command has shown the error already
+        }
         break;
       }
       case 'copyOffset':

@@ -27,6 +27,8 @@ import { findInFile } from './findBytes';
 import { describeGuestOffset, findAllocated } from './findGuest';
 import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
+import { openGuest, type Guest } from '../guest/guest';
+import { qcow2GuestDisk } from '../guest/qcow2Disk';
 
 const ROLE = Object.fromEntries(CLUSTER_ROLES.map((r, i) => [r, i])) as Record<(typeof CLUSTER_ROLES)[number], number>;
 
@@ -48,6 +50,8 @@ function b64(buf: Buffer): string {
 
 export class ViewModel {
   private roles: ClusterRoles | null = null;
+  /** The guest view (partitions, file systems) over this image, opened when the tree's Guest section is first expanded. */
+  private guestView: Promise<Guest> | null = null;
   private rolesPromise: Promise<ClusterRoles> | null = null;
   /** Why the backing chain did not open (the image is then shown without it). */
   backingError?: string;
@@ -85,6 +89,7 @@ export class ViewModel {
   /** Re-opens the image (the file changed on disk or was written, or the settings changed). */
   async reload(): Promise<void> {
     const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly, settings: this.settings, keys: this.keys });
+    await this.closeGuest();
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
     this.backingError = fresh.backingError;
@@ -94,7 +99,20 @@ export class ViewModel {
   }
 
   async close(): Promise<void> {
+    await this.closeGuest();
     await this.img.close();
+  }
+
+  /** The guest disk read through this image (its backing chain included); damaged partitions keep their error. */
+  guest(): Promise<Guest> {
+    this.guestView ??= openGuest(qcow2GuestDisk(this.img), { strict: false }).catch(e => { this.guestView = null; throw e; });
+    return this.guestView;
+  }
+
+  private async closeGuest(): Promise<void> {
+    const g = this.guestView;
+    this.guestView = null;
+    if (g) await g.then(x => x.close(), () => undefined).catch(() => undefined);
   }
 
   /** Answers one webview message: a reply for requests, undefined for notifications. */

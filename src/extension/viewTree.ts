@@ -16,6 +16,8 @@ import { readEncryptInfo } from '../engine/image/encryption';
 import { formatPath, step } from '../engine/path';
 import { formatBytes } from '../engine/units';
 import { type HeaderField, type NodeId, TREE_PAGE_SIZE, type TreeNode } from '../protocol';
+import { guestSectionNode, guestTreeChildren, isGuestNodeId } from './guestTree';
+import type { Guest } from '../guest/guest';
 import { type FeatureGroup, isTableNode, nodeId, type NodeRef, pageRanges, parseNodeId, type TableNodeRef, type TableRef } from './nodeId';
 
 /** What the tree is built from: the open image and how its backing chain opened. */
@@ -26,6 +28,8 @@ export interface TreeSource {
   readonly backingNotFollowed?: string;
   headerFields(): HeaderField[];
   extensionSummary(type: number, data: Buffer): string;
+  /** The guest view of the disk (the tree's Guest section), opened at its first use. */
+  guest?(): Promise<Guest>;
 }
 
 const FEATURE_GROUPS: readonly FeatureGroup[] = ['incompatible', 'compatible', 'autoclear'];
@@ -75,6 +79,7 @@ async function allocatedIndexes(img: Qcow2Image, ref: TableNodeRef, s: number, e
 }
 
 export async function treeChildren(src: TreeSource, id: NodeId, opts: { allocatedOnly?: boolean } = {}): Promise<TreeNode[]> {
+  if (src.guest && isGuestNodeId(id)) return guestTreeChildren(() => src.guest!(), id);
   const parsed = parseNodeId(id);
   if (!parsed) return [];
   const { ref, page } = parsed;
@@ -115,6 +120,7 @@ function rootChildren(src: TreeSource): TreeNode[] {
     { id: nodeId({ kind: 'features' }), kind: 'group', label: 'Feature bits', description: setFeatureNames(img) || 'none set', hasChildren: true, hostOffset: features.offset, hostLength: h.version >= 3 ? FEATURE_GROUPS.reduce((n, g) => n + featureField(g).size, 0) : undefined },
     { id: nodeId({ kind: 'extensions' }), kind: 'group', label: 'Header extensions', description: `${h.extensions.length}`, hasChildren: h.extensions.length > 0 },
     { id: nodeId({ kind: 'backing' }), kind: 'group', label: 'Backing chain', description: h.backingFile ? (src.backingNotFollowed ? 'not followed (settings)' : `${img.chain().length - 1} layer(s) below${src.backingError ? ' (broken)' : ''}`) : 'none', hasChildren: !!h.backingFile, severity: src.backingError ? 'error' : undefined },
+    ...(src.guest ? [guestSectionNode()] : []),
     { id: nodeId({ kind: 'l1', table: 'active' }), kind: 'l1Table', label: 'L1 table', description: `${h.l1Size} entries at ${hex(h.l1TableOffset)}`, hasChildren: h.l1Size > 0, hostOffset: h.l1TableOffset, hostLength: h.l1Size * 8 },
     { id: nodeId({ kind: 'refcount' }), kind: 'refcountTable', label: 'Refcount table', description: `${h.refcountTableClusters} cluster(s) at ${hex(h.refcountTableOffset)}, ${h.refcountBits}-bit refcounts`, hasChildren: true, hostOffset: h.refcountTableOffset, hostLength: h.refcountTableClusters * cs },
     { id: nodeId({ kind: 'snapshots' }), kind: 'snapshotTable', label: 'Snapshots', description: `${img.snapshots.length}`, hasChildren: img.snapshots.length > 0, hostOffset: h.nbSnapshots ? h.snapshotsOffset : undefined },
