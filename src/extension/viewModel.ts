@@ -9,6 +9,7 @@
  */
 import * as path from 'node:path';
 import { type ClusterRoles, clusterOwner, clusterRoles } from '../engine/check/inspect';
+import { findBrokenChain } from '../engine/check/backingChain';
 import { Qcow2Error, hex } from '../engine/errors';
 import { featureBits } from '../engine/qcow2/header';
 import { Qcow2Image } from '../engine/image/image';
@@ -49,6 +50,8 @@ export class ViewModel {
   private rolesPromise: Promise<ClusterRoles> | null = null;
   /** Why the backing chain did not open (the image is then shown without it). */
   backingError?: string;
+  /** The file of the chain that failed to open (a missing file may be deeper than the image's own backing file). */
+  private backingErrorPath?: string;
   /** Set when the image has a backing file that was not opened because the settings say not to follow it. */
   backingNotFollowed?: string;
 
@@ -70,12 +73,24 @@ export class ViewModel {
     try {
       return new ViewModel(await Qcow2Image.open(imagePath), opts.readOnly ?? false, settings);
     } catch (e) {
-      if (e instanceof Qcow2Error && e.code === 'missing-backing') {
-        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false }), opts.readOnly ?? false, settings);
-        vm.backingError = e.message;
-        return vm;
+      // the chain failed (a missing file, an unknown format, a damaged layer below): the file alone,
+      // if it opens alone, with the chain's error as QEMU words it
+      if (!(e instanceof Qcow2Error)) throw e;
+      let alone: Qcow2Image;
+      try {
+        alone = await Qcow2Image.open(imagePath, { openBacking: false });
+      } catch {
+        throw e;
       }
-      throw e;
+      if (!alone.header.backingFile) {
+        await alone.close();
+        throw e;
+      }
+      const vm = new ViewModel(alone, opts.readOnly ?? false, settings);
+      const broken = await findBrokenChain(alone).catch(() => null);
+      vm.backingError = broken ? broken.qemuMessage : e.message;
+      if (broken) vm.backingErrorPath = broken.backingPath;
+      return vm;
     }
   }
 
@@ -85,6 +100,7 @@ export class ViewModel {
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
     this.backingError = fresh.backingError;
+    this.backingErrorPath = fresh.backingErrorPath;
     this.backingNotFollowed = fresh.backingNotFollowed;
     this.roles = null;
     this.rolesPromise = null;
@@ -178,7 +194,7 @@ export class ViewModel {
   async summary(): Promise<ImageSummary> {
     const img = this.img, h = img.header;
     const chain: ImageSummary['backingChain'] = img.chain().map((l, depth) => ({ depth, path: l.path, format: l.format, virtualSize: l.virtualSize }));
-    if (this.backingError) chain.push({ depth: chain.length, path: img.header.backingFile ?? '', format: 'raw', virtualSize: 0, error: this.backingError });
+    if (this.backingError) chain.push({ depth: chain.length, path: this.backingErrorPath ?? img.header.backingFile ?? '', format: 'raw', virtualSize: 0, error: this.backingError });
     let encryption: ImageSummary['encryption'];
     if (img.encrypted) {
       const e = await readEncryptInfo(img.file, h).catch(() => undefined);

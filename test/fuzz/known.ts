@@ -28,12 +28,6 @@ const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu,
 
 export const KNOWN: KnownClass[] = [
   {
-    id: 'missing-backing',
-    source: 'issue 9',
-    description: 'a backing file that does not exist: qemu-img check cannot open the chain (exit 1), we judge the file alone',
-    match: (c, d) => STATUS.includes(d.aspect) && c.outcome.check.qemu.status === 1 && /backing/i.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.ours.status !== 1,
-  },
-  {
     id: 'qemu-cannot-open-bitmap',
     source: 'README',
     description: 'an invalid persistent-bitmap entry: QEMU cannot open the image at all, we check it and report the bitmap as a corruption',
