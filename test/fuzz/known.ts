@@ -40,12 +40,6 @@ export const KNOWN: KnownClass[] = [
     match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && touches(c, /^reftable\[/) && /refcount table entry \d+ has reserved bits|Refblock offset 0x[0-9a-f]+ unaligned|refcount block \d+ is not cluster aligned/.test(qemuErr(c)),
   },
   {
-    id: 'refblock-outside-image',
-    source: 'fuzzer',
-    description: 'a refcount-table entry pointing past the end of the file ("refcount block N is outside image"): QEMU 7.2 cannot read those refcounts and reports check errors (exit 1); we count corruptions (exit 2) and repair them',
-    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /refcount block \d+ is outside image/.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.qemu.status === 1,
-  },
-  {
     id: 'bitmap-not-restored',
     source: 'README',
     description: 'a damaged persistent bitmap: QEMU re-stores bitmaps when -r all opens the image read-write, our repair leaves them as they are',
