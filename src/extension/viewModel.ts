@@ -171,7 +171,7 @@ export class ViewModel {
       f('size', h.size, `${formatBytes(h.size)} virtual disk`),
       f('crypt_method', h.cryptMethod, crypt),
       f('l1_size', h.l1Size, `${h.l1Size} L1 entries, each mapping ${formatBytes(this.img.g.l2Size * h.clusterSize)}`),
-      f('l1_table_offset', h.l1TableOffset, `active L1 table at cluster ${Math.floor(h.l1TableOffset / h.clusterSize)}`, true),
+      f('l1_table_offset', h.l1TableOffsetExact ?? h.l1TableOffset, h.l1TableOffsetExact !== undefined ? 'active L1 table far past the end of the file (reads as zeros)' : `active L1 table at cluster ${Math.floor(h.l1TableOffset / h.clusterSize)}`, true),
       f('refcount_table_offset', h.refcountTableOffset, `refcount table at cluster ${Math.floor(h.refcountTableOffset / h.clusterSize)}`, true),
       f('refcount_table_clusters', h.refcountTableClusters, `${h.refcountTableClusters * h.clusterSize / 8} refcount table entries`),
       f('nb_snapshots', h.nbSnapshots, h.nbSnapshots ? `${h.nbSnapshots} internal snapshot(s)` : 'no snapshots'),

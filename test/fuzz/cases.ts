@@ -12,7 +12,6 @@ export interface KnownCase {
 
 export const KNOWN_CASES: KnownCase[] = [
   { id: 'qemu-cannot-open-bitmap', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: v => v ^ 0x40n }] },
-  { id: 'reftable-entry-reserved', base: 'v3-4k-rb2-compressed', edits: [{ target: 'reftable[0]', value: 0xffffffffffffffffn }] },
   { id: 'bitmap-not-restored', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: 0x3f60000n }] },
   { id: 'unaligned-l2-table-repair', base: 'v3-64k-rb64-snapshot', edits: [{ target: 'L1[0]', value: v => v + 0xa200n }] },
 ];

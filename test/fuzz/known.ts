@@ -23,7 +23,6 @@ export interface KnownClass {
 }
 
 const STATUS: Divergence['aspect'][] = ['info-status', 'check-status'];
-const touches = (c: Case, re: RegExp): boolean => c.mutations.some(m => re.test(m.target));
 const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu, c.outcome.repair?.qemu].map(stderrOf).join('\n');
 
 export const KNOWN: KnownClass[] = [
@@ -32,12 +31,6 @@ export const KNOWN: KnownClass[] = [
     source: 'README',
     description: 'an invalid persistent-bitmap entry: QEMU cannot open the image at all, we check it and report the bitmap as a corruption',
     match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /bitmap/i.test(qemuErr(c)) && (c.outcome.check.qemu.status === 1 || c.outcome.info.qemu.status === 1),
-  },
-  {
-    id: 'reftable-entry-reserved',
-    source: 'README',
-    description: 'a refcount-table entry with reserved bits or an unaligned refcount block: QEMU 7.2 gives up (exit 1), we count and repair it',
-    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && touches(c, /^reftable\[/) && /refcount table entry \d+ has reserved bits|Refblock offset 0x[0-9a-f]+ unaligned|refcount block \d+ is not cluster aligned/.test(qemuErr(c)),
   },
   {
     id: 'bitmap-not-restored',
