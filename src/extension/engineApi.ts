@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import * as check from '../engine/check/check';
+import { brokenChainFinding, findBrokenChain } from '../engine/check/backingChain';
 import * as compact from '../engine/ops/compact';
 import { isLockedByQemu } from '../engine/io/lock';
 import * as repair from '../engine/check/repair';
@@ -25,11 +26,16 @@ export interface WriteOpts {
   onProgress?(done: number, total: number): void;
 }
 
-/** The integrity check of one image (read-only; backing files are not needed for it). */
+/**
+ * The integrity check of one image (read-only; backing files are not needed for it): the file is
+ * judged alone, and a backing chain QEMU could not open is one more finding (backing-chain-broken).
+ */
 export async function checkPath(path: string, opts: WriteOpts = {}): Promise<check.CheckResult> {
   const img = await check.openForCheck(path);
   try {
     const r = await check.checkImage(img, { signal: opts.signal, onProgress: opts.onProgress });
+    const broken = await findBrokenChain(img);
+    if (broken) r.findings.push(brokenChainFinding(broken));
     if (isLockedByQemu(path)) {
       r.findings.push({
         kind: 'in-use', severity: 'info', structure: 'image', message: 'The image is in use by QEMU, so its metadata may change while it is checked.',

@@ -9,6 +9,7 @@
  */
 import * as path from 'node:path';
 import { type ClusterRoles, clusterOwner, clusterRoles } from '../engine/check/inspect';
+import { findBrokenChain } from '../engine/check/backingChain';
 import { Qcow2Error, hex } from '../engine/errors';
 import { featureBits } from '../engine/qcow2/header';
 import { Qcow2Image } from '../engine/image/image';
@@ -55,6 +56,8 @@ export class ViewModel {
   private rolesPromise: Promise<ClusterRoles> | null = null;
   /** Why the backing chain did not open (the image is then shown without it). */
   backingError?: string;
+  /** The file of the chain that failed to open (a missing file may be deeper than the image's own backing file). */
+  private backingErrorPath?: string;
   /** Set when the image has a backing file that was not opened because the settings say not to follow it. */
   backingNotFollowed?: string;
 
@@ -77,12 +80,24 @@ export class ViewModel {
     try {
       return new ViewModel(await Qcow2Image.open(imagePath, { keys }), opts.readOnly ?? false, settings, keys);
     } catch (e) {
-      if (e instanceof Qcow2Error && e.code === 'missing-backing') {
-        const vm = new ViewModel(await Qcow2Image.open(imagePath, { openBacking: false, keys }), opts.readOnly ?? false, settings, keys);
-        vm.backingError = e.message;
-        return vm;
+      // the chain failed (a missing file, an unknown format, a damaged layer below): the file alone,
+      // if it opens alone, with the chain's error as QEMU words it
+      if (!(e instanceof Qcow2Error)) throw e;
+      let alone: Qcow2Image;
+      try {
+        alone = await Qcow2Image.open(imagePath, { openBacking: false, keys });
+      } catch {
+        throw e;
       }
-      throw e;
+      if (!alone.header.backingFile) {
+        await alone.close();
+        throw e;
+      }
+      const vm = new ViewModel(alone, opts.readOnly ?? false, settings, keys);
+      const broken = await findBrokenChain(alone).catch(() => null);
+      vm.backingError = broken ? broken.qemuMessage : e.message;
+      if (broken) vm.backingErrorPath = broken.backingPath;
+      return vm;
     }
   }
 
@@ -93,6 +108,7 @@ export class ViewModel {
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
     this.backingError = fresh.backingError;
+    this.backingErrorPath = fresh.backingErrorPath;
     this.backingNotFollowed = fresh.backingNotFollowed;
     this.roles = null;
     this.rolesPromise = null;
@@ -182,7 +198,7 @@ export class ViewModel {
       f('size', h.size, `${formatBytes(h.size)} virtual disk`),
       f('crypt_method', h.cryptMethod, crypt),
       f('l1_size', h.l1Size, `${h.l1Size} L1 entries, each mapping ${formatBytes(this.img.g.l2Size * h.clusterSize)}`),
-      f('l1_table_offset', h.l1TableOffset, `active L1 table at cluster ${Math.floor(h.l1TableOffset / h.clusterSize)}`, true),
+      f('l1_table_offset', h.l1TableOffsetExact ?? h.l1TableOffset, h.l1TableOffsetExact !== undefined ? 'active L1 table far past the end of the file (reads as zeros)' : `active L1 table at cluster ${Math.floor(h.l1TableOffset / h.clusterSize)}`, true),
       f('refcount_table_offset', h.refcountTableOffset, `refcount table at cluster ${Math.floor(h.refcountTableOffset / h.clusterSize)}`, true),
       f('refcount_table_clusters', h.refcountTableClusters, `${h.refcountTableClusters * h.clusterSize / 8} refcount table entries`),
       f('nb_snapshots', h.nbSnapshots, h.nbSnapshots ? `${h.nbSnapshots} internal snapshot(s)` : 'no snapshots'),
@@ -205,7 +221,7 @@ export class ViewModel {
   async summary(): Promise<ImageSummary> {
     const img = this.img, h = img.header;
     const chain: ImageSummary['backingChain'] = img.chain().map((l, depth) => ({ depth, path: l.path, format: l.format, virtualSize: l.virtualSize }));
-    if (this.backingError) chain.push({ depth: chain.length, path: img.header.backingFile ?? '', format: 'raw', virtualSize: 0, error: this.backingError });
+    if (this.backingError) chain.push({ depth: chain.length, path: this.backingErrorPath ?? img.header.backingFile ?? '', format: 'raw', virtualSize: 0, error: this.backingError });
     let encryption: ImageSummary['encryption'];
     if (img.encrypted) {
       const e = await readEncryptInfo(img.file, h).catch(() => undefined);

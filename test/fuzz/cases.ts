@@ -10,13 +10,8 @@ export interface KnownCase {
   edits: Edit[];
 }
 
-const name = Buffer.from('missing-backing.qcow2');
-
 export const KNOWN_CASES: KnownCase[] = [
-  { id: 'missing-backing', base: 'v3-4k-rb1', edits: [{ at: 0x800, bytes: name }, { target: 'header.backing_file_offset', value: 0x800n }, { target: 'header.backing_file_size', value: BigInt(name.length) }] },
   { id: 'qemu-cannot-open-bitmap', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: v => v ^ 0x40n }] },
-  { id: 'reftable-entry-reserved', base: 'v3-4k-rb2-compressed', edits: [{ target: 'reftable[0]', value: 0xffffffffffffffffn }] },
-  { id: 'refblock-outside-image', base: 'v2-64k-snapshot', edits: [{ target: 'reftable[0]', value: 1n << 63n }] },
   { id: 'bitmap-not-restored', base: 'v3-64k-rb32-bitmap', edits: [{ target: 'bitmap[0].table[0]', value: 0x3f60000n }] },
   { id: 'unaligned-l2-table-repair', base: 'v3-64k-rb64-snapshot', edits: [{ target: 'L1[0]', value: v => v + 0xa200n }] },
 ];

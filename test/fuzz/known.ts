@@ -23,33 +23,14 @@ export interface KnownClass {
 }
 
 const STATUS: Divergence['aspect'][] = ['info-status', 'check-status'];
-const touches = (c: Case, re: RegExp): boolean => c.mutations.some(m => re.test(m.target));
 const qemuErr = (c: Case): string => [c.outcome.info.qemu, c.outcome.check.qemu, c.outcome.repair?.qemu].map(stderrOf).join('\n');
 
 export const KNOWN: KnownClass[] = [
-  {
-    id: 'missing-backing',
-    source: 'issue 9',
-    description: 'a backing file that does not exist: qemu-img check cannot open the chain (exit 1), we judge the file alone',
-    match: (c, d) => STATUS.includes(d.aspect) && c.outcome.check.qemu.status === 1 && /backing/i.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.ours.status !== 1,
-  },
   {
     id: 'qemu-cannot-open-bitmap',
     source: 'README',
     description: 'an invalid persistent-bitmap entry: QEMU cannot open the image at all, we check it and report the bitmap as a corruption',
     match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /bitmap/i.test(qemuErr(c)) && (c.outcome.check.qemu.status === 1 || c.outcome.info.qemu.status === 1),
-  },
-  {
-    id: 'reftable-entry-reserved',
-    source: 'README',
-    description: 'a refcount-table entry with reserved bits or an unaligned refcount block: QEMU 7.2 gives up (exit 1), we count and repair it',
-    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && touches(c, /^reftable\[/) && /refcount table entry \d+ has reserved bits|Refblock offset 0x[0-9a-f]+ unaligned|refcount block \d+ is not cluster aligned/.test(qemuErr(c)),
-  },
-  {
-    id: 'refblock-outside-image',
-    source: 'fuzzer',
-    description: 'a refcount-table entry pointing past the end of the file ("refcount block N is outside image"): QEMU 7.2 cannot read those refcounts and reports check errors (exit 1); we count corruptions (exit 2) and repair them',
-    match: (c, d) => [...STATUS, 'check-count'].includes(d.aspect) && /refcount block \d+ is outside image/.test(stderrOf(c.outcome.check.qemu)) && c.outcome.check.qemu.status === 1,
   },
   {
     id: 'bitmap-not-restored',

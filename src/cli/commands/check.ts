@@ -2,6 +2,7 @@ import { CheckResult, checkExitCode, checkImage, formatCheckJson, openForCheck }
 import { Qcow2Error } from '../../engine/errors';
 import { Qcow2Image } from '../../engine/image/image';
 import { repairImage, type RepairMode } from '../../engine/check/repair';
+import { brokenChainFinding, findBrokenChain, type BrokenChain } from '../../engine/check/backingChain';
 import { assertNotLocked } from '../../engine/ops/writable';
 import { FORCE_SHARE, FORMAT, JSON_FLAG, OUTPUT, PROGRESS, QUIET, type CommandSpec } from '../command';
 import { createProgress } from '../progress';
@@ -31,12 +32,30 @@ function human(r: CheckResult, fixed?: { leaks: number; corruptions: number }): 
   return out.join('\n') + '\n';
 }
 
+/** Whether the chain under PATH opens (the image opened alone, as the check opens it). */
+async function chainOf(path: string): Promise<BrokenChain | null> {
+  const img = await openForCheck(path);
+  try {
+    return await findBrokenChain(img);
+  } finally {
+    await img.close();
+  }
+}
+
+/** qemu-img check's refusal of an image whose chain does not open, in its words (printed even with -q, as qemu-img does). */
+function refuse(path: string, b: BrokenChain): number {
+  process.stderr.write(`qcow2-lens: Could not open '${path}': ${b.qemuMessage}\n`);
+  process.stderr.write(`qcow2-lens: (--no-backing checks "${path}" alone)\n`);
+  return 1;
+}
+
 export const checkCommand: CommandSpec = {
   name: 'check',
   summary: 'integrity check and repair, as qemu-img check [-r]: the same counts, JSON and exit codes, plus findings',
-  usage: ['[-q] [-p] [-f qcow2] [--output=human|json] [-r leaks|all] [-U] IMAGE'],
+  usage: ['[-q] [-p] [-f qcow2] [--output=human|json] [-r leaks|all] [-U] [--no-backing] IMAGE'],
   options: [
     { long: 'repair', short: 'r', value: 'leaks|all', choices: ['leaks', 'all'], help: 'repair in place: leaks, or all (also raises low refcounts, rebuilds the refcount structure, sets COPIED flags)' },
+    { long: 'no-backing', help: 'judge the file alone when its backing chain cannot be opened (qemu-img check then exits 1, "Could not open backing file"); the broken chain becomes a backing-chain-broken finding' },
     OUTPUT, JSON_FLAG, FORCE_SHARE, FORMAT, { ...QUIET, help: 'quiet: print nothing (not even the JSON); the exit code is the answer' }, PROGRESS,
   ],
   operands: { names: ['IMAGE'] },
@@ -47,9 +66,13 @@ export const checkCommand: CommandSpec = {
     const progress = createProgress({ label: `${repair ? 'repairing' : 'checking'} ${path}`, quiet: args.quiet, force: args.forceProgress });
     let r: CheckResult;
     let fixed: { leaks: number; corruptions: number } | undefined;
+    let broken: BrokenChain | null;
     try {
       if (repair) {
         assertNotLocked(path);
+        // qemu-img check -r opens the whole chain first, as the check without -r does
+        broken = await chainOf(path);
+        if (broken && !args.has('no-backing')) return refuse(path, broken);
         const res = await repairImage(path, repair, { onProgress: (d, t) => progress.update(d, t) });
         r = res.after;
         fixed = { leaks: res.leaksFixed, corruptions: res.corruptionsFixed };
@@ -70,6 +93,9 @@ export const checkCommand: CommandSpec = {
           throw e;
         }
         try {
+          // qemu-img check opens the backing chain (it never reads it): a broken chain is exit 1
+          broken = await findBrokenChain(img);
+          if (broken && !args.has('no-backing')) return refuse(path, broken);
           r = await checkImage(img, { onProgress: (d, t) => progress.update(d, t) });
         } finally {
           await img.close();
@@ -78,6 +104,7 @@ export const checkCommand: CommandSpec = {
     } finally {
       progress.end();
     }
+    if (broken) r.findings.push(brokenChainFinding(broken));
     // -q prints nothing, JSON included, as qemu-img check -q: the exit code is the answer
     if (!args.quiet) process.stdout.write(args.json ? formatCheckJson(r) : human(r, fixed));
     const code = checkExitCode(r);

@@ -102,7 +102,7 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
         explanation: EXPLAIN.leak, count: runLen,
       });
     } else if (runKind === 'unreadable') {
-      add({ kind: 'refcount-unreadable', severity: 'error', hostOffset: k * cs, structure: `refcounts of clusters ${at}–${hex((k + runLen) * cs - 1)}`, message: `The refcounts of ${runLen} clusters from ${at} cannot be read because their refcount block is misaligned.`, explanation: EXPLAIN['refcount-unreadable'], count: runLen });
+      add({ kind: 'refcount-unreadable', severity: 'error', hostOffset: k * cs, structure: `refcounts of clusters ${at}–${hex((k + runLen) * cs - 1)}`, message: `The refcounts of ${runLen} clusters from ${at} cannot be read because their refcount block is misaligned or lies beyond the largest offset QEMU reads (2^63 − 2^30).`, explanation: EXPLAIN['refcount-unreadable'], count: runLen });
     } else {
       const owner = usage.ownerPath(k);
       const second = usage.secondOwner.get(k);

@@ -124,7 +124,7 @@ async function usedPastEof(img: Qcow2Image): Promise<[cluster: number, refcount:
   for (let i = 0; i < img.refcountTable.length; i++) {
     const off = img.refcountTable[i];
     const base = i * rg.blockEntries;
-    if (off === 0 || off % cs !== 0 || off + cs > img.file.size || base + rg.blockEntries <= fileClusters) continue;
+    if (off === 0 || off % cs !== 0 || off >= img.file.size || base + rg.blockEntries <= fileClusters) continue; // a block the end of the file cuts is read padded
     const blk = await readTablePadded(img.file, off, cs, `refcount block at ${hex(off)}`);
     for (let j = Math.max(0, fileClusters - base); j < rg.blockEntries; j++) {
       const v = refcountAt(blk, j, rg.order);

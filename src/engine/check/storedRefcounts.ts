@@ -13,9 +13,17 @@ const WINDOW_BYTES = 1024 * 1024;
 
 /**
  * Stored refcounts of clusters [0, nb). Refcount blocks past the end of the file read as zeros (as
- * QEMU reads them); misaligned block offsets make their clusters unreadable (NaN), which QEMU
+ * QEMU reads them); misaligned block offsets, and blocks past QEMU's largest readable offset,
+ * make their clusters unreadable (NaN), which QEMU
  * counts as one check error per cluster. 64-bit refcounts of 2^53 or more go to `exact` as well.
  */
+/**
+ * QEMU's block layer refuses reads reaching past BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB)
+ * with EIO: a refcount block there is unreadable ("Can't get refcount"), not zeros.
+ */
+const BDRV_MAX_LENGTH = 2 ** 63 - 2 ** 30;
+const unreadable = (off: number, cs: number): boolean => off % cs !== 0 || off + cs > BDRV_MAX_LENGTH;
+
 export async function readStoredRefcounts(img: Qcow2Image, nb: number, exact?: ExactRefcounts): Promise<Float64Array> {
   const rg = img.rg;
   const cs = img.clusterSize;
@@ -26,7 +34,7 @@ export async function readStoredRefcounts(img: Qcow2Image, nb: number, exact?: E
   for (let i = 0; i < nBlocks; i++) {
     const off = table[i];
     if (off === 0) continue;
-    if (off % cs !== 0) {
+    if (unreadable(off, cs)) {
       out.fill(NaN, i * rg.blockEntries, Math.min(nb, (i + 1) * rg.blockEntries));
       continue;
     }
@@ -56,7 +64,7 @@ export async function storedRefcountOf(img: Qcow2Image, stored: Float64Array, k:
   if (ti >= img.refcountTable.length) return 0;
   const off = img.refcountTable[ti];
   if (off === 0) return 0;
-  if (off % img.clusterSize !== 0) return undefined;
+  if (unreadable(off, img.clusterSize)) return undefined;
   let blk = cache.get(off);
   if (!blk) {
     blk = await readTablePadded(img.file, off, img.clusterSize, `refcount block at ${hex(off)}`);

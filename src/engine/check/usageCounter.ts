@@ -87,7 +87,9 @@ export class UsageCounter {
     const cs = img.g.clusterSize;
     this.clusterSize = cs;
     this.clusterBits = img.g.clusterBits;
-    this.fileSize = img.file.size;
+    // QEMU measures the file in whole 512-byte sectors (bdrv_getlength), so a structure reaching into
+    // the last partial sector is inside the file
+    this.fileSize = Math.ceil(img.file.size / 512) * 512;
     const fileClusters = Math.ceil(this.fileSize / cs);
     if (fileClusters > MAX_USAGE_CLUSTERS) {
       throw new Qcow2Error(img.path, 'file', undefined, `${fileClusters} host clusters are more than the ${MAX_USAGE_CLUSTERS} the cluster usage map can hold in memory`, 'unsupported');

@@ -180,7 +180,12 @@ export class Qcow2Image implements BlockLayer {
     if (h.l1Size > 0 && h.l1TableOffset % h.clusterSize !== 0) {
       throw new Qcow2Error(path, 'L1 table', h.l1TableOffset, 'offset is not cluster-aligned');
     }
+    if (h.l1TableOffsetExact !== undefined && file.writable && checkMode !== 'repair') {
+      throw new Qcow2Error(path, headerPath('l1_table_offset'), HEADER_FIELD.l1_table_offset.offset, `L1 table at 0x${h.l1TableOffsetExact.toString(16)}, past 2^53: opened read-only only (check and repair judge it)`, 'unsupported');
+    }
+    // an L1 table wholly past the end of the file reads as zeros, as QEMU reads it
     const l1 = h.l1Size <= 0 ? Buffer.alloc(0)
+      : zeroPastEof && h.l1TableOffset >= file.size ? Buffer.alloc(h.l1Size * 8)
       : zeroPastEof ? await file.readPadded(h.l1TableOffset, h.l1Size * 8, 'L1 table')
         : await file.read(h.l1TableOffset, h.l1Size * 8, 'L1 table');
     const reftableBytes = h.refcountTableClusters * h.clusterSize;

@@ -9,11 +9,11 @@
  * rewriting a block never changes a refcount nobody touched, and arithmetic on them is exact.
  */
 import { Qcow2Error } from '../errors';
-import { ImageFile, readMany } from '../io/reader';
+import { ImageFile } from '../io/reader';
 import { headerPath } from '../qcow2/header';
 import * as L from '../qcow2/layout';
 import { formatPath, step } from '../path';
-import { type ExactRefcounts, maxRefcount, readAllRefcounts, REFCOUNT_MAX_64, RefcountGeometry, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
+import { type ExactRefcounts, maxRefcount, readAllRefcounts, readBlocksPadded, REFCOUNT_MAX_64, RefcountGeometry, refcountGeometry, setRefcountAt } from '../qcow2/refcount';
 import { beforeWrite } from './writable';
 
 /** One write through the crash hook (tests can stop the process after any write). */
@@ -81,7 +81,7 @@ export class RefcountWriter {
     // the blocks' own bytes, so entries past the end of the file are rewritten unchanged
     const offs: number[] = [];
     for (let i = 0; i < w.table.length; i++) if (w.table[i] !== 0) offs.push(w.table[i]);
-    const got = await readMany(init.file, offs, cs, o => `refcount block at 0x${o.toString(16)}`);
+    const got = await readBlocksPadded(init.file, offs, cs);
     for (let i = 0; i < w.table.length; i++) if (w.table[i] !== 0) w.blocks.set(i, Buffer.from(got.get(w.table[i])!));
     return w;
   }

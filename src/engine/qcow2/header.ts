@@ -49,6 +49,12 @@ export interface Qcow2Header {
   cryptMethod: number;
   l1Size: number;
   l1TableOffset: number;
+  /**
+   * l1_table_offset as stored when it is 2^53 or more (QEMU opens an L1 table offset up to
+   * INT64_MAX - its size; such a table lies far past the end of any file and reads as zeros):
+   * `l1TableOffset` then holds it rounded, and header writes put back this exact value.
+   */
+  l1TableOffsetExact?: bigint;
   refcountTableOffset: number;
   refcountTableClusters: number;
   nbSnapshots: number;
@@ -90,6 +96,9 @@ export function extensionName(type: number): string {
 export function headerPath(field?: HeaderFieldName): string {
   return formatPath([step('header', undefined, field === undefined ? {} : { field })]);
 }
+
+const INT64_MAX = (1n << 63n) - 1n;
+const BDRV_MAX_LENGTH = INT64_MAX & ~((1n << 30n) - 1n);
 
 type U64Field = 'backing_file_offset' | 'l1_table_offset' | 'refcount_table_offset' | 'snapshots_offset';
 function u64(buf: Buffer, name: U64Field, file: string): number {
@@ -186,7 +195,7 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     sizeField: readHeaderField(first, 'size'),
     cryptMethod: readHeaderField(first, 'crypt_method'),
     l1Size: readHeaderField(first, 'l1_size'),
-    l1TableOffset: u64(first, 'l1_table_offset', path),
+    l1TableOffset: 0,
     refcountTableOffset: u64(first, 'refcount_table_offset', path),
     refcountTableClusters: readHeaderField(first, 'refcount_table_clusters'),
     nbSnapshots: readHeaderField(first, 'nb_snapshots'),
@@ -199,6 +208,19 @@ export async function readHeader(file: ImageFile): Promise<Qcow2Header> {
     extensions: [],
     headerEnd: headerLength,
   };
+  // QEMU's validate_table_offset: any offset up to INT64_MAX minus the table's size opens
+  const l1Raw = readHeaderField(first, 'l1_table_offset');
+  if (l1Raw > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (l1Raw > INT64_MAX - BigInt(h.l1Size) * 8n) {
+      throw new Qcow2Error(path, headerPath('l1_table_offset'), F.l1_table_offset.offset, `value 0x${l1Raw.toString(16)} is too large for a table offset (QEMU: "Active L1 table offset invalid")`);
+    }
+    // QEMU's block layer refuses any read reaching past BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB)
+    if (h.l1Size > 0 && l1Raw + BigInt(h.l1Size) * 8n > BDRV_MAX_LENGTH) {
+      throw new Qcow2Error(path, headerPath('l1_table_offset'), F.l1_table_offset.offset, `an L1 table at 0x${l1Raw.toString(16)} cannot be read (QEMU: "Could not read L1 table: Input/output error")`);
+    }
+    h.l1TableOffsetExact = l1Raw;
+  }
+  h.l1TableOffset = Number(l1Raw);
   if (h.cryptMethod > L.CRYPT_LUKS) {
     throw new Qcow2Error(path, headerPath('crypt_method'), F.crypt_method.offset, `unknown encryption method ${h.cryptMethod}`, 'unsupported');
   }
@@ -335,7 +357,7 @@ export function encodeHeaderFields(h: Qcow2Header): Buffer {
   put('size', h.size);
   put('crypt_method', h.cryptMethod);
   put('l1_size', h.l1Size);
-  put('l1_table_offset', h.l1TableOffset);
+  put('l1_table_offset', h.l1TableOffsetExact !== undefined && Number(h.l1TableOffsetExact) === h.l1TableOffset ? h.l1TableOffsetExact : h.l1TableOffset);
   put('refcount_table_offset', h.refcountTableOffset);
   put('refcount_table_clusters', h.refcountTableClusters);
   put('nb_snapshots', h.nbSnapshots);

@@ -136,6 +136,15 @@ export function decodeRefcountTable(buf: Uint8Array): Float64Array {
   return out;
 }
 
+/** Refcount blocks by offset; the one the end of the file cuts reads as zeros past it (QEMU's reads of a short file). */
+export async function readBlocksPadded(file: ImageFile, offsets: number[], clusterSize: number): Promise<Map<number, Buffer>> {
+  const name = (o: number) => `refcount block at 0x${o.toString(16)}`;
+  const whole = offsets.filter(o => o + clusterSize <= file.size);
+  const out = await readMany(file, whole, clusterSize, name);
+  for (const o of offsets) if (!out.has(o)) out.set(o, await file.readPadded(o, clusterSize, name(o)));
+  return out;
+}
+
 /**
  * All stored refcounts of the clusters in [0, nbClusters) as one typed array, read with batched
  * reads of the refcount blocks. Blocks past the end of the file are reported, not trusted.
@@ -152,7 +161,8 @@ export async function readAllRefcounts(
   for (let i = 0; i < maxIndex; i++) {
     const off = table[i];
     if (off === 0) continue;
-    if (off % clusterSize !== 0 || off + clusterSize > file.size) {
+    // a block cut by the end of the file is read with zeros past it, as QEMU reads it
+    if (off % clusterSize !== 0 || off >= file.size) {
       onBadBlock?.(i, off, off % clusterSize !== 0 ? 'refcount block offset is not cluster-aligned' : 'refcount block lies past the end of the file');
       continue;
     }
@@ -161,7 +171,7 @@ export async function readAllRefcounts(
     l.push(i);
     byOffset.set(off, l);
   }
-  const blocks = await readMany(file, wanted, clusterSize, o => `refcount block at 0x${o.toString(16)}`);
+  const blocks = await readBlocksPadded(file, wanted, clusterSize);
   for (const [off, idxs] of byOffset) {
     const blk = blocks.get(off)!;
     for (const i of idxs) {
