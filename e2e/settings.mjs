@@ -73,9 +73,12 @@ try {
   // The image's webview document (the inner #active-frame of <iframe class="webview">): the frame
   // whose page holds the hex view. Returned as a playwright Frame, so the test can tell a live
   // update of this document from a reload (a reload is a new document without our marker).
-  const imageFrame = async () => poll('the image webview', async () => {
+  // the webview of this image: a closed tab's webview frame can linger in the page for a while, so
+  // the frame is chosen by the file name in its header, not by being the first one ready
+  const imageFrame = async name => poll(`the webview of ${name}`, async () => {
     for (const f of page.frames()) {
-      if (await f.evaluate(() => !!document.querySelector('.hex-view') && document.body.dataset.ready === 'true').catch(() => false)) return f;
+      if (await f.evaluate(n => !!document.querySelector('.hex-view') && document.body.dataset.ready === 'true'
+        && document.querySelector('.file-name')?.textContent === n, name).catch(() => false)) return f;
     }
     return undefined;
   }, 60000);
@@ -84,7 +87,7 @@ try {
       await row(name).dblclick();
       const custom = await page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 20000 })
         .then(() => page.locator('iframe.webview.ready').last().waitFor({ timeout: 20000 })).then(() => true, () => false);
-      if (custom && await page.getByText('The file is not displayed in the text editor').count() === 0) return imageFrame();
+      if (custom && await page.getByText('The file is not displayed in the text editor').count() === 0) return imageFrame(name);
       if (attempt >= 5) throw new Error(`${name} did not open in the custom editor`);
       mark(`attempt ${attempt}: ${name} did not open in the custom editor, retrying`);
       await palette('View: Close All Editors');

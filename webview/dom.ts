@@ -38,10 +38,18 @@ export function clear(e: Element): void {
 /** Runs `fn` at most once per animation frame. */
 export function rafThrottle(fn: () => void): () => void {
   let queued = false;
+  const run = () => {
+    if (!queued) return;
+    queued = false;
+    fn();
+  };
   return () => {
     if (queued) return;
     queued = true;
-    requestAnimationFrame(() => { queued = false; fn(); });
+    requestAnimationFrame(run);
+    // a webview the browser does not paint (behind a modal editor, in a background tab) gets no
+    // animation frames; the timer makes sure the work still happens
+    setTimeout(run, 100);
   };
 }
 

@@ -168,6 +168,9 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
     panel.onDidChangeViewState(() => {
       if (panel.active) this.activeEditor = ed;
       else if (this.activeEditor === ed) this.activeEditor = undefined;
+      // a settings change while the tab was hidden or covered (the Settings editor opens as a modal
+      // over it) may not have reached its webview: it gets the current settings when it shows again
+      if (panel.visible) void this.resendSettings(ed);
     });
     panel.webview.onDidReceiveMessage((m: FromWebviewMessage) => void this.onMessage(ed, m));
     panel.onDidDispose(() => {
@@ -175,6 +178,14 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
       if (this.activeEditor === ed) this.activeEditor = undefined;
       void ed.vmReady.then(vm => vm?.close()).catch(() => undefined);
     });
+  }
+
+  private async resendSettings(ed: Editor): Promise<void> {
+    const vm = await ed.vmReady;
+    const reply = await vm?.handle({ type: 'getSettings', requestId: 0 }).catch(() => undefined);
+    if (!reply || reply.type !== 'settings' || !this.editors.has(ed)) return;
+    const { requestId: _, ...live } = reply;
+    this.post(ed, live);
   }
 
   private async openViewModel(ed: Editor): Promise<ViewModel | undefined> {
