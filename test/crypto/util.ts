@@ -73,7 +73,12 @@ export async function runOk(cmd: string, args: string[]): Promise<string> {
   let r = await run(cmd, args);
   // qemu-img's PBKDF2 calibration fails on a busy machine ("Unable to get accurate CPU usage"): that
   // is QEMU timing itself, not the command, so it is run again (as test/read/chains.test.ts does).
-  for (let attempt = 1; r.status !== 0 && attempt < 6 && /accurate CPU usage/.test(r.stderr); attempt++) r = await run(cmd, args);
+  // Several tries, spaced out: the calibration reads the thread's CPU clock, which a machine running
+  // many calibrations at once can leave unchanged for one of them.
+  for (let attempt = 1; r.status !== 0 && attempt < 10 && /accurate CPU usage/.test(r.stderr); attempt++) {
+    await new Promise(res => setTimeout(res, 100 * attempt));
+    r = await run(cmd, args);
+  }
   if (r.status !== 0) throw new Error(`${cmd} ${args.filter(a => !a.startsWith('secret,')).join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }

@@ -37,11 +37,14 @@ const QUIET_STDIO = ['ignore', 'pipe', 'pipe'] as const;
 // usage" before touching the image. That is QEMU timing itself, not the command under test, so every
 // helper here runs the command again when (and only when) that is the failure.
 const CPU_TIMING = /Unable to get accurate CPU usage/;
-const TIMING_TRIES = 6;
+const TIMING_TRIES = 10;
+/** A pause between tries (synchronous helpers cannot await): the next calibration then runs on a quieter clock. */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 function spawnQemu(cmd: string, args: string[], maxBuffer: number): ReturnType<typeof spawnSync> & { stdout: string; stderr: string } {
   let r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
   for (let i = 1; i < TIMING_TRIES && r.status !== 0 && CPU_TIMING.test(r.stderr); i++) {
+    pause(100 * i);
     r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
   }
   return r;
@@ -72,7 +75,10 @@ export async function qemuImgAsync(...args: string[]): Promise<string> {
   const once = () => new Promise<{ err: Error | null; stdout: string; stderr: string }>(resolve =>
     execFile('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
   let r = await once();
-  for (let i = 1; i < TIMING_TRIES && r.err && CPU_TIMING.test(r.stderr); i++) r = await once();
+  for (let i = 1; i < TIMING_TRIES && r.err && CPU_TIMING.test(r.stderr); i++) {
+    await new Promise(res => setTimeout(res, 100 * i));
+    r = await once();
+  }
   if (r.err) throw new Error(`qemu-img ${args.map(a => (a.startsWith('secret,') ? 'secret,…' : a)).join(' ')} failed: ${r.stderr}`);
   return r.stdout;
 }
