@@ -57,7 +57,21 @@ async function slot<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-export function run(cmd: string, args: string[]): Promise<RunResult> {
+/**
+ * Runs a tool. qemu-img's PBKDF2 calibration can fail on a busy machine ("Unable to get accurate CPU
+ * usage") before the command does anything: that is QEMU timing itself, so the command runs again
+ * (ten tries, spaced out) and the caller sees the command's own outcome.
+ */
+export async function run(cmd: string, args: string[]): Promise<RunResult> {
+  let r = await runOnce(cmd, args);
+  for (let attempt = 1; r.status !== 0 && attempt < 10 && /accurate CPU usage/.test(r.stderr); attempt++) {
+    await new Promise(res => setTimeout(res, 100 * attempt));
+    r = await runOnce(cmd, args);
+  }
+  return r;
+}
+
+function runOnce(cmd: string, args: string[]): Promise<RunResult> {
   return slot(() => new Promise(resolve => {
     execFile(cmd, args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
       capture(stdout);
@@ -70,15 +84,7 @@ export function run(cmd: string, args: string[]): Promise<RunResult> {
 
 /** Runs and throws with the tool's own message when it fails. */
 export async function runOk(cmd: string, args: string[]): Promise<string> {
-  let r = await run(cmd, args);
-  // qemu-img's PBKDF2 calibration fails on a busy machine ("Unable to get accurate CPU usage"): that
-  // is QEMU timing itself, not the command, so it is run again (as test/read/chains.test.ts does).
-  // Several tries, spaced out: the calibration reads the thread's CPU clock, which a machine running
-  // many calibrations at once can leave unchanged for one of them.
-  for (let attempt = 1; r.status !== 0 && attempt < 10 && /accurate CPU usage/.test(r.stderr); attempt++) {
-    await new Promise(res => setTimeout(res, 100 * attempt));
-    r = await run(cmd, args);
-  }
+  const r = await run(cmd, args); // run() already retries qemu-img's calibration failures
   if (r.status !== 0) throw new Error(`${cmd} ${args.filter(a => !a.startsWith('secret,')).join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
