@@ -11,6 +11,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ByteReader, LuksArea } from '../../src/engine/crypto/luksArea';
+import { calibrationFailed, timingPause } from '../helpers/qemuTiming';
 
 /** Everything the tools printed and every error message seen, for the leak scan. */
 export const captured: string[] = [];
@@ -60,12 +61,12 @@ async function slot<T>(fn: () => Promise<T>): Promise<T> {
 /**
  * Runs a tool. qemu-img's PBKDF2 calibration can fail on a busy machine ("Unable to get accurate CPU
  * usage") before the command does anything: that is QEMU timing itself, so the command runs again
- * (ten tries, spaced out) and the caller sees the command's own outcome.
+ * (test/helpers/qemuTiming.ts) and the caller sees the command's own outcome.
  */
 export async function run(cmd: string, args: string[]): Promise<RunResult> {
   let r = await runOnce(cmd, args);
-  for (let attempt = 1; r.status !== 0 && attempt < 10 && /accurate CPU usage/.test(r.stderr); attempt++) {
-    await new Promise(res => setTimeout(res, 100 * attempt));
+  for (let attempt = 1; calibrationFailed(r.status, r.stderr, attempt); attempt++) {
+    await new Promise(res => setTimeout(res, timingPause(attempt)));
     r = await runOnce(cmd, args);
   }
   return r;

@@ -6,6 +6,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { calibrationFailed, timingPause } from './qemuTiming';
 
 /** The repository root: the nearest folder above the (bundled) test file holding package.json. */
 export const ROOT = (() => {
@@ -32,19 +33,14 @@ export function tmpDir(prefix = 'qcow2-lens-'): string {
 // test log's business; when a call fails, the thrown error carries it.
 const QUIET_STDIO = ['ignore', 'pipe', 'pipe'] as const;
 
-// qemu-img and qemu-io calibrate LUKS's PBKDF2 by timing their own thread's CPU, and on a busy or
-// coarse-clocked machine that timing can read zero: they then fail with "Unable to get accurate CPU
-// usage" before touching the image. That is QEMU timing itself, not the command under test, so every
-// helper here runs the command again when (and only when) that is the failure.
-const CPU_TIMING = /Unable to get accurate CPU usage/;
-const TIMING_TRIES = 10;
+// QEMU's PBKDF2 calibration failures are retried (see qemuTiming.ts).
 /** A pause between tries (synchronous helpers cannot await): the next calibration then runs on a quieter clock. */
 const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 function spawnQemu(cmd: string, args: string[], maxBuffer: number): ReturnType<typeof spawnSync> & { stdout: string; stderr: string } {
   let r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
-  for (let i = 1; i < TIMING_TRIES && r.status !== 0 && CPU_TIMING.test(r.stderr); i++) {
-    pause(100 * i);
+  for (let i = 1; calibrationFailed(r.status, r.stderr, i); i++) {
+    pause(timingPause(i));
     r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer, stdio: [...QUIET_STDIO] });
   }
   return r;
@@ -75,8 +71,8 @@ export async function qemuImgAsync(...args: string[]): Promise<string> {
   const once = () => new Promise<{ err: Error | null; stdout: string; stderr: string }>(resolve =>
     execFile('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
   let r = await once();
-  for (let i = 1; i < TIMING_TRIES && r.err && CPU_TIMING.test(r.stderr); i++) {
-    await new Promise(res => setTimeout(res, 100 * i));
+  for (let i = 1; calibrationFailed(r.err ? 1 : 0, r.stderr, i); i++) {
+    await new Promise(res => setTimeout(res, timingPause(i)));
     r = await once();
   }
   if (r.err) throw new Error(`qemu-img ${args.map(a => (a.startsWith('secret,') ? 'secret,…' : a)).join(' ')} failed: ${r.stderr}`);

@@ -12,15 +12,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { FromWebviewMessage, ImageSummary } from '../../src/protocol';
+import { calibrationFailed, timingPause } from '../helpers/qemuTiming';
 
 const PASS = 'lens-unlock-e2e passphrase';
 const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
 /** qemu-img / qemu-io, run again when QEMU's PBKDF2 timing fails ("Unable to get accurate CPU usage"), as test/helpers/qemu.ts does. */
 function qemu(cmd: string, ...args: string[]): string {
-  for (let i = 0; ; i++) {
+  for (let i = 1; ; i++) {
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
     if (r.status === 0) return r.stdout;
-    if (i >= 5 || !/accurate CPU usage/.test(r.stderr)) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`);
+    if (!calibrationFailed(r.status, r.stderr, i)) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, timingPause(i));
   }
 }
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
