@@ -13,12 +13,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { OUT, startCodeServer, launchChromium } from './harness.mjs';
+import { OUT } from './harness.mjs';
 import { makeFixtures } from './fixtures.mjs';
-import { packageVsix, installVsix } from './vsix.mjs';
+import { clock, finish, openWorkbench, poll, reportFailure, workbenchActions } from './workbench.mjs';
 
-const t0 = Date.now();
-const mark = what => console.log(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${what}`);
+const mark = clock();
 fs.mkdirSync(OUT, { recursive: true });
 const folder = makeFixtures(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-settings-')), { only: ['damaged.qcow2'] });
 fs.copyFileSync(path.join(folder, 'damaged.qcow2'), path.join(folder, 'later.qcow2'));
@@ -26,73 +25,13 @@ const checked = spawnSync('qemu-img', ['check', path.join(folder, 'later.qcow2')
 const leaks = Number(/(\d+) leaked clusters? were found/.exec(checked.stdout)?.[1]);
 assert.ok(leaks > 0, `qemu-img check finds leaks: ${checked.stdout}${checked.stderr}`);
 
-async function poll(what, probe, ms = 30000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise(r => setTimeout(r, 200));
-  }
-}
-
-let server, browser, ok = false;
+let wb, ok = false;
 try {
-  const vsixDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-'));
-  try {
-    const vsix = packageVsix(vsixDir);
-    server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); } });
-  } finally {
-    fs.rmSync(vsixDir, { recursive: true, force: true });
-  }
-  mark(`code-server up at ${server.url} with the .vsix installed`);
-  browser = await launchChromium();
-  const page = browser.page;
-  await page.goto(`${server.url}/?folder=${encodeURIComponent(folder)}`);
-  const row = name => page.locator('.explorer-folders-view .monaco-list-row', { hasText: name }).first();
-  await row('damaged.qcow2').waitFor({ timeout: 60000 });
-  mark('workbench ready');
-
-  const palette = async (text, pick = text) => {
-    const input = page.locator('.quick-input-widget:visible .quick-input-box input').first();
-    for (let attempt = 1; ; attempt++) {
-      await page.keyboard.press('Escape');
-      await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 }, timeout: 5000 }).catch(() => {});
-      await page.keyboard.press('F1');
-      if (await input.fill('>' + text, { timeout: 5000 }).then(() => true, () => false)) break;
-      if (attempt >= 4) throw new Error(`the command palette did not take input for "${text}"`);
-    }
-    const item = page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row')
-      .filter({ has: page.locator('.label-name').getByText(pick, { exact: true }) }).first();
-    await item.waitFor({ timeout: 15000 });
-    const index = Number(await item.getAttribute('data-index'));
-    for (let i = 0; i < index; i++) await page.keyboard.press('ArrowDown');
-    await page.keyboard.press('Enter');
-  };
-
-  // The image's webview document (the inner #active-frame of <iframe class="webview">): the frame
-  // whose page holds the hex view. Returned as a playwright Frame, so the test can tell a live
-  // update of this document from a reload (a reload is a new document without our marker).
-  // the webview of this image: a closed tab's webview frame can linger in the page for a while, so
-  // the frame is chosen by the file name in its header, not by being the first one ready
-  const imageFrame = async name => poll(`the webview of ${name}`, async () => {
-    for (const f of page.frames()) {
-      if (await f.evaluate(n => !!document.querySelector('.hex-view') && document.body.dataset.ready === 'true'
-        && document.querySelector('.file-name')?.textContent === n, name).catch(() => false)) return f;
-    }
-    return undefined;
-  }, 60000);
-  const openImage = async name => {
-    for (let attempt = 1; ; attempt++) {
-      await row(name).dblclick();
-      const custom = await page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 20000 })
-        .then(() => page.locator('iframe.webview.ready').last().waitFor({ timeout: 20000 })).then(() => true, () => false);
-      if (custom && await page.getByText('The file is not displayed in the text editor').count() === 0) return imageFrame(name);
-      if (attempt >= 5) throw new Error(`${name} did not open in the custom editor`);
-      mark(`attempt ${attempt}: ${name} did not open in the custom editor, retrying`);
-      await palette('View: Close All Editors');
-    }
-  };
+  wb = await openWorkbench({ folder, firstRow: 'damaged.qcow2', mark });
+  const { page, row } = wb;
+  const actions = workbenchActions(page, { row, mark });
+  const { palette, imageFrame } = actions;
+  const openImage = async name => { await actions.openImage(name); return imageFrame(name); };
   const rowsOf = frame => frame.evaluate(() => [...document.querySelectorAll('.hex-row')].slice(0, 3)
     .map(r => ({ offset: parseInt(r.querySelector('.hex-off').textContent, 16), bytes: r.querySelectorAll('.hb').length })));
   const rowWidth = async (frame, n) => {
@@ -177,17 +116,9 @@ try {
   mark(`Run check: ${summary.trim()}`);
   ok = true;
 } catch (e) {
-  console.error('FAIL:', e && e.stack || e);
-  const page = browser?.page;
-  if (page) {
-    fs.rmSync(path.join(OUT, 'settings-failure.png'), { force: true });
-    await page.screenshot({ path: path.join(OUT, 'settings-failure.png'), timeout: 10000 }).catch(err => console.error('no screenshot:', err.message));
-  }
-  if (server) console.error('--- code-server output (tail) ---\n' + server.output().slice(-3000));
+  await reportFailure(wb, 'settings', e);
 } finally {
-  await browser?.close();
-  await server?.stop();
+  await wb?.close();
   if (!process.env.E2E_KEEP) fs.rmSync(folder, { recursive: true, force: true });
 }
-console.log(`settings: ${ok ? '1 passed, 0 failed' : '0 passed, 1 failed'} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-process.exit(ok ? 0 : 1);
+finish('settings', ok, mark);

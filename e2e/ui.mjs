@@ -11,12 +11,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { OUT, startCodeServer, launchChromium } from './harness.mjs';
+import { OUT } from './harness.mjs';
 import { makeFixtures } from './fixtures.mjs';
-import { packageVsix, installVsix } from './vsix.mjs';
+import { clock, finish, openWorkbench, poll, reportFailure, workbenchActions } from './workbench.mjs';
 
-const t0 = Date.now();
-const mark = what => console.log(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${what}`);
+const mark = clock();
 fs.mkdirSync(OUT, { recursive: true });
 const folder = makeFixtures(fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-ui-')), { only: ['sample.qcow2', 'damaged.qcow2'] });
 fs.copyFileSync(path.join(folder, 'sample.qcow2'), path.join(folder, 'snap-ui.qcow2'));
@@ -34,101 +33,12 @@ const assertCheckClean = file => {
   assert.equal(r.status, 0, `qemu-img check ${file}: ${r.stdout}${r.stderr}`);
 };
 
-async function poll(what, probe, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await probe()) return;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise(r => setTimeout(r, 200));
-  }
-}
-
-let server, browser, ok = false;
+let wb, ok = false;
 try {
-  const vsixDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qcow2-lens-vsix-'));
-  try {
-    const vsix = packageVsix(vsixDir);
-    // auto-save on, as in code-server's and VS Code for the Web's defaults: it must find nothing to write
-    server = await startCodeServer({ prepare: dirs => { installVsix(vsix, dirs.extensions); }, settings: { 'files.autoSave': 'afterDelay', 'files.autoSaveDelay': 100 } });
-  } finally {
-    fs.rmSync(vsixDir, { recursive: true, force: true });
-  }
-  mark(`code-server up at ${server.url} with the .vsix installed`);
-  browser = await launchChromium();
-  const page = browser.page;
-  await page.goto(`${server.url}/?folder=${encodeURIComponent(folder)}`);
-  const row = name => page.locator('.explorer-folders-view .monaco-list-row', { hasText: name }).first();
-  await row('sample.qcow2').waitFor({ timeout: 60000 });
-  mark('workbench ready');
-
-  // Runs a command from the palette, clicking the row whose label is exactly `pick` (the top row
-  // is not always the one wanted: recently used commands move up).
-  const palette = async (text, pick = text) => {
-    const input = page.locator('.quick-input-widget:visible .quick-input-box input').first();
-    for (let attempt = 1; ; attempt++) {
-      await page.keyboard.press('Escape');
-      // focus the workbench (not a webview, not a closing widget) before F1
-      await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 }, timeout: 5000 }).catch(() => {});
-      await page.keyboard.press('F1');
-      const ok = await input.fill('>' + text, { timeout: 5000 }).then(() => true, () => false);
-      if (ok) break;
-      if (attempt >= 4) throw new Error(`the command palette did not take input for "${text}"`);
-    }
-    const item = page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row')
-      .filter({ has: page.locator('.label-name').getByText(pick, { exact: true }) }).first();
-    await item.waitFor({ timeout: 10000 });
-    // keyboard, not a click: the list re-renders while results stream in, which defeats clicks
-    const index = Number(await item.getAttribute('data-index'));
-    for (let i = 0; i < index; i++) await page.keyboard.press('ArrowDown');
-    await page.keyboard.press('Enter');
-  };
-  // The input a command opened (an input box or a quick pick) has the focus: type into it.
-  const quickInput = async (text, pick) => {
-    await page.locator('.quick-input-widget:visible .quick-input-box input').first().waitFor({ timeout: 10000 });
-    await page.waitForTimeout(300);
-    await page.keyboard.press('Control+A');
-    await page.keyboard.type(text);
-    if (pick) await page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row', { hasText: pick }).first().waitFor({ timeout: 10000 });
-    await page.keyboard.press('Enter');
-  };
-  // Themes through the color theme picker (Ctrl+K Ctrl+T), like a person would.
-  const setTheme = async (theme, themeClass) => {
-    await page.locator('.part.statusbar').click({ position: { x: 5, y: 5 } }).catch(() => {});
-    await page.keyboard.press('Control+K');
-    await page.keyboard.press('Control+T');
-    await page.locator('.quick-input-widget:visible .quick-input-list .monaco-list-row', { hasText: theme }).first().waitFor({ timeout: 10000 });
-    await page.keyboard.type(theme);
-    await page.waitForTimeout(500);
-    await page.keyboard.press('Enter');
-    await poll(`theme ${theme}`, () => page.evaluate(c => document.querySelector('.monaco-workbench')?.className.includes(c), themeClass), 15000);
-    await page.waitForTimeout(1500); // the webview picks the new --vscode-* variables up
-  };
-  // The visible webview: <iframe class="webview ready"> (host document) -> <iframe id="active-frame">
-  const webview = () => page.frameLocator('iframe.webview.ready:visible').frameLocator('#active-frame');
-  // Open an image from the explorer. The customEditors contribution goes live slightly after the
-  // workbench shows; a file opened before that lands in the text editor, so close it and retry.
-  const never = () => new Promise(() => {});
-  const openImage = async name => {
-    for (let attempt = 1; ; attempt++) {
-      await row(name).dblclick();
-      let which = await Promise.race([
-        page.locator(`.tab.active[aria-label*="${name}"]`).first().waitFor({ timeout: 15000 }).then(() =>
-          page.locator('iframe.webview.ready').last().waitFor({ timeout: 15000 }).then(() => 'custom', () => 'tab'), never),
-        page.getByText('The file is not displayed in the text editor').waitFor({ timeout: 15000 }).then(() => 'text', never),
-        new Promise(r => setTimeout(() => r('nothing'), 31000)),
-      ]);
-      if (which === 'custom') {
-        // the webview of this tab shows the structure tree (it pulls it from the host)
-        const shown = await webview().locator('.tree .tree-label').first().waitFor({ timeout: 30000 }).then(() => true, () => false);
-        if (shown) return;
-        which = 'custom editor without a tree';
-      }
-      if (attempt >= 5) throw new Error(`${name} did not open in the custom editor (got: ${which})`);
-      mark(`attempt ${attempt}: ${name} opened in the ${which} editor, retrying`);
-      await palette('View: Close All Editors');
-      await page.waitForTimeout(1000);
-    }
-  };
+  // auto-save on, as in code-server's and VS Code for the Web's defaults: it must find nothing to write
+  wb = await openWorkbench({ folder, firstRow: 'sample.qcow2', settings: { 'files.autoSave': 'afterDelay', 'files.autoSaveDelay': 100 }, mark });
+  const { page, row } = wb;
+  const { palette, quickInput, setTheme, webview, openImage } = workbenchActions(page, { row, mark });
 
   await openImage('sample.qcow2');
   const labels = webview().locator('.tree .tree-label');
@@ -255,22 +165,9 @@ try {
   mark('an unreadable file shows the engine\'s error in the tab; Reopen With… opens VS Code\'s editor picker');
   ok = true;
 } catch (e) {
-  console.error('FAIL:', e && e.stack || e);
-  const page = browser?.page;
-  if (page) {
-    const info = await page.evaluate(() => ({
-      tabs: [...document.querySelectorAll('.tab')].map(t => t.getAttribute('aria-label')),
-      webviews: [...document.querySelectorAll('iframe.webview')].map(f => `${f.className} visible=${f.offsetParent !== null}`),
-    })).catch(err => String(err));
-    console.error('workbench state:', JSON.stringify(info));
-    fs.rmSync(path.join(OUT, 'ui-failure.png'), { force: true });
-    await page.screenshot({ path: path.join(OUT, 'ui-failure.png'), timeout: 10000 }).catch(err => console.error('no screenshot:', err.message));
-  }
-  if (server) console.error('--- code-server output (tail) ---\n' + server.output().slice(-3000));
+  await reportFailure(wb, 'ui', e);
 } finally {
-  await browser?.close();
-  await server?.stop();
+  await wb?.close();
   if (!process.env.E2E_KEEP) fs.rmSync(folder, { recursive: true, force: true });
 }
-console.log(`ui: ${ok ? '1 passed, 0 failed' : '0 passed, 1 failed'} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-process.exit(ok ? 0 : 1);
+finish('ui', ok, mark);
