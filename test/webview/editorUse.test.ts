@@ -113,12 +113,16 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     await page.waitForFunction(() => document.querySelector('[role=tree]:not([aria-busy])') !== null);
     const l1 = page.locator('[role=treeitem]:has(> .tree-row > .tree-label:text-is("L1 table"))');
     if ((await l1.getAttribute('aria-expanded')) !== 'true') await l1.locator('> .tree-row > .twisty').click();
-    await page.waitForFunction(() => document.querySelector('[role=treeitem][aria-expanded=true] [role=group] [role=treeitem]') !== null);
-    const labels = await l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
+    // the L1 table's own rows (other expanded nodes have rows too), read once the list has settled
+    const l1Labels = () => l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
+    const settled = async (want: (labels: string[]) => boolean) => {
+      for (let i = 0; i < 200 && !want(await l1Labels()); i++) await page.waitForTimeout(50);
+      return l1Labels();
+    };
+    const labels = await settled(l => l.length > 0 && l.length <= 2);
     assert.deepEqual(labels, ['L1[0]', 'L1[2047]']);
     await toggle.click();
-    await page.waitForFunction(() => document.querySelectorAll('[role=treeitem][aria-expanded=true] > [role=group] > [role=treeitem]').length > 2);
-    const pages = await l1.locator('> [role=group] > [role=treeitem] > .tree-row > .tree-label').allTextContents();
+    const pages = await settled(l => l.length > 2);
     assert.equal(pages[0], '[0 … 255]');
     assert.deepEqual(h.pageErrors, []);
   });
