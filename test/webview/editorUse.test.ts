@@ -55,14 +55,7 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     page.setDefaultTimeout(10000);
   });
 
-  after(async () => {
-    if (page) {
-      fs.mkdirSync(path.join(ROOT, 'test-out'), { recursive: true });
-      await page.screenshot({ path: path.join(ROOT, 'test-out', 'editor-use.png') }).catch(() => undefined);
-    }
-    await h.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => h.stop({ page, shot: 'editor-use', dir }));
 
   const where = () => page.textContent('.hex-where');
   const waitWhere = (re: RegExp) => page.waitForFunction(s => new RegExp(s).test(document.querySelector('.hex-where')?.textContent ?? ''), re.source);

@@ -70,10 +70,7 @@ describe('webview error states in chromium', { skip: haveBrowser ? false : `${CH
     await h.start();
   });
 
-  after(async () => {
-    await h.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => h.stop({ dir }));
 
   /** No visible element of the page says it is still loading. */
   const stillLoading = (p: Page) => p.evaluate(() => Array.from(document.querySelectorAll<HTMLElement>('body *'))

@@ -154,10 +154,19 @@ export class WebviewHarness {
     await p.evaluate(m => window.postMessage(m, '*'), msg);
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Ends the harness: `shot` saves the page as test-out/<shot>.png first (what the suite last showed,
+   * to look at when it fails); `dir`, the suite's scratch folder, is removed after.
+   */
+  async stop(last: { page?: Page; shot?: string; dir?: string } = {}): Promise<void> {
+    if (last.page && last.shot) {
+      fs.mkdirSync(path.join(ROOT, 'test-out'), { recursive: true });
+      await last.page.screenshot({ path: path.join(ROOT, 'test-out', `${last.shot}.png`) }).catch(() => undefined);
+    }
     await this.context?.close().catch(() => undefined);
     await new Promise<void>(r => (this.server ? this.server.close(() => r()) : r()));
     for (const vm of this.models.values()) await vm.close().catch(() => undefined);
     if (this.userDataDir) fs.rmSync(this.userDataDir, { recursive: true, force: true });
+    if (last.dir) fs.rmSync(last.dir, { recursive: true, force: true });
   }
 }

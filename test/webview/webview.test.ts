@@ -56,14 +56,7 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     page.setDefaultTimeout(10000);
   });
 
-  after(async () => {
-    if (page) {
-      fs.mkdirSync(path.join(ROOT, 'test-out'), { recursive: true });
-      await page.screenshot({ path: path.join(ROOT, 'test-out', 'webview.png') }).catch(() => undefined);
-    }
-    await h.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => h.stop({ page, shot: 'webview', dir }));
 
   const selectedLabel = () => page.$eval('[role=treeitem][aria-selected=true] > .tree-row > .tree-label', e => e.textContent);
   const treeItem = (label: string) => page.locator('[role=treeitem] > .tree-row', { has: page.locator(`.tree-label:text-is("${label}")`) }).first();
