@@ -9,10 +9,9 @@ import * as path from 'node:path';
 import { analyzeImage } from '../../src/engine/check/check';
 import { ACTIVE_L1, clusterRoles, clusterRolesOf, l1Entries, l2Entries, reftableEntries } from '../../src/engine/check/inspect';
 import { Qcow2Image } from '../../src/engine/image/image';
-import { qemuImg, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
+import { qemuImg, qemuIo, readBE64, writeBE64, qemuMap } from '../helpers/qemu';
 import { layout, scratchDir } from './common';
 
-interface MapEntry { start: number; length: number; data: boolean; zero: boolean; offset?: number }
 
 test('entries decode as qemu-img map reads them; roles agree with the full check', async () => {
   const img = path.join(scratchDir(), 'i.qcow2');
@@ -24,7 +23,7 @@ test('entries decode as qemu-img map reads them; roles agree with the full check
     assert.deepEqual(l1.flaws, []);
     assert.ok(l1.l2Offset > 0 && l1.copied);
     const l2 = await l2Entries(q, ACTIVE_L1, 0, 0, q.g.l2Size);
-    const map = JSON.parse(qemuImg('map', '--output=json', img)) as MapEntry[];
+    const map = qemuMap(img);
     for (const e of map) {
       for (let g = e.start; g < e.start + e.length && g < 4 * 1024 * 1024; g += q.clusterSize) {
         const ent = l2[g / q.clusterSize];

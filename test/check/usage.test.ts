@@ -13,10 +13,9 @@ import {
   clusterUsage, ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_DATA, ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK,
   ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
 } from '../../src/engine/check/usage';
-import { qemuImg, qemuIo, readBE64, writeBE64 } from '../helpers/qemu';
+import { qemuImg, qemuIo, readBE64, writeBE64, qemuMap } from '../helpers/qemu';
 import { layout, scratchDir } from './common';
 
-interface MapEntry { start: number; length: number; data: boolean; offset?: number }
 
 test('roles and owner paths agree with qemu-img map and the header', async () => {
   const dir = scratchDir();
@@ -32,7 +31,7 @@ test('roles and owner paths agree with qemu-img map and the header', async () =>
     const u = await clusterUsage(q);
     const cs = q.clusterSize;
     const perL2 = cs * q.g.l2Size;
-    const map = JSON.parse(qemuImg('map', '--output=json', img)) as MapEntry[];
+    const map = qemuMap(img);
     let checked = 0;
     for (const e of map) {
       const hostOffset = e.offset;

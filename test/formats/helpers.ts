@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FileSink } from '../../src/engine/formats/file';
 import type { BlockLayer, HoleSeeker, ImageSink, StatusExtent } from '../../src/engine/formats/layer';
-import { ROOT, qemuImg, qemuIo } from '../helpers/qemu';
+import { ROOT, qemuImg, qemuIo, type MapEntry } from '../helpers/qemu';
+
+export { qemuMap } from '../helpers/qemu';
 
 /** dist/holes.node (built by build.mjs), loaded as the engine loads it; undefined when absent. */
 export const holes: HoleSeeker | undefined = (() => {
@@ -32,14 +34,6 @@ export async function withSink<T>(file: string, write: (sink: ImageSink) => Prom
   } finally {
     await sink.close();
   }
-}
-
-interface MapEntry { start: number; length: number; depth: number; present: boolean; zero: boolean; data: boolean; offset?: number }
-
-/** qemu-img map --output=json, parsed. */
-export function qemuMap(file: string, format?: string): MapEntry[] {
-  const args = ['map', '--output=json', ...(format ? ['-f', format] : []), file];
-  return JSON.parse(qemuImg(...args)) as MapEntry[];
 }
 
 /** A layer's status over the whole disk, merged as qemu-img map merges adjacent entries. */

@@ -79,6 +79,14 @@ export async function qemuImgAsync(...args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** One entry of `qemu-img map --output=json`. */
+export interface MapEntry { start: number; length: number; depth: number; present: boolean; zero: boolean; data: boolean; offset?: number }
+
+/** `qemu-img map --output=json` of an image (of `format`, else probed). */
+export function qemuMap(image: string, format?: string): MapEntry[] {
+  return JSON.parse(qemuImg('map', '--output=json', ...(format ? ['-f', format] : []), image)) as MapEntry[];
+}
+
 /** Runs qemu-io commands against an image (each string one -c). */
 export function qemuIo(image: string, cmds: string[], extra: string[] = []): string {
   const args = [...extra];

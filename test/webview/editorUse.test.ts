@@ -10,13 +10,12 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
 import { checkForEditor } from '../../src/extension/checkResult';
-import { pokeBytes, qemuImg, qemuIo, readBE64, ROOT, tmpDir } from '../helpers/qemu';
+import { pokeBytes, qemuImg, qemuIo, readBE64, ROOT, tmpDir, type MapEntry, qemuMap } from '../helpers/qemu';
 import { CHROMIUM, WebviewHarness } from './harness';
 
 const CS = 65536;
 const TIB = 2 ** 40;
 const haveBrowser = fs.existsSync(CHROMIUM);
-interface MapEntry { start: number; length: number; depth: number; present: boolean; offset?: number }
 
 describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} is missing`, timeout: 120000 }, () => {
   const h = new WebviewHarness();
@@ -31,12 +30,12 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     qemuIo(base, [`write -P 0x12 ${300 * 2 ** 30} 64k`]);
     qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top);
     qemuIo(top, ['write -P 0xab 1M 64k', `write -P 0x5a ${TIB - CS} 64k`]);
-    map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    map = qemuMap(top);
     // a data cluster whose refcount is 0: the check reports it on its L2 entry
     damaged = path.join(dir, 'damaged.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', damaged, '64M');
     qemuIo(damaged, ['write -P 0x77 1M 64k']);
-    const dm = JSON.parse(qemuImg('map', '--output=json', damaged)) as MapEntry[];
+    const dm = qemuMap(damaged);
     const dataCluster = dm.find(e => e.present)!.offset! / CS;
     const block = Number(readBE64(damaged, Number(readBE64(damaged, 48))));
     pokeBytes(damaged, block + dataCluster * 2, [0, 0]);
@@ -44,7 +43,7 @@ describe('editor in use (chromium)', { skip: haveBrowser ? false : `${CHROMIUM} 
     hexImg = path.join(dir, 'hex.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', hexImg, '64M');
     qemuIo(hexImg, ['write -P 0x11 0 48M']);
-    const hm = JSON.parse(qemuImg('map', '--output=json', hexImg)) as MapEntry[];
+    const hm = qemuMap(hexImg);
     needleAt = hm[0].offset! + 4000;
     pokeBytes(hexImg, needleAt, [...Buffer.from('HELLO-LENS')]);
     await h.addImage('hex', hexImg);

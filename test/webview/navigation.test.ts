@@ -9,27 +9,20 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { nodeId } from '../../src/extension/nodeId';
 import { ViewModel } from '../../src/extension/viewModel';
-import type { AllocatedRangeReply, FromWebviewMessage, GuestDescriptionReply, ToWebviewMessage, TreeChildrenReply } from '../../src/protocol';
-import { qemuImg, qemuIo, readBE64, tmpDir } from '../helpers/qemu';
+import { ask } from '../helpers/viewModel';
+import type { AllocatedRangeReply, GuestDescriptionReply, TreeChildrenReply } from '../../src/protocol';
+import { qemuImg, qemuIo, readBE64, tmpDir, qemuMap } from '../helpers/qemu';
 
 const CS = 65536;
 const L1_ID = nodeId({ kind: 'l1', table: 'active' });
 const TIB = 2 ** 40;
-interface MapEntry { start: number; length: number; depth: number; data: boolean; zero: boolean; present: boolean; offset?: number }
 
-let id = 1;
-async function ask<T extends ToWebviewMessage>(vm: ViewModel, m: Record<string, unknown>): Promise<T> {
-  const r = await vm.handle({ ...m, requestId: id++ } as unknown as FromWebviewMessage);
-  assert.ok(r, `no reply to ${m.type}`);
-  if (r.type === 'error') throw new Error(`error reply: ${r.message}`);
-  return r as T;
-}
 const children = async (vm: ViewModel, nodeId: string, allocatedOnly = false) =>
   (await ask<TreeChildrenReply>(vm, { type: 'getTreeChildren', nodeId, allocatedOnly })).children;
 
 /** qemu-img map's present entries merged where they touch: the ranges next/previous visit. */
 function presentRuns(file: string): Array<{ start: number; length: number }> {
-  const map = JSON.parse(qemuImg('map', '--output=json', file)) as MapEntry[];
+  const map = qemuMap(file);
   const out: Array<{ start: number; length: number }> = [];
   for (const e of map) {
     if (!e.present) continue;
@@ -128,7 +121,7 @@ describe('navigation in a sparse 1 TiB disk', () => {
 
   it('says in words where a guest byte lives', async () => {
     const where = async (off: number) => (await ask<GuestDescriptionReply>(vm, { type: 'describeGuest', guestOffset: off })).location;
-    const map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    const map = qemuMap(top);
     const at = (off: number) => map.find(e => off >= e.start && off < e.start + e.length)!;
 
     const u = await where(700 * 2 ** 30);

@@ -9,20 +9,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ViewModel } from '../../src/extension/viewModel';
-import type { BytesReply, ClusterMapReply, FromWebviewMessage, ToWebviewMessage, TreeChildrenReply } from '../../src/protocol';
+import { ask } from '../helpers/viewModel';
+import type { BytesReply, ClusterMapReply, ToWebviewMessage, TreeChildrenReply } from '../../src/protocol';
 import { CLUSTER_ROLES, MAX_READ_LENGTH, TREE_PAGE_SIZE } from '../../src/protocol';
-import { pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, tmpDir } from '../helpers/qemu';
+import { pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, tmpDir, qemuMap } from '../helpers/qemu';
 
 const CS = 65536;
-interface MapEntry { start: number; length: number; depth: number; data: boolean; zero: boolean; present: boolean; offset?: number }
 
-let id = 1;
-async function ask<T extends ToWebviewMessage>(vm: ViewModel, m: Record<string, unknown>): Promise<T> {
-  const r = await vm.handle({ ...m, requestId: id++ } as unknown as FromWebviewMessage);
-  assert.ok(r, `no reply to ${m.type}`);
-  if (r.type === 'error') throw new Error(`error reply: ${r.message}`);
-  return r as T;
-}
 
 describe('ViewModel against QEMU', () => {
   let dir: string, base: string, top: string;
@@ -66,7 +59,7 @@ describe('ViewModel against QEMU', () => {
     fs.truncateSync(img, (leak + 1) * CS);
     const block = Number(readBE64(img, Number(readBE64(img, 48))));
     pokeBytes(img, block + leak * 2, [0, 1]);
-    const map = JSON.parse(qemuImg('map', '--output=json', img)) as MapEntry[];
+    const map = qemuMap(img);
     const dataClusters = map.filter(e => e.depth === 0 && e.data && e.offset !== undefined).flatMap(e => Array.from({ length: e.length / CS }, (_, k) => (e.offset! + k * CS) / CS));
     assert.ok(dataClusters.length >= 2);
     const broken = map.find(e => e.start === 3 * 1024 * 1024)!.offset! / CS; // written after the snapshot: refcount 1
@@ -120,7 +113,7 @@ describe('ViewModel against QEMU', () => {
     const raw = path.join(dir, 'top.raw');
     qemuImg('convert', '-O', 'raw', top, raw);
     const want = fs.readFileSync(raw);
-    const map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    const map = qemuMap(top);
     const vm = await ViewModel.open(top);
     try {
       for (const at of [0, 1024 * 1024 - 100, 2 * 1024 * 1024 + 7, 3 * 1024 * 1024, 5 * 1024 * 1024 - 8, 5 * 1024 * 1024 + 65530, 64 * 1024 * 1024 - 4096]) {
@@ -165,7 +158,7 @@ describe('ViewModel against QEMU', () => {
       assert.equal(l2.children.length, 64);
       assert.match(l2.children[63].description!, /^data at 0x/);
       const host = parseInt(/0x([0-9a-f]+)/.exec(l2.children[63].description!)![1], 16);
-      const qmap = JSON.parse(qemuImg('map', '--output=json', img)) as MapEntry[];
+      const qmap = qemuMap(img);
       assert.equal(host, qmap.find(e => e.data)!.offset);
       const p = await ask<Extract<ToWebviewMessage, { type: 'nodePath' }>>(vm, { type: 'locateNode', structure: 'L1[32767] → L2[0x3f]' });
       assert.deepEqual(p.path, ['l1:a', 'l1:a|p:32512:32768', 'l1e:a:32767', 'l2e:a:32767:63']);

@@ -9,13 +9,12 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { CheckFinding } from '../../src/protocol';
-import { pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, ROOT, tmpDir } from '../helpers/qemu';
+import { pokeBytes, qemuImg, qemuImgStatus, qemuIo, readBE64, ROOT, tmpDir, qemuMap } from '../helpers/qemu';
 import { CHROMIUM, WebviewHarness } from './harness';
 
 const CS = 65536;
 const haveBrowser = fs.existsSync(CHROMIUM);
 
-interface MapEntry { start: number; length: number; depth: number; data: boolean; offset?: number }
 
 describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is missing (apt-get install chromium)`, timeout: 120000 }, () => {
   const h = new WebviewHarness();
@@ -41,7 +40,7 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     const reftable = Number(readBE64(top, 48));
     const block = Number(readBE64(top, reftable));
     pokeBytes(top, block + leakCluster * 2, [0, 1]);
-    const map = JSON.parse(qemuImg('map', '--output=json', top)) as MapEntry[];
+    const map = qemuMap(top);
     dataHost = map.find(e => e.start === 1024 * 1024 && e.depth === 0)!.offset!;
     assert.ok(dataHost > 0);
 
