@@ -5,27 +5,15 @@
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { qemuImg, sleep, until, ws, wsUri } from './util';
 import { REPORTER_MARK } from './index';
 
-const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
-const file = (name: string) => vscode.Uri.file(path.join(ws(), name));
-const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }); // its repair chatter stays out of the log
+const file = wsUri;
 const snapshotNames = (p: string) => (JSON.parse(qemuImg('info', '--output=json', '-U', p)).snapshots ?? []).map((s: { name: string }) => s.name) as string[];
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 function copyFixture(name: string, as: string): vscode.Uri {
   fs.copyFileSync(path.join(ws(), name), path.join(ws(), as));

@@ -9,33 +9,21 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { qemuImg, until, ws, wsUri } from './util';
 
-const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
-const file = (name: string) => vscode.Uri.file(path.join(ws(), name));
-const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const file = wsUri;
 const info = (p: string) => JSON.parse(qemuImg('info', '--output=json', '-U', p)) as {
   'virtual-size': number; 'cluster-size': number; 'backing-filename'?: string; 'backing-filename-format'?: string;
   'format-specific': { data: { compat: string; 'lazy-refcounts': boolean; bitmaps?: { name: string; flags: string[]; granularity: number }[] } };
 };
 /** qemu-img check's verdict: exit 0 and no leaks or corruptions. */
 const checkClean = (p: string) => { qemuImg('check', p); };
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
 function fresh(name: string, size: string): vscode.Uri {
   const p = path.join(ws(), name);
   fs.rmSync(p, { force: true });
   qemuImg('create', '-q', '-f', 'qcow2', p, size);
   return vscode.Uri.file(p);
-}
-
-async function until<T>(what: string, probe: () => T | undefined | false, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 suite('Image management', () => {

@@ -10,11 +10,9 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { qemuImg, until, wsPath } from './util';
 
 const MiB = 2 ** 20;
-const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
-const wsPath = (name: string) => path.join(ws(), name);
-const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const qemuIo = (p: string, ...cmds: string[]) => { execFileSync('qemu-io', [...cmds.flatMap(c => ['-c', c]), p], { stdio: 'ignore' }); };
 interface Info {
   format: string; 'virtual-size': number; 'backing-filename'?: string; 'backing-filename-format'?: string;
@@ -25,7 +23,6 @@ const info = (p: string, format?: string) => JSON.parse(qemuImg('info', '--outpu
 const checkClean = (p: string) => JSON.parse(qemuImg('check', '--output=json', p)) as { 'compressed-clusters'?: number; 'allocated-clusters'?: number };
 /** qemu-img compare's exit code (0 identical, 1 different). */
 const compareCode = (...args: string[]) => spawnSync('qemu-img', ['compare', '-U', ...args], { stdio: 'ignore' }).status;
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 const run = <T>(cmd: string, ...args: unknown[]) => Promise.resolve(vscode.commands.executeCommand<T>(cmd, ...args));
 
 function fresh(name: string, size: string, ...qemuImgArgs: string[]): string {
@@ -61,16 +58,6 @@ function snapshotRaw(p: string, name: string): string {
   fs.rmSync(raw, { force: true });
   qemuImg('convert', '-U', '-O', 'raw', p, raw);
   return raw;
-}
-
-async function until<T>(what: string, probe: () => T | undefined | false, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 suite('Image management: convert, commit, rebase, compare', () => {

@@ -7,25 +7,13 @@
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { FromWebviewMessage, ImageSummary } from '../../src/protocol';
-import { calibrationFailed, timingPause } from '../helpers/qemuTiming';
+import { qemu, sleep, ws } from './util';
 
 const PASS = 'lens-unlock-e2e passphrase';
-const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
-/** qemu-img / qemu-io, run again when QEMU's PBKDF2 timing fails ("Unable to get accurate CPU usage"), as test/helpers/qemu.ts does. */
-function qemu(cmd: string, ...args: string[]): string {
-  for (let i = 1; ; i++) {
-    const r = spawnSync(cmd, args, { encoding: 'utf8' });
-    if (r.status === 0) return r.stdout;
-    if (!calibrationFailed(r.status, r.stderr, i)) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`);
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, timingPause(i));
-  }
-}
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 let requestId = 1;
 const ask = <T>(uri: vscode.Uri, m: Omit<FromWebviewMessage, 'requestId'> & { type: string }) =>
   vscode.commands.executeCommand<T>('qcow2Lens.internal.ask', uri, { ...m, requestId: requestId++ });
