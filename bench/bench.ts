@@ -17,6 +17,7 @@ import { Qcow2Image } from '../src/engine/image/image';
 import { imageInfo } from '../src/engine/image/info';
 import { writeMapJson } from '../src/engine/image/map';
 import { checkSection } from './check';
+import { editorSection } from './editor';
 import { prepareImages } from './images';
 import { type Measured, measureRuns } from './measure';
 import { CLI, type BenchContext, type BenchSection, type Row } from './section';
@@ -156,6 +157,7 @@ export const SECTIONS: BenchSection[] = [
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
   fileSection('guest', 'guest.js', 'benchGuest'),
+  editorSection,
 ];
 
 const num = (x: number | undefined, digits: number) => (x === undefined ? '' : x.toFixed(digits));
@@ -166,8 +168,8 @@ export function formatRows(rows: Row[]): string {
     r.name,
     r.oursSeconds.toFixed(3),
     num(r.oursInProcessSeconds, 3),
-    r.qemuSeconds.toFixed(3),
-    (r.oursSeconds / r.qemuSeconds).toFixed(2),
+    num(r.qemuSeconds, 3),
+    r.qemuSeconds ? (r.oursSeconds / r.qemuSeconds).toFixed(2) : '',
     num(r.oursCpuSeconds, 2),
     num(r.qemuCpuSeconds, 2),
     num(r.oursPeakMiB, 1),

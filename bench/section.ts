@@ -23,7 +23,8 @@ export interface Row {
   oursSeconds: number;
   /** The same work inside an already running Node (the editor's case), when measured. */
   oursInProcessSeconds?: number;
-  qemuSeconds: number;
+  /** qemu-img's wall time for the same work; absent where qemu-img has no counterpart (an editor's scroll). */
+  qemuSeconds?: number;
   /** CPU time (user + system) of our CLI run and of qemu-img's, seconds (median). */
   oursCpuSeconds?: number;
   qemuCpuSeconds?: number;

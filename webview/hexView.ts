@@ -62,7 +62,8 @@ export class HexView {
   /** Range selection: where it started (Shift+arrows, Shift+click and drags extend from here) and the moving end. */
   private anchor = 0;
   private cursor = 0;
-  private readonly schedule = rafThrottle(() => this.render());
+  // each render's own time, on the rows element, for the editor section of npm run bench
+  private readonly schedule = rafThrottle(() => { const t = performance.now(); this.render(); this.rows.dataset.renderMs = (performance.now() - t).toFixed(2); });
 
   constructor(private readonly host: HexHost) {
     this.spaceButtons = {

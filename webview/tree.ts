@@ -108,7 +108,8 @@ export class StructureTree {
         },
       }, row);
       li.dataset.nodeId = node.id;
-      if (node.tooltip) row.title = node.tooltip;
+      // the description is cut with an ellipsis in a narrow pane: the whole text is the row's tooltip
+      row.title = node.tooltip ?? (node.description ? `${node.label} — ${node.description}` : node.label);
       const item: Item = { node, li, row, loaded: false, level, parent };
       this.decorate(item);
       if (node.hasChildren) {

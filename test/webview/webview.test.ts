@@ -65,6 +65,8 @@ describe('webview in chromium', { skip: haveBrowser ? false : `${CHROMIUM} is mi
     await treeItem('cluster_bits').waitFor();
     const desc = await treeItem('cluster_bits').locator('.tree-desc').textContent();
     assert.equal(desc, `${Math.log2(info['cluster-size'])} — 64 KiB clusters`);
+    // a description cut short in a narrow pane is whole in the row's tooltip
+    assert.equal(await treeItem('cluster_bits').getAttribute('title'), `cluster_bits — ${desc}`);
     assert.match((await treeItem('size').locator('.tree-desc').textContent())!, new RegExp(`^${info['virtual-size']} — 64 MiB`));
     assert.equal(await page.getAttribute('[role=tree]', 'aria-label'), 'Image structure');
     const summary = await page.textContent('.summary-bar');
