@@ -171,10 +171,12 @@ class App {
     performance.mark('lens:badges');
     const s = this.state;
     this.hexView.restore(s.hex.space, s.hex.top, s.hex.selected);
-    this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
     performance.mark('lens:tree');
+    // the map after the tree: its first request walks every L2 table and refcount block (~0.4 s for a
+    // full 1 TiB image) on the host, which would hold the tree's answer back
+    this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
