@@ -156,6 +156,7 @@ class App {
   private async start(): Promise<void> {
     // the settings first (a host that cannot answer leaves the defaults), so the hex view starts at its row width
     const settings = this.requester.request({ type: 'getSettings' }).then(r => r.settings, () => undefined);
+    this.tree.prefetchRoot(); // one round trip to the host, not two, before the first tree row
     try {
       this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
       performance.mark('lens:summary');

@@ -59,6 +59,15 @@ export class StructureTree {
   }
 
   /** (Re)loads the top level and re-expands `expand` (ids in any order: parents load first). */
+  private prefetched?: Promise<TreeNode[]>;
+
+  /** Asks the host for the first level now (with the summary), for the next load() to use. */
+  prefetchRoot(): void {
+    const p = this.host.getChildren(ROOT_NODE_ID);
+    p.catch(() => undefined); // load() reports a failure; until then it is not unhandled
+    this.prefetched = p;
+  }
+
   async load(expand: NodeId[] = [], select?: NodeId): Promise<void> {
     this.items.clear();
     this.selected = undefined;
@@ -69,7 +78,9 @@ export class StructureTree {
     this.ul.append(loading);
     let nodes: TreeNode[];
     try {
-      nodes = await this.host.getChildren(ROOT_NODE_ID);
+      const first = this.prefetched ?? this.host.getChildren(ROOT_NODE_ID);
+      this.prefetched = undefined;
+      nodes = await first;
     } catch (e) {
       loading.textContent = `Cannot read the structure: ${errorText(e)}`;
       loading.className = 'tree-error';
