@@ -263,6 +263,8 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
 // ---------------------------------------------------------------------------------------------
 
 export interface ReadyMessage { type: 'ready' }
+/** The webview has drawn its summary and the tree's first level: the host may start its own work (the check on open). */
+export interface FirstScreenMessage { type: 'firstScreen' }
 export interface GetSummaryRequest { type: 'getSummary'; requestId: number }
 export interface GetTreeChildrenRequest {
   type: 'getTreeChildren'; requestId: number; nodeId: NodeId;
@@ -299,6 +301,7 @@ export interface DescribeGuestRequest { type: 'describeGuest'; requestId: number
 
 export type FromWebviewMessage =
   | ReadyMessage
+  | FirstScreenMessage
   | GetSummaryRequest
   | GetTreeChildrenRequest
   | GetClusterMapRequest

@@ -175,6 +175,7 @@ class App {
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
     performance.mark('lens:tree');
+    this.post({ type: 'firstScreen' });
     // the map after the tree: its first request walks every L2 table and refcount block (~0.4 s for a
     // full 1 TiB image) on the host, which would hold the tree's answer back
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);

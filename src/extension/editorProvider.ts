@@ -42,6 +42,8 @@ interface Editor {
 export interface ProviderHooks {
   /** A document was opened (first tab): run the check. */
   onOpen(doc: Qcow2Document): void;
+  /** A webview of the document has drawn its first screen (summary and the tree's first level). */
+  onFirstScreen?(doc: Qcow2Document): void;
   /** The file changed on disk or a command wrote it. */
   onFileChanged(doc: Qcow2Document): void;
   /** Last tab closed. */
@@ -212,6 +214,9 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
         if (last) this.post(ed, last);
         return;
       }
+      case 'firstScreen':
+        this.hooks.onFirstScreen?.(ed.document);
+        return;
       case 'runCommand':
         this.hooks.runCommand(m.command, ed.document.uri, m.args);
         return;

@@ -61,22 +61,33 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
     }
   };
   const recheck = new Map<string, NodeJS.Timeout>();
-  const scheduleCheck = (uri: vscode.Uri) => {
+  const scheduleCheck = (uri: vscode.Uri, delayMs = 200) => {
     const key = uri.toString();
     clearTimeout(recheck.get(key));
     recheck.set(key, setTimeout(() => {
       recheck.delete(key);
+      openChecks.delete(key);
       void checks.check(uri).catch(e => output.appendLine(`check ${uri.fsPath}: ${String(e)}`));
-    }, 200));
+    }, delayMs));
   };
+  // The check on open runs on this thread: it starts once the tab has drawn its first screen (the
+  // summary and the tree's first level), so it does not hold those answers back; a tab that never
+  // says so (hidden, or failed) is checked after FIRST_SCREEN_WAIT_MS all the same.
+  const openChecks = new Set<string>();
+  const FIRST_SCREEN_WAIT_MS = 3000;
   provider = Qcow2EditorProvider.register(context, openViewModel, {
     onOpen: doc => {
       checks.opened(doc.uri);
-      if (settings.autoCheck(doc.uri, true, false)) scheduleCheck(doc.uri); // qcow2Lens.checkOnOpen
+      if (settings.autoCheck(doc.uri, true, false)) { // qcow2Lens.checkOnOpen
+        openChecks.add(doc.uri.toString());
+        scheduleCheck(doc.uri, FIRST_SCREEN_WAIT_MS);
+      }
     },
+    onFirstScreen: doc => { if (openChecks.delete(doc.uri.toString())) scheduleCheck(doc.uri, 0); },
     onFileChanged: doc => { if (settings.autoCheck(doc.uri, false, !!checks.lastResult(doc.uri))) scheduleCheck(doc.uri); },
     onClose: doc => {
       clearTimeout(recheck.get(doc.uri.toString()));
+      openChecks.delete(doc.uri.toString());
       settings.closed(doc.uri);
       checks.closed(doc.uri);
     },

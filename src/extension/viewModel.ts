@@ -137,6 +137,7 @@ export class ViewModel {
     try {
       switch (msg.type) {
         case 'ready':
+        case 'firstScreen':
         case 'runCommand':
         case 'selectionChanged':
           return undefined;
