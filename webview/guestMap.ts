@@ -226,6 +226,8 @@ export class GuestMap {
     const key = `${this.start}:${length}:${this.bucketBytes}`;
     const per = this.bucketBytes / this.clusterSize;
     this.zoomLabel.textContent = `${plural(per, 'cluster')} per cell (${formatBytes(this.bucketBytes)}) · ${formatBytes(this.start)} – ${formatBytes(this.start + length)}`;
+    this.canvas.dataset.bucketBytes = String(this.bucketBytes);
+    this.canvas.dataset.start = String(this.start);
     this.layout();
     if (key === this.cellsKey || length === 0) { this.schedule(); return; }
     const seq = ++this.seq;
