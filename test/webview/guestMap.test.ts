@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
 import { ViewModel } from '../../src/extension/viewModel';
-import type { FromWebviewMessage, GuestRunKind, GuestRunsReply } from '../../src/protocol';
+import type { GuestRunKind, GuestRunsReply } from '../../src/protocol';
 import { MAX_GUEST_BUCKETS } from '../../src/protocol';
 import { qemuImg, qemuIo, ROOT, tmpDir } from '../helpers/qemu';
 import { CHROMIUM, WebviewHarness } from './harness';
@@ -46,7 +46,7 @@ function qemuRuns(file: string): Run[] {
 
 let rid = 1;
 async function runs(vm: ViewModel, start: number, length: number, buckets: number): Promise<GuestRunsReply> {
-  const r = await vm.handle({ type: 'getGuestRuns', requestId: rid++, start, length, buckets } as FromWebviewMessage);
+  const r = await vm.handle({ type: 'getGuestRuns', requestId: rid++, start, length, buckets });
   assert.ok(r && r.type === 'guestRuns', `reply: ${JSON.stringify(r)}`);
   return r;
 }
