@@ -268,8 +268,9 @@ export class StructureTree {
         if (cur.node.hasChildren && cur.li.getAttribute('aria-expanded') === 'true') this.collapse(cur);
         else go(cur.parent);
         break;
-      case 'Enter':
       case ' ':
+      case 'Enter':
+        if (e.key === ' ' && this.typed) { this.typeAhead(e, vis, i); break; } // a space inside a type-ahead prefix
         this.host.onActivate(cur.node);
         if (e.key === 'Enter' && cur.node.hasChildren) void this.toggle(cur);
         break;
