@@ -14,6 +14,7 @@ import { ViewModel } from '../../src/extension/viewModel';
 import type { GuestRunKind, GuestRunsReply } from '../../src/protocol';
 import { MAX_GUEST_BUCKETS } from '../../src/protocol';
 import { qemuImg, qemuIo, ROOT, tmpDir } from '../helpers/qemu';
+import { passphrase, runOk, secretArgs } from '../crypto/util';
 import { CHROMIUM, WebviewHarness } from './harness';
 
 const CS = 65536;
@@ -131,6 +132,26 @@ describe('guest runs (host side)', { timeout: 120000 }, () => {
     // 1M and 1088k touch: one run; then 300 GiB, 5 GiB (compressed), the last cluster
     assert.equal(r.allocatedRuns, 4);
     assert.equal(r.bytes.compressed, CS);
+  });
+
+  it('an encrypted image\'s allocated data is shown as encrypted (per qemu-img map with the key)', async () => {
+    const enc = path.join(dir, 'enc.qcow2'), pass = passphrase('guestmap');
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', ...secretArgs(['sec0', pass]), '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', enc, '4M']);
+    const opts = `driver=qcow2,file.filename=${enc},encrypt.key-secret=sec0`;
+    await runOk('qemu-io', [...secretArgs(['sec0', pass]), '--image-opts', opts, '-c', 'write -P 0x71 1M 128k']);
+    const map = JSON.parse(await runOk('qemu-img', ['map', '--output=json', ...secretArgs(['sec0', pass]), '--image-opts', opts])) as QemuMapEntry[];
+    const o = await ViewModel.open(enc); // locked: the mapping needs no key
+    try {
+      const r = await runs(o, 0, 4 * MIB, 64);
+      const data = map.filter(e => e.present && e.data);
+      assert.deepEqual(data.map(e => [e.start, e.length]), [[MIB, 128 * 1024]]);
+      assert.equal(r.bytes.encrypted, 128 * 1024);
+      assert.equal(r.bytes.data, 0);
+      assert.deepEqual(r.buckets.map((c, i) => c.kind === 'encrypted' ? i : -1).filter(i => i >= 0), [16, 17]);
+      assert.equal(r.allocatedRuns, 1);
+    } finally {
+      await o.close();
+    }
   });
 
   it('never answers with more cells than MAX_GUEST_BUCKETS, nor cells under a sector, and clamps to the disk', async () => {
