@@ -33,7 +33,29 @@ function rank(kind: GuestRunKind, depth: number): number {
   return GUEST_RUN_KINDS.indexOf(kind) * 1024 + (kind === 'backing' ? depth : 0);
 }
 
-export async function guestRuns(img: Qcow2Image, start: number, length: number, buckets: number): Promise<Omit<GuestRunsReply, 'type' | 'requestId'>> {
+type GuestRuns = Omit<GuestRunsReply, 'type' | 'requestId'>;
+/**
+ * The last few answers per open image (the whole-disk summary and the fitted view are asked for
+ * again on every refresh of the tab and zoom back out). A changed file is a new Qcow2Image (the view
+ * model re-opens it), so nothing stale is kept.
+ */
+const recent = new WeakMap<Qcow2Image, Map<string, Promise<GuestRuns>>>();
+const RECENT = 8;
+
+export function guestRuns(img: Qcow2Image, start: number, length: number, buckets: number): Promise<GuestRuns> {
+  let cache = recent.get(img);
+  if (!cache) recent.set(img, (cache = new Map()));
+  const key = `${start}:${length}:${buckets}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const p = computeGuestRuns(img, start, length, buckets);
+  cache.set(key, p);
+  p.catch(() => cache.delete(key));
+  while (cache.size > RECENT) cache.delete(cache.keys().next().value!);
+  return p;
+}
+
+async function computeGuestRuns(img: Qcow2Image, start: number, length: number, buckets: number): Promise<GuestRuns> {
   const size = img.virtualSize;
   const num = (x: number) => (Number.isSafeInteger(x) && x >= 0 ? x : 0);
   start = Math.min(num(Math.floor(start)), size);
