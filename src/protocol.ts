@@ -444,8 +444,9 @@ export const TREE_PAGE_SIZE = 256;
 export type GuestRunKind = 'data' | 'compressed' | 'zero' | 'backing' | 'encrypted' | 'unallocated';
 export const GUEST_RUN_KINDS: readonly GuestRunKind[] = ['data', 'compressed', 'encrypted', 'backing', 'zero', 'unallocated'];
 /**
- * The guest disk from `start` for `length` bytes summarised in `buckets` equal cells (the host caps
- * buckets at MAX_GUEST_BUCKETS and makes each cover at least 512 bytes). Never a per-cluster array.
+ * The guest disk from `start` for `length` bytes summarised in `buckets` equal cells of
+ * ceil(length / buckets) bytes (the host caps buckets at MAX_GUEST_BUCKETS, makes each cell at least
+ * 512 bytes, and cuts the range at the disk's end, dropping the cells past it). Never a per-cluster array.
  */
 export interface GetGuestRunsRequest { type: 'getGuestRuns'; requestId: number; start: number; length: number; buckets: number }
 /** One cell: the kind that matters most in it (order of GUEST_RUN_KINDS, shallowest backing first) and where that kind starts in it. */

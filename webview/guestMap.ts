@@ -222,6 +222,7 @@ export class GuestMap {
 
   private load(): void {
     const length = Math.max(0, Math.min(this.size - this.start, this.cellCount * this.bucketBytes));
+    // whole cells are asked for (the host cuts them at the disk's end), so every cell keeps its size
     const buckets = Math.ceil(length / this.bucketBytes);
     const key = `${this.start}:${length}:${this.bucketBytes}`;
     const per = this.bucketBytes / this.clusterSize;
@@ -231,7 +232,7 @@ export class GuestMap {
     this.layout();
     if (key === this.cellsKey || length === 0) { this.schedule(); return; }
     const seq = ++this.seq;
-    this.host.getRuns(this.start, length, buckets).then(r => {
+    this.host.getRuns(this.start, buckets * this.bucketBytes, buckets).then(r => {
       if (seq !== this.seq) return;
       this.cells = r.buckets;
       this.cellsKey = key;

@@ -59,9 +59,11 @@ async function computeGuestRuns(img: Qcow2Image, start: number, length: number, 
   const size = img.virtualSize;
   const num = (x: number) => (Number.isSafeInteger(x) && x >= 0 ? x : 0);
   start = Math.min(num(Math.floor(start)), size);
-  length = Math.min(num(Math.floor(length)), size - start);
   buckets = Math.max(1, Math.min(MAX_GUEST_BUCKETS, num(Math.floor(buckets)) || 1));
-  const bucketBytes = Math.max(MIN_BUCKET_BYTES, Math.ceil(length / buckets));
+  // the cell size comes from the range asked, before it is cut at the disk's end: the last cells of
+  // a disk that is not a whole number of cells keep the size of the others
+  const bucketBytes = Math.max(MIN_BUCKET_BYTES, Math.ceil(num(Math.floor(length)) / buckets));
+  length = Math.min(num(Math.floor(length)), size - start);
   const count = length === 0 ? 0 : Math.ceil(length / bucketBytes);
   const cells: GuestBucket[] = [];
   const ranks: number[] = [];

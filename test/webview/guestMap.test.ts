@@ -160,9 +160,25 @@ describe('guest runs (host side)', { timeout: 120000 }, () => {
     const tiny = await runs(vm, 0, 4096, 4096);
     assert.equal(tiny.bucketBytes, 512);
     assert.equal(tiny.buckets.length, 8);
+    // cells keep the size asked for at the disk's end: 10 MiB in 2 cells from 15 MiB is one 5 MiB cell cut to 1 MiB
     const past = await runs(vm, 15 * MIB, 10 * MIB, 2);
     assert.equal(past.length, MIB);
-    assert.equal(past.buckets.length, 2);
+    assert.equal(past.bucketBytes, 5 * MIB);
+    assert.equal(past.buckets.length, 1);
+    assert.equal(past.buckets[0].kind, 'data'); // the last cluster, written in top.qcow2
+    // a disk that is not a whole number of clusters: its last cell is cut, the others keep one cluster
+    const odd = path.join(dir, 'odd.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', odd, String(MIB + 512));
+    qemuIo(odd, [`write -P 0x77 ${MIB} 512`]);
+    const o = await ViewModel.open(odd);
+    try {
+      const r = await runs(o, 0, 17 * CS, 17);
+      assert.equal(r.bucketBytes, CS);
+      assert.equal(r.length, MIB + 512);
+      assert.deepEqual(r.buckets.map(c => [c.at, c.kind]), [...Array.from({ length: 16 }, (_, i) => [i * CS, 'unallocated']), [MIB, 'data']]);
+    } finally {
+      await o.close();
+    }
     const none = await runs(vm, 20 * MIB, MIB, 4);
     assert.equal(none.buckets.length, 0);
   });
