@@ -405,6 +405,13 @@ export class GuestMap {
       this.highlightLine.hidden = true;
       this.highlightLine.textContent = '';
     }
+    // zoomed in away from every highlighted range: bring the first one into view
+    const windowEnd = this.start + this.cellCount * this.bucketBytes;
+    const first = this.highlights[0];
+    if (first && !this.fitted && !this.highlights.some(r => r.start < windowEnd && r.start + r.length > this.start)) {
+      this.start = this.clampStart(first.start - Math.floor(this.cellCount / 2) * this.bucketBytes);
+      this.load();
+    }
     const swatch = this.legend.querySelector('[data-kind="highlight"]');
     if (swatch) swatch.remove();
     if (this.highlights.length) {

@@ -290,7 +290,13 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
       await p.waitForFunction(m => document.querySelector(`.guest-runs li[data-kind="data"][data-start="${m}"][data-end="${m + 65536}"]`) !== null, MIB);
       const shown = await p.$$eval('.guest-runs li[data-kind]', lis => lis.map(li => `${(li as HTMLElement).dataset.kind}@${(li as HTMLElement).dataset.start}`));
       assert.ok(shown.includes(`data@${MIB}`), shown.join(' '));
+      // a highlighted range away from the window zoomed in on brings itself into view
+      await p.evaluate(t => document.dispatchEvent(new CustomEvent('qcow2lens:highlightGuest', { detail: { ranges: [{ start: t, length: 4096 }], label: 'end' } })), TIB - CS);
+      await p.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.highlighted === '1');
+      assert.ok(Number(await p.$eval('canvas.guest-canvas', c => (c as HTMLCanvasElement).dataset.start)) > TIB / 2);
       await p.focus('.guest-scroll');
+      await p.keyboard.press('Home');
+      await p.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.start === '0');
       await p.keyboard.press('End');
       await p.waitForFunction(t => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')!.dataset.start !== '0' && Array.from(document.querySelectorAll<HTMLElement>('.guest-runs li[data-kind="data"]')).some(li => li.dataset.start === String(t)), TIB - CS);
       await p.click('button[aria-label="Show the whole disk"]');

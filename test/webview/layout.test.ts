@@ -96,6 +96,21 @@ describe('layout: split and type-ahead (chromium)', { skip: haveBrowser ? false 
     assert.equal(await valueNow(), want);
   });
 
+  it('remembers the disk map\'s zoom across a reload', async () => {
+    const bucket = () => page.$eval('canvas.guest-canvas', c => Number((c as HTMLCanvasElement).dataset.bucketBytes));
+    await page.waitForFunction(() => document.querySelectorAll('.guest-runs li').length > 0);
+    const fitted = await bucket();
+    assert.ok(fitted > 65536, `a 64 MiB disk is fitted at more than one cluster a cell here (${fitted})`);
+    await page.click('button[aria-label="Zoom in the disk map"]');
+    assert.equal(await bucket(), fitted / 2);
+    await page.waitForFunction(b => JSON.parse(sessionStorage.getItem('state-main') ?? '{}').guestMap?.bucketBytes === b, fitted / 2);
+    await page.reload();
+    await page.waitForSelector('body[data-ready]');
+    assert.equal(await bucket(), fitted / 2);
+    await page.click('button[aria-label="Show the whole disk"]');
+    assert.equal(await bucket(), fitted);
+  });
+
   it('type-ahead moves to the next row whose label starts with the letters typed', async () => {
     const focused = () => page.evaluate(() => document.activeElement?.querySelector('.tree-label')?.textContent);
     await page.click('[role=treeitem] >> .tree-label:text-is("Header")');
