@@ -126,6 +126,7 @@ class App {
       onGuestJump: offset => void this.describeGuest(offset),
       onSelect: (space, offset, bytes, length) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
+        if (space === 'guest') this.guestMap.select(offset);
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),

@@ -321,6 +321,8 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
     await page.fill('input.goto', '0x400000');
     await page.press('input.goto', 'Enter');
     await page.waitForSelector('.hb.src-depth-1[data-offset="4194304"]');
+    // the disk map marks the cell of the byte selected in the Disk view
+    await page.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.selectedCell === '64');
     await page.fill('input.goto', '0x0');
     await page.press('input.goto', 'Enter');
     await page.waitForSelector('.hb.src-depth-2[data-offset="0"]');
