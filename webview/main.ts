@@ -67,6 +67,8 @@ class App {
   private readonly guestMap: GuestMap;
   private readonly chain: BackingChain;
   private readonly splitter: Splitter;
+  /** The Disk view's selection last shown on the disk map. */
+  private guestMapSynced: number | undefined;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -126,7 +128,8 @@ class App {
       onGuestJump: offset => void this.describeGuest(offset),
       onSelect: (space, offset, bytes, length) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
-        if (space === 'guest') this.guestMap.select(offset);
+        // once per offset: the hex view tells again when the bytes arrive, by then the map may have moved on
+        if (space === 'guest' && offset !== this.guestMapSynced) { this.guestMapSynced = offset; this.guestMap.select(offset); }
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),

@@ -245,6 +245,8 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
   });
 
   it('zooms with + and -, Fit shows the whole disk, arrows move and Enter picks', async () => {
+    await page.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.selectedCell === String(0x20));
+    await page.waitForFunction(() => !(document.querySelector('.hex-status')?.textContent ?? '').includes('Loading'));
     await page.focus('.guest-scroll');
     // the whole 16 MiB disk is shown at one cluster a cell: - does not go further out, + not under a cluster
     await page.keyboard.press('-');
