@@ -226,7 +226,7 @@ export class GuestMap {
     const buckets = Math.ceil(length / this.bucketBytes);
     const key = `${this.start}:${length}:${this.bucketBytes}`;
     const per = this.bucketBytes / this.clusterSize;
-    this.zoomLabel.textContent = `${plural(per, 'cluster')} per cell (${formatBytes(this.bucketBytes)}) · ${formatBytes(this.start)} – ${formatBytes(this.start + length)}`;
+    this.zoomLabel.textContent = `${plural(per, 'cluster')} per cell (${formatBytes(this.bucketBytes)}) · ${this.start ? formatBytes(this.start) : '0'} – ${formatBytes(this.start + length)}`;
     this.canvas.dataset.bucketBytes = String(this.bucketBytes);
     this.canvas.dataset.start = String(this.start);
     this.layout();
@@ -245,8 +245,13 @@ export class GuestMap {
     });
   }
 
+  /** Cells in the window (fewer than cols × ROWS at the disk's end and for a small disk). */
+  private get shownCells(): number {
+    return Math.max(0, Math.ceil(Math.min(this.size - this.start, this.cellCount * this.bucketBytes) / this.bucketBytes));
+  }
+
   private layout(): void {
-    const w = this.cols * CELL, h = ROWS * CELL;
+    const w = this.cols * CELL, h = Math.max(1, Math.min(ROWS, Math.ceil(this.shownCells / this.cols))) * CELL;
     const dpr = window.devicePixelRatio || 1;
     if (this.canvas.width !== w * dpr || this.canvas.height !== h * dpr) {
       this.canvas.width = w * dpr;
@@ -326,7 +331,7 @@ export class GuestMap {
     const loaded = this.cellsKey !== '';
     const selCell = this.selected === undefined ? -1 : Math.floor((this.selected - this.start) / this.bucketBytes);
     let lit = 0;
-    const n = loaded ? this.cells.length : Math.ceil(Math.min(this.size - this.start, this.cellCount * this.bucketBytes) / this.bucketBytes);
+    const n = loaded ? this.cells.length : this.shownCells;
     for (let i = 0; i < n; i++) {
       const x = (i % cols) * CELL, y = Math.floor(i / cols) * CELL;
       const c = this.cells[i];

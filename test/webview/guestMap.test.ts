@@ -224,6 +224,8 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
     const d = await canvasData();
     assert.equal(Number(d.bucketBytes), CS, `a 16 MiB disk fits at one cluster a cell (cols ${d.cols})`);
     assert.deepEqual(await textRuns(), qemuRuns(chain.top));
+    // the summary is its own request: wait until it has answered
+    await page.waitForFunction(() => !document.querySelector('.guest-summary')?.textContent?.startsWith('Reading'));
     assert.equal(await page.textContent('.guest-summary'), '320 KiB of 16 MiB allocated in 3 runs · 128 KiB zero · 256 KiB from backing files');
     assert.equal(await page.getAttribute('canvas.guest-canvas', 'role'), 'img');
     assert.ok(await page.getAttribute('.guest-scroll', 'aria-label'));
@@ -274,6 +276,7 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
     const p = await h.open('big');
     try {
       await p.waitForFunction(() => document.querySelectorAll('.guest-runs li').length > 0);
+      await p.waitForFunction(() => !document.querySelector('.guest-summary')?.textContent?.startsWith('Reading'));
       assert.equal(await p.textContent('.guest-summary'), '128 KiB of 1 TiB allocated in 2 runs');
       const d0 = await p.$eval('canvas.guest-canvas', c => ({ ...(c as HTMLCanvasElement).dataset }));
       const cells = Number(d0.cols) * 4;
