@@ -3,8 +3,10 @@
 // chromium), driven with the mouse and keyboard: in a sparse 1 TiB disk the Disk view's "next
 // allocated range" button and N key jump to the ranges qemu-img map reports and say in words where
 // each lives; in the Problems panel, the "Show in QCOW2 Lens" line under a finding lands on that
-// finding in the editor (selected in the list, its bytes selected in the hex view). Screenshots in
-// dark, light and high-contrast themes go to e2e-out/.
+// finding in the editor (selected in the list, its bytes selected in the hex view); the guest-disk
+// map says how much of the disk the file holds and a click on a cell selects its L2 entry and its
+// bytes; the split between the tree and the views drags with the mouse and moves with the keys.
+// Screenshots in dark, light and high-contrast themes go to e2e-out/.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -121,11 +123,45 @@ try {
   await where.filter({ hasText: `0x${(TIB - CS).toString(16)}: data at` }).waitFor({ timeout: 20000 });
   mark(`N, N: ${await where.innerText()}`);
   await webview().locator('[role=treeitem][aria-selected=true] .tree-label', { hasText: 'L2[0x1fff]' }).waitFor({ timeout: 20000 });
-  for (const [theme, cls, file] of [['Dark Modern', 'dark_modern', 'editor-next-allocated-dark.png'], ['Light Modern', 'light_modern', 'editor-next-allocated-light.png'], ['Dark High Contrast', 'hc-black', 'editor-next-allocated-hc.png']]) {
+
+  // 1b. The guest-disk map: its summary line, then a click on its first cell (the first allocated byte, 1 MiB).
+  const summary = webview().locator('.guest-summary');
+  await summary.filter({ hasText: '128 KiB of 1 TiB allocated in 2 runs · 64 KiB from the backing file' }).waitFor({ timeout: 20000 });
+  mark(`guest map: ${await summary.innerText()}`);
+  await webview().locator('canvas.guest-canvas').click({ position: { x: 3, y: 3 } });
+  await where.filter({ hasText: `0x100000: data at 0x${present[0].offset.toString(16)} in this file — L1[0] → L2[0x10]` }).waitFor({ timeout: 20000 });
+  await webview().locator('[role=treeitem][aria-selected=true] .tree-label', { hasText: 'L2[0x10]' }).waitFor({ timeout: 20000 });
+  mark(`guest map click: ${await where.innerText()}`);
+  // the chain: this image, then base.qcow2
+  const links = await webview().locator('.chain-link').allInnerTexts();
+  assert.equal(links.length, 2, `chain links: ${links.join(' | ')}`);
+  assert.match(links[1], /base\.qcow2[\s\S]*qcow2 · 1 TiB · depth 1/);
+
+  // 1c. The split: dragged 100 px wider with the mouse, then 16 px narrower with the left arrow key.
+  const sep = webview().locator('[role=separator]');
+  const paneWidth = async () => Math.round((await webview().locator('.tree-pane').boundingBox()).width);
+  const w0 = await paneWidth();
+  const box = await sep.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + 300);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2 + 50, box.y + 300, { steps: 5 });
+  await page.mouse.move(box.x + box.width / 2 + 100, box.y + 300, { steps: 5 });
+  await page.mouse.up();
+  const w1 = await paneWidth();
+  assert.ok(Math.abs(w1 - (w0 + 100)) <= 4, `dragged the split: ${w0} → ${w1}`);
+  await sep.focus();
+  await page.keyboard.press('ArrowLeft');
+  const w2 = await paneWidth();
+  assert.equal(w2, w1 - 16, 'the left arrow key moves the split 16 px');
+  assert.equal(Number(await sep.getAttribute('aria-valuenow')), w2);
+  mark(`split: ${w0} → ${w1} (mouse) → ${w2} (key)`);
+
+  for (const [theme, cls, suffix] of [['Dark Modern', 'dark_modern', 'dark'], ['Light Modern', 'light_modern', 'light'], ['Dark High Contrast', 'hc-black', 'hc']]) {
     await setTheme(theme, cls);
-    await page.screenshot({ path: path.join(OUT, file) });
+    await page.screenshot({ path: path.join(OUT, `editor-next-allocated-${suffix}.png`) });
+    await webview().locator('.guest-map').screenshot({ path: path.join(OUT, `editor-guest-map-${suffix}.png`) });
   }
-  mark('screenshots: e2e-out/editor-next-allocated-{dark,light,hc}.png');
+  mark('screenshots: e2e-out/editor-next-allocated-{dark,light,hc}.png, editor-guest-map-{dark,light,hc}.png');
 
   // 2. The Problems panel: the line under the leak's diagnostic opens the finding in the editor.
   await openImage('damaged.qcow2');

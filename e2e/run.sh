@@ -4,7 +4,7 @@
 #   exthost  the mocha suite (test/suite) inside the extension host, on QEMU-made images
 #   ui       the installed .vsix driven through the workbench: editor, Problems view, palette, themes
 #   settings qcow2Lens.* changed in the Settings editor while an image is open (e2e/settings.mjs)
-#   editor   next allocated range in a 1 TiB disk, a Problems-panel link landing on its finding, three themes
+#   editor   next allocated range in a 1 TiB disk, the guest-disk map and its click, the split, a Problems-panel link landing on its finding, three themes
 # Installs its tools once into .vscode-e2e (e2e/setup.sh). Prints "e2e: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."

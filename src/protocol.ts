@@ -314,7 +314,8 @@ export type FromWebviewMessage =
   | GetSettingsRequest
   | FindAllocatedRequest
   | DescribeGuestRequest
-  | FindBytesRequest;
+  | FindBytesRequest
+  | GetGuestRunsRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -401,7 +402,8 @@ export type ToWebviewMessage =
   | AllocatedRangeReply
   | GuestDescriptionReply
   | RevealFindingMessage
-  | FoundBytesReply;
+  | FoundBytesReply
+  | GuestRunsReply;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -420,6 +422,7 @@ export interface ReplyTypes {
   findAllocated: AllocatedRangeReply;
   describeGuest: GuestDescriptionReply;
   findBytes: FoundBytesReply;
+  getGuestRuns: GuestRunsReply;
 }
 export type RequestMessage = Extract<FromWebviewMessage, { requestId: number }>;
 export type RequestType = RequestMessage['type'];
@@ -431,6 +434,40 @@ export const MAX_READ_LENGTH = 1024 * 1024;
 export const MAX_MAP_CELLS = 65536;
 /** Children per tree level before the host groups them into pages. */
 export const TREE_PAGE_SIZE = 256;
+
+// ---------------------------------------------------------------------------------------------
+// The guest-disk map (webview/guestMap.ts, src/extension/guestRuns.ts)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * What a guest range reads from: 'data' (allocated in this file), 'compressed', 'zero' (a zero
+ * cluster, in this image or a backing layer), 'backing' (data of a backing file, `depth` ≥ 1),
+ * 'encrypted' (allocated data of an encrypted layer), 'unallocated' (no layer holds it: zeros).
+ */
+export type GuestRunKind = 'data' | 'compressed' | 'zero' | 'backing' | 'encrypted' | 'unallocated';
+export const GUEST_RUN_KINDS: readonly GuestRunKind[] = ['data', 'compressed', 'encrypted', 'backing', 'zero', 'unallocated'];
+/**
+ * The guest disk from `start` for `length` bytes summarised in `buckets` equal cells of
+ * ceil(length / buckets) bytes (the host caps buckets at MAX_GUEST_BUCKETS, makes each cell at least
+ * 512 bytes, and cuts the range at the disk's end, dropping the cells past it). Never a per-cluster array.
+ */
+export interface GetGuestRunsRequest { type: 'getGuestRuns'; requestId: number; start: number; length: number; buckets: number }
+/** One cell: the kind that matters most in it (order of GUEST_RUN_KINDS, shallowest backing first) and where that kind starts in it. */
+export interface GuestBucket { kind: GuestRunKind; depth: number; at: number; /** Bytes of the cell that are not unallocated. */ used: number }
+export interface GuestRunsReply {
+  type: 'guestRuns'; requestId: number;
+  start: number; length: number; bucketBytes: number;
+  buckets: GuestBucket[];
+  /** Bytes of each kind in the range (backing bytes also per depth). */
+  bytes: Record<GuestRunKind, number>;
+  backingByDepth: number[];
+  /** Maximal runs of bytes allocated in this file (data, compressed, encrypted) in the range, and their bytes. */
+  allocatedRuns: number;
+  allocatedBytes: number;
+  /** Depth of the deepest layer of the chain (0: no backing file opened). */
+  chainDepth: number;
+}
+export const MAX_GUEST_BUCKETS = 8192;
 
 export function isRequest(m: FromWebviewMessage): m is RequestMessage {
   return typeof (m as { requestId?: unknown }).requestId === 'number';

@@ -394,7 +394,12 @@ export class HexView {
         if (b.source) {
           cell.classList.add(`src-${b.source.kind}`);
           ch.classList.add(`src-${b.source.kind}`);
-          if (b.source.depth && (b.source.kind === 'data' || b.source.kind === 'compressed')) { cell.classList.add('src-backing'); ch.classList.add('src-backing'); }
+          if (b.source.depth && (b.source.kind === 'data' || b.source.kind === 'compressed')) {
+            // each backing depth its own colour (--guest-backing-N, the guest map's legend)
+            const depthClass = `src-depth-${Math.min(4, b.source.depth)}`;
+            cell.classList.add('src-backing', depthClass);
+            ch.classList.add('src-backing', depthClass);
+          }
         }
         if (this.selected !== undefined && off >= this.selected && off < this.selected + this.selectedLength) {
           cell.classList.add('sel');

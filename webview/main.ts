@@ -14,6 +14,9 @@ import { button, clear, decodeBase64, el, errorText, hex } from './dom';
 import { HexView, Space } from './hexView';
 import { DataInspector } from './inspector';
 import { StructureTree } from './tree';
+import { GuestMap } from './guestMap';
+import { BackingChain } from './chain';
+import { Splitter } from './split';
 
 interface VsCodeApi {
   postMessage(msg: unknown): void;
@@ -31,6 +34,9 @@ interface UiState {
   check?: { summary: CheckSummary; findings: CheckFinding[] };
   /** L1/L2 tables list only their allocated entries. */
   allocatedOnly?: boolean;
+  /** The guest-disk map's zoom (bytes per cell) and first byte shown; the tree pane's width (the split). */
+  guestMap?: { bucketBytes?: number; start?: number; selected?: number };
+  split?: number;
 }
 
 class App {
@@ -58,6 +64,11 @@ class App {
   private loaded = false;
   /** The host's settings for this tab (qcow2Lens.*), once known. */
   private settings: WebviewSettings | undefined;
+  private readonly guestMap: GuestMap;
+  private readonly chain: BackingChain;
+  private readonly splitter: Splitter;
+  /** The Disk view's selection last shown on the disk map. */
+  private guestMapSynced: number | undefined;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -92,6 +103,14 @@ class App {
       onStateChange: () => this.saveState(),
     });
 
+    this.guestMap = new GuestMap({
+      getRuns: (start, length, buckets) => this.requester.request({ type: 'getGuestRuns', start, length, buckets }),
+      onPick: offset => { this.hexView.reveal(offset, 1, 'guest'); void this.describeGuest(offset); },
+      onStateChange: () => this.saveState(),
+      layerName: depth => this.summary?.backingChain[depth]?.path.split(/[\\/]/).pop(),
+    });
+    this.chain = new BackingChain({ open: p => this.runCommand('openBacking', { path: p }) });
+
     this.inspector = new DataInspector();
     this.hexView = new HexView({
       read: async (space, offset, length) => {
@@ -109,6 +128,8 @@ class App {
       onGuestJump: offset => void this.describeGuest(offset),
       onSelect: (space, offset, bytes, length) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
+        // once per offset: the hex view tells again when the bytes arrive, by then the map may have moved on
+        if (space === 'guest' && offset !== this.guestMapSynced) { this.guestMapSynced = offset; this.guestMap.select(offset); }
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),
@@ -130,10 +151,13 @@ class App {
       el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Structure' }), el('span', { className: 'spacer' }), allocated), this.tree.element, this.details);
     const right = el('div', { className: 'right' },
       el('section', { className: 'pane map-pane', attrs: { 'aria-label': 'Cluster map' } }, this.map.element),
+      el('section', { className: 'pane guest-pane', attrs: { 'aria-label': 'Guest disk map' } }, this.chain.element, this.guestMap.element),
       el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
       el('section', { className: 'pane check-pane', attrs: { 'aria-label': 'Integrity check' } }, this.check.element));
     clear(this.root);
-    this.root.append(this.header, this.banner, this.fatal, el('main', { className: 'layout' }, treePane, right));
+    this.splitter = new Splitter(treePane, () => this.saveState());
+    this.root.append(this.header, this.banner, this.fatal, el('main', { className: 'layout' }, treePane, this.splitter.element, right));
+    if (this.state.split) this.splitter.set(this.state.split);
     this.header.append(el('span', { className: 'loading', text: 'Opening image…' }));
 
     window.addEventListener('message', e => this.onMessage(e.data as ToWebviewMessage));
@@ -172,13 +196,16 @@ class App {
     performance.mark('lens:badges');
     const s = this.state;
     this.hexView.restore(s.hex.space, s.hex.top, s.hex.selected);
+    this.chain.show(this.summary);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
     performance.mark('lens:tree');
     this.post({ type: 'firstScreen' });
-    // the map after the tree: its first request walks every L2 table and refcount block (~0.4 s for a
-    // full 1 TiB image) on the host, which would hold the tree's answer back
+    // the maps after the tree: the cluster map's first request walks every L2 table and refcount block
+    // (~0.4 s for a full 1 TiB image) on the host, the disk map's reads every L2 table (~0.2 s), and
+    // either would hold the tree's answer back
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
+    this.guestMap.reset(this.summary.virtualSize, this.summary.clusterSize, s.guestMap);
     if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
@@ -354,6 +381,7 @@ class App {
       const { location } = await this.requester.request({ type: 'describeGuest', guestOffset });
       if (this.hexView.space !== 'guest' || this.hexView.selected !== guestOffset) return; // moved on meanwhile
       this.hexView.showWhere(`${hex(guestOffset)}: ${location.text}${location.structure ? ` — ${location.structure}` : ''}`);
+      this.guestMap.select(guestOffset);
       if (location.hostOffset !== undefined && location.depth === 0 && this.summary && !this.summary.dataFile) this.map.select(Math.floor(location.hostOffset / this.summary.clusterSize));
       if (location.structure) await this.revealInTree(location.structure, undefined);
     } catch (e) {
@@ -461,6 +489,8 @@ class App {
     this.renderSummary();
     this.hexView.invalidate();
     this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);
+    this.chain.show(this.summary);
+    this.guestMap.reset(this.summary.virtualSize, this.summary.clusterSize, { bucketBytes: this.guestMap.bucketBytes, start: this.guestMap.start, selected: this.guestMap.selected });
     await this.tree.load(this.tree.expandedIds, this.tree.selectedId);
   }
 
@@ -483,6 +513,8 @@ class App {
         selectedNode: this.tree.selectedId,
         hex: { space: this.hexView.space, top: this.hexView.topRow * this.hexView.bytesPerRow, selected: this.hexView.selected },
         map: { zoom: this.map.zoom, scrollTop: this.map.scrollTop },
+        guestMap: { bucketBytes: this.guestMap.bucketBytes, start: this.guestMap.start, selected: this.guestMap.selected },
+        split: this.splitter.width,
       };
       this.vscode.setState(this.state);
     }, 100);

@@ -18,6 +18,9 @@ export interface TreeHost {
   decorate?(node: TreeNode): Severity | undefined;
 }
 
+/** Letters typed within this time form one type-ahead prefix. */
+export const TYPE_AHEAD_MS = 500;
+
 const SEVERITY_RANK: Record<Severity, number> = { info: 1, warning: 2, error: 3 };
 function worst(a: Severity | undefined, b: Severity | undefined): Severity | undefined {
   if (!a) return b;
@@ -277,16 +280,44 @@ export class StructureTree {
         if (cur.node.hasChildren && cur.li.getAttribute('aria-expanded') === 'true') this.collapse(cur);
         else go(cur.parent);
         break;
-      case 'Enter':
       case ' ':
+      case 'Enter':
+        if (e.key === ' ' && this.typed) { this.typeAhead(e, vis, i); break; } // a space inside a type-ahead prefix
         this.host.onActivate(cur.node);
         if (e.key === 'Enter' && cur.node.hasChildren) void this.toggle(cur);
         break;
       default:
-        return;
+        if (!this.typeAhead(e, vis, i)) return;
+        break;
     }
     e.preventDefault();
     e.stopPropagation();
+  }
+
+  private typed = '';
+  private typedTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Type-ahead, as VS Code's trees do: letters typed within TYPE_AHEAD_MS of each other move to the
+   * next visible row whose label starts with them (one letter typed again cycles through the rows
+   * starting with it). Returns whether the key was taken.
+   */
+  private typeAhead(e: KeyboardEvent, vis: Item[], i: number): boolean {
+    if (e.key.length !== 1 || e.ctrlKey || e.metaKey || e.altKey || (e.key === ' ' && !this.typed)) return false;
+    clearTimeout(this.typedTimer);
+    this.typedTimer = setTimeout(() => { this.typed = ''; }, TYPE_AHEAD_MS);
+    this.typed += e.key.toLowerCase();
+    const repeated = [...this.typed].every(c => c === this.typed[0]);
+    const find = (prefix: string, from: number) => {
+      for (let k = 0; k < vis.length; k++) {
+        const it = vis[(from + k) % vis.length];
+        if (it.node.label.toLowerCase().startsWith(prefix)) return it;
+      }
+      return undefined;
+    };
+    // a longer prefix may still match the current row; one letter (or the same one again) moves on
+    const hit = (this.typed.length > 1 ? find(this.typed, Math.max(0, i)) : undefined) ?? (repeated ? find(this.typed[0], i + 1) : undefined);
+    if (hit && hit !== this.selected) this.select(hit, true);
+    return true;
   }
 
   /** Expands the chain of ids (root first) and selects the last one that exists. */

@@ -26,6 +26,7 @@ import { nodeId, ownerNode } from './nodeId';
 import { DEFAULT_SETTINGS, settingName, webviewSettings } from './settings';
 import { findInFile } from './findBytes';
 import { describeGuestOffset, findAllocated } from './findGuest';
+import { guestRuns } from './guestRuns';
 import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
 import { openGuest, type Guest } from '../guest/guest';
@@ -165,6 +166,8 @@ export class ViewModel {
           return { type: 'foundBytes', requestId: msg.requestId, ...(await findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)) };
         case 'describeGuest':
           return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
+        case 'getGuestRuns':
+          return { type: 'guestRuns', requestId: msg.requestId, ...(await guestRuns(this.img, msg.start, msg.length, msg.buckets)) };
         default: {
           const never: never = msg;
           throw new Error(`unknown message ${(never as { type: string }).type}`);
