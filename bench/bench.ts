@@ -156,6 +156,7 @@ export const SECTIONS: BenchSection[] = [
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
   fileSection('guest', 'guest.js', 'benchGuest'),
+  fileSection('crypt', 'crypt.js', 'benchCrypt'),
 ];
 
 const num = (x: number | undefined, digits: number) => (x === undefined ? '' : x.toFixed(digits));
