@@ -9,10 +9,11 @@
  */
 import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readLuksHeader } from '../../src/engine/crypto/luksHeader';
+import { isLockedByQemu } from '../../src/engine/io/lock';
 import { tryKeySlot } from '../../src/engine/crypto/luksUnlock';
 import { Secret } from '../../src/engine/crypto/secret';
 import { CLI, sha256, tmpDir } from '../helpers/qemu';
@@ -214,6 +215,23 @@ test('an image without LUKS, and other options mixed in, are refused', async () 
   const mixed = await ours(copy('mixed.qcow2'), 'compat=1.1,encrypt.state=inactive,encrypt.keyslot=1,encrypt.key-secret=s0');
   assert.equal(mixed.status, 1);
   assert.match(mixed.stderr, /together with other options is not supported/);
+});
+
+test('an image a running QEMU holds is refused, nothing written', async () => {
+  const held = copy('held.qcow2');
+  const q = spawn('qemu-io', [...secretArgs(['s0', P0]), '--image-opts', '-c', 'sleep 20000', opts(held, 's0')], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 200 && !isLockedByQemu(held); i++) await new Promise(r => setTimeout(r, 50));
+    assert.ok(isLockedByQemu(held), 'qemu-io took its lock');
+    const before = sha256(fs.readFileSync(held));
+    const r = await ours(held, 'encrypt.state=active,encrypt.new-secret=s1,encrypt.iter-time=10,encrypt.key-secret=s0');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /in use by a running QEMU/);
+    assert.equal(sha256(fs.readFileSync(held)), before);
+  } finally {
+    q.kill('SIGKILL');
+    await new Promise(r => q.once('exit', r));
+  }
 });
 
 /** Runs our amend with the crash hook at k writes; the output is captured for the leak scan. */

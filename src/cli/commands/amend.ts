@@ -44,14 +44,14 @@ async function encryptOptions(file: string, entries: readonly OptionEntry[], obj
   }
   if (state === undefined) throw optionError(file, "Parameter 'state' is missing");
   if (state !== 'active' && state !== 'inactive') throw optionError(file, "Parameter 'state' does not accept that value (active or inactive)");
-  const read = async (id: string | undefined): Promise<Secret | undefined> => {
+  const read = async (id: string | undefined, option: string): Promise<Secret | undefined> => {
     if (id === undefined) return undefined;
-    const s = await secretById(objects, id, `-o encrypt.*-secret`);
+    const s = await secretById(objects, id, `-o ${option}`);
     secrets.push(s);
     return s;
   };
-  o.newSecret = await read(ids.newSecret);
-  o.oldSecret = await read(ids.oldSecret);
+  o.newSecret = await read(ids.newSecret, 'encrypt.new-secret');
+  o.oldSecret = await read(ids.oldSecret, 'encrypt.old-secret');
   return { opts: { ...o, state }, keySecretId };
 }
 
