@@ -70,6 +70,14 @@ async function everyActiveSlotOpens(file: string): Promise<void> {
   }
 }
 
+/** The eight 48-byte key slot records of the LUKS header (at 208 + 48 i), raw. */
+function slotRecords(file: string): Buffer[] {
+  const c = mapQcow2(file).crypto;
+  assert.ok(c);
+  const b = fs.readFileSync(file).subarray(c.offset, c.offset + 592);
+  return Array.from({ length: 8 }, (_, i) => Buffer.from(b.subarray(208 + 48 * i, 256 + 48 * i)));
+}
+
 /** The file with its LUKS area zeroed: what an amend of the key slots must leave untouched. */
 function outsideLuks(file: string): string {
   const b = fs.readFileSync(file);
@@ -110,6 +118,11 @@ async function both(ourFile: string, twin: string, key: string, o: string, useIm
   assert.equal(q.status, 0, q.stderr);
   const slots = await activeSlots(ourFile);
   assert.deepEqual(slots, await activeSlots(twin), 'the same slots active as qemu-img leaves');
+  const [mine, theirs] = [slotRecords(ourFile), slotRecords(twin)];
+  slots.forEach((active, i) => {
+    if (!active) assert.ok(mine[i].equals(theirs[i]), `inactive key slot ${i}: the same 48-byte record as qemu-img's (state, no iterations, zero salt)`);
+    else assert.ok(mine[i].subarray(40).equals(theirs[i].subarray(40)), `key slot ${i}: the same key material offset and stripes`);
+  });
   assert.equal(outsideLuks(ourFile), before, 'nothing outside the LUKS area changed');
   return slots;
 }

@@ -69,7 +69,7 @@ export const amendCommand: CommandSpec = {
         + '| encrypt.state=inactive,(encrypt.old-secret=ID | encrypt.keyslot=N), with the image\'s key as encrypt.key-secret=ID (here or in --image-opts)',
     },
     { short: 'f', value: 'qcow2', choices: ['qcow2'], help: 'image format' },
-    { short: 'p', help: 'accepted as qemu-img takes it (the change is one or two synced writes)' },
+    { short: 'p', help: 'accepted as qemu-img takes it (the change is a few synced writes)' },
     { long: 'force', help: 'as qemu-img amend --force: overwrite an active key slot, or erase the last one (the data becomes unreadable, irreversibly)' },
     { ...IMAGE_OPTS, help: 'FILE is an option list, as qemu-img takes it: driver=qcow2,file.filename=PATH,encrypt.key-secret=ID' },
     QUIET,
