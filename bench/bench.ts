@@ -157,6 +157,7 @@ export const SECTIONS: BenchSection[] = [
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
   fileSection('guest', 'guest.js', 'benchGuest'),
+  fileSection('crypt', 'crypt.js', 'benchCrypt'),
   editorSection,
 ];
 

@@ -256,7 +256,9 @@ export type WebviewCommand = 'check' | 'repair' | 'createSnapshot' | 'deleteSnap
   /** A bitmap action from the Bitmaps node or a bitmap's node: args { op: add|remove|clear|enable|disable|merge, name? } (the host asks and confirms the rest). */
   | 'bitmap'
   /** The Guest section: open a guest file ({partition, path}) in a tab, copy one out ({source}), sparsify the image. */
-  | 'openGuestFile' | 'copyOutGuest' | 'sparsify';
+  | 'openGuestFile' | 'copyOutGuest' | 'sparsify'
+  /** The Encryption node (LUKS): add a passphrase to a free key slot, or remove one (the host asks for them and confirms). */
+  | 'addPassphrase' | 'removePassphrase';
 
 // ---------------------------------------------------------------------------------------------
 // Webview → host

@@ -301,6 +301,11 @@ class App {
         button('Delete…', () => this.runCommand('deleteSnapshot', { name: snap.name }), { title: `Delete snapshot "${snap.name}"` }));
     }
     this.bitmapActions(node, actions);
+    if (node.kind === 'encryption' && node.description === 'LUKS') {
+      actions.append(
+        button('Add Passphrase…', () => this.runCommand('addPassphrase'), { title: 'Put another passphrase in a free key slot (needs one the image has)' }),
+        button('Remove Passphrase…', () => this.runCommand('removePassphrase'), { title: 'Erase the key slots a passphrase opens (never the last one)' }));
+    }
     const layer = /^layer:(\d+)$/.exec(node.id);
     const layerPath = layer ? this.summary?.backingChain[Number(layer[1])]?.path : undefined;
     if (layerPath) actions.append(button('Open', () => this.runCommand('openBacking', { path: layerPath }), { title: `Open ${layerPath} in QCOW2 Lens` }));

@@ -13,6 +13,8 @@ import * as snapshot from '../engine/ops/snapshot';
 import * as create from '../engine/ops/create/create';
 import * as resize from '../engine/ops/resize';
 import { amendQcow2 } from '../engine/ops/amend';
+import { amendEncryption, type EncryptionAmendOptions, type EncryptionAmendResult } from '../engine/ops/amendEncryption';
+import type { Secret } from '../engine/crypto/secret';
 import { editBitmap, type BitmapOp } from '../engine/ops/bitmaps';
 import type { OptionEntry } from '../engine/ops/options';
 import { convert as convertImage, type ConvertOptions, type ConvertResult } from '../engine/ops/convert';
@@ -148,4 +150,7 @@ export async function compareAt(a: string, b: string, opts: CompareOptions): Pro
 /** Sparsify (src/guest/sparsify.ts): a compaction that also drops guest free space, in the same per-file queue. */
 export function sparsifyPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; swap?: boolean }): Promise<import('../guest/sparsify').SparsifyResult> {
   return serialized(opts.output ? [path, opts.output] : [path], () => import('../guest/sparsify').then(m => m.sparsifyImage(path, opts)));
+}
+export function amendEncryptionAt(path: string, key: Secret, o: EncryptionAmendOptions): Promise<EncryptionAmendResult> {
+  return serialized([path], () => amendEncryption(path, key, o));
 }

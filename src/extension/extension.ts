@@ -25,6 +25,7 @@ import { createOverlay, newImage } from './newImage';
 import { resizeImage } from './resizeImage';
 import { Keyring } from './keyring';
 import { lockImage, unlockImage } from './unlockImage';
+import { addPassphrase, removePassphrase } from './passphrases';
 import { Qcow2Error } from '../engine/errors';
 import type { FromWebviewMessage } from '../protocol';
 import { convertImage } from './convertImage';
@@ -118,6 +119,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.manageBitmaps', 'Manage Bitmaps', manageBitmaps);
   register('qcow2Lens.unlockImage', 'Unlock Image', unlockImage);
   register('qcow2Lens.lockImage', 'Lock Image', lockImage);
+  register('qcow2Lens.addPassphrase', 'Add Passphrase', addPassphrase);
+  register('qcow2Lens.removePassphrase', 'Remove Passphrase', removePassphrase);
   register('qcow2Lens.convertImage', 'Convert / Export Image', convertImage);
   register('qcow2Lens.commitImage', 'Commit Overlay', commitImage);
   register('qcow2Lens.rebaseImage', 'Rebase', rebaseImage);
@@ -195,6 +198,8 @@ async function runFromWebview(s: Services, cmd: string, uri: vscode.Uri, args: R
       case 'refresh': s.provider.document(uri)?.fileChanged(); break;
       case 'unlock': await unlockImage(s, uri); return;
       case 'lock': await lockImage(s, uri); return;
+      case 'addPassphrase': if (!await addPassphrase(s, uri)) return unchanged(); break;
+      case 'removePassphrase': if (!await removePassphrase(s, uri)) return unchanged(); break;
       case 'reopenWith':
         // VS Code's own picker (text editor, hex editor, …) for the active tab, which is this one
         await vscode.commands.executeCommand('workbench.action.reopenWithEditor');

@@ -13,6 +13,7 @@ import type { Qcow2Image } from '../engine/image/image';
 import { featureBits } from '../engine/qcow2/header';
 import * as L from '../engine/qcow2/layout';
 import { readEncryptInfo } from '../engine/image/encryption';
+import { LUKS_KEY_SLOT_BYTES, slotDescriptorOffset } from '../engine/crypto/luksLayout';
 import { formatPath, step } from '../engine/path';
 import { formatBytes } from '../engine/units';
 import { type HeaderField, type NodeId, TREE_PAGE_SIZE, type TreeNode } from '../protocol';
@@ -167,7 +168,17 @@ async function fixedChildren(src: TreeSource, ref: NodeRef): Promise<TreeNode[]>
     }
     case 'encryption': {
       const e = await readEncryptInfo(img.file, h).catch(() => undefined);
-      return Object.entries(e ?? {}).filter(([k]) => k !== 'slots').map(([k, v]) => ({ id: nodeId({ kind: 'encryptionField', name: k }), kind: 'info', label: k, description: String(v), hasChildren: false }));
+      const fields: TreeNode[] = Object.entries(e ?? {}).filter(([k]) => k !== 'slots').map(([k, v]) => ({ id: nodeId({ kind: 'encryptionField', name: k }), kind: 'info', label: k, description: String(v), hasChildren: false }));
+      // LUKS key slots: each slot's 48-byte record in the header, its key material the target
+      const algs = [e?.['cipher-alg'], e?.['cipher-mode'], e?.['hash-alg']].filter(Boolean).join(', ');
+      const slots: TreeNode[] = (e?.slots ?? []).map((sl, i) => ({
+        id: nodeId({ kind: 'encryptionField', name: `key_slot[${i}]` }), kind: 'info', label: `key slot ${i}`,
+        description: sl.active ? `active, ${(sl.iters ?? 0).toLocaleString('en-US')} PBKDF2 iterations (${algs})` : 'inactive',
+        tooltip: `key material at ${hex(sl['key-offset'])} in the LUKS area`, hasChildren: false,
+        hostOffset: h.crypto ? h.crypto.offset + slotDescriptorOffset(i) : undefined, hostLength: LUKS_KEY_SLOT_BYTES,
+        targetHostOffset: h.crypto ? h.crypto.offset + sl['key-offset'] : undefined,
+      }));
+      return [...fields, ...slots];
     }
     default:
       return [];

@@ -174,17 +174,17 @@ test('adding and erasing key slots: QEMU opens with the passphrases we add, not 
   assert.deepEqual(info.slots.map((s: { active: boolean }) => s.active), h.slots.map(s => s.active));
 
   // The refusals qemu-img amend makes, in its order.
-  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS) }), 'unsupported', /'new-secret' is required/);
+  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS) }), 'unsupported', /'new-secret' is required to activate a keyslot/);
   await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(WRONG), oldSecret: Secret.fromString(PASS) }), 'unsupported', /'old-secret' must not be given/);
-  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(WRONG), keyslot: 8 }), 'unsupported', /encrypt\.keyslot: invalid key slot 8, it must be between 0 and 7/);
-  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(WRONG), keyslot: 5 }), 'unsupported', /key_slot\[5\] at 0x1c0: refusing to overwrite active key slot 5/);
+  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(WRONG), keyslot: 8 }), 'unsupported', /encrypt\.keyslot: Invalid keyslot 8 specified, must be between 0 and 7/);
+  await refused(addKeySlot(area(), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(WRONG), keyslot: 5 }), 'unsupported', /key_slot\[5\] at 0x1c0: Refusing to overwrite active keyslot 5 - please erase it first/);
   await refused(addKeySlot(area(), h, { secret: Secret.fromString(WRONG), newSecret: Secret.fromString(WRONG) }), 'bad-passphrase', /opens none of the 3 active key slots \(0, 1, 5\)/);
-  await refused(eraseKeySlots(area(), h, { keyslot: 1, newSecret: Secret.fromString(WRONG) }), 'unsupported', /'new-secret' must not be given when erasing/);
+  await refused(eraseKeySlots(area(), h, { keyslot: 1, newSecret: Secret.fromString(WRONG) }), 'unsupported', /'new-secret' must not be given when erasing keyslots/);
   await refused(eraseKeySlots(area(), h, { keyslot: 1, iterTimeMs: 10 }), 'unsupported', /'iter-time' must not be given/);
-  await refused(eraseKeySlots(area(), h, {}), 'unsupported', /give either a key slot index or the passphrase/);
-  await refused(eraseKeySlots(area(), h, { keyslot: 2 }), 'unsupported', /key slot 2 is already erased/);
-  await refused(eraseKeySlots(area(), h, { keyslot: 1, oldSecret: Secret.fromString(THIRD) }), 'bad-passphrase', /key slot 1 does not hold the given old passphrase/);
-  await refused(eraseKeySlots(area(), h, { oldSecret: Secret.fromString(WRONG) }), 'bad-passphrase', /no key slot holds the given old passphrase/);
+  await refused(eraseKeySlots(area(), h, {}), 'unsupported', /either explicit keyslot index or the password currently contained in them must be given/);
+  await refused(eraseKeySlots(area(), h, { keyslot: 2 }), 'unsupported', /Given keyslot 2 is already erased \(inactive\)/);
+  await refused(eraseKeySlots(area(), h, { keyslot: 1, oldSecret: Secret.fromString(THIRD) }), 'bad-passphrase', /Given keyslot 1 doesn't contain the given old password for erase operation/);
+  await refused(eraseKeySlots(area(), h, { oldSecret: Secret.fromString(WRONG) }), 'bad-passphrase', /No keyslots match given \(old\) password for erase operation/);
 
   // Erase PASS by passphrase, then slot 5 by index: only SECOND opens.
   edit = await eraseKeySlots(area(), h, { oldSecret: Secret.fromString(PASS) });
@@ -203,8 +203,8 @@ test('adding and erasing key slots: QEMU opens with the passphrases we add, not 
   assert.ok(await qemuSees(file, SECOND, plainFile));
 
   // The last active slot is refused, by index and by passphrase, as qemu-img amend refuses it.
-  await refused(eraseKeySlots(area(), h, { keyslot: 1 }), 'unsupported', /refusing to erase key slot 1, the only active one/);
-  await refused(eraseKeySlots(area(), h, { oldSecret: Secret.fromString(SECOND) }), 'unsupported', /every active key slot holds the given old passphrase/);
+  await refused(eraseKeySlots(area(), h, { keyslot: 1 }), 'unsupported', /Attempt to erase the only active keyslot 1 which will erase all the data/);
+  await refused(eraseKeySlots(area(), h, { oldSecret: Secret.fromString(SECOND) }), 'unsupported', /All the active keyslots match the \(old\) password/);
   const q = await run('qemu-img', ['amend', ...secretArgs(['sec0', SECOND]), '--image-opts', luksOpts(file), '-o', 'state=inactive,keyslot=1']);
   assert.notEqual(q.status, 0);
   assert.match(q.stderr, /Attempt to erase the only active keyslot 1/);
@@ -219,7 +219,7 @@ test('a full set of eight slots refuses a ninth; force overwrites an active slot
   for (let i = 1; i < 8; i++) apply(file, await addKeySlot(rawLuksArea(file), await readLuksHeader(rawLuksArea(file)), { secret: Secret.fromString(PASS), newSecret: Secret.fromString(`${SECOND}${i}`), slotIterations: 1000 }));
   const h = await readLuksHeader(rawLuksArea(file));
   assert.ok(h.slots.every(s => s.active));
-  await refused(addKeySlot(rawLuksArea(file), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(THIRD) }), 'unsupported', /all 8 are in use/);
+  await refused(addKeySlot(rawLuksArea(file), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(THIRD) }), 'unsupported', /Can't add a keyslot - all keyslots are in use/);
   apply(file, await addKeySlot(rawLuksArea(file), h, { secret: Secret.fromString(PASS), newSecret: Secret.fromString(THIRD), keyslot: 7, force: true, slotIterations: 1000 }));
   assert.ok(await qemuSees(file, THIRD, plainFile));
   assert.ok(!await qemuSees(file, `${SECOND}7`, plainFile));

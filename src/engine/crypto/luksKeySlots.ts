@@ -1,7 +1,7 @@
 /**
  * Key slot management, as `qemu-img amend -o encrypt.state=active|inactive,…` does it in QEMU 7.2
  * (qcrypto_block_luks_amend_add_keyslot / _erase_keyslots): the same options, the same refusals
- * in the same order, the same result on disk.
+ * in the same order with qemu-img's messages, the same result on disk.
  *
  * Pure functions over the header: they return the new header and the writes to make, in order,
  * as offsets into the LUKS area. The order is QEMU's and is what makes a crash harmless:
@@ -65,9 +65,14 @@ function refuse(area: LuksArea, option: string, detail: string, code: Qcow2Error
   return new Qcow2Error(area.file, option, undefined, detail, code);
 }
 
-function checkKeyslotIndex(area: LuksArea, keyslot: number): void {
+/**
+ * QEMU's range check; adding prints the index unsigned (-1 as 4294967295), erasing signed, as
+ * qemu-img 7.2 does.
+ */
+function checkKeyslotIndex(area: LuksArea, keyslot: number, unsigned: boolean): void {
   if (!Number.isInteger(keyslot) || keyslot < 0 || keyslot >= LUKS_NUM_KEY_SLOTS) {
-    throw refuse(area, 'encrypt.keyslot', `invalid key slot ${keyslot}, it must be between 0 and ${LUKS_NUM_KEY_SLOTS - 1}`);
+    const shown = unsigned && Number.isInteger(keyslot) && keyslot < 0 && keyslot >= -(2 ** 31) ? keyslot + 2 ** 32 : keyslot;
+    throw refuse(area, 'encrypt.keyslot', `Invalid keyslot ${shown} specified, must be between 0 and ${LUKS_NUM_KEY_SLOTS - 1}`);
   }
 }
 
@@ -78,18 +83,18 @@ export function amendLuks(area: LuksArea, h: LuksHeader, o: LuksAmendOptions): P
 
 /** encrypt.state=active: seals the master key under newSecret in a free (or the given) slot. */
 export async function addKeySlot(area: LuksArea, h: LuksHeader, o: Omit<LuksAmendOptions, 'state'>): Promise<LuksEdit> {
-  if (!o.newSecret) throw refuse(area, 'encrypt.new-secret', "'new-secret' is required to activate a key slot");
-  if (o.oldSecret) throw refuse(area, 'encrypt.old-secret', "'old-secret' must not be given when activating key slots");
+  if (!o.newSecret) throw refuse(area, 'encrypt.new-secret', "'new-secret' is required to activate a keyslot");
+  if (o.oldSecret) throw refuse(area, 'encrypt.old-secret', "'old-secret' must not be given when activating keyslots");
   let keyslot: number;
   if (o.keyslot !== undefined) {
-    checkKeyslotIndex(area, o.keyslot);
+    checkKeyslotIndex(area, o.keyslot, true);
     keyslot = o.keyslot;
   } else {
     keyslot = h.slots.findIndex(s => !s.active);
-    if (keyslot < 0) throw luksError(area, { field: 'key_slots' }, `cannot add a key slot: all ${LUKS_NUM_KEY_SLOTS} are in use`, 'unsupported');
+    if (keyslot < 0) throw luksError(area, { field: 'key_slots' }, "Can't add a keyslot - all keyslots are in use", 'unsupported');
   }
   if (!o.force && h.slots[keyslot].active) {
-    throw luksError(area, { slot: keyslot }, `refusing to overwrite active key slot ${keyslot}; erase it first (or force)`, 'unsupported');
+    throw luksError(area, { slot: keyslot }, `Refusing to overwrite active keyslot ${keyslot} - please erase it first`, 'unsupported');
   }
   if (!o.secret) throw refuse(area, 'encrypt.secret', 'the passphrase of an existing key slot is needed to add one', 'bad-passphrase');
   const { masterKey } = await unlockLuks(area, h, o.secret, { signal: o.signal, maxIterations: o.maxIterations });
@@ -113,23 +118,23 @@ export async function addKeySlot(area: LuksArea, h: LuksHeader, o: Omit<LuksAmen
 
 /** encrypt.state=inactive: erases the given slot, or every slot holding oldSecret. */
 export async function eraseKeySlots(area: LuksArea, h: LuksHeader, o: Omit<LuksAmendOptions, 'state'>): Promise<LuksEdit> {
-  if (o.newSecret) throw refuse(area, 'encrypt.new-secret', "'new-secret' must not be given when erasing key slots");
-  if (o.iterTimeMs !== undefined) throw refuse(area, 'encrypt.iter-time', "'iter-time' must not be given when erasing key slots");
-  if (o.secret) throw refuse(area, 'encrypt.secret', "'secret' must not be given when erasing key slots");
+  if (o.newSecret) throw refuse(area, 'encrypt.new-secret', "'new-secret' must not be given when erasing keyslots");
+  if (o.iterTimeMs !== undefined) throw refuse(area, 'encrypt.iter-time', "'iter-time' must not be given when erasing keyslots");
+  if (o.secret) throw refuse(area, 'encrypt.secret', "'secret' must not be given when erasing keyslots");
   const activeCount = h.slots.filter(s => s.active).length;
   let toErase: number[];
   if (o.keyslot !== undefined) {
     const k = o.keyslot;
-    checkKeyslotIndex(area, k);
+    checkKeyslotIndex(area, k, false);
     if (o.oldSecret) {
       checkIterations(area, h, [h.slots[k]], o.maxIterations);
       const key = await tryKeySlot(area, h, k, o.oldSecret, o.signal);
-      if (!key) throw luksError(area, { slot: k }, `key slot ${k} does not hold the given old passphrase`, 'bad-passphrase');
+      if (!key) throw luksError(area, { slot: k }, `Given keyslot ${k} doesn't contain the given old password for erase operation`, 'bad-passphrase');
       key.wipe();
     }
-    if (!o.force && !h.slots[k].active) throw luksError(area, { slot: k }, `key slot ${k} is already erased (inactive)`, 'unsupported');
+    if (!o.force && !h.slots[k].active) throw luksError(area, { slot: k }, `Given keyslot ${k} is already erased (inactive)`, 'unsupported');
     if (!o.force && activeCount === 1) {
-      throw luksError(area, { slot: k }, `refusing to erase key slot ${k}, the only active one: that would make all data in the image unreadable, irreversibly`, 'unsupported');
+      throw luksError(area, { slot: k }, `Attempt to erase the only active keyslot ${k} which will erase all the data in the image irreversibly - refusing operation`, 'unsupported');
     }
     toErase = [k];
   } else if (o.oldSecret) {
@@ -143,12 +148,12 @@ export async function eraseKeySlots(area: LuksArea, h: LuksHeader, o: Omit<LuksA
         toErase.push(s.index);
       }
     }
-    if (toErase.length === 0) throw luksError(area, { field: 'key_slots' }, 'no key slot holds the given old passphrase', 'bad-passphrase');
+    if (toErase.length === 0) throw luksError(area, { field: 'key_slots' }, 'No keyslots match given (old) password for erase operation', 'bad-passphrase');
     if (!o.force && toErase.length === activeCount) {
-      throw luksError(area, { field: 'key_slots' }, 'every active key slot holds the given old passphrase; erasing them would make all data in the image unreadable, irreversibly', 'unsupported');
+      throw luksError(area, { field: 'key_slots' }, 'All the active keyslots match the (old) password that was given and erasing them will erase all the data in the image irreversibly - refusing operation', 'unsupported');
     }
   } else {
-    throw refuse(area, 'encrypt.keyslot', 'to erase key slots, give either a key slot index or the passphrase they hold (old-secret)');
+    throw refuse(area, 'encrypt.keyslot', 'To erase keyslot(s), either explicit keyslot index or the password currently contained in them must be given');
   }
 
   const header = cloneLuksHeader(h);
