@@ -9,39 +9,15 @@
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { FromWebviewMessage, ImageSummary, TreeChildrenReply } from '../../src/protocol';
-import { calibrationFailed, timingPause } from '../helpers/qemuTiming';
+import type { FromWebviewMessage, TreeChildrenReply } from '../../src/protocol';
+import { askTab as ask, openTab, qemu as qemuOk, qemuRun as qemu, sleep, tabSummary as summary, ws } from './util';
 
 const PASS = 'lens-keyslot-e2e first';
 const ADDED = 'lens-keyslot-e2e added';
-const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
-/** qemu-img / qemu-io, run again when QEMU's PBKDF2 timing fails, as test/helpers/qemu.ts does; the result, never thrown. */
-function qemu(cmd: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  for (let i = 1; ; i++) {
-    const r = spawnSync(cmd, args, { encoding: 'utf8' });
-    if (r.status === 0 || !calibrationFailed(r.status, r.stderr, i)) return r;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, timingPause(i));
-  }
-}
-function qemuOk(cmd: string, ...args: string[]): string {
-  const r = qemu(cmd, ...args);
-  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
-let requestId = 1;
-const ask = <T>(uri: vscode.Uri, m: Omit<FromWebviewMessage, 'requestId'> & { type: string }) =>
-  vscode.commands.executeCommand<T>('qcow2Lens.internal.ask', uri, { ...m, requestId: requestId++ });
-const summary = async (uri: vscode.Uri) => (await ask<{ summary: ImageSummary }>(uri, { type: 'getSummary' })).summary;
-
-async function openTab(uri: vscode.Uri): Promise<void> {
-  await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editor');
-  for (let i = 0; i < 100 && !(await summary(uri).catch(() => undefined)); i++) await sleep(100);
-}
+let requestId = 1; // names of the scratch files
 
 suite('Encrypted images: key slots, Add and Remove Passphrase', () => {
   let img: vscode.Uri;

@@ -10,21 +10,12 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { FromWebviewMessage, ImageSummary } from '../../src/protocol';
-import { qemu, sleep, ws } from './util';
+import type { FromWebviewMessage } from '../../src/protocol';
+import { askTab as ask, openTab, qemu, tabSummary as summary, ws } from './util';
 
 const PASS = 'lens-unlock-e2e passphrase';
-let requestId = 1;
-const ask = <T>(uri: vscode.Uri, m: Omit<FromWebviewMessage, 'requestId'> & { type: string }) =>
-  vscode.commands.executeCommand<T>('qcow2Lens.internal.ask', uri, { ...m, requestId: requestId++ });
-const summary = async (uri: vscode.Uri) => (await ask<{ summary: ImageSummary }>(uri, { type: 'getSummary' })).summary;
 const guest = (uri: vscode.Uri, offset: number, length: number) =>
   ask<{ type: string; data?: string; code?: string; message?: string }>(uri, { type: 'readGuest', guestOffset: offset, length } as FromWebviewMessage);
-
-async function openTab(uri: vscode.Uri): Promise<void> {
-  await vscode.commands.executeCommand('vscode.openWith', uri, 'qcow2Lens.editor');
-  for (let i = 0; i < 100 && !(await summary(uri).catch(() => undefined)); i++) await sleep(100);
-}
 
 suite('Encrypted images: Unlock and Lock', () => {
   let img: vscode.Uri;
