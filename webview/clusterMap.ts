@@ -6,7 +6,7 @@
  */
 import type { ClusterDescription } from '../src/protocol';
 import { CLUSTER_ROLE_LABELS, CLUSTER_ROLES, ClusterRole } from '../src/protocol';
-import { button, clear, el, errorText, hex, rafThrottle } from './dom';
+import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle } from './dom';
 
 const MIN_CELL = 10;
 const MAX_VISIBLE_ROWS = 12;
@@ -68,19 +68,8 @@ export class ClusterMap {
       if (c !== undefined) this.pick(c);
     });
     this.scroller.addEventListener('keydown', e => this.onKey(e));
-    // VS Code changes the theme by rewriting the variables on <html> and the classes on <body>.
-    const retheme = () => { this.readColors(); this.schedule(); };
-    const mo = new MutationObserver(retheme);
-    mo.observe(document.documentElement, { attributes: true, attributeFilter: ['style', 'class'] });
-    mo.observe(document.body, { attributes: true, attributeFilter: ['class'] });
-    // React to width changes only: our own height changes (and a scrollbar appearing) must not loop.
-    let lastWidth = -1;
-    new ResizeObserver(() => {
-      const w = this.scroller.clientWidth;
-      if (Math.abs(w - lastWidth) < 2) return;
-      lastWidth = w;
-      if (this.fitted) this.fit(); else this.layout();
-    }).observe(this.scroller);
+    onThemeChange(() => { this.readColors(); this.schedule(); });
+    onWidthChange(this.scroller, () => { if (this.fitted) this.fit(); else this.layout(); });
   }
 
   private readColors(): void {

@@ -56,3 +56,21 @@ export function rafThrottle(fn: () => void): () => void {
 export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** Calls fn when VS Code changes the theme (it rewrites the variables on <html> and the classes on <body>). */
+export function onThemeChange(fn: () => void): void {
+  const mo = new MutationObserver(fn);
+  mo.observe(document.documentElement, { attributes: true, attributeFilter: ['style', 'class'] });
+  mo.observe(document.body, { attributes: true, attributeFilter: ['class'] });
+}
+
+/** Calls fn when the element's width changes by 2 px or more: a view's own height changes (and a scrollbar appearing) must not loop. */
+export function onWidthChange(element: HTMLElement, fn: () => void): void {
+  let lastWidth = -1;
+  new ResizeObserver(() => {
+    const w = element.clientWidth;
+    if (Math.abs(w - lastWidth) < 2) return;
+    lastWidth = w;
+    fn();
+  }).observe(element);
+}

@@ -15,7 +15,7 @@
 import type { GuestBucket, GuestRunKind, GuestRunsReply } from '../src/protocol';
 import { GUEST_RUN_KINDS } from '../src/protocol';
 import { formatBytes } from '../src/engine/units';
-import { button, clear, el, errorText, hex, rafThrottle } from './dom';
+import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle } from './dom';
 
 const ROWS = 4;
 const CELL = 12;
@@ -119,17 +119,8 @@ export class GuestMap {
       const d = (e as CustomEvent<{ ranges?: Highlight[]; label?: string }>).detail ?? {};
       this.highlight(Array.isArray(d.ranges) ? d.ranges : [], typeof d.label === 'string' ? d.label : '');
     });
-    const retheme = () => { this.readColors(); this.schedule(); };
-    const mo = new MutationObserver(retheme);
-    mo.observe(document.documentElement, { attributes: true, attributeFilter: ['style', 'class'] });
-    mo.observe(document.body, { attributes: true, attributeFilter: ['class'] });
-    let lastWidth = -1;
-    new ResizeObserver(() => {
-      const w = this.focusBox.clientWidth;
-      if (Math.abs(w - lastWidth) < 2) return;
-      lastWidth = w;
-      if (this.fitted) this.fit(false); else this.load();
-    }).observe(this.focusBox);
+    onThemeChange(() => { this.readColors(); this.schedule(); });
+    onWidthChange(this.focusBox, () => { if (this.fitted) this.fit(false); else this.load(); });
   }
 
   private readColors(): void {
