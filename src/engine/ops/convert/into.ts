@@ -23,7 +23,8 @@
  *    write-zeroes with unmap makes them.
  *  raw: in place, front to back, the data and the zeros the target does not already hold, then one
  *    sync (a raw file has no metadata to order): each sector is old or new after a crash.
- *  vpc, vmdk: the target is read (its subformat, size, UUID / CID and the guest bytes past the
+ *  vpc, vmdk: (a streamOptimized target is refused where it holds grains in the range written, as
+ *    QEMU refuses to write over them) the target is read (its subformat, size, UUID / CID and the guest bytes past the
  *    sources' end) and written again whole into a temporary file beside it, with the sources' bytes
  *    over [0, source size): synced, renamed over the target, folder synced. A crash leaves the old
  *    target untouched. The guest content is qemu-img's (`qemu-img compare` equal); the file's
@@ -241,6 +242,12 @@ export async function intoForeign(
       throw new Qcow2Error(dest, 'VMDK descriptor', undefined, `writing into an existing vmdk of subformat ${t.createType} is not supported (monolithicSparse and streamOptimized are)`, 'unsupported');
     }
     const subformat = t.createType;
+    if (subformat === 'streamOptimized') {
+      // QEMU appends to a streamOptimized file and refuses a write over a grain it holds already
+      let allocated = false;
+      await t.layerStatus(0, Math.min(t.virtualSize, counted.virtualSize), e => { if (e.present && !e.zero) allocated = true; });
+      if (allocated) throw new Qcow2Error(dest, 'VMDK grain table', undefined, 'Could not write to allocated cluster for streamOptimized', 'unsupported');
+    }
     await viaTemp(async sink => {
       await writeVmdk(over(counted, layerSource(t)), sink, { ...ctl, subformat, fileName: path.basename(dest), cid: t.cid, name: dest });
     });
