@@ -155,6 +155,7 @@ export const SECTIONS: BenchSection[] = [
   checkSection,
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
+  fileSection('manage', 'manage.js', 'benchManage'),
   fileSection('guest', 'guest.js', 'benchGuest'),
 ];
 
