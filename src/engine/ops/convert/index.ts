@@ -298,9 +298,10 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
           if (zeroAsData) await w.writeData(guest, Buffer.alloc(len));
           else await w.writeZero(guest, len);
         } else {
-          const buf = Buffer.alloc(len);
           const avail = Math.min(len, size - guest, src.virtualSize - guest);
-          if (avail > 0) (await src.readGuest(guest, avail)).copy(buf);
+          // the source's buffer as it is when it covers the whole run (no copy; only read from here on)
+          const buf = avail === len ? await src.readGuest(guest, len) : Buffer.alloc(len);
+          if (avail > 0 && avail < len) (await src.readGuest(guest, avail)).copy(buf);
           dataBytes += avail;
           await writeClusters(w, pool, guest, buf, job, zeroAsData);
         }
