@@ -34,6 +34,7 @@ import { OptionError, type OptionEntry, type Qcow2CreateOptions } from '../optio
 import { assertNotLocked, beforeWrite } from '../writable';
 import { CompressPool } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
+import { PipelinedDisk } from './pipelinedDisk';
 import { Qcow2Writer } from './qcow2';
 import type { DataCipher } from '../../crypto/dataCipher';
 import type { Secret } from '../../crypto/secret';
@@ -267,10 +268,39 @@ async function classify(src: ConvertSource, start: number, end: number, cs: numb
   return kinds;
 }
 
+interface OutputRun { kind: Kind; guest: number; len: number; span: number }
+
+/** The runs of clusters of one kind (zero or data, at most one window each) of the output, span by span. */
+async function* outputRuns(src: ConvertSource, size: number, cs: number, job: Qcow2Job, ctl: Control, dest: string): AsyncGenerator<OutputRun> {
+  for (let spanStart = 0, span = 0; spanStart < size; spanStart += SPAN, span++) {
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    const spanEnd = Math.min(size, spanStart + SPAN);
+    const k = await classify(src, spanStart, spanEnd, cs, job);
+    let c = 0;
+    while (c < k.length) {
+      if (k[c] === Kind.Skip) { c++; continue; }
+      const kind = k[c];
+      let e = c + 1;
+      while (e < k.length && k[e] === kind && (e - c) * cs < WINDOW) e++;
+      yield { kind, guest: spanStart + c * cs, len: (e - c) * cs, span };
+      c = e;
+    }
+  }
+}
+
+/** No 512-byte sector of `buf` is all zeros (each has a non-zero byte among its first 16): qemu-img writes it whole. */
+function noZeroSector(buf: Buffer): boolean {
+  if (buf.length % 512) return false;
+  for (let at = 0; at < buf.length; at += 512) {
+    if (buf.readUInt32LE(at) === 0 && buf.readUInt32LE(at + 4) === 0 && buf.readUInt32LE(at + 8) === 0 && buf.readUInt32LE(at + 12) === 0) return false;
+  }
+  return true;
+}
+
 async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions & { encryptSecret?: Secret }, job: Qcow2Job, ctl: Control): Promise<ConvertResult> {
   const size = Math.ceil(src.virtualSize / 512) * 512;
   const out = new TempOutput(path.resolve(dest));
-  const disk = FileDisk.open(out.tmp, 'w', ctl.signal);
+  const disk = new PipelinedDisk(FileDisk.open(out.tmp, 'w', ctl.signal), ctl.signal);
   let pool: CompressPool | null = null;
   let cipher: DataCipher | null = null;
   let dataBytes = 0;
@@ -282,43 +312,50 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     const cs = w.cs;
     if (job.compress) pool = new CompressPool(q.compressionType);
     const zeroAsData = q.version < 3;
-    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
-      throwIfCancelled(ctl.signal, dest, 'convert');
-      const spanEnd = Math.min(size, spanStart + SPAN);
-      const k = await classify(src, spanStart, spanEnd, cs, job);
-      let c = 0;
-      while (c < k.length) {
-        if (k[c] === Kind.Skip) { c++; continue; }
-        // a run of clusters of one kind, at most one window
-        const kind = k[c];
-        let e = c + 1;
-        while (e < k.length && k[e] === kind && (e - c) * cs < WINDOW) e++;
-        const guest = spanStart + c * cs, len = (e - c) * cs;
-        if (kind === Kind.Zero) {
-          if (zeroAsData) await w.writeData(guest, Buffer.alloc(len));
-          else await w.writeZero(guest, len);
-        } else {
-          const avail = Math.min(len, size - guest, src.virtualSize - guest);
-          // the source's buffer as it is when it covers the whole run (no copy; only read from here on)
-          const buf = avail === len ? await src.readGuest(guest, len) : Buffer.alloc(len);
-          if (avail > 0 && avail < len) (await src.readGuest(guest, avail)).copy(buf);
-          dataBytes += avail;
-          await writeClusters(w, pool, guest, buf, job, zeroAsData);
-        }
-        c = e;
-        ctl.onProgress?.(Math.min(size, guest + len), size);
+    // The runs to write, span by span; each data run's read is started one run ahead, so the
+    // source is read (on libuv's threads) while the previous run is written (synchronously).
+    const runs = outputRuns(src, size, cs, job, ctl, dest);
+    const readRun = (r: OutputRun | undefined): Promise<Buffer> | undefined => {
+      if (!r || r.kind !== Kind.Data) return undefined;
+      const avail = Math.min(r.len, size - r.guest, src.virtualSize - r.guest);
+      dataBytes += Math.max(0, avail);
+      // the source's buffer as it is when it covers the whole run (no copy; only read from here on)
+      if (avail === r.len) return src.readGuest(r.guest, r.len);
+      return (async () => {
+        const buf = Buffer.alloc(r.len);
+        if (avail > 0) (await src.readGuest(r.guest, avail)).copy(buf);
+        return buf;
+      })();
+    };
+    let cur = (await runs.next()).value as OutputRun | undefined;
+    let curData = readRun(cur);
+    let span = 0;
+    while (cur) {
+      const next = (await runs.next()).value as OutputRun | undefined;
+      const nextData = readRun(next);
+      // a read started ahead must not be left unawaited when this run fails
+      nextData?.catch(() => undefined);
+      if (cur.span !== span) { await w.settle(); span = cur.span; }
+      if (cur.kind === Kind.Zero) {
+        if (zeroAsData) await w.writeData(cur.guest, Buffer.alloc(cur.len));
+        else await w.writeZero(cur.guest, cur.len);
+      } else {
+        await writeClusters(w, pool, cur.guest, await curData!, job, zeroAsData);
       }
-      await w.settle();
+      ctl.onProgress?.(Math.min(size, cur.guest + cur.len), size);
+      cur = next;
+      curData = nextData;
     }
     await w.settle();
     // qemu-img's end-of-stream compressed write: the file's length rounded up to a whole sector
     if (job.compress && disk.length() % 512) await disk.truncate(Math.ceil(disk.length() / 512) * 512);
-    disk.finish();
+    await disk.finish();
     disk.close();
     throwIfCancelled(ctl.signal, dest, 'convert');
     out.commit();
     return { output: dest, format: 'qcow2', virtualSize: src.virtualSize, dataBytes };
   } catch (e) {
+    await disk.drain().catch(() => undefined); // no write left in flight on a closed descriptor
     try { disk.close(); } catch { /* already closed */ }
     out.discard();
     throw e;
@@ -373,7 +410,7 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
   const ranges: Array<[number, number]> = [];
   for (let c0 = 0; c0 < buf.length; c0 += REQUEST) {
     const chunk = buf.subarray(c0, Math.min(buf.length, c0 + REQUEST));
-    for (const [s, e] of writtenRanges(chunk, guest + c0, job.minSparse)) {
+    for (const [s, e] of noZeroSector(chunk) ? [[0, chunk.length] as [number, number]] : writtenRanges(chunk, guest + c0, job.minSparse)) {
       ranges.push([c0 + s, c0 + e]);
       for (let b = c0 + s; b < c0 + e;) {
         const i = Math.floor(b / cs), end = Math.min(c0 + e, (i + 1) * cs);
