@@ -216,19 +216,19 @@ function run(k: number, args: string[]): boolean {
 
 test('-n into qcow2 in place under SIGKILL at every write: check finds at most leaks, each cluster old or new, the snapshot intact', () => {
   const src = path.join(dir, 'crash-src.qcow2');
-  // 768 guest clusters: the writer's batches of 512 make several rounds of data, refcounts, L2, L1
-  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', src, '3M');
-  qemuIo(src, ['write -P 0x71 0 64k', 'write -c -P 0x72 256k 32k', 'write -z 512k 64k', 'write -P 0x73 900k 8k', 'write -P 0x74 2100k 200k']);
+  // 6144 guest clusters of 4 KiB: the writer's batches (4096 clusters) make two rounds of data, refcounts, L2, L1
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', src, '24M');
+  qemuIo(src, ['write -P 0x71 0 64k', 'write -c -P 0x72 256k 32k', 'write -z 512k 64k', 'write -P 0x73 900k 8k', 'write -P 0x74 2100k 200k', 'write -P 0x75 10M 1M', 'write -P 0x76 20M 2M']);
   const oldCopy = path.join(dir, 'crash-old.qcow2'), target = path.join(dir, 'crash-target.qcow2');
-  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', oldCopy, '4M');
-  qemuIo(oldCopy, ['write -c -P 0x5b 256k 64k', 'write -P 0x5a 0 256k', 'write -P 0x5a 320k 3776k']);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', oldCopy, '32M');
+  qemuIo(oldCopy, ['write -c -P 0x5b 256k 64k', 'write -P 0x5a 0 256k', 'write -P 0x5a 320k 32448k']);
   qemuImg('snapshot', '-c', 'keep', oldCopy);
   qemuIo(oldCopy, ['write -P 0x5c 512k 128k']);
   const oldGuest = guest(oldCopy, 'qcow2');
   const snapRaw = path.join(dir, 'crash-snap.raw');
   qemuImg('convert', '-l', 'keep', '-O', 'raw', oldCopy, snapRaw);
   const snapGuest = fs.readFileSync(snapRaw);
-  const newGuest = Buffer.concat([guest(src, 'qcow2'), oldGuest.subarray(3 * 1024 * 1024)]);
+  const newGuest = Buffer.concat([guest(src, 'qcow2'), oldGuest.subarray(24 * 1024 * 1024)]);
   const cs = 4096;
   let k = 0;
   for (; k < 2000; k++) {
@@ -251,5 +251,6 @@ test('-n into qcow2 in place under SIGKILL at every write: check finds at most l
       break;
     }
   }
+  if (process.env.CRASH_DEBUG) console.error(`convert -n crash points: ${k}`);
   assert.ok(k > 8 && k < 2000, `${k} writes`);
 });
