@@ -8,7 +8,9 @@
  * above it are compared (img_rebase's prefix_chain_bs). `-b ""` flattens: the new view is all
  * zeros, so everything non-zero the old chain holds is copied and FILE is left standalone.
  * Ranges that no layer of either chain allocates read zeros on both sides and are not read at all;
- * a piece is compared whole first (one memcmp), cluster by cluster only when it differs.
+ * a piece is compared whole first (one memcmp), cluster by cluster only when it differs, and a
+ * differing cluster the overlay leaves wholly to the old chain is written from the bytes just
+ * compared (the others are read again through the overlay).
  * Unsafe mode (-u) only rewrites the name and format, without opening any backing file.
  *
  * Order: 1. the clusters (data, refcounts, L2, L1, frees — each phase synced), while the header
@@ -136,12 +138,19 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
         for (let from = 0; from < size; from += WINDOW) {
           throwIfCancelled(opts.signal, path, 'rebase');
           const to = Math.min(size, from + WINDOW);
-          let todo = await unallocatedRanges(img, from, to);
+          const unalloc = await unallocatedRanges(img, from, to);
+          let todo = unalloc;
           // a new backing file from the old chain: only what lies above it can differ
           if (prefix && oldBacking) todo = intersect(todo, await rangesAllocatedAbove(oldBacking, prefix, from, to));
           // where neither the old chain nor the new one allocates anything, both read zeros: nothing to compare
           todo = intersect(todo, union(await allocatedIn(oldBacking, from, to), await allocatedIn(newBacking, from, to)));
           const clusters: number[] = [];
+          // the overlay's unallocated range at or after the cluster being looked at (clusters come in ascending order)
+          let u = 0;
+          const within = (cs0: number, ce: number) => {
+            while (u < unalloc.length && unalloc[u][1] <= cs0) u++;
+            return u < unalloc.length && unalloc[u][0] <= cs0 && ce <= unalloc[u][1];
+          };
           for (const [s, e] of todo) {
             for (let at = s; at < e; at += PIECE) {
               const n = Math.min(PIECE, e - at);
@@ -151,7 +160,14 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
               for (let i = 0; i < n;) {
                 const c = Math.floor((at + i) / cs) * cs;
                 const k = Math.min(n, c + cs - at);
-                if (a.compare(b, i, k, i, k) !== 0 && clusters[clusters.length - 1] !== c) clusters.push(c);
+                if (a.compare(b, i, k, i, k) !== 0) {
+                  if (c >= at && c + cs <= at + n && c + cs <= size && within(c, c + cs)) {
+                    // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a copy: the piece is not kept)
+                    const data = a.subarray(c - at, c - at + cs);
+                    await w.writeCluster(c, isZero(data) ? null : Buffer.from(data));
+                    written += cs;
+                  } else if (clusters[clusters.length - 1] !== c) clusters.push(c);
+                }
                 i = k;
               }
             }
