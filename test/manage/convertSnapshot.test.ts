@@ -138,3 +138,20 @@ test('-l errors are qemu-img\'s (message and exit code); -s is refused, qemu-img
   assert.equal(s.status, 64, 'a usage error here');
   assert.match(s.stderr, /-s is not an option of qemu-img 7\.2 convert.*-l/);
 });
+
+test('-l with -n: a snapshot\'s view written into an existing qcow2 and raw target, as qemu-img does', () => {
+  const img = standalone('4k');
+  for (const fmt of ['qcow2', 'raw']) {
+    const mine = path.join(dir, `ln-${fmt}.img`), theirs = path.join(dir, `ln-${fmt}-qemu.img`);
+    for (const p of [mine, theirs]) {
+      fs.rmSync(p, { force: true });
+      qemuImg('create', '-q', '-f', fmt, p, '12M');
+      qemuIo(p, ['write -P 0x5a 0 12M'], ['-f', fmt]);
+    }
+    const r = cli('convert', '-n', '-l', 'snapshot.name=second', '-O', fmt, img, mine);
+    assert.equal(r.status, 0, `${fmt}: ${r.stderr}`);
+    qemuImg('convert', '-n', '-l', 'snapshot.name=second', '-O', fmt, img, theirs);
+    compare(theirs, mine, fmt, `-n -l -O ${fmt}`);
+    if (fmt === 'qcow2') assertClean(mine);
+  }
+});
