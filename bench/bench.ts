@@ -156,6 +156,7 @@ export const SECTIONS: BenchSection[] = [
   checkSection,
   fileSection('compact', 'compact.js', 'benchCompact'),
   fileSection('convert', 'convert.js', 'benchConvert'),
+  fileSection('manage', 'manage.js', 'benchManage'),
   fileSection('guest', 'guest.js', 'benchGuest'),
   fileSection('crypt', 'crypt.js', 'benchCrypt'),
   editorSection,

@@ -15,8 +15,7 @@ const SOURCE_FORMATS = ['qcow2', 'raw', 'vpc', 'vmdk'] as const;
 const NO_EFFECT = ['t', 'T', 'm', 'W'];
 /** qemu-img convert options we do not do: refused with a message naming them. */
 const REFUSED: Record<string, string> = {
-  l: '-l (convert an internal snapshot) is not supported yet; apply the snapshot to a copy first (snapshot -a)',
-  s: '-s (snapshot by name) is not supported (qemu-img deprecates it; -l is its successor)',
+  s: '-s is not an option of qemu-img 7.2 convert (it was removed there: "unrecognized option"); use -l SNAPSHOT',
   r: '-r (rate limit) is not supported',
   C: '-C (copy offloading) is not supported',
   salvage: '--salvage is not supported: a read error stops the conversion',
@@ -28,7 +27,7 @@ const REFUSED: Record<string, string> = {
 export const convertCommand: CommandSpec = {
   name: 'convert',
   summary: 'copy images into a new one (qcow2, raw, vpc, vmdk): the backing chain read through, as qemu-img convert',
-  usage: ['[-f FMT] [-O qcow2|raw|vpc|vmdk] [-c] [-o OPTIONS] [-B BACKING [-F FMT]] [-n [--target-is-zero]] [-S SIZE] [-U] [-p] [-q] SRC... DST'],
+  usage: ['[-f FMT] [-O qcow2|raw|vpc|vmdk] [-c] [-o OPTIONS] [-B BACKING [-F FMT]] [-n [--target-is-zero]] [-l SNAPSHOT] [-S SIZE] [-U] [-p] [-q] SRC... DST'],
   options: [
     { short: 'f', value: 'FMT', choices: SOURCE_FORMATS, help: 'format of every SRC (default: probed, as qemu-img)' },
     { short: 'O', value: 'FMT', help: 'output format: qcow2, raw (the default, as qemu-img), vpc or vmdk' },
@@ -36,7 +35,7 @@ export const convertCommand: CommandSpec = {
     { short: 'o', value: 'OPTIONS', repeatable: true, help: 'qcow2: cluster_size, compat, refcount_bits, lazy_refcounts, extended_l2, compression_type, preallocation, backing_file, backing_fmt; raw: preallocation; vpc: subformat=dynamic|fixed, force_size; vmdk: subformat=monolithicSparse|streamOptimized, adapter_type, hwversion, compat6, toolsversion, zeroed_grain' },
     { short: 'B', value: 'BACKING', help: 'the output is an overlay of BACKING (qcow2): only what the sources\' top layers allocate is copied' },
     { short: 'F', value: 'FMT', help: 'BACKING\'s format (qemu-img requires it with -B)' },
-    { short: 'n', help: 'the target exists: write into it instead of creating it (raw targets)' },
+    { short: 'n', help: 'the target exists (of the -O format, default raw) and is at least as large: write every guest range into it instead of creating it (qcow2 in place, crash-safe; raw in place; vpc, vmdk rewritten whole)' },
     { long: 'target-is-zero', help: 'with -n: the target reads as zeros, zero ranges are not written' },
     { short: 'S', value: 'SIZE', help: 'zero runs of at least SIZE stay sparse (default 4k; 0 = fully allocated output)' },
     { ...FORCE_SHARE, help: 'read sources a running QEMU holds (qemu-img refuses them without -U)' },
@@ -44,8 +43,8 @@ export const convertCommand: CommandSpec = {
     { short: 'T', value: 'CACHE', help: 'accepted as qemu-img takes it (sources are read through the page cache)' },
     { short: 'm', value: 'N', help: 'accepted as qemu-img takes it (writes are in order)' },
     { short: 'W', help: 'accepted as qemu-img takes it (writes are in order)' },
-    { short: 'l', value: 'SNAPSHOT', help: 'not supported yet (refused)' },
-    { short: 's', value: 'SNAPSHOT', help: 'not supported (refused)' },
+    { short: 'l', value: 'SNAPSHOT', help: 'read the first SRC as of an internal snapshot: snapshot.id=ID, snapshot.name=NAME (or both), or NAME (an id or a name; one SRC only); its backing chain is read as it is now' },
+    { short: 's', value: 'SNAPSHOT', help: 'refused, as qemu-img 7.2 refuses it (removed there; -l is its successor)' },
     { short: 'r', value: 'RATE', help: 'not supported (refused)' },
     { short: 'C', help: 'not supported (refused)' },
     { long: 'salvage', help: 'not supported (refused)' },
@@ -84,7 +83,7 @@ export const convertCommand: CommandSpec = {
         await convert({
           sources: srcs.map(s => s.path), sourceKeys: srcs.map(s => s.keys), sourceFormat: args.string('f') as (typeof SOURCE_FORMATS)[number] | undefined, output: dest,
           outputFormat: args.string('O'), options: entries, compress: args.has('c'), encryptSecret,
-          backing: args.string('B'), backingFormat: args.string('F'), noCreate: args.has('n'), targetIsZero: args.has('target-is-zero'),
+          backing: args.string('B'), backingFormat: args.string('F'), noCreate: args.has('n'), snapshot: args.string('l'), targetIsZero: args.has('target-is-zero'),
           minSparse, forceShare: args.has('force-share'),
         }, (d, t) => progress.update(d, t), ac.signal);
         progress.update(1, 1);

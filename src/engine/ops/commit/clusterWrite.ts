@@ -25,6 +25,12 @@ import * as L from '../../qcow2/layout';
 import { RefcountWriter, writeAt } from '../refcountWrite';
 import { assertNotLocked, assertWritable } from '../writable';
 
+/**
+ * A batch ends at this many clusters queued or this much data held (each batch costs three or
+ * four fsyncs, so larger batches are faster; the data held is the memory bound).
+ */
+const MAX_PENDING = 4096;
+const MAX_BATCH_DATA = 64 * 1024 * 1024;
 /** The most bytes of host-contiguous data clusters joined into one write. */
 const MAX_DATA_WRITE = 8 * 1024 * 1024;
 
@@ -143,7 +149,7 @@ export class Qcow2ClusterWriter {
       t.dirty = true;
     }
     this.written++;
-    if (++this.pending >= 512 || this.data.length * cs >= 32 * 1024 * 1024) await this.flush();
+    if (++this.pending >= MAX_PENDING || this.data.length * cs >= MAX_BATCH_DATA) await this.flush();
   }
 
   /** Writes everything queued, in the order at the top of this file. */

@@ -98,9 +98,10 @@ export async function forEachClusterContent(
     let j = k + 1;
     while (j < clusters.length && clusters[j] === clusters[j - 1] + cs && (j - k) * cs < READ) j++;
     const start = clusters[k], end = clusters[j - 1] + cs;
-    const run = Buffer.alloc(end - start);
     const v = Math.min(end, viewEnd);
-    if (v > start) (await view.readGuest(start, v - start)).copy(run, 0);
+    // the whole run from the view: its buffer as it is (no copy)
+    const run = v === end ? await view.readGuest(start, end - start) : Buffer.alloc(end - start);
+    if (v > start && v < end) (await view.readGuest(start, v - start)).copy(run, 0);
     const o = Math.min(end, own.virtualSize);
     if (o > v && v >= start) (await own.readGuest(v, o - v)).copy(run, v - start);
     for (let i = k; i < j; i++) await visit(clusters[i], run.subarray(clusters[i] - start, clusters[i] - start + cs));

@@ -15,8 +15,10 @@
  *    which no reader sees; it is synced once, renamed over the destination, and the folder synced.
  *    A crash or a cancellation leaves the destination as it was (the temporary file is removed on
  *    failure; a killed run's stays behind as a dot-file). The sources are only read.
- *  -n (write into an existing raw target): in place, front to back; the data (and zeros where
- *    the target is not zero already) then one sync. A raw file has no metadata to order.
+ *  -n (write into an existing target): into.ts — qcow2 in place in commit's phase order (data,
+ *    refcounts, L2, L1; synced between), raw in place front to back, vpc and vmdk rewritten whole
+ *    through a temporary file; the order and the crash guarantee of each are at the top of into.ts.
+ *  -l SNAPSHOT: the first source read through its snapshot's L1 table (snapshotSource.ts).
  * Every write passes the crash hook (QCOW2_LENS_CRASH_AFTER_WRITES, writable.ts).
  */
 import * as fs from 'node:fs';
@@ -24,7 +26,7 @@ import * as path from 'node:path';
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error } from '../../errors';
 import { FileSink, writeRaw, writeVmdk, writeVpc } from '../../formats';
-import type { ImageSink, ImageSource } from '../../formats/layer';
+import type { BlockLayer, ImageSink, ImageSource } from '../../formats/layer';
 import { isZero, writtenRanges } from '../../formats/copy';
 import { backingSize, formatQcow2 } from '../create/create';
 import { FileDisk, TempOutput } from '../create/disk';
@@ -32,10 +34,13 @@ import { OptionError, type OptionEntry, type Qcow2CreateOptions } from '../optio
 import { assertNotLocked, beforeWrite } from '../writable';
 import { CompressPool } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
+import { PipelinedDisk } from './pipelinedDisk';
 import { Qcow2Writer } from './qcow2';
 import type { DataCipher } from '../../crypto/dataCipher';
 import type { Secret } from '../../crypto/secret';
 import type { KeyLookup } from '../../image/encryption';
+import { intoForeign, intoQcow2, intoRaw } from './into';
+import { loadSnapshot, parseSnapshotArg, SnapshotArgError, type SnapshotSelector } from './snapshotSource';
 import { type ConvertSource, openSources, type SourceFormat, type TopKind } from './source';
 
 export type { OutputFormat, OutputPlan } from './options';
@@ -58,8 +63,10 @@ export interface ConvertOptions {
   /** -B and -F. */
   backing?: string;
   backingFormat?: string;
-  /** -n: the target exists; write into it instead of creating it. */
+  /** -n: the target exists; write into it instead of creating it (qcow2, raw, vpc, vmdk). */
   noCreate?: boolean;
+  /** -l: read the first source as of this internal snapshot (qemu-img's `snapshot.id=`/`snapshot.name=` forms or a bare NAME). */
+  snapshot?: string;
   /** --target-is-zero (with -n): the target reads as zeros, zero ranges need not be written. */
   targetIsZero?: boolean;
   /** -S in bytes (default 4096; 0 = fully allocated output). */
@@ -108,9 +115,8 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
       backing: options.backing, backingFormat: options.backingFormat, minSparse,
     });
     if (options.targetIsZero && !options.noCreate) throw new OptionError('--target-is-zero requires use of -n flag');
-    if (options.noCreate && plan.format !== 'raw') {
-      throw new OptionError(`-n (writing into an existing ${plan.format} image) is not supported yet; raw targets are`);
-    }
+    if (options.noCreate && options.compress) throw new OptionError('-c with -n (compressing into an existing image) is not supported yet');
+    if (options.noCreate && options.backing !== undefined) throw new OptionError('-B with -n is not supported: the existing target keeps its own backing file');
     if (minSparse === 0 && (plan.format === 'vpc' || plan.format === 'vmdk')) {
       throw new OptionError('-S 0 (a fully allocated output) is supported for raw and qcow2 outputs, not vpc or vmdk');
     }
@@ -118,14 +124,22 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
     throw optionError(dest, e);
   }
   if (!options.sources.length) throw new Qcow2Error(dest, 'options', undefined, 'no source image given', 'unsupported');
+  let snapshot: SnapshotSelector | undefined;
+  try {
+    snapshot = options.snapshot === undefined ? undefined : parseSnapshotArg(options.snapshot);
+  } catch (e) {
+    if (e instanceof SnapshotArgError) throw new Qcow2Error(options.sources[0] ?? dest, 'options', undefined, e.message, 'unsupported');
+    throw e;
+  }
   if (fs.existsSync(dest)) assertNotLocked(dest);
   const src = await openSources(options.sources, { format: options.sourceFormat, forceShare: options.forceShare, keys: options.sourceKeys });
   try {
-    if (options.sources.some(s => path.resolve(s) === path.resolve(dest)) && options.noCreate) {
-      throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source', 'unsupported');
+    if (snapshot) await loadSnapshot(src.layers[0], snapshot, options.sources.length);
+    if (options.noCreate && src.layers.some(l => chainHas(l, dest))) {
+      throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source (or one of its backing files)', 'unsupported');
     }
     const ctl = { signal: cancel, onProgress: progress, name: dest };
-    if (options.noCreate) return await intoExistingRaw(src, dest, minSparse, options.targetIsZero ?? false, ctl);
+    if (options.noCreate) return await intoExisting(src, dest, plan.format, minSparse, options.targetIsZero ?? false, ctl);
     if (plan.format === 'qcow2') {
       const q = plan.qcow2;
       if (q.backingFile !== undefined) {
@@ -138,6 +152,22 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
   } finally {
     await src.close();
   }
+}
+
+function chainHas(layer: BlockLayer, file: string): boolean {
+  for (let l: BlockLayer | null = layer; l; l = l.backing) if (path.resolve(l.path) === path.resolve(file)) return true;
+  return false;
+}
+
+/** -n: into.ts per target format (the vpc and vmdk rewrite through this file's temporary output). */
+async function intoExisting(src: ConvertSource, dest: string, format: OutputPlan['format'], minSparse: number, targetIsZero: boolean, ctl: Control): Promise<ConvertResult> {
+  let r: { virtualSize: number; dataBytes: number };
+  switch (format) {
+    case 'raw': r = await intoRaw(src, dest, minSparse, targetIsZero, ctl); break;
+    case 'qcow2': r = await intoQcow2(src, dest, targetIsZero, ctl); break;
+    default: r = await intoForeign(src, dest, format, ctl, write => viaTemp(dest, ctl, write)); break;
+  }
+  return { output: dest, format, ...r };
 }
 
 interface Control {
@@ -238,10 +268,39 @@ async function classify(src: ConvertSource, start: number, end: number, cs: numb
   return kinds;
 }
 
+interface OutputRun { kind: Kind; guest: number; len: number; span: number }
+
+/** The runs of clusters of one kind (zero or data, at most one window each) of the output, span by span. */
+async function* outputRuns(src: ConvertSource, size: number, cs: number, job: Qcow2Job, ctl: Control, dest: string): AsyncGenerator<OutputRun> {
+  for (let spanStart = 0, span = 0; spanStart < size; spanStart += SPAN, span++) {
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    const spanEnd = Math.min(size, spanStart + SPAN);
+    const k = await classify(src, spanStart, spanEnd, cs, job);
+    let c = 0;
+    while (c < k.length) {
+      if (k[c] === Kind.Skip) { c++; continue; }
+      const kind = k[c];
+      let e = c + 1;
+      while (e < k.length && k[e] === kind && (e - c) * cs < WINDOW) e++;
+      yield { kind, guest: spanStart + c * cs, len: (e - c) * cs, span };
+      c = e;
+    }
+  }
+}
+
+/** No 512-byte sector of `buf` is all zeros (each has a non-zero byte among its first 16): qemu-img writes it whole. */
+function noZeroSector(buf: Buffer): boolean {
+  if (buf.length % 512) return false;
+  for (let at = 0; at < buf.length; at += 512) {
+    if (buf.readUInt32LE(at) === 0 && buf.readUInt32LE(at + 4) === 0 && buf.readUInt32LE(at + 8) === 0 && buf.readUInt32LE(at + 12) === 0) return false;
+  }
+  return true;
+}
+
 async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions & { encryptSecret?: Secret }, job: Qcow2Job, ctl: Control): Promise<ConvertResult> {
   const size = Math.ceil(src.virtualSize / 512) * 512;
   const out = new TempOutput(path.resolve(dest));
-  const disk = FileDisk.open(out.tmp, 'w', ctl.signal);
+  const disk = new PipelinedDisk(FileDisk.open(out.tmp, 'w', ctl.signal), ctl.signal);
   let pool: CompressPool | null = null;
   let cipher: DataCipher | null = null;
   let dataBytes = 0;
@@ -253,42 +312,50 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     const cs = w.cs;
     if (job.compress) pool = new CompressPool(q.compressionType);
     const zeroAsData = q.version < 3;
-    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
-      throwIfCancelled(ctl.signal, dest, 'convert');
-      const spanEnd = Math.min(size, spanStart + SPAN);
-      const k = await classify(src, spanStart, spanEnd, cs, job);
-      let c = 0;
-      while (c < k.length) {
-        if (k[c] === Kind.Skip) { c++; continue; }
-        // a run of clusters of one kind, at most one window
-        const kind = k[c];
-        let e = c + 1;
-        while (e < k.length && k[e] === kind && (e - c) * cs < WINDOW) e++;
-        const guest = spanStart + c * cs, len = (e - c) * cs;
-        if (kind === Kind.Zero) {
-          if (zeroAsData) await w.writeData(guest, Buffer.alloc(len));
-          else await w.writeZero(guest, len);
-        } else {
-          const buf = Buffer.alloc(len);
-          const avail = Math.min(len, size - guest, src.virtualSize - guest);
-          if (avail > 0) (await src.readGuest(guest, avail)).copy(buf);
-          dataBytes += avail;
-          await writeClusters(w, pool, guest, buf, job, zeroAsData);
-        }
-        c = e;
-        ctl.onProgress?.(Math.min(size, guest + len), size);
+    // The runs to write, span by span; each data run's read is started one run ahead, so the
+    // source is read (on libuv's threads) while the previous run is written (synchronously).
+    const runs = outputRuns(src, size, cs, job, ctl, dest);
+    const readRun = (r: OutputRun | undefined): Promise<Buffer> | undefined => {
+      if (!r || r.kind !== Kind.Data) return undefined;
+      const avail = Math.min(r.len, size - r.guest, src.virtualSize - r.guest);
+      dataBytes += Math.max(0, avail);
+      // the source's buffer as it is when it covers the whole run (no copy; only read from here on)
+      if (avail === r.len) return src.readGuest(r.guest, r.len);
+      return (async () => {
+        const buf = Buffer.alloc(r.len);
+        if (avail > 0) (await src.readGuest(r.guest, avail)).copy(buf);
+        return buf;
+      })();
+    };
+    let cur = (await runs.next()).value as OutputRun | undefined;
+    let curData = readRun(cur);
+    let span = 0;
+    while (cur) {
+      const next = (await runs.next()).value as OutputRun | undefined;
+      const nextData = readRun(next);
+      // a read started ahead must not be left unawaited when this run fails
+      nextData?.catch(() => undefined);
+      if (cur.span !== span) { await w.settle(); span = cur.span; }
+      if (cur.kind === Kind.Zero) {
+        if (zeroAsData) await w.writeData(cur.guest, Buffer.alloc(cur.len));
+        else await w.writeZero(cur.guest, cur.len);
+      } else {
+        await writeClusters(w, pool, cur.guest, await curData!, job, zeroAsData);
       }
-      await w.settle();
+      ctl.onProgress?.(Math.min(size, cur.guest + cur.len), size);
+      cur = next;
+      curData = nextData;
     }
     await w.settle();
     // qemu-img's end-of-stream compressed write: the file's length rounded up to a whole sector
     if (job.compress && disk.length() % 512) await disk.truncate(Math.ceil(disk.length() / 512) * 512);
-    disk.finish();
+    await disk.finish();
     disk.close();
     throwIfCancelled(ctl.signal, dest, 'convert');
     out.commit();
     return { output: dest, format: 'qcow2', virtualSize: src.virtualSize, dataBytes };
   } catch (e) {
+    await disk.drain().catch(() => undefined); // no write left in flight on a closed descriptor
     try { disk.close(); } catch { /* already closed */ }
     out.discard();
     throw e;
@@ -343,7 +410,7 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
   const ranges: Array<[number, number]> = [];
   for (let c0 = 0; c0 < buf.length; c0 += REQUEST) {
     const chunk = buf.subarray(c0, Math.min(buf.length, c0 + REQUEST));
-    for (const [s, e] of writtenRanges(chunk, guest + c0, job.minSparse)) {
+    for (const [s, e] of noZeroSector(chunk) ? [[0, chunk.length] as [number, number]] : writtenRanges(chunk, guest + c0, job.minSparse)) {
       ranges.push([c0 + s, c0 + e]);
       for (let b = c0 + s; b < c0 + e;) {
         const i = Math.floor(b / cs), end = Math.min(c0 + e, (i + 1) * cs);
@@ -364,59 +431,6 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
       await w.writeData(guest + from, buf.subarray(from, to), masks?.subarray(i, j), job.withBacking, within);
     }
     i = j;
-  }
-}
-
-/**
- * -n into an existing raw file: in place, front to back. Data is written; where the source reads
- * zero the target is read and only its non-zero pieces overwritten with zeros (QEMU punches holes
- * there, which Node cannot), unless --target-is-zero says there is nothing to clear. One sync.
- */
-async function intoExistingRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, ctl: Control): Promise<ConvertResult> {
-  assertNotLocked(dest);
-  const fh = await fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
-    throw new Qcow2Error(dest, 'file', undefined, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
-  });
-  let dataBytes = 0;
-  try {
-    const size = src.virtualSize;
-    const have = (await fh.stat()).size;
-    if (have < size) throw new Qcow2Error(dest, 'file', undefined, `the target is ${have} bytes, smaller than the ${size}-byte source`, 'unsupported');
-    const put = async (off: number, b: Buffer) => {
-      throwIfCancelled(ctl.signal, dest, 'convert');
-      beforeWrite();
-      let done = 0;
-      while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
-    };
-    const granule = minSparse || 512;
-    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
-      const spanEnd = Math.min(size, spanStart + SPAN);
-      for (const r of await src.status(spanStart, spanEnd)) {
-        for (let at = r.start; at < r.start + r.length; at += WINDOW) {
-          const len = Math.min(WINDOW, r.start + r.length - at);
-          const data = r.zero ? Buffer.alloc(len) : await src.readGuest(at, len);
-          if (!r.zero) dataBytes += len;
-          if (r.zero && targetIsZero) continue;
-          // what is there already: equal pieces need no write (and the target stays sparse there)
-          const old = Buffer.alloc(len);
-          if (!targetIsZero) await fh.read(old, 0, len, at);
-          for (let p = 0; p < len; p += granule) {
-            const q = Math.min(len, p + granule);
-            const piece = data.subarray(p, q);
-            if (targetIsZero ? minSparse !== 0 && isZero(piece) : piece.equals(old.subarray(p, q))) continue;
-            let e = q;
-            while (e < len && !(targetIsZero ? minSparse !== 0 && isZero(data.subarray(e, Math.min(len, e + granule))) : data.subarray(e, Math.min(len, e + granule)).equals(old.subarray(e, Math.min(len, e + granule))))) e = Math.min(len, e + granule);
-            await put(at + p, data.subarray(p, e));
-            p = e - granule;
-          }
-          ctl.onProgress?.(at + len, size);
-        }
-      }
-    }
-    await fh.sync();
-    return { output: dest, format: 'raw', virtualSize: size, dataBytes };
-  } finally {
-    await fh.close();
   }
 }
 

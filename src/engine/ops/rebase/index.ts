@@ -7,6 +7,10 @@
  * the guest reads. When the new backing file is already in FILE's chain, only the ranges allocated
  * above it are compared (img_rebase's prefix_chain_bs). `-b ""` flattens: the new view is all
  * zeros, so everything non-zero the old chain holds is copied and FILE is left standalone.
+ * Ranges that no layer of either chain allocates read zeros on both sides and are not read at all;
+ * a piece is compared whole first (one memcmp), cluster by cluster only when it differs, and a
+ * differing cluster the overlay leaves wholly to the old chain is written from the bytes just
+ * compared (the others are read again through the overlay).
  * Unsafe mode (-u) only rewrites the name and format, without opening any backing file.
  *
  * Order: 1. the clusters (data, refcounts, L2, L1, frees — each phase synced), while the header
@@ -49,13 +53,13 @@ export interface RebaseResult {
 
 const WINDOW = 64 * 1024 * 1024;
 const PIECE = 2 * 1024 * 1024;
-const SECTOR = 512;
 
 /** `[start, len)` of `layer`'s guest view, zeros past its end (or everywhere without a layer). */
 async function viewOf(layer: BlockLayer | null, start: number, len: number): Promise<Buffer> {
-  const out = Buffer.alloc(len);
-  if (!layer) return out;
+  if (!layer) return Buffer.alloc(len);
   const end = Math.min(start + len, layer.virtualSize);
+  if (end === start + len) return layer.readGuest(start, len); // no copy when the layer covers it all
+  const out = Buffer.alloc(len);
   if (end > start) (await layer.readGuest(start, end - start)).copy(out, 0);
   return out;
 }
@@ -67,6 +71,22 @@ async function unallocatedRanges(img: Qcow2Image, from: number, to: number): Pro
   let at = from;
   for (const [s, e] of own) { if (s > at) out.push([at, s]); at = Math.max(at, e); }
   if (at < to) out.push([at, to]);
+  return out;
+}
+
+/** Ranges of [from, to) some layer of `layer`'s chain allocates (or past a shorter layer's end); none without a layer. */
+async function allocatedIn(layer: BlockLayer | null, from: number, to: number): Promise<[number, number][]> {
+  return layer ? rangesAllocatedAbove(layer, null, from, to) : [];
+}
+
+function union(a: [number, number][], b: [number, number][]): [number, number][] {
+  const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
+  const out: [number, number][] = [];
+  for (const r of all) {
+    const last = out[out.length - 1];
+    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else out.push([r[0], r[1]]);
+  }
   return out;
 }
 
@@ -118,19 +138,37 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
         for (let from = 0; from < size; from += WINDOW) {
           throwIfCancelled(opts.signal, path, 'rebase');
           const to = Math.min(size, from + WINDOW);
-          let todo = await unallocatedRanges(img, from, to);
+          const unalloc = await unallocatedRanges(img, from, to);
+          let todo = unalloc;
           // a new backing file from the old chain: only what lies above it can differ
           if (prefix && oldBacking) todo = intersect(todo, await rangesAllocatedAbove(oldBacking, prefix, from, to));
+          // where neither the old chain nor the new one allocates anything, both read zeros: nothing to compare
+          todo = intersect(todo, union(await allocatedIn(oldBacking, from, to), await allocatedIn(newBacking, from, to)));
           const clusters: number[] = [];
+          // the overlay's unallocated range at or after the cluster being looked at (clusters come in ascending order)
+          let u = 0;
+          const within = (cs0: number, ce: number) => {
+            while (u < unalloc.length && unalloc[u][1] <= cs0) u++;
+            return u < unalloc.length && unalloc[u][0] <= cs0 && ce <= unalloc[u][1];
+          };
           for (const [s, e] of todo) {
             for (let at = s; at < e; at += PIECE) {
               const n = Math.min(PIECE, e - at);
               const [a, b] = await Promise.all([viewOf(oldBacking, at, n), viewOf(newBacking, at, n)]);
-              for (let i = 0; i < n; i += SECTOR) {
-                const k = Math.min(SECTOR, n - i);
-                if (a.compare(b, i, i + k, i, i + k) === 0) continue;
+              if (a.equals(b)) continue; // one memcmp for the common case
+              // the clusters holding a difference: compared a cluster (or the piece's part of one) at a time
+              for (let i = 0; i < n;) {
                 const c = Math.floor((at + i) / cs) * cs;
-                if (clusters[clusters.length - 1] !== c) clusters.push(c);
+                const k = Math.min(n, c + cs - at);
+                if (a.compare(b, i, k, i, k) !== 0) {
+                  if (c >= at && c + cs <= at + n && c + cs <= size && within(c, c + cs)) {
+                    // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a copy: the piece is not kept)
+                    const data = a.subarray(c - at, c - at + cs);
+                    await w.writeCluster(c, isZero(data) ? null : Buffer.from(data));
+                    written += cs;
+                  } else if (clusters[clusters.length - 1] !== c) clusters.push(c);
+                }
+                i = k;
               }
             }
           }
