@@ -178,8 +178,10 @@ export class RefcountWriter {
     if (n <= 0) return 0;
     let start = -1;
     let run = 0;
+    let firstFree = -1;
     for (let i = this.hint; i < this.end; i++) {
       if (this.counts[i] === 0 && !this.freedNow.has(i)) {
+        if (firstFree < 0) firstFree = i;
         if (run === 0) start = i;
         if (++run === n) break;
       } else run = 0;
@@ -190,7 +192,9 @@ export class RefcountWriter {
     }
     if (start + n > this.end) this.grow(start + n);
     for (let i = start; i < start + n; i++) this.add(i, 1, what);
-    if (n === 1 && start === this.hint) this.hint = start + 1;
+    // Nothing below the first free cluster seen is reusable (clusters freed now never are), nor is the
+    // run just taken: the next search starts there, not again near the start of the file.
+    this.hint = firstFree < 0 || firstFree === start ? start + n : firstFree;
     return start * this.clusterSize;
   }
 
