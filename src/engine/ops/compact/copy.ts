@@ -8,6 +8,7 @@ import * as zlib from 'node:zlib';
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
+import { nativeCopy, type NativeCopy } from '../../io/copyRange';
 import { forEachHostPiece, holeSeeker } from '../../io/holes';
 import { SubclusterType } from '../../qcow2/cluster';
 import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
@@ -77,6 +78,14 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
     for (const s of drop) if (plan.tables.data.has(s)) { data.set(s, ZERO); c.progress(cs); }
     sorted = sorted.filter(s => !drop.has(s));
   }
+  const native = !c.crypt && !c.pool && !c.recluster ? nativeCopy() : undefined;
+  if (native) {
+    await copyInKernel(c, native, sorted, data);
+    await copyCompressed(c, compressed, zero);
+    await out.drain();
+    await stream.drain();
+    return { data, compressed, streamLen: stream.pos };
+  }
   const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
   const read = new BatchReader(c, BATCH);
   const prepare = async (k: number): Promise<Ready> => {
@@ -140,6 +149,83 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
   await out.drain();
   await stream.drain();
   return { data, compressed, streamLen: stream.pos };
+}
+
+/** Source clusters looked at (for zeros) and copied per batch on the in-kernel path. */
+const KERNEL_BATCH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The plain data copy (no compression, no encryption, same cluster size) with no user-space copy:
+ * each batch's zero clusters found ahead (holes asked of the file system, the rest by zeroScan,
+ * which reads a cluster's first 512 bytes and the rest only when those are zero), then each run of
+ * kept clusters adjacent in the source copied as one copy_file_range (OutFile.copyFrom, which
+ * falls back to read and write where the kernel refuses).
+ */
+async function copyInKernel(c: CopyInput, native: NativeCopy, sorted: number[], data: Placement['data']): Promise<void> {
+  const { out } = c, file = c.img.file, cs = c.plan.cs;
+  const BATCH = Math.max(1, Math.floor(KERNEL_BATCH_BYTES / cs));
+  const seeker = holeSeeker();
+  // which of sorted[k…k+n) read as zero (1) or are kept (0)
+  const scan = async (k: number, n: number): Promise<Uint8Array> => {
+    const mask = new Uint8Array(new ArrayBuffer(n));
+    if (!c.detectZero) return mask;
+    const scans: Promise<number>[] = [];
+    const scanRun = (i: number, j: number) => { if (j > i) scans.push(native.zeroScan(file.handle.fd, sorted[k + i], j - i, cs, mask.subarray(i, j))); };
+    for (let i = 0; i < n;) {
+      let j = i + 1;
+      while (j < n && sorted[k + j] === sorted[k + j - 1] + cs) j++;
+      const host = sorted[k + i], avail = Math.max(0, Math.min((j - i) * cs, file.size - host));
+      // clusters wholly in a hole of the host file, or past its end, are zero unread
+      const hole = new Uint8Array(j - i);
+      for (let x = Math.ceil(avail / cs); x < j - i; x++) hole[x] = 1;
+      if (seeker && avail) {
+        forEachHostPiece(seeker, file.handle.fd, host, avail, (at, len, isHole) => {
+          if (!isHole) return;
+          for (let x = Math.ceil((at - host) / cs); (x + 1) * cs <= at - host + len; x++) hole[x] = 1;
+        });
+      }
+      let from = i;
+      for (let x = i; x < j; x++) {
+        if (!hole[x - i]) continue;
+        mask[x] = 1;
+        scanRun(from, x);
+        from = x + 1;
+      }
+      scanRun(from, j);
+      i = j;
+    }
+    await Promise.all(scans);
+    return mask;
+  };
+  const ahead: { k: number; n: number; mask: Promise<Uint8Array> }[] = [];
+  const place = async ({ k, n, mask }: { k: number; n: number; mask: Promise<Uint8Array> }) => {
+    const m = await mask;
+    for (let i = 0; i < n;) {
+      if (m[i]) { data.set(sorted[k + i], ZERO); i++; continue; }
+      let j = i + 1;
+      while (j < n && !m[j] && sorted[k + j] === sorted[k + j - 1] + cs) j++;
+      const at = await out.copyFrom(file, sorted[k + i], (j - i) * cs, native);
+      for (let x = i; x < j; x++) data.set(sorted[k + x], at + (x - i) * cs);
+      i = j;
+    }
+    c.progress(n * cs);
+  };
+  try {
+    for (let k = 0; k < sorted.length; k += BATCH) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      const n = Math.min(BATCH, sorted.length - k);
+      const mask = scan(k, n);
+      mask.catch(() => undefined); // awaited in order by place
+      ahead.push({ k, n, mask });
+      if (ahead.length >= AHEAD) await place(ahead.shift()!);
+    }
+    while (ahead.length) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      await place(ahead.shift()!);
+    }
+  } finally {
+    await Promise.allSettled(ahead.map(a => a.mask));
+  }
 }
 
 /**
