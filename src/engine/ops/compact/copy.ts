@@ -16,24 +16,23 @@ import * as L from '../../qcow2/layout';
 import type { CompressReply } from './compress.worker';
 import { type CompactCrypto, decrypt, seal } from './encrypted';
 import type { OutFile } from './output';
+import { ClusterPlaces, CompressedPlaces } from './places';
 import type { CompactPlan, DropSet, Job } from './plan';
 import type { CompressPool } from './pool';
 
 /** A data cluster that reads as zero: it becomes a zero flag (overlay) or unallocated. */
 export const ZERO = -1;
-/** Where a compressed source cluster (or a data cluster that compressed) went. */
-export type Dest = { kind: 'data'; host: number } | { kind: 'compressed'; host: number; len: number } | { kind: 'zero' };
+export type { Dest } from './places';
 
-/** Where each kept cluster now lies. */
+/** Where each kept cluster now lies (typed arrays: places.ts). */
 export interface Placement {
-  /** Source host (or re-clustering job id) → output host offset, or ZERO. */
-  data: Map<number, number>;
   /**
-   * Compressed source offset → its destination. A data cluster that was compressed on the way is
-   * keyed `-1 - source host`, apart from the compressed sources. Stream hosts are relative to the
-   * stream's start.
+   * Source host (or re-clustering job id) → output host offset, or ZERO; a data cluster compressed
+   * on the way: its place in the stream (`data.stream`).
    */
-  compressed: Map<number, Dest>;
+  data: ClusterPlaces;
+  /** Compressed source offset → its destination. Stream hosts are relative to the stream's start. */
+  compressed: CompressedPlaces;
   /** Bytes of the compressed stream. */
   streamLen: number;
 }
@@ -69,10 +68,11 @@ const AHEAD = 3;
 export async function copyClusters(c: CopyInput): Promise<Placement> {
   const { plan, out, stream } = c;
   const cs = plan.cs;
-  const data = new Map<number, number>();
-  const compressed = new Map<number, Dest>();
+  const clusters = c.recluster ? plan.jobs.length + 1 : Math.ceil(c.img.file.size / cs);
+  const data = new ClusterPlaces(clusters, cs, clusters + plan.tables.compressed.size + 1);
+  const compressed = new CompressedPlaces(plan.tables.compressed.keys());
   const zero = Buffer.alloc(cs);
-  let sorted = c.recluster ? plan.jobs.map(j => j.fake) : [...plan.tables.data].sort((a, b) => a - b);
+  let sorted: Float64Array = c.recluster ? Float64Array.from(plan.jobs, j => j.fake) : plan.tables.data.sorted();
   const drop = c.drop?.data;
   if (drop?.size) {
     for (const s of drop) if (plan.tables.data.has(s)) { data.set(s, ZERO); c.progress(cs); }
@@ -116,7 +116,7 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
         for (let idx = 0; idx < parts[pi].length; idx++) {
           const s = parts[pi][idx], len = r.lengths[idx];
           if (len < 0) { data.set(s, await out.append(bufs.get(s)!)); continue; }
-          compressed.set(-1 - s, { kind: 'compressed', host: stream.push(bytes.subarray(at, at + len)), len });
+          data.setStream(s, stream.push(bytes.subarray(at, at + len)), len);
           at += len;
         }
       }
@@ -161,7 +161,7 @@ const KERNEL_BATCH_BYTES = 16 * 1024 * 1024;
  * kept clusters adjacent in the source copied as one copy_file_range (OutFile.copyFrom, which
  * falls back to read and write where the kernel refuses).
  */
-async function copyInKernel(c: CopyInput, native: NativeCopy, sorted: number[], data: Placement['data']): Promise<void> {
+async function copyInKernel(c: CopyInput, native: NativeCopy, sorted: Float64Array, data: ClusterPlaces): Promise<void> {
   const { out } = c, file = c.img.file, cs = c.plan.cs;
   const BATCH = Math.max(1, Math.floor(KERNEL_BATCH_BYTES / cs));
   const seeker = holeSeeker();
@@ -232,7 +232,7 @@ async function copyInKernel(c: CopyInput, native: NativeCopy, sorted: number[], 
  * Compressed source clusters: copied as they are (trimmed to their real length), or recompressed
  * when the compression type changes.
  */
-async function copyCompressed(c: CopyInput, compressed: Map<number, Dest>, zero: Buffer): Promise<void> {
+async function copyCompressed(c: CopyInput, compressed: CompressedPlaces, zero: Buffer): Promise<void> {
   const { img, out, stream } = c;
   const h = img.header, cs = c.plan.cs;
   const compSorted = [...c.plan.tables.compressed].sort((a, b) => a[0] - b[0]);
@@ -288,9 +288,9 @@ class BatchReader {
   }
 
   /** Source clusters `sorted[k…]`, each batch's adjacent ones read as one run. */
-  async clusters(k: number, sorted: number[]): Promise<Batch> {
+  async clusters(k: number, sorted: Float64Array): Promise<Batch> {
     const cs = this.cs;
-    const list = sorted.slice(k, k + this.batch);
+    const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
     const holeOnly = new Set<number>();
     const batchBuf = this.buffer();
@@ -307,10 +307,10 @@ class BatchReader {
   }
 
   /** Re-clustering jobs `jobs[k…]`, each output cluster assembled from its pieces. */
-  async jobs(k: number, jobs: Job[], sorted: number[]): Promise<Batch> {
+  async jobs(k: number, jobs: Job[], sorted: Float64Array): Promise<Batch> {
     const { img, full } = this.c;
     const cs = this.cs;
-    const list = sorted.slice(k, k + this.batch);
+    const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
     const batchBuf = this.buffer();
     for (let i = 0; i < list.length; i++) {
