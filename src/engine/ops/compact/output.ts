@@ -76,6 +76,15 @@ export class OutFile {
   whenWritten(): Promise<unknown> {
     return Promise.all(this.inflight);
   }
+  /**
+   * Waits for every started write, failed or not: before the file is closed on an error, so no
+   * copy still running on libuv's pool uses a descriptor number that close may hand to another file.
+   */
+  async settle(): Promise<void> {
+    const all = this.inflight;
+    this.inflight = [];
+    await Promise.allSettled(all);
+  }
   /** Waits for every started write. */
   async drain(): Promise<void> {
     await this.flush();
