@@ -37,8 +37,11 @@ async function compressBatch(m: CompressRequest): Promise<void> {
       if (o.length >= m.clusterSize) lengths.push(-1);
       else { lengths.push(o.length); outs.push(o); }
     }
-    const out = Buffer.concat(outs);
-    const ab = out.buffer.slice(out.byteOffset, out.byteOffset + out.length);
+    // gathered straight into the buffer that is moved to the parent (one copy)
+    const ab = new ArrayBuffer(outs.reduce((a, o) => a + o.length, 0));
+    const u8 = new Uint8Array(ab);
+    let at = 0;
+    for (const o of outs) { u8.set(o, at); at += o.length; }
     parentPort!.postMessage({ id: m.id, lengths, data: ab } satisfies CompressReply, [ab]);
   } catch (e) {
     parentPort!.postMessage({ id: m.id, lengths: [], data: new ArrayBuffer(0), error: (e as Error).message } satisfies CompressReply);

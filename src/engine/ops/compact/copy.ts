@@ -104,7 +104,7 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
       const pool = c.pool;
       const half = Math.ceil(keep.length / 2);
       parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
-      replies = await Promise.all(parts.map(p => pool.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
+      replies = await Promise.all(parts.map(p => pool.compressClusters(p.map(s => bufs.get(s)!), cs)));
     }
     return { list, bufs, batchBuf, keep, parts, replies };
   };
