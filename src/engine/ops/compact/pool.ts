@@ -5,6 +5,14 @@ import { Worker } from 'node:worker_threads';
 import { Qcow2Error } from '../../errors';
 import type { CompressReply, CompressRequest } from './compress.worker';
 
+/**
+ * A worker's heap, MiB: its garbage is per-cluster output buffers (their bytes outside the heap),
+ * collected sooner in a small heap (peak RSS of a native-zstd compaction of 1 GiB: 388 -> ~290
+ * MiB) at no cost in CPU time; what it holds at once is one batch's objects, far below either.
+ */
+const WORKER_YOUNG_MB = 1;
+const WORKER_OLD_MB = 64;
+
 export class CompressPool {
   private workers: Worker[] = [];
   private waiting = new Map<number, { resolve(r: CompressReply): void; reject(e: Error): void }>();
@@ -13,7 +21,7 @@ export class CompressPool {
   constructor(readonly type: 'zlib' | 'zstd', n = 2) {
     const file = workerPath();
     for (let i = 0; i < n; i++) {
-      const w = new Worker(file);
+      const w = new Worker(file, { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB, maxOldGenerationSizeMb: WORKER_OLD_MB } });
       w.on('message', (r: CompressReply) => {
         const p = this.waiting.get(r.id);
         this.waiting.delete(r.id);
@@ -24,10 +32,17 @@ export class CompressPool {
       this.workers.push(w);
     }
   }
-  /** Compresses the clusters of `data` (back to back); the buffer's bytes are moved to the worker. */
+  /** Compresses the clusters of `data` (back to back); the buffer's bytes are copied once and moved to the worker. */
   compress(data: Buffer, clusterSize: number): Promise<CompressReply> {
+    return this.compressClusters([data], clusterSize);
+  }
+  /** Compresses `clusters`, gathered into one transferred buffer (one copy, none of them kept). */
+  compressClusters(clusters: readonly Buffer[], clusterSize: number): Promise<CompressReply> {
     const id = this.next++;
-    const ab = data.buffer.slice(data.byteOffset, data.byteOffset + data.length) as ArrayBuffer;
+    const ab = new ArrayBuffer(clusters.reduce((a, b) => a + b.length, 0));
+    const u8 = new Uint8Array(ab);
+    let at = 0;
+    for (const b of clusters) { u8.set(b, at); at += b.length; }
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.workers[this.rr++ % this.workers.length].postMessage({ id, type: this.type, clusterSize, data: ab } satisfies CompressRequest, [ab]);

@@ -9,6 +9,7 @@ import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
 import { l2Geometry, offsetHi, putEntry, putOffset, SubclusterType } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
+import { ClusterSet } from './places';
 import type { CompactPlan, Job, L1Source, Piece, SourceTables } from './plan';
 
 /** Refuses what the guest-view walk cannot carry into another cluster size. */
@@ -100,5 +101,5 @@ export async function reclusterTables(img: Qcow2Image, source: SourceTables, ocs
     newTables.push({ l1, label });
   }
   // the synthetic tables are the source from here on, in the output geometry
-  return { tables: { l1Tables: newTables, l2Offsets: [...fakeL2.keys()].sort((a, b) => a - b), l2: fakeL2, data: new Set(), compressed: new Map() }, g: og, cs: ocs, jobs };
+  return { tables: { l1Tables: newTables, l2Offsets: [...fakeL2.keys()].sort((a, b) => a - b), l2: fakeL2, data: new ClusterSet(0, ocs), compressed: new Map() }, g: og, cs: ocs, jobs };
 }

@@ -34,9 +34,9 @@ export function buildL2(t: Buffer, g: L2Geometry, hasBacking: boolean, placed: P
       const zeroFlag = !g.extendedL2 && (lo & L.OFLAG_ZERO_LO) !== 0;
       if (zeroFlag) nlo = zeroLo; // zero, with or without a reserved cluster: the cluster is dropped
       else if (host) {
-        const viaComp = placed.compressed.get(-1 - host);
+        const viaComp = placed.data.stream(host);
         const d = placed.data.get(host)!;
-        if (viaComp && viaComp.kind === 'compressed') { nhi = compressedEntryHi(g, streamBase + viaComp.host, viaComp.len); nlo = (streamBase + viaComp.host) >>> 0; }
+        if (viaComp) { nhi = compressedEntryHi(g, streamBase + viaComp.host, viaComp.len); nlo = (streamBase + viaComp.host) >>> 0; }
         else if (d === ZERO) nlo = zeroLo;
         else { nhi = offsetHi(d); nlo = d >>> 0; }
       }
