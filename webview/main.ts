@@ -14,6 +14,8 @@ import { button, clear, decodeBase64, el, errorText, hex } from './dom';
 import { HexView, Space } from './hexView';
 import { DataInspector } from './inspector';
 import { StructureTree } from './tree';
+import { SpaceBar } from './spaceBar';
+import { DiskUsagePanel } from './diskUsage';
 
 interface VsCodeApi {
   postMessage(msg: unknown): void;
@@ -58,6 +60,11 @@ class App {
   private loaded = false;
   /** The host's settings for this tab (qcow2Lens.*), once known. */
   private settings: WebviewSettings | undefined;
+  /** The space summary and the guest's disk usage (webview/spaceBar.ts, diskUsage.ts), under the header. */
+  private readonly spaceBar = new SpaceBar();
+  private readonly diskUsage = new DiskUsagePanel({ load: () => this.requester.request({ type: 'getDiskUsage' }) });
+  private ownerSeq = 0;
+  private highlightSeq = 0;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -74,7 +81,7 @@ class App {
 
     this.tree = new StructureTree({
       getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id, ...(this.state.allocatedOnly ? { allocatedOnly: true } : {}) })).children,
-      onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
+      onSelect: node => { this.showDetails(node); void this.highlightGuestFile(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
       onActivate: node => this.openNode(node),
       onStateChange: () => this.saveState(),
       decorate: node => this.findingSeverity(node),
@@ -109,6 +116,7 @@ class App {
       onGuestJump: offset => void this.describeGuest(offset),
       onSelect: (space, offset, bytes, length) => {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
+        void this.showOwner(space, offset);
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),
@@ -133,7 +141,7 @@ class App {
       el('section', { className: 'pane hex-pane', attrs: { 'aria-label': 'Bytes' } }, this.hexView.element, this.inspector.element),
       el('section', { className: 'pane check-pane', attrs: { 'aria-label': 'Integrity check' } }, this.check.element));
     clear(this.root);
-    this.root.append(this.header, this.banner, this.fatal, el('main', { className: 'layout' }, treePane, right));
+    this.root.append(this.header, el('div', { className: 'space-area' }, this.spaceBar.element, this.diskUsage.element), this.banner, this.fatal, el('main', { className: 'layout' }, treePane, right));
     this.header.append(el('span', { className: 'loading', text: 'Opening image…' }));
 
     window.addEventListener('message', e => this.onMessage(e.data as ToWebviewMessage));
@@ -169,6 +177,7 @@ class App {
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     if (s.check) this.check.show(s.check.summary, s.check.findings);
     await this.tree.load(s.expanded, s.selectedNode);
+    void this.loadSpace(); // after the first tree rows: the report walks the metadata
     if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
@@ -452,6 +461,53 @@ class App {
     this.hexView.invalidate();
     this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);
     await this.tree.load(this.tree.expandedIds, this.tree.selectedId);
+    void this.loadSpace();
+    this.diskUsage.reset();
+  }
+
+  /** The space summary: loading, then the report or why it cannot be computed. */
+  private async loadSpace(): Promise<void> {
+    this.spaceBar.setLoading();
+    try {
+      const r = await this.requester.request({ type: 'getSpaceReport' });
+      if (r.report) this.spaceBar.show(r.report);
+      else this.spaceBar.showUnavailable(r.unavailable ?? 'not available');
+    } catch (e) {
+      if (e instanceof RequestError && e.reply.code === 'cancelled') return;
+      this.spaceBar.showUnavailable(errorText(e));
+    }
+  }
+
+  /**
+   * A guest file selected in the tree: its host clusters outlined on the cluster map, and its guest
+   * ranges announced for the guest-disk map (qcow2lens:highlightGuest). Any other selection clears both.
+   */
+  private async highlightGuestFile(node: TreeNode): Promise<void> {
+    const seq = ++this.highlightSeq;
+    const file = node.kind === 'guestFile' ? node.guestEntry ?? node.guestFile : undefined;
+    const announce = (ranges: { start: number; length: number }[], label: string) =>
+      document.dispatchEvent(new CustomEvent('qcow2lens:highlightGuest', { detail: { ranges, label } }));
+    this.map.highlight([]);
+    if (!file) { announce([], ''); return; }
+    try {
+      const r = await this.requester.request({ type: 'getGuestFileMap', partition: file.partition, path: file.path });
+      if (seq !== this.highlightSeq) return;
+      this.map.highlight(r.hostClusters);
+      announce(r.ranges, r.label);
+    } catch {
+      if (seq === this.highlightSeq) announce([], '');
+    }
+  }
+
+  /** Which guest file owns the selected byte (File or Disk space), on the hex view's owner line. */
+  private async showOwner(space: Space, offset: number): Promise<void> {
+    const seq = ++this.ownerSeq;
+    try {
+      const r = await this.requester.request({ type: 'describeOwner', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
+      if (seq === this.ownerSeq) this.hexView.showOwner(r.text);
+    } catch {
+      if (seq === this.ownerSeq) this.hexView.showOwner(undefined);
+    }
   }
 
   /** Applies the settings live: the hex view's row width, the cluster map's limit (a change re-requests the map), why the check did not run. */

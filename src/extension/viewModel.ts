@@ -30,6 +30,7 @@ import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
 import { openGuest, type Guest } from '../guest/guest';
 import { qcow2GuestDisk } from '../guest/qcow2Disk';
+import { handleSpaceRequest } from './spaceReport';
 
 const ROLE = Object.fromEntries(CLUSTER_ROLES.map((r, i) => [r, i])) as Record<(typeof CLUSTER_ROLES)[number], number>;
 
@@ -164,6 +165,11 @@ export class ViewModel {
           return { type: 'foundBytes', requestId: msg.requestId, ...(await findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)) };
         case 'describeGuest':
           return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
+        case 'getSpaceReport':
+        case 'getDiskUsage':
+        case 'getGuestFileMap':
+        case 'describeOwner':
+          return await handleSpaceRequest(this, msg);
         default: {
           const never: never = msg;
           throw new Error(`unknown message ${(never as { type: string }).type}`);
