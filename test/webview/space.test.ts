@@ -157,7 +157,7 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     await page.waitForFunction(() => /^Owner: file-system metadata: inode table/.test(document.querySelector('.hex-owner')?.textContent ?? ''));
     // a metadata cluster of the image file is not guest data: the line goes
     await h.push(page, { type: 'revealHostOffset', hostOffset: 0 });
-    await page.waitForFunction(() => (document.querySelector('.hex-owner') as HTMLElement | null)?.hidden === true);
+    await page.waitForFunction(() => document.querySelector<HTMLElement>('.hex-owner')?.hidden === true);
     assert.ok(await owner.isHidden());
     assert.deepEqual(h.pageErrors, []);
   });
