@@ -88,7 +88,28 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     const reclaim = await page.locator('.space-reclaim').textContent();
     assert.ok(truth.reclaim.sparsify > truth.reclaim.compact, 'sparsify drops the free-space clusters compact keeps');
     assert.match(reclaim!, /^Compact would reclaim .+ · Sparsify .+$/);
+    // asked for after the tree's first rows, never before them
+    const posted = await page.evaluate(() => (window as unknown as { __posted: { type: string }[] }).__posted.map(m => m.type));
+    assert.ok(posted.indexOf('getSpaceReport') > posted.indexOf('getTreeChildren') && posted.indexOf('getTreeChildren') >= 0, posted.join(','));
+    assert.ok(!posted.includes('getDiskUsage'), 'disk usage waits until its panel is opened');
     assert.deepEqual(h.pageErrors, []);
+  });
+
+  it('an encrypted image without its key says why the summary cannot be computed', async () => {
+    const img = path.join(dir, 'luks.qcow2');
+    const secret = ['--object', 'secret,id=sec0,data=lens'];
+    qemuImg('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M');
+    await h.addImage('luks', img);
+    const p = await h.open('luks');
+    try {
+      await p.locator('.space-summary[data-state=unavailable]').waitFor({ timeout: 20000 });
+      assert.match((await p.locator('.space-unavailable').textContent())!, /^Space summary: The image is encrypted and locked: unlock it/);
+      await p.locator('.disk-usage > summary').click();
+      await p.locator('.disk-usage[data-state=unavailable]').waitFor({ timeout: 20000 });
+      assert.match((await p.locator('.du-unavailable').textContent())!, /encrypted and locked/);
+    } finally {
+      await p.close();
+    }
   });
 
   it('the disk-usage panel, opened, lists the largest entries with the sizes debugfs counts and their shares', async () => {
