@@ -26,6 +26,7 @@ export class DiskUsagePanel {
   constructor(private readonly host: DiskUsageHost) {
     this.body = el('div', { className: 'du-body', attrs: { 'aria-live': 'polite' } });
     this.element = el('details', { className: 'disk-usage' }, el('summary', { text: 'Guest disk usage (largest folders and files)' }), this.body);
+    this.element.hidden = true; // shown once the image has opened (main.ts)
     this.element.addEventListener('toggle', () => { if (this.element.open && !this.loaded) void this.load(); });
   }
 

@@ -193,6 +193,7 @@ class App {
   private showFatal(e: unknown): void {
     const reply = e instanceof RequestError ? e.reply : undefined;
     const message = errorText(e);
+    this.spaceBar.element.hidden = this.diskUsage.element.hidden = true;
     clear(this.header);
     this.header.append(el('span', { className: 'file-name', text: this.root.dataset.file ?? '' }), el('span', { className: 'badge badge-error', text: 'cannot be opened' }));
     const where: Array<[string, string]> = [];
@@ -467,6 +468,7 @@ class App {
 
   /** The space summary: loading, then the report or why it cannot be computed. */
   private async loadSpace(): Promise<void> {
+    this.diskUsage.element.hidden = false;
     this.spaceBar.setLoading();
     try {
       const r = await this.requester.request({ type: 'getSpaceReport' });
