@@ -95,6 +95,27 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     assert.deepEqual(h.pageErrors, []);
   });
 
+  it('the bar takes its colours from the theme (dark, light, high contrast: borders between segments too)', async () => {
+    const themes: Array<[string, Record<string, string>]> = [
+      ['vscode-dark', { '--vscode-charts-blue': 'rgb(1, 2, 3)', '--vscode-charts-yellow': 'rgb(4, 5, 6)', '--vscode-charts-purple': 'rgb(7, 8, 9)' }],
+      ['vscode-light', { '--vscode-charts-blue': 'rgb(11, 12, 13)', '--vscode-charts-yellow': 'rgb(14, 15, 16)', '--vscode-charts-purple': 'rgb(17, 18, 19)' }],
+      ['vscode-high-contrast', { '--vscode-charts-blue': 'rgb(21, 22, 23)', '--vscode-charts-yellow': 'rgb(24, 25, 26)', '--vscode-charts-purple': 'rgb(27, 28, 29)', '--vscode-contrastBorder': 'rgb(250, 251, 252)' }],
+    ];
+    for (const [cls, vars] of themes) {
+      const got = await page.evaluate(([c, v]) => {
+        document.body.className = c;
+        for (const [k, x] of Object.entries(v)) document.documentElement.style.setProperty(k, x);
+        const bg = (k: string) => getComputedStyle(document.querySelector(`.space-bar .space-${k}`)!).backgroundColor;
+        return { used: bg('used'), free: bg('guestfree'), meta: bg('metadata'), border: getComputedStyle(document.querySelector('.space-bar .space-seg')!).borderRightColor, width: getComputedStyle(document.querySelector('.space-bar .space-seg')!).borderRightWidth };
+      }, [cls, vars] as const);
+      assert.equal(got.used, vars['--vscode-charts-blue'], cls);
+      assert.equal(got.free, vars['--vscode-charts-yellow'], cls);
+      assert.equal(got.meta, vars['--vscode-charts-purple'], cls);
+      if (cls === 'vscode-high-contrast') { assert.equal(got.border, vars['--vscode-contrastBorder']); assert.equal(got.width, '1px'); } else assert.equal(got.width, '0px', cls);
+    }
+    await page.evaluate(() => { document.body.className = ''; });
+  });
+
   it('an encrypted image without its key says why the summary cannot be computed', async () => {
     const img = path.join(dir, 'luks.qcow2');
     const secret = ['--object', 'secret,id=sec0,data=lens'];
