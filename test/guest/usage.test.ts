@@ -119,3 +119,46 @@ test('diskUsage: every listed entry has the bytes debugfs counts (du), folders s
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('diskUsage on FAT: every file\'s bytes are the clusters mdu counts (mtools), folders are their own clusters (fileRanges) plus their entries\' (mdu\'s folder totals count folders\' clusters unevenly)', async () => {
+  const dir = tmpDir('qcow2-lens-usage-fat-');
+  try {
+    const src = path.join(dir, 'src');
+    fs.mkdirSync(path.join(src, 'docs', 'old'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'docs', 'a.bin'), bytes(10000, 'a'));
+    fs.writeFileSync(path.join(src, 'docs', 'old', 'b.bin'), bytes(70000, 'b'));
+    fs.writeFileSync(path.join(src, 'c.txt'), 'hi\n');
+    const fsImage = path.join(dir, 'fs.vfat');
+    run('mkfs.vfat', ['-C', fsImage, '8192']);
+    run('mcopy', ['-s', '-i', fsImage, path.join(src, 'docs'), path.join(src, 'c.txt'), '::/']);
+    const cluster = Number(/cluster size: (\d+) sectors/.exec(run('minfo', ['-i', fsImage]))![1]) * 512;
+    const mdu = new Map<string, number>();
+    for (const line of run('mdu', ['-a', '-i', fsImage, '::/']).trim().split('\n')) {
+      const m = /^::(\S+) (\d+)$/.exec(line)!;
+      mdu.set(m[1], Number(m[2]) * cluster);
+    }
+    const d = await openDiskImage(fsImage);
+    try {
+      const g = await openGuest(d.disk);
+      try {
+        const gfs = g.fileSystem();
+        const r = await diskUsage(gfs, { top: 10 });
+        const byPath = new Map<string, UsageNode>();
+        const walk = (n: UsageNode) => { byPath.set(n.path, n); for (const k of n.children ?? []) walk(k); };
+        walk(r.root);
+        for (const p of ['/c.txt', '/docs/a.bin', '/docs/old/b.bin']) assert.equal(byPath.get(p)!.bytes, mdu.get(p), p);
+        assert.equal(byPath.get('/docs/old/b.bin')!.bytes, Math.ceil(70000 / cluster) * cluster);
+        for (const p of ['/', '/docs', '/docs/old']) {
+          const n = byPath.get(p)!;
+          let own = 0;
+          for (const x of await gfs.fileRanges(p)) own += x.length;
+          assert.ok(own > 0, p);
+          assert.equal(n.bytes, own + (n.children ?? []).reduce((s, k) => s + k.bytes, 0), p);
+        }
+        assert.equal(r.root.entries, 5);
+      } finally { await g.close(); }
+    } finally { await d.close(); }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
