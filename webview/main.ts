@@ -504,6 +504,9 @@ class App {
   /** Which guest file owns the selected byte (File or Disk space), on the hex view's owner line. */
   private async showOwner(space: Space, offset: number): Promise<void> {
     const seq = ++this.ownerSeq;
+    // whose may scan inodes: ask once the selection rests (arrow keys move it byte by byte)
+    await new Promise(r => setTimeout(r, 120));
+    if (seq !== this.ownerSeq) return;
     try {
       const r = await this.requester.request({ type: 'describeOwner', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       if (seq === this.ownerSeq) this.hexView.showOwner(r.text);
