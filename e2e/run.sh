@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash e2e/setup.sh || { echo "e2e: setup failed"; exit 1; }
 [ -f dist/extension.js ] && [ -f media/webview.js ] && [ -d dist-test/suite ] || node build.mjs || exit 1
 passed=0; failed=0; failures=()
-for suite in vsix exthost ui settings editor; do
+for suite in vsix exthost ui settings editor space; do
   echo "=== e2e/$suite.mjs"
   if timeout 420 node "e2e/$suite.mjs"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$suite"); fi
 done

@@ -317,7 +317,8 @@ export type FromWebviewMessage =
   | FindAllocatedRequest
   | DescribeGuestRequest
   | FindBytesRequest
-  | GetGuestRunsRequest;
+  | GetGuestRunsRequest
+  | SpaceRequest;
 
 // ---------------------------------------------------------------------------------------------
 // Host → webview
@@ -405,7 +406,8 @@ export type ToWebviewMessage =
   | GuestDescriptionReply
   | RevealFindingMessage
   | FoundBytesReply
-  | GuestRunsReply;
+  | GuestRunsReply
+  | SpaceReply;
 
 // ---------------------------------------------------------------------------------------------
 // Request/reply helper
@@ -524,4 +526,81 @@ export class MessageRequester {
   get outstanding(): number {
     return this.pending.size;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guest lens in the editor: the space summary, the guest's disk usage, a guest file's
+// clusters, who owns a byte (src/extension/spaceReport.ts answers them)
+// ---------------------------------------------------------------------------------------------
+
+/** One part of the image file (the engine's space report, src/guest/space/report.ts). */
+export interface SpacePartInfo {
+  name: string;
+  bytes: number;
+  /** Bytes Compact (compact) and Sparsify (sparsify) would reclaim of this part. */
+  compact?: number;
+  sparsify?: number;
+  parts?: SpacePartInfo[];
+}
+export interface SpaceInfo {
+  fileSize: number;
+  /** What the host file system has allocated for the file. */
+  allocatedBytes: number;
+  virtualSize: number;
+  clusterSize: number;
+  /** metadata, active (in use by files, outside browsable file systems, guest free space, all zero), snapshots, leaked, holes. */
+  parts: SpacePartInfo[];
+  reclaim: { compact: number; sparsify: number };
+  /** Whether a guest file system was browsable (the active part's sub-parts are then meaningful). */
+  guestBrowsable: boolean;
+  guestFreeBytes: number;
+  notes: string[];
+}
+/** Where the file's space goes, computed after the tree shows (it walks the metadata). */
+export interface GetSpaceReportRequest { type: 'getSpaceReport'; requestId: number }
+/** `report`, or `unavailable` saying why not (encrypted and locked, …). */
+export interface SpaceReportReply { type: 'spaceReport'; requestId: number; report?: SpaceInfo; unavailable?: string }
+
+/** A file or folder of the guest with its allocated bytes (src/guest/space/usage.ts). */
+export interface DiskUsageNode {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  bytes: number;
+  entries: number;
+  children?: DiskUsageNode[];
+  others?: { bytes: number; entries: number };
+}
+/** The largest folders and files of every browsable guest file system, `top` per folder. */
+export interface GetDiskUsageRequest { type: 'getDiskUsage'; requestId: number; top?: number }
+export interface DiskUsageReply {
+  type: 'diskUsage'; requestId: number;
+  fileSystems: { partition: number; fs: string; size: number; root: DiskUsageNode; partial: boolean }[];
+  unavailable?: string;
+}
+
+/** A guest file's guest byte ranges and the host clusters (of this image's file) that hold them. */
+export interface GetGuestFileMapRequest { type: 'getGuestFileMap'; requestId: number; partition: number; path: string }
+export interface GuestFileMapReply {
+  type: 'guestFileMap'; requestId: number;
+  ranges: { start: number; length: number }[];
+  hostClusters: number[];
+  /** More clusters than the reply carries (MAX_HIGHLIGHT_CLUSTERS). */
+  truncated: boolean;
+  label: string;
+}
+export const MAX_HIGHLIGHT_CLUSTERS = 65536;
+
+/** Which guest file owns a byte of the image file (hostOffset) or of the disk (guestOffset). */
+export interface DescribeOwnerRequest { type: 'describeOwner'; requestId: number; hostOffset?: number; guestOffset?: number }
+/** `text` absent: the byte is not guest data (metadata, free) or the guest cannot be read. */
+export interface OwnerReply { type: 'owner'; requestId: number; text?: string }
+
+export type SpaceRequest = GetSpaceReportRequest | GetDiskUsageRequest | GetGuestFileMapRequest | DescribeOwnerRequest;
+export type SpaceReply = SpaceReportReply | DiskUsageReply | GuestFileMapReply | OwnerReply;
+export interface ReplyTypes {
+  getSpaceReport: SpaceReportReply;
+  getDiskUsage: DiskUsageReply;
+  getGuestFileMap: GuestFileMapReply;
+  describeOwner: OwnerReply;
 }

@@ -38,6 +38,10 @@ export class ClusterMap {
   /** Loaded cells: key `${zoom}:${row}` → role indexes of that row. */
   private rows = new Map<string, number[] | 'pending' | Error>();
   private selectedCluster: number | undefined;
+  /** Host clusters outlined in the focus colour (a guest file's clusters), and the cells they fall in at `highlightZoom`. */
+  private highlighted: number[] = [];
+  private highlightCells = new Set<number>();
+  private highlightZoom = 0;
   private hoverSeq = 0;
   private lastHover = -1;
   private readonly schedule = rafThrottle(() => this.draw());
@@ -207,6 +211,11 @@ export class ClusterMap {
     const style = getComputedStyle(this.element);
     const selColor = style.getPropertyValue('--map-selection').trim() || '#fff';
     const hatch = style.getPropertyValue('--map-hatch').trim() || '#000';
+    const hiColor = style.getPropertyValue('--map-highlight').trim() || selColor;
+    if (this.highlightZoom !== this.zoom) {
+      this.highlightZoom = this.zoom;
+      this.highlightCells = new Set(this.highlighted.map(c => Math.floor(c / this.zoom)));
+    }
     for (let r = firstRow; r <= lastRow; r++) {
       const cells = this.rows.get(this.rowKey(r));
       const y = (r - firstRow) * this.cell;
@@ -227,6 +236,11 @@ export class ClusterMap {
           ctx.lineTo(c * this.cell + this.cell - 1, y);
           if (role === CONFLICT) { ctx.moveTo(c * this.cell, y); ctx.lineTo(c * this.cell + this.cell - 1, y + this.cell - 1); }
           ctx.stroke();
+        }
+        if (this.highlightCells.has(cell)) {
+          ctx.strokeStyle = hiColor;
+          ctx.lineWidth = 1;
+          ctx.strokeRect(c * this.cell + 0.5, y + 0.5, this.cell - 2, this.cell - 2);
         }
         if (this.selectedCluster !== undefined && Math.floor(this.selectedCluster / this.zoom) === cell) {
           ctx.strokeStyle = selColor;
@@ -286,6 +300,28 @@ export class ClusterMap {
       if (row < first || row >= first + MAX_VISIBLE_ROWS) this.scroller.scrollTop = row * this.cell;
     }
     this.schedule();
+  }
+
+  /**
+   * Outlines these host clusters in the theme's focus colour (replacing any earlier highlight; an
+   * empty list clears it) and scrolls the first into view. The canvas's data-highlighted says how many.
+   */
+  highlight(hostClusters: readonly number[]): void {
+    this.highlighted = [...hostClusters];
+    this.highlightZoom = 0;
+    this.canvas.dataset.highlighted = String(this.highlighted.length);
+    const first = this.highlighted[0];
+    if (first !== undefined && this.totalClusters) {
+      const row = Math.floor(Math.floor(first / this.zoom) / this.cols);
+      const top = Math.floor(this.scroller.scrollTop / this.cell);
+      if (row < top || row >= top + MAX_VISIBLE_ROWS) this.scroller.scrollTop = row * this.cell;
+    }
+    this.schedule();
+  }
+
+  /** Whether the cell holding a host cluster is outlined now (tests). */
+  isHighlighted(cluster: number): boolean {
+    return this.highlighted.includes(cluster);
   }
 
   private onKey(e: KeyboardEvent): void {

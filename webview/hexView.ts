@@ -51,6 +51,8 @@ export class HexView {
   readonly findBar: FindBar;
   /** Where the last guest jump landed, in words (describeGuest). */
   private readonly where: HTMLDivElement;
+  /** Which guest file owns the selected byte ("/etc/fstab, partition 1"), from the host's whose. */
+  private readonly ownerLine = el('div', { className: 'hex-owner', attrs: { role: 'status', 'aria-live': 'polite' } });
   private rowHeight = 18;
   /** Bytes per row: 8, 16 or 32 (setBytesPerRow). */
   private rowBytes = DEFAULT_ROW_BYTES;
@@ -145,7 +147,8 @@ export class HexView {
       el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.allocButtons, this.gotoInput,
         button('Find', () => this.findBar.open(), { className: 'find-open', title: 'Find hex bytes or text in the image file (Ctrl+F)', attrs: { 'aria-keyshortcuts': 'Control+F' } }),
         el('span', { className: 'copy-label', text: 'Copy as' }), copyAs),
-      this.findBar.element, this.where, this.scroller, this.status);
+      this.findBar.element, this.where, this.ownerLine, this.scroller, this.status);
+    this.ownerLine.hidden = true;
     this.element.addEventListener('keydown', e => {
       if ((e.ctrlKey || e.metaKey) && (e.key === 'f' || e.key === 'F')) { e.preventDefault(); e.stopPropagation(); this.findBar.open(); }
     });
@@ -185,6 +188,12 @@ export class HexView {
   }
 
   /** Says where the guest byte lives (host's words), under the toolbar. */
+  /** The owner of the selected byte in the guest ("Owner: /etc/fstab, partition 1"); undefined hides the line. */
+  showOwner(text: string | undefined): void {
+    this.ownerLine.textContent = text ? `Owner: ${text}` : '';
+    this.ownerLine.hidden = !text;
+  }
+
   showWhere(text: string | undefined): void {
     this.where.textContent = text ?? '';
     this.where.hidden = !text;

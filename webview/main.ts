@@ -17,6 +17,8 @@ import { StructureTree } from './tree';
 import { GuestMap } from './guestMap';
 import { BackingChain } from './chain';
 import { Splitter } from './split';
+import { SpaceBar } from './spaceBar';
+import { DiskUsagePanel } from './diskUsage';
 
 interface VsCodeApi {
   postMessage(msg: unknown): void;
@@ -69,6 +71,11 @@ class App {
   private readonly splitter: Splitter;
   /** The Disk view's selection last shown on the disk map. */
   private guestMapSynced: number | undefined;
+  /** The space summary and the guest's disk usage (webview/spaceBar.ts, diskUsage.ts), under the header. */
+  private readonly spaceBar = new SpaceBar();
+  private readonly diskUsage = new DiskUsagePanel({ load: () => this.requester.request({ type: 'getDiskUsage' }) });
+  private ownerSeq = 0;
+  private highlightSeq = 0;
 
   constructor() {
     this.vscode = acquireVsCodeApi();
@@ -85,7 +92,7 @@ class App {
 
     this.tree = new StructureTree({
       getChildren: async id => (await this.requester.request({ type: 'getTreeChildren', nodeId: id, ...(this.state.allocatedOnly ? { allocatedOnly: true } : {}) })).children,
-      onSelect: node => { this.showDetails(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
+      onSelect: node => { this.showDetails(node); void this.highlightGuestFile(node); this.post({ type: 'selectionChanged', nodeId: node.id, hostOffset: node.hostOffset, guestOffset: node.guestOffset }); },
       onActivate: node => this.openNode(node),
       onStateChange: () => this.saveState(),
       decorate: node => this.findingSeverity(node),
@@ -130,6 +137,7 @@ class App {
         this.inspector.show(offset, bytes, space === 'host' ? 'file' : 'disk', length);
         // once per offset: the hex view tells again when the bytes arrive, by then the map may have moved on
         if (space === 'guest' && offset !== this.guestMapSynced) { this.guestMapSynced = offset; this.guestMap.select(offset); }
+        void this.showOwner(space, offset);
         this.post({ type: 'selectionChanged', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
       },
       onStateChange: () => this.saveState(),
@@ -156,7 +164,7 @@ class App {
       el('section', { className: 'pane check-pane', attrs: { 'aria-label': 'Integrity check' } }, this.check.element));
     clear(this.root);
     this.splitter = new Splitter(treePane, () => this.saveState());
-    this.root.append(this.header, this.banner, this.fatal, el('main', { className: 'layout' }, treePane, this.splitter.element, right));
+    this.root.append(this.header, el('div', { className: 'space-area' }, this.spaceBar.element, this.diskUsage.element), this.banner, this.fatal, el('main', { className: 'layout' }, treePane, this.splitter.element, right));
     if (this.state.split) this.splitter.set(this.state.split);
     this.header.append(el('span', { className: 'loading', text: 'Opening image…' }));
 
@@ -206,6 +214,7 @@ class App {
     // either would hold the tree's answer back
     this.map.reset(this.summary.hostClusters, s.map.zoom, s.map.scrollTop);
     this.guestMap.reset(this.summary.virtualSize, this.summary.clusterSize, s.guestMap);
+    void this.loadSpace(); // after the maps asked: the report walks the metadata too
     if (s.check) void this.markInnerFindings(s.check.findings);
     this.loaded = true;
     for (const m of this.pendingReveals.splice(0)) this.onMessage(m);
@@ -221,6 +230,7 @@ class App {
   private showFatal(e: unknown): void {
     const reply = e instanceof RequestError ? e.reply : undefined;
     const message = errorText(e);
+    this.spaceBar.element.hidden = this.diskUsage.element.hidden = true;
     clear(this.header);
     this.header.append(el('span', { className: 'file-name', text: this.root.dataset.file ?? '' }), el('span', { className: 'badge badge-error', text: 'cannot be opened' }));
     const where: Array<[string, string]> = [];
@@ -497,6 +507,57 @@ class App {
     this.chain.show(this.summary);
     this.guestMap.reset(this.summary.virtualSize, this.summary.clusterSize, { bucketBytes: this.guestMap.bucketBytes, start: this.guestMap.start, selected: this.guestMap.selected });
     await this.tree.load(this.tree.expandedIds, this.tree.selectedId);
+    void this.loadSpace();
+    this.diskUsage.reset();
+  }
+
+  /** The space summary: loading, then the report or why it cannot be computed. */
+  private async loadSpace(): Promise<void> {
+    this.diskUsage.element.hidden = false;
+    this.spaceBar.setLoading();
+    try {
+      const r = await this.requester.request({ type: 'getSpaceReport' });
+      if (r.report) this.spaceBar.show(r.report);
+      else this.spaceBar.showUnavailable(r.unavailable ?? 'not available');
+    } catch (e) {
+      if (e instanceof RequestError && e.reply.code === 'cancelled') return;
+      this.spaceBar.showUnavailable(errorText(e));
+    }
+  }
+
+  /**
+   * A guest file selected in the tree: its host clusters outlined on the cluster map, and its guest
+   * ranges announced for the guest-disk map (qcow2lens:highlightGuest). Any other selection clears both.
+   */
+  private async highlightGuestFile(node: TreeNode): Promise<void> {
+    const seq = ++this.highlightSeq;
+    const file = node.kind === 'guestFile' ? node.guestEntry ?? node.guestFile : undefined;
+    const announce = (ranges: { start: number; length: number }[], label: string) =>
+      document.dispatchEvent(new CustomEvent('qcow2lens:highlightGuest', { detail: { ranges, label } }));
+    this.map.highlight([]);
+    if (!file) { announce([], ''); return; }
+    try {
+      const r = await this.requester.request({ type: 'getGuestFileMap', partition: file.partition, path: file.path });
+      if (seq !== this.highlightSeq) return;
+      this.map.highlight(r.hostClusters);
+      announce(r.ranges, r.label);
+    } catch {
+      if (seq === this.highlightSeq) announce([], '');
+    }
+  }
+
+  /** Which guest file owns the selected byte (File or Disk space), on the hex view's owner line. */
+  private async showOwner(space: Space, offset: number): Promise<void> {
+    const seq = ++this.ownerSeq;
+    // whose may scan inodes: ask once the selection rests (arrow keys move it byte by byte)
+    await new Promise(r => setTimeout(r, 120));
+    if (seq !== this.ownerSeq) return;
+    try {
+      const r = await this.requester.request({ type: 'describeOwner', ...(space === 'host' ? { hostOffset: offset } : { guestOffset: offset }) });
+      if (seq === this.ownerSeq) this.hexView.showOwner(r.text);
+    } catch {
+      if (seq === this.ownerSeq) this.hexView.showOwner(undefined);
+    }
   }
 
   /** Applies the settings live: the hex view's row width, the cluster map's limit (a change re-requests the map), why the check did not run. */

@@ -31,6 +31,7 @@ import { NodeLocator } from './viewLocate';
 import { treeChildren } from './viewTree';
 import { openGuest, type Guest } from '../guest/guest';
 import { qcow2GuestDisk } from '../guest/qcow2Disk';
+import { handleSpaceRequest } from './spaceReport';
 
 const ROLE = Object.fromEntries(CLUSTER_ROLES.map((r, i) => [r, i])) as Record<(typeof CLUSTER_ROLES)[number], number>;
 
@@ -168,6 +169,11 @@ export class ViewModel {
           return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
         case 'getGuestRuns':
           return { type: 'guestRuns', requestId: msg.requestId, ...(await guestRuns(this.img, msg.start, msg.length, msg.buckets)) };
+        case 'getSpaceReport':
+        case 'getDiskUsage':
+        case 'getGuestFileMap':
+        case 'describeOwner':
+          return await handleSpaceRequest(this, msg);
         default: {
           const never: never = msg;
           throw new Error(`unknown message ${(never as { type: string }).type}`);

@@ -86,6 +86,11 @@ export async function spaceReport(path: string, opts: SpaceOptions = {}): Promis
   }
 }
 
+/** The report over an image already open (the editor's, with its backing chain and key). */
+export function spaceReportOf(img: Qcow2Image, opts: SpaceOptions = {}): Promise<SpaceReport> {
+  return report(img, opts);
+}
+
 async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport> {
   const cs = img.clusterSize, F = img.file.size;
   const notes: string[] = [];
