@@ -585,11 +585,12 @@ export interface GuestFileMapReply {
   type: 'guestFileMap'; requestId: number;
   ranges: { start: number; length: number }[];
   hostClusters: number[];
-  /** More clusters than the reply carries (MAX_HIGHLIGHT_CLUSTERS). */
+  /** More ranges or clusters than the reply carries (MAX_HIGHLIGHT_RANGES, MAX_HIGHLIGHT_CLUSTERS). */
   truncated: boolean;
   label: string;
 }
 export const MAX_HIGHLIGHT_CLUSTERS = 65536;
+export const MAX_HIGHLIGHT_RANGES = 4096;
 
 /** Which guest file owns a byte of the image file (hostOffset) or of the disk (guestOffset). */
 export interface DescribeOwnerRequest { type: 'describeOwner'; requestId: number; hostOffset?: number; guestOffset?: number }

@@ -540,7 +540,7 @@ class App {
       const r = await this.requester.request({ type: 'getGuestFileMap', partition: file.partition, path: file.path });
       if (seq !== this.highlightSeq) return;
       this.map.highlight(r.hostClusters);
-      announce(r.ranges, r.label);
+      announce(r.ranges, r.truncated ? `${r.label} (only its first ${r.ranges.length} pieces are outlined)` : r.label);
     } catch {
       if (seq === this.highlightSeq) announce([], '');
     }

@@ -13,7 +13,7 @@ import type { Guest } from '../guest/guest';
 import { spaceReportOf, type SpacePart } from '../guest/space/report';
 import { diskUsage, type UsageNode } from '../guest/space/usage';
 import {
-  type ClusterDescription, type DiskUsageNode, type DiskUsageReply, type GuestFileMapReply, MAX_HIGHLIGHT_CLUSTERS,
+  type ClusterDescription, type DiskUsageNode, type DiskUsageReply, type GuestFileMapReply, MAX_HIGHLIGHT_CLUSTERS, MAX_HIGHLIGHT_RANGES,
   type OwnerReply, type SpaceInfo, type SpacePartInfo, type SpaceReply, type SpaceReportReply, type SpaceRequest,
 } from '../protocol';
 
@@ -119,20 +119,27 @@ function toNode(n: UsageNode): DiskUsageNode {
 async function guestFileMap(vm: SpaceModel, partition: number, path: string): Promise<Omit<GuestFileMapReply, 'type' | 'requestId'>> {
   const img = vm.img, cs = img.clusterSize;
   const g = await vm.guest();
-  const ranges = (await g.fileSystem(partition).fileRanges(path)).map(r => ({ start: r.guestOffset, length: r.length }));
-  const clusters = new Set<number>();
+  // touching extents merged, and at most MAX_HIGHLIGHT_RANGES of them (a badly fragmented file has
+  // millions): the work and the reply stay bounded, and `truncated` says the picture is cut
+  const ranges: { start: number; length: number }[] = [];
   let truncated = false;
+  for (const r of [...(await g.fileSystem(partition).fileRanges(path))].sort((a, b) => a.guestOffset - b.guestOffset)) {
+    const last = ranges[ranges.length - 1];
+    if (last && last.start + last.length === r.guestOffset) last.length += r.length;
+    else if (ranges.length >= MAX_HIGHLIGHT_RANGES) { truncated = true; break; } else ranges.push({ start: r.guestOffset, length: r.length });
+  }
+  const clusters = new Set<number>();
   // with an external data file the host offsets are in that file, not this one: no clusters to mark
   if (!img.dataFilePath) {
     for (const r of ranges) {
-      if (truncated) break;
+      if (clusters.size >= MAX_HIGHLIGHT_CLUSTERS) break;
       for (const m of await mapImage(img, { start: r.start, end: Math.min(r.start + r.length, img.virtualSize) })) {
         if (m.depth !== 0 || m.offset === undefined || !m.present || m.zero) continue;
         for (let c = Math.floor(m.offset / cs); c * cs < m.offset + m.length; c++) {
           if (clusters.size >= MAX_HIGHLIGHT_CLUSTERS) { truncated = true; break; }
           clusters.add(c);
         }
-        if (truncated) break;
+        if (clusters.size >= MAX_HIGHLIGHT_CLUSTERS) break;
       }
     }
   }
