@@ -61,12 +61,20 @@ try {
     await page.keyboard.type(id);
     const select = settingsEditor.locator(`.setting-item-contents[data-key="${id}"] select.monaco-select-box`);
     await select.waitFor({ timeout: 15000 });
-    await select.click();
     const option = page.locator('.monaco-select-box-dropdown-container.visible .monaco-list-row')
       .filter({ has: page.locator('.option-text').getByText(label, { exact: true }) }).first();
-    await option.waitFor({ timeout: 10000 });
-    await option.click();
-    await poll(`${id} shows ${label}`, async () => (await select.evaluate(s => s.options[s.selectedIndex]?.text)) === label, 10000);
+    const shows = async () => (await select.evaluate(s => s.options[s.selectedIndex]?.text)) === label;
+    // the dropdown, like a person's: opened and the option clicked, again if the first click was lost
+    // while the Settings editor was still laying itself out (seen on CI)
+    for (let attempt = 1; ; attempt++) {
+      await select.click();
+      await option.waitFor({ timeout: 10000 });
+      await option.click();
+      if (await poll(`${id} shows ${label}`, shows, 5000).then(() => true, () => false)) break;
+      if (attempt >= 3) throw new Error(`the Settings editor did not take ${id} = ${label}`);
+      mark(`attempt ${attempt}: ${id} did not take ${label}, picking it again`);
+      await page.keyboard.press('Escape');
+    }
     // the Settings editor writes a change after a short debounce: closing it at once can drop it
     await page.waitForTimeout(1000);
     mark(`Settings editor: ${id} = ${label}`);

@@ -302,6 +302,7 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
       await p.focus('.guest-scroll');
       await p.keyboard.press('Home');
       await p.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.start === '0');
+      await p.waitForFunction(() => document.querySelectorAll('.guest-runs li').length > 0); // Home's window has arrived
       await p.keyboard.press('End');
       await p.waitForFunction(t => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')!.dataset.start !== '0' && Array.from(document.querySelectorAll<HTMLElement>('.guest-runs li[data-kind="data"]')).some(li => li.dataset.start === String(t)), TIB - CS);
       await p.click('button[aria-label="Show the whole disk"]');
