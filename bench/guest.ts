@@ -14,11 +14,12 @@
  *
  * Run alone: `node build.mjs && node dist-test/bench/guest.js`.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchCacheDir } from './images';
+import { type Measured, bestOf } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
@@ -60,43 +61,27 @@ export function ext4Guest(log: (line: string) => void): string {
   }
 }
 
-/** Wall seconds and peak resident KiB of one run (GNU time), stdout returned. */
-function measured(cmd: string, args: string[]): { seconds: number; peakKiB: number; stdout: string } {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * MiB });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  const lines = r.stderr.trim().split('\n');
-  return { seconds, peakKiB: Number(lines[lines.length - 1]), stdout: r.stdout };
-}
-
-const best = (runs: number, fn: () => { seconds: number; peakKiB: number; stdout: string }) => {
-  let out = fn();
-  for (let i = 1; i < runs; i++) { const r = fn(); if (r.seconds < out.seconds) out = r; }
-  return out;
-};
-
-const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
-const peaks = (o: { peakKiB: number }, q: { peakKiB: number }) => `peak RSS ours ${mib(o.peakKiB)}, qemu-img ${mib(q.peakKiB)}`;
+const mib = (m: Measured) => (m.peakMiB === undefined ? '?' : `${m.peakMiB.toFixed(0)} MiB`);
+const peaks = (o: Measured, q: Measured) => `peak RSS ours ${mib(o)}, qemu-img ${mib(q)}`;
 
 export function benchGuest(log: (line: string) => void = l => console.log(l)): GuestBenchRow[] {
   const src = ext4Guest(log);
   const rows: GuestBenchRow[] = [];
   const node = process.execPath;
 
-  const qMap = best(3, () => measured('qemu-img', ['map', '--output=json', src]));
-  const space = best(3, () => measured(node, [CLI, 'space', '--json', src]));
-  const report = JSON.parse(space.stdout) as { reclaim: { compact: number; sparsify: number } };
+  const qMap = bestOf(3, 'qemu-img', ['map', '--output=json', src]);
+  const space = bestOf(3, node, [CLI, 'space', '--json', src]);
+  const report = JSON.parse(space.stdout.toString('utf8')) as { reclaim: { compact: number; sparsify: number } };
   rows.push({ name: 'space 16 GiB ext4 guest vs qemu-img map', oursSeconds: space.seconds, qemuSeconds: qMap.seconds,
     note: `goal < 1 s; forecast: sparsify reclaims ${(report.reclaim.sparsify / MiB).toFixed(0)} MiB; ${peaks(space, qMap)}` });
-  const ls = best(3, () => measured(node, [CLI, 'ls', src, '/']));
+  const ls = bestOf(3, node, [CLI, 'ls', src, '/']);
   rows.push({ name: 'ls / 16 GiB ext4 guest vs qemu-img map', oursSeconds: ls.seconds, qemuSeconds: qMap.seconds, note: `goal < 1 s; ${peaks(ls, qMap)}` });
 
   const dir = fs.mkdtempSync(path.join(benchCacheDir(), 'sparsify-'));
   try {
     const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'qemu.qcow2');
-    const q = best(2, () => { fs.rmSync(theirs, { force: true }); return measured('qemu-img', ['convert', '-t', 'writeback', '-O', 'qcow2', src, theirs]); });
-    const o = best(2, () => { fs.rmSync(ours, { force: true }); return measured(node, [CLI, 'sparsify', '-q', '-o', ours, src]); });
+    const q = bestOf(2, 'qemu-img', ['convert', '-t', 'writeback', '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
+    const o = bestOf(2, node, [CLI, 'sparsify', '-q', '-o', ours, src], () => fs.rmSync(ours, { force: true }));
     const sizes = `output ${(fs.statSync(ours).size / MiB).toFixed(0)} MiB vs ${(fs.statSync(theirs).size / MiB).toFixed(0)} MiB`;
     rows.push({ name: 'sparsify 16 GiB ext4 guest vs qemu-img convert -t writeback', oursSeconds: o.seconds, qemuSeconds: q.seconds, note: `${sizes}; ${peaks(o, q)}` });
   } finally {

@@ -56,3 +56,15 @@ export function measureRuns(cmd: string, args: string[], runs: number, before?: 
     stdout: all[all.length - 1].stdout,
   };
 }
+
+/**
+ * The fastest of `runs` runs (its wall and CPU time, its stdout) with the largest peak memory of all
+ * of them; `before` runs ahead of each (e.g. to remove the previous run's output).
+ */
+export function bestOf(runs: number, cmd: string, args: string[], before?: () => void, env?: Record<string, string>): Measured {
+  const all: Measured[] = [];
+  for (let i = 0; i < runs; i++) { before?.(); all.push(runMeasured(cmd, args, env)); }
+  const best = all.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+  const peaks = all.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
+  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
+}

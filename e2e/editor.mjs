@@ -36,7 +36,7 @@ let wb, ok = false;
 try {
   wb = await openWorkbench({ folder, firstRow: 'sparse.qcow2', mark });
   const { page, row } = wb;
-  const { palette, setTheme, webview, openImage } = workbenchActions(page, { row, mark });
+  const { palette, screenshotThemes, webview, openImage } = workbenchActions(page, { row, mark });
 
   // 1. A sparse 1 TiB disk: next allocated range with the button, then the N key.
   await openImage('sparse.qcow2');
@@ -85,11 +85,10 @@ try {
   assert.equal(Number(await sep.getAttribute('aria-valuenow')), w2);
   mark(`split: ${w0} → ${w1} (mouse) → ${w2} (key)`);
 
-  for (const [theme, cls, suffix] of [['Dark Modern', 'dark_modern', 'dark'], ['Light Modern', 'light_modern', 'light'], ['Dark High Contrast', 'hc-black', 'hc']]) {
-    await setTheme(theme, cls);
+  await screenshotThemes(async suffix => {
     await page.screenshot({ path: path.join(OUT, `editor-next-allocated-${suffix}.png`) });
     await webview().locator('.guest-map').screenshot({ path: path.join(OUT, `editor-guest-map-${suffix}.png`) });
-  }
+  });
   mark('screenshots: e2e-out/editor-next-allocated-{dark,light,hc}.png, editor-guest-map-{dark,light,hc}.png');
 
   // 2. The Problems panel: the line under the leak's diagnostic opens the finding in the editor.
@@ -106,11 +105,7 @@ try {
   await webview().locator('.hex-status', { hasText: `selected ${offset}` }).waitFor({ timeout: 20000 });
   const tabs = await page.evaluate(() => [...document.querySelectorAll('.tab')].map(t => t.getAttribute('aria-label')));
   assert.ok(!tabs.some(t => /findings|qcow2-lens-finding/i.test(t ?? '') && !/damaged\.qcow2$/.test(t ?? '')), `no text tab stays open: ${tabs.join(' | ')}`);
-  await page.screenshot({ path: path.join(OUT, 'editor-problem-landed-hc.png') });
-  await setTheme('Dark Modern', 'dark_modern');
-  await page.screenshot({ path: path.join(OUT, 'editor-problem-landed-dark.png') });
-  await setTheme('Light Modern', 'light_modern');
-  await page.screenshot({ path: path.join(OUT, 'editor-problem-landed-light.png') });
+  await screenshotThemes(suffix => page.screenshot({ path: path.join(OUT, `editor-problem-landed-${suffix}.png`) }));
   mark(`the Problems panel's link landed on the finding at ${offset} (tabs: ${tabs.join(' | ')})`);
   ok = true;
 } catch (e) {

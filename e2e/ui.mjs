@@ -38,7 +38,7 @@ try {
   // auto-save on, as in code-server's and VS Code for the Web's defaults: it must find nothing to write
   wb = await openWorkbench({ folder, firstRow: 'sample.qcow2', settings: { 'files.autoSave': 'afterDelay', 'files.autoSaveDelay': 100 }, mark });
   const { page, row } = wb;
-  const { palette, quickInput, setTheme, webview, openImage } = workbenchActions(page, { row, mark });
+  const { palette, quickInput, setTheme, screenshotThemes, webview, openImage } = workbenchActions(page, { row, mark });
 
   await openImage('sample.qcow2');
   const labels = webview().locator('.tree .tree-label');
@@ -49,10 +49,7 @@ try {
   assert.ok(texts.some(t => /header/i.test(t)), `the tree shows the header: ${texts.join(' | ')}`);
   assert.ok(texts.some(t => /snapshot/i.test(t)), `the tree shows the snapshot table: ${texts.join(' | ')}`);
   await page.waitForTimeout(1500); // let the cluster map paint
-  await setTheme('Dark Modern', 'dark_modern');
-  await page.screenshot({ path: path.join(OUT, 'editor-dark.png') });
-  await setTheme('Light Modern', 'light_modern');
-  await page.screenshot({ path: path.join(OUT, 'editor-light.png') });
+  await screenshotThemes(suffix => page.screenshot({ path: path.join(OUT, `editor-${suffix}.png`) }), ['dark', 'light']);
   await setTheme('Dark Modern', 'dark_modern');
   mark('screenshots: e2e-out/editor-dark.png, e2e-out/editor-light.png');
 

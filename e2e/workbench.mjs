@@ -93,6 +93,9 @@ export async function reportFailure(wb, suite, e) {
 }
 
 /** The moves a person makes in the workbench `page` (explorer rows from `row`). */
+// The themes the screenshots are taken in: the picker's label, the workbench's class, the file suffix.
+const THEMES = [['Dark Modern', 'dark_modern', 'dark'], ['Light Modern', 'light_modern', 'light'], ['Dark High Contrast', 'hc-black', 'hc']];
+
 export function workbenchActions(page, { row, mark }) {
   // Runs a command from the palette, choosing the row whose label is exactly `pick` (the top row is
   // not always the one wanted: recently used commands move up).
@@ -137,6 +140,15 @@ export function workbenchActions(page, { row, mark }) {
     await poll(`theme ${theme}`, () => page.evaluate(c => document.querySelector('.monaco-workbench')?.className.includes(c), themeClass), 15000);
     await page.waitForTimeout(1500); // the webview picks the new --vscode-* variables up
   };
+  // Screenshots in the three themes a person checks (dark, light, high contrast), or the ones named:
+  // `shoot(suffix)` takes them once each theme is on. Leaves the last theme on.
+  const screenshotThemes = async (shoot, which = ['dark', 'light', 'hc']) => {
+    for (const [theme, cls, suffix] of THEMES) {
+      if (!which.includes(suffix)) continue;
+      await setTheme(theme, cls);
+      await shoot(suffix);
+    }
+  };
   // The visible webview: <iframe class="webview ready"> (host document) -> <iframe id="active-frame">
   const webview = () => page.frameLocator('iframe.webview.ready:visible').frameLocator('#active-frame');
   // The webview document of image `name`, as a playwright Frame (so a live update of this document can
@@ -172,5 +184,5 @@ export function workbenchActions(page, { row, mark }) {
       await page.waitForTimeout(1000);
     }
   };
-  return { palette, quickInput, setTheme, webview, imageFrame, openImage };
+  return { palette, quickInput, setTheme, screenshotThemes, webview, imageFrame, openImage };
 }
