@@ -16,7 +16,7 @@ import { Secret } from '../../src/engine/crypto/secret';
 import { Qcow2Error } from '../../src/engine/errors';
 import { Qcow2Image } from '../../src/engine/image/image';
 import { cli, tmpDir } from '../helpers/qemu';
-import { capture, findLeaks, passphrase, qemuRaw, runOk, secretArgs } from './util';
+import { capture, findLeaks, passphrase, qemuRaw, run, runOk, secretArgs } from './util';
 
 const dir = tmpDir('qcow2-lens-image-read-');
 const PASS = passphrase('imgread');
@@ -139,7 +139,7 @@ test('no key, a wrong key, an unknown secret id: one clear error each, no passph
   const wrong = cli('read', '--object', `secret,id=s0,data=${WRONG}`, '--image-opts', opts(img.file, ['', 's0']));
   assert.equal(wrong.status, 1);
   assert.equal(wrong.stderr.trim().split('\n').length, 1, wrong.stderr);
-  assert.match(wrong.stderr, /default\.qcow2: encryption header\.key_slots at 0x[0-9a-f]+: the passphrase opens none of the 1 active key slot \(0\)/);
+  assert.match(wrong.stderr, /default\.qcow2: encryption header\.key_slots at 0x[0-9a-f]+: Invalid password, cannot unlock any keyslot \(tried the 1 active key slot: 0\)/);
   assert.equal(wrong.stdout.length, 0);
   const missing = cli('read', '--object', `secret,id=s0,data=${PASS}`, '--image-opts', opts(img.file, ['', 's9']));
   assert.equal(missing.status, 64);
@@ -147,6 +147,42 @@ test('no key, a wrong key, an unknown secret id: one clear error each, no passph
   const key = Secret.fromString(WRONG);
   await assert.rejects(Qcow2Image.open(img.file, { keys: () => key }), (e: unknown) => e instanceof Qcow2Error && e.code === 'bad-passphrase' && !!errors.push(e.message));
   errors.push(none.stderr, wrong.stderr, missing.stderr);
+});
+
+/** What qemu-img or qemu-io says after "Could not open '…': " / "can't open: ", one line. */
+function qemuOpenError(stderr: string): string {
+  const line = stderr.trim().split('\n').filter(l => !/Unable to get accurate CPU usage/.test(l)).pop() ?? '';
+  const m = /^qemu-(?:img|io): (?:Could not open '[^']*': |can't open: )(.+)$/.exec(line);
+  assert.ok(m, `unexpected qemu message: ${stderr}`);
+  return m[1];
+}
+
+test('a wrong passphrase: read, convert, compare and map say what qemu-img 7.2 (and qemu-io) say, in its words, naming the file', async () => {
+  const img = images[1];
+  await made.get(img);
+  const o = opts(img.file, ['', 's0']);
+  const obj = ['--object', `secret,id=s0,data=${WRONG}`];
+  const out = path.join(dir, 'wrong-out.raw');
+  const cases: { cmd: string; ours: string[]; tool: string; qemu: string[] }[] = [
+    { cmd: 'read', ours: ['read', ...obj, '--image-opts', o], tool: 'qemu-io', qemu: [...obj, '--image-opts', o, '-c', 'read 0 512'] },
+    { cmd: 'convert', ours: ['convert', ...obj, '--image-opts', o, '-O', 'raw', out], tool: 'qemu-img', qemu: ['convert', ...obj, '--image-opts', o, '-O', 'raw', out] },
+    { cmd: 'compare', ours: ['compare', ...obj, '--image-opts', o, o], tool: 'qemu-img', qemu: ['compare', ...obj, '--image-opts', o, o] },
+    { cmd: 'map', ours: ['map', ...obj, '--image-opts', o], tool: 'qemu-img', qemu: ['map', ...obj, '--image-opts', o] },
+  ];
+  for (const c of cases) {
+    const q = await run(c.tool, c.qemu);
+    const theirs = qemuOpenError(q.stderr);
+    assert.equal(theirs, 'Invalid password, cannot unlock any keyslot', `${c.cmd}: qemu's message changed: ${q.stderr}`);
+    const r = cli(...c.ours);
+    assert.equal(r.status, q.status, `${c.cmd}: our exit status ${r.status}, ${c.tool}'s ${q.status}: ${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `${c.cmd}: ${r.stderr}`);
+    assert.ok(lines[0].startsWith(`qcow2-lens: ${img.file}: `), `${c.cmd} names the file: ${lines[0]}`);
+    assert.ok(lines[0].includes(`: ${theirs} (tried the 1 active key slot: 0)`), `${c.cmd}: ours says ${lines[0]}, ${c.tool} says ${theirs}`);
+    assert.equal(r.stdout.length, 0, `${c.cmd} printed nothing else`);
+    assert.ok(!fs.existsSync(out), `${c.cmd} left no output file`);
+    errors.push(r.stderr, q.stderr);
+  }
 });
 
 test('chains: encrypted overlay over a plain base, plain over encrypted, encrypted over encrypted (two keys)', async () => {

@@ -7,7 +7,7 @@
  *   3. master key = AF-merge(split key)
  *   4. accept it only if PBKDF2(hash, master key, digest salt, digest iterations, 20) equals the
  *      header's master key digest.
- * A passphrase no slot accepts is one 'bad-passphrase' error. Before any slot is tried, the header
+ * A passphrase no slot accepts is one 'bad-passphrase' error, in qemu-img's words (INVALID_PASSWORD). Before any slot is tried, the header
  * is checked for what would make trying it unsafe or impossible (ciphers Node lacks, iteration
  * counts beyond the limit, key material outside the LUKS area), so a hostile image costs a bounded
  * amount of work and never a huge allocation.
@@ -22,6 +22,12 @@ import { LUKS_DIGEST_BYTES } from './luksLayout';
 import { DEFAULT_MAX_PBKDF2_ITERATIONS, pbkdf2 } from './pbkdf2';
 import { Secret, isQemuPassphrase, wipeBuffers } from './secret';
 import { SectorCipher } from './sectorCipher';
+
+/**
+ * qemu-img 7.2's words for a passphrase no active slot accepts (qcrypto_block_luks_find_key), so a
+ * script matching them on qemu-img's stderr matches ours; the message adds the file and the slots.
+ */
+export const INVALID_PASSWORD = 'Invalid password, cannot unlock any keyslot';
 
 export interface UnlockOptions {
   /** Checked between slots and between the PBKDF2 runs of a slot. */
@@ -111,7 +117,7 @@ export async function unlockLuks(area: LuksArea, h: LuksHeader, passphrase: Secr
   checkIterations(area, h, h.slots, opts.maxIterations);
   const active = h.slots.filter(s => s.active);
   if (active.length === 0) {
-    throw luksError(area, { field: 'key_slots' }, 'no key slot is active, so no passphrase can open this image', 'bad-passphrase');
+    throw luksError(area, { field: 'key_slots' }, `${INVALID_PASSWORD} (no key slot is active, so no passphrase can open this image)`, 'bad-passphrase');
   }
   for (const s of active) {
     if (opts.signal?.aborted) throw cancelled(area);
@@ -119,5 +125,5 @@ export async function unlockLuks(area: LuksArea, h: LuksHeader, passphrase: Secr
     if (key) return { masterKey: key, slot: s.index };
   }
   throw luksError(area, { field: 'key_slots' },
-    `the passphrase opens none of the ${active.length} active key slot${active.length === 1 ? '' : 's'} (${active.map(s => s.index).join(', ')})`, 'bad-passphrase');
+    `${INVALID_PASSWORD} (tried the ${active.length} active key slot${active.length === 1 ? '' : 's'}: ${active.map(s => s.index).join(', ')})`, 'bad-passphrase');
 }
