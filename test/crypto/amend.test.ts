@@ -250,6 +250,31 @@ test('an image a running QEMU holds is refused, nothing written', async () => {
   }
 });
 
+test('erasing a slot leaves none of its key material in the file: qemu-img no longer opens with that passphrase, still opens with the other', async () => {
+  const mine = copy('wipe.qcow2');
+  assert.equal((await ours(mine, 'encrypt.state=active,encrypt.new-secret=s1,encrypt.keyslot=3,encrypt.iter-time=10,encrypt.key-secret=s0')).status, 0);
+  const c = mapQcow2(mine).crypto;
+  assert.ok(c);
+  const area = { file: mine, reader: fileReader(mine), offset: c.offset, length: c.length };
+  const h = await readLuksHeader(area);
+  const slot = h.slots[3];
+  assert.ok(slot.active);
+  const at = c.offset + slot.keyMaterialSector * 512, len = h.keyBytes * slot.stripes;
+  const old = Buffer.from(fs.readFileSync(mine).subarray(at, at + len));
+  const twin = copy('wipe-twin.qcow2', mine);
+  assert.deepEqual(await both(mine, twin, 's0', 'encrypt.state=inactive,encrypt.keyslot=3'), [T, F, F, F, F, F, F, F]);
+  const after = fs.readFileSync(mine);
+  // no 32-byte piece of the old material is anywhere in the file (samples across the whole area)
+  for (let o = 0; o + 32 <= len; o += 4096) assert.equal(after.indexOf(old.subarray(o, o + 32)), -1, `old key material at +${o} still in the file`);
+  let same = 0;
+  for (let i = 0; i < len; i++) if (after[at + i] === old[i]) same++;
+  assert.ok(same < len / 64, `${same} of ${len} bytes of the key material area unchanged (random chance is 1 in 256)`);
+  // and qemu-img's erase leaves it changed the same way (its twin's material is not the old one either)
+  assert.equal(fs.readFileSync(twin).indexOf(old.subarray(0, 32)), -1);
+  await refusesPass(mine, P1);
+  await opensWith(mine, P0);
+});
+
 /** Runs our amend with the crash hook at k writes; the output is captured for the leak scan. */
 function crashAt(k: number, file: string, o: string) {
   const r = spawnSync(process.execPath, [CLI, 'amend', ...secretArgs(...SECRETS), '-o', o, file],
@@ -258,30 +283,33 @@ function crashAt(k: number, file: string, o: string) {
   return r;
 }
 
-test('a crash after each write of an add and of an erase leaves an image qemu-img opens with an old or the new passphrase, clean', async t => {
+test('a crash after each kind of write of an add and of an erase (header, then 40 passes over the key material) leaves an image qemu-img opens with an old or the new passphrase, clean', async t => {
   const pristine = copy('crash-pristine.qcow2');
   assert.equal((await ours(pristine, 'encrypt.state=active,encrypt.new-secret=s1,encrypt.keyslot=1,encrypt.iter-time=10,encrypt.key-secret=s0')).status, 0);
   const outside = outsideLuks(pristine);
   const work = path.join(dir, 'crash.qcow2');
   let points = 0;
   for (const op of [
-    { o: 'encrypt.state=active,encrypt.new-secret=s2,encrypt.iter-time=10,encrypt.key-secret=s0', always: [P0, P1], after: P2, gone: undefined },
-    { o: 'encrypt.state=inactive,encrypt.old-secret=s0,encrypt.key-secret=s1', always: [P1], after: undefined, gone: P0 },
+    // adding: key material, header; erasing one slot: header, then QEMU's 40 random passes
+    { o: 'encrypt.state=active,encrypt.new-secret=s2,encrypt.iter-time=10,encrypt.key-secret=s0', always: [P0, P1], after: P2, gone: undefined, writes: 2 },
+    { o: 'encrypt.state=inactive,encrypt.old-secret=s0,encrypt.key-secret=s1', always: [P1], after: undefined, gone: P0, writes: 41 },
   ]) {
-    for (let k = 0; ; k++) {
-      assert.ok(k < 10, 'the amend finishes within 10 writes');
+    const n = op.writes;
+    // every point of a short amend; of the erase's 40 alike passes the first, a middle one and the last
+    const ks = [...new Set(n <= 4 ? Array.from({ length: n + 1 }, (_, i) => i) : [0, 1, 2, n >> 1, n - 2, n - 1, n])];
+    for (const k of ks) {
       fs.copyFileSync(pristine, work);
       const r = crashAt(k, work, op.o);
       for (const p of op.always) await opensWith(work, p);
       await everyActiveSlotOpens(work);
       assert.equal(outsideLuks(work), outside, `k=${k}: nothing outside the LUKS area changed`);
-      if (r.status === 0) {
+      if (k === n) {
+        assert.equal(r.status, 0, `${op.o}: finishes after ${n} writes: ${r.stderr}`);
         if (op.after) await opensWith(work, op.after);
         if (op.gone) await refusesPass(work, op.gone);
-        assert.ok(k >= 2, `${op.o}: at least two writes (key material and header), finished at k=${k}`);
         break;
       }
-      assert.equal(r.signal, 'SIGKILL', `k=${k}: expected a crash, got status ${r.status}: ${r.stderr}`);
+      assert.equal(r.signal, 'SIGKILL', `${op.o}: k=${k} of ${n} writes: expected a crash, got status ${r.status}: ${r.stderr}`);
       points++;
     }
   }

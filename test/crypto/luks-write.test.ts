@@ -190,6 +190,7 @@ test('adding and erasing key slots: QEMU opens with the passphrases we add, not 
   edit = await eraseKeySlots(area(), h, { oldSecret: Secret.fromString(PASS) });
   assert.deepEqual(edit.slots, [0]);
   assert.deepEqual(edit.writes.map(w => w.what), ['header', 'key_slot[0] key material'], 'header before the key material');
+  assert.deepEqual(edit.writes.map(w => w.randomPasses), [undefined, 40], 'the key material overwritten 40 times, as QEMU does');
   const oldMaterial = fs.readFileSync(file).subarray(8 * 512, 8 * 512 + 16 * 4000);
   apply(file, edit);
   assert.ok(!fs.readFileSync(file).subarray(8 * 512, 8 * 512 + 16 * 4000).equals(oldMaterial), 'the key material is overwritten');

@@ -8,7 +8,8 @@
  *   adding    key material first, header second — until the header lands the slot is still
  *             inactive, so a crash leaves only unused bytes behind;
  *   erasing   header first, key material second — the slot is inactive before its material is
- *             overwritten, so no crash leaves an active slot pointing at garbage.
+ *             overwritten (40 passes of new random bytes, as QEMU), so no crash leaves an active
+ *             slot pointing at garbage.
  * The caller writes them in this order with an fsync between the two.
  */
 import * as crypto from 'node:crypto';
@@ -26,7 +27,18 @@ export interface LuksAreaWrite {
   bytes: Buffer;
   /** What the bytes are ("header", "key_slot[1] key material"). */
   what: string;
+  /**
+   * Erasing: write `bytes` this many times, refilled with fresh random data before every pass
+   * (randomFillSync), each pass synced before the next. Absent: once, as given.
+   */
+  randomPasses?: number;
 }
+
+/**
+ * How many times QEMU overwrites an erased slot's key material, with new random bytes each time
+ * (QCRYPTO_BLOCK_LUKS_ERASE_ITERATIONS in crypto/block-luks.c).
+ */
+export const LUKS_ERASE_PASSES = 40;
 
 export interface LuksEdit {
   header: LuksHeader;
@@ -161,11 +173,10 @@ export async function eraseKeySlots(area: LuksArea, h: LuksHeader, o: Omit<LuksA
   for (const k of toErase) header.slots[k] = { ...header.slots[k], active: false, iterations: 0, salt: Buffer.alloc(LUKS_SALT_BYTES) };
   writes.push({ offsetInArea: 0, bytes: encodeLuksHeader(header), what: 'header' });
   for (const k of toErase) {
-    // QEMU overwrites the material with random bytes 40 times; on today's storage (and inside an
-    // image file) repeated passes never reach older physical copies, so one pass of the same
-    // random bytes is written.
+    // As QEMU (qcrypto_block_luks_erase_key): after the header, the whole key material area
+    // (key bytes × stripes) overwritten LUKS_ERASE_PASSES times, new random bytes every pass.
     const r = keyMaterialRange(h, h.slots[k]);
-    writes.push({ offsetInArea: r.offset, bytes: crypto.randomBytes(r.length), what: `key_slot[${k}] key material` });
+    writes.push({ offsetInArea: r.offset, bytes: crypto.randomBytes(r.length), what: `key_slot[${k}] key material`, randomPasses: LUKS_ERASE_PASSES });
   }
   return { header, writes, slots: toErase };
 }

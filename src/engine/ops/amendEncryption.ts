@@ -10,7 +10,9 @@
  *            2. the LUKS header with the slot record active, fsync.
  *            A crash before 2 leaves the old header: every old passphrase opens, the new one not.
  *   erasing  1. the LUKS header with the slots' records inactive, fsync;
- *            2. random bytes over each erased slot's key material, fsync after each.
+ *            2. each erased slot's key material overwritten 40 times with new random bytes (as
+ *               QEMU's qcrypto_block_luks_erase_key), fsync after every pass, so each pass
+ *               reaches the disk instead of being merged in the page cache.
  *            A crash after 1 leaves the slot unusable but every other passphrase opening.
  * Every write lies inside the LUKS area the full disk encryption header extension names; nothing
  * else in the image (qcow2 header, tables, data) changes.
@@ -19,6 +21,7 @@
  * needed for both: a wrong one fails first, with the unlock error. Adding uses it to recover the
  * master key the new slot seals. An image a running QEMU holds is refused before anything is read.
  */
+import * as crypto from 'node:crypto';
 import type { LuksEdit } from '../crypto/luksKeySlots';
 import { amendLuks } from '../crypto/luksKeySlots';
 import { readLuksHeader } from '../crypto/luksHeader';
@@ -102,8 +105,12 @@ export async function amendEncryption(path: string, key: Secret | undefined, o: 
   try {
     // No signal from here on: a started edit is finished, each write synced before the next.
     for (const w of edit.writes) {
-      await disk.write(area.offset + w.offsetInArea, w.bytes, `encryption header ${w.what}`);
-      await disk.sync();
+      const passes = w.randomPasses ?? 1;
+      for (let pass = 0; pass < passes; pass++) {
+        if (w.randomPasses !== undefined) crypto.randomFillSync(w.bytes);
+        await disk.write(area.offset + w.offsetInArea, w.bytes, `encryption header ${w.what}${passes > 1 ? ` (pass ${pass + 1} of ${passes})` : ''}`);
+        await disk.sync();
+      }
     }
   } finally {
     disk.close();
