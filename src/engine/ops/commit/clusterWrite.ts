@@ -14,13 +14,18 @@
  *  4. L1 entries for new or copied L2 tables (one write per run of entries)
  *  5. the references the old entries held dropped — compressed data, clusters shared with a
  *     snapshot, the shared L2 tables copied in 3 — and flushed (a crash before: leaks)
+ * Compressed clusters (convert -n -c) are packed into new host clusters (one compressed cluster
+ * never crosses a host cluster; each host cluster counted once per compressed cluster in it) and
+ * written with the data in phase 1; a host cluster is never filled across batches. As QEMU's
+ * qcow2_alloc_compressed_cluster_offset, a compressed write over an entry with a host offset is
+ * refused (what was queued before it is written first, as QEMU's in-order writes leave it).
  * Zeros are a zero-flag entry in version 3 images (nothing to write but the entry) and a data
  * cluster of zeros in version 2, which has no zero flag for an image with a backing file.
  */
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error, hex } from '../../errors';
 import { Qcow2Image } from '../../image/image';
-import { compressedLength, compressedOffset, entryOffset, isCompressed, l1EntryOffset, l2EntryPath, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
+import { compressedEntryHi, compressedLength, compressedOffset, entryOffset, isCompressed, l1EntryOffset, l2EntryPath, putEntry, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
 import { RefcountWriter, writeAt } from '../refcountWrite';
 import { assertNotLocked, assertWritable } from '../writable';
@@ -50,6 +55,8 @@ export class Qcow2ClusterWriter {
   private data: [number, Buffer][] = [];
   private frees: [number, number, string][] = [];
   private pending = 0;
+  /** The host cluster compressed clusters are being packed into, and how many of its bytes are used. */
+  private packing: { host: number; buf: Buffer; used: number } | null = null;
   /** Clusters written so far (progress). */
   written = 0;
 
@@ -152,10 +159,47 @@ export class Qcow2ClusterWriter {
     if (++this.pending >= MAX_PENDING || this.data.length * cs >= MAX_BATCH_DATA) await this.flush();
   }
 
+  /**
+   * Queues guest cluster `guestOffset` to hold `compressed` (its compressed bytes, shorter than a
+   * cluster). Throws, after writing what was queued, when the entry already has a host offset.
+   */
+  async writeCompressed(guestOffset: number, compressed: Buffer): Promise<void> {
+    throwIfCancelled(this.signal, this.img.path, 'write');
+    const img = this.img, g = img.g, cs = this.cs;
+    if (guestOffset % cs !== 0 || guestOffset >= img.virtualSize) throw new RangeError(`guest cluster ${guestOffset} is not a cluster of the disk`);
+    if (compressed.length >= cs) throw new RangeError('a compressed cluster must be shorter than a cluster');
+    const l1Index = Math.floor(guestOffset / this.perL2);
+    const l2Index = (guestOffset % this.perL2) / cs;
+    const t = await this.table(l1Index);
+    const pos = l2Index * g.l2EntrySize;
+    const hi = wordHi(t.buf, pos), lo = wordLo(t.buf, pos);
+    if (isCompressed(hi) || entryOffset(hi, lo) !== 0) {
+      await this.flush();
+      throw new Qcow2Error(img.path, l2EntryPath('L1', l1Index, l2Index), t.offset + pos,
+        `error while writing at byte ${guestOffset}: Input/output error (a compressed cluster cannot be written over an allocated one; QEMU refuses it the same way)`, 'unsupported');
+    }
+    let p = this.packing;
+    if (!p || cs - p.used < compressed.length) {
+      if (p) this.data.push([p.host, p.buf]);
+      p = this.packing = { host: this.rc.allocate(1, 'compressed data'), buf: Buffer.alloc(cs), used: 0 };
+    } else {
+      this.rc.add(p.host / cs, 1, 'compressed data');
+    }
+    const host = p.host + p.used;
+    compressed.copy(p.buf, p.used);
+    p.used += compressed.length;
+    putEntry(t.buf, pos, compressedEntryHi(g, host, compressed.length), host >>> 0);
+    if (g.extendedL2) putEntry(t.buf, pos + 8, 0, 0);
+    t.dirty = true;
+    this.written++;
+    if (++this.pending >= MAX_PENDING || this.data.length * cs >= MAX_BATCH_DATA) await this.flush();
+  }
+
   /** Writes everything queued, in the order at the top of this file. */
   async flush(): Promise<void> {
     if (this.pending === 0 && this.frees.length === 0) return;
     const file = this.img.file;
+    if (this.packing) { this.data.push([this.packing.host, this.packing.buf]); this.packing = null; }
     // 1. data
     this.data.sort((a, b) => a[0] - b[0]);
     // host-contiguous clusters in one write (a cluster queued twice keeps its last content)

@@ -39,7 +39,7 @@ import { Qcow2Writer } from './qcow2';
 import type { DataCipher } from '../../crypto/dataCipher';
 import type { Secret } from '../../crypto/secret';
 import type { KeyLookup } from '../../image/encryption';
-import { intoForeign, intoQcow2, intoRaw } from './into';
+import { intoForeign, intoQcow2, type IntoQcow2Job, intoRaw } from './into';
 import { loadSnapshot, parseSnapshotArg, SnapshotArgError, type SnapshotSelector } from './snapshotSource';
 import { type ConvertSource, openSources, type SourceFormat, type TopKind } from './source';
 
@@ -110,13 +110,16 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
   const minSparse = options.minSparse ?? 4096;
   let plan: OutputPlan;
   try {
+    // -n: nothing is created, so -B names no file to write (qemu-img 7.2 neither opens nor records
+    // it); it only says the target has a backing file: the sources' top layers alone are copied
+    const into = options.noCreate ?? false;
     plan = planOutput({
-      format: options.outputFormat ?? 'raw', entries: options.options ?? [], compress: options.compress ?? false,
-      backing: options.backing, backingFormat: options.backingFormat, minSparse,
+      format: options.outputFormat ?? 'raw', entries: options.options ?? [],
+      compress: (options.compress ?? false) && !(into && (options.outputFormat === 'qcow2' || options.outputFormat === 'vmdk')),
+      backing: into ? undefined : options.backing, backingFormat: into ? undefined : options.backingFormat, minSparse,
     });
-    if (options.targetIsZero && !options.noCreate) throw new OptionError('--target-is-zero requires use of -n flag');
-    if (options.noCreate && options.compress) throw new OptionError('-c with -n (compressing into an existing image) is not supported yet');
-    if (options.noCreate && options.backing !== undefined) throw new OptionError('-B with -n is not supported: the existing target keeps its own backing file');
+    if (options.targetIsZero && !into) throw new OptionError('--target-is-zero requires use of -n flag');
+    if (into && options.targetIsZero && options.backing !== undefined) throw new OptionError('Cannot use --target-is-zero when the destination image has a backing file');
     if (minSparse === 0 && (plan.format === 'vpc' || plan.format === 'vmdk')) {
       throw new OptionError('-S 0 (a fully allocated output) is supported for raw and qcow2 outputs, not vpc or vmdk');
     }
@@ -139,7 +142,11 @@ export async function convert(options: ConvertOptions, progress?: ConvertProgres
       throw new Qcow2Error(dest, 'file', undefined, 'the target is also a source (or one of its backing files)', 'unsupported');
     }
     const ctl = { signal: cancel, onProgress: progress, name: dest };
-    if (options.noCreate) return await intoExisting(src, dest, plan.format, minSparse, options.targetIsZero ?? false, ctl);
+    if (options.noCreate) {
+      return await intoExisting(src, dest, plan.format, minSparse, {
+        targetIsZero: options.targetIsZero ?? false, compress: options.compress ?? false, withBacking: options.backing !== undefined,
+      }, ctl);
+    }
     if (plan.format === 'qcow2') {
       const q = plan.qcow2;
       if (q.backingFile !== undefined) {
@@ -160,12 +167,12 @@ function chainHas(layer: BlockLayer, file: string): boolean {
 }
 
 /** -n: into.ts per target format (the vpc and vmdk rewrite through this file's temporary output). */
-async function intoExisting(src: ConvertSource, dest: string, format: OutputPlan['format'], minSparse: number, targetIsZero: boolean, ctl: Control): Promise<ConvertResult> {
+async function intoExisting(src: ConvertSource, dest: string, format: OutputPlan['format'], minSparse: number, job: IntoQcow2Job, ctl: Control): Promise<ConvertResult> {
   let r: { virtualSize: number; dataBytes: number };
   switch (format) {
-    case 'raw': r = await intoRaw(src, dest, minSparse, targetIsZero, ctl); break;
-    case 'qcow2': r = await intoQcow2(src, dest, targetIsZero, ctl); break;
-    default: r = await intoForeign(src, dest, format, ctl, write => viaTemp(dest, ctl, write)); break;
+    case 'raw': r = await intoRaw(src, dest, minSparse, job.targetIsZero, job.withBacking, ctl); break;
+    case 'qcow2': r = await intoQcow2(src, dest, job, ctl); break;
+    default: r = await intoForeign(src, dest, format, job.withBacking, ctl, write => viaTemp(dest, ctl, write)); break;
   }
   return { output: dest, format, ...r };
 }

@@ -5,6 +5,15 @@
  * range of the sources is written — data, and zeros where the source reads zero (the target's old
  * bytes there are cleared), unless --target-is-zero says the target reads zeros already. What lies
  * past the sources' end in a larger target is kept.
+ * -B (the target has a backing file; qemu-img 7.2 neither opens nor records the name with -n): only
+ * what the sources' top layers allocate is written — their data and their zeros; the ranges they
+ * leave to their backing files keep the target's content (a target cluster covered in part is
+ * written whole, its other bytes read from the target first). --target-is-zero is refused with it.
+ * -c (qcow2): clusters compressed into entries without a host offset (unallocated or zero), a
+ * cluster that does not shrink written as it is, zeros as zeros; a compressed write over an
+ * allocated cluster fails as QEMU's does ("error while writing at byte N: Input/output error"),
+ * after what came before it is written. With -B, a cluster the top covers in part is copied whole
+ * from the sources, as qemu-img does. vmdk takes -c (the rewrite keeps the target's subformat).
  *
  * Write order and crash safety, per target format:
  *  qcow2: in place, through commit's cluster writer (commit/clusterWrite.ts), batch by batch:
@@ -40,7 +49,9 @@ import { isZero } from '../../formats/copy';
 import { type ImageSource, type SourceRun, layerSource } from '../../formats/layer';
 import { Qcow2Image } from '../../image/image';
 import { usesCurrentSize } from '../../formats/vpc/layout';
+import * as L from '../../qcow2/layout';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
+import { CompressPool } from '../compact/pool';
 import { assertNotLocked, beforeWrite } from '../writable';
 import type { ConvertSource } from './source';
 
@@ -97,7 +108,40 @@ function padded(src: ImageSource): ImageSource {
   };
 }
 
-export async function intoQcow2(src: ConvertSource, dest: string, targetIsZero: boolean, ctl: IntoControl): Promise<IntoResult> {
+export interface IntoQcow2Job {
+  /** --target-is-zero: zero ranges need not be written. */
+  targetIsZero: boolean;
+  /** -c: clusters compressed (only into unallocated entries, as QEMU). */
+  compress: boolean;
+  /** -B: only what the sources' top layers allocate is written; the rest keeps the target's content. */
+  withBacking: boolean;
+}
+
+/** What the sources give a guest byte range: data to copy, zeros, or nothing (the target's own bytes stay). */
+type Cover = 'data' | 'zero' | 'keep';
+interface CoverRun { start: number; length: number; cover: Cover }
+
+async function coverRuns(src: ConvertSource, source: ImageSource, start: number, end: number, withBacking: boolean): Promise<CoverRun[]> {
+  const size = source.virtualSize;
+  const out: CoverRun[] = [];
+  const e = Math.min(end, size);
+  if (e > start) {
+    if (withBacking) {
+      // a padded last sector is zero in the top layer (it reads as zero there)
+      const top = Math.min(e, src.virtualSize);
+      if (top > start) for (const r of await src.topStatus(start, top)) out.push({ start: r.start, length: r.length, cover: r.kind === 'backing' ? 'keep' : r.kind });
+      if (e > top) out.push({ start: Math.max(start, top), length: e - Math.max(start, top), cover: 'zero' });
+    } else {
+      for (const r of await source.status(start, e)) out.push({ start: r.start, length: r.length, cover: r.zero ? 'zero' : 'data' });
+    }
+  }
+  if (end > e) out.push({ start: e, length: end - e, cover: 'keep' }); // past the sources: the target's tail
+  return out;
+}
+
+const enum Has { Data = 1, Zero = 2, Keep = 4 }
+
+export async function intoQcow2(src: ConvertSource, dest: string, job: IntoQcow2Job, ctl: IntoControl): Promise<IntoResult> {
   assertExists(dest);
   assertNotLocked(dest);
   let w: Qcow2ClusterWriter;
@@ -108,66 +152,96 @@ export async function intoQcow2(src: ConvertSource, dest: string, targetIsZero: 
     throw e;
   }
   let dataBytes = 0;
+  let reader: Qcow2Image | null = null;
+  const pool = job.compress ? new CompressPool(w.img.header.compressionType === L.COMPRESSION_ZSTD ? 'zstd' : 'zlib') : null;
   try {
     const source = padded(src);
     const size = source.virtualSize;
     if (sectorsBytes(w.virtualSize) < size) throw tooSmall(dest);
     const cs = w.cs;
-    // the last cluster, when the sources end inside it: its bytes past their end are the target's own
-    let tail: { at: number; old: Buffer } | null = null;
-    if (size % cs !== 0 && size < w.virtualSize) {
-      const at = size - (size % cs);
-      const reader = await Qcow2Image.open(dest, { writable: false });
-      try {
-        tail = { at, old: await reader.readGuest(at, Math.min(cs, reader.virtualSize - at)) };
-      } finally {
-        await reader.close();
-      }
-    }
     const end = Math.ceil(size / cs) * cs;
-    /** The cluster at `g` as it will read: `bytes` (the sources' part) completed by the target's old tail. */
-    const cluster = (g: number, bytes: Buffer | null): Buffer | null => {
-      if (tail && g === tail.at) {
-        const out = Buffer.alloc(cs);
-        tail.old.copy(out);
-        if (bytes) bytes.copy(out, 0, 0, size - g);
-        else out.fill(0, 0, size - g);
-        return isZero(out) ? null : out;
+    /**
+     * The target's own bytes of a cluster the sources cover only in part (its backing file's, with
+     * -B): read before the cluster is written (each cluster is written once, front to back, so the
+     * reader sees its old content).
+     */
+    const old = async (g: number): Promise<Buffer> => {
+      reader ??= await Qcow2Image.open(dest, { writable: false });
+      const out = Buffer.alloc(cs);
+      const n = Math.min(cs, reader.virtualSize - g);
+      if (n > 0) (await reader.readGuest(g, n)).copy(out);
+      return out;
+    };
+    /** Writes the clusters of one group: compressed with -c (a cluster that does not shrink as it is, as QEMU). */
+    const put = async (clusters: Array<[number, Buffer | null]>) => {
+      if (!pool) {
+        for (const [g, b] of clusters) await w.writeCluster(g, b);
+        return;
       }
-      return bytes === null || isZero(bytes) ? null : bytes;
+      const full = clusters.filter(c => c[1] !== null) as Array<[number, Buffer]>;
+      const reply = full.length ? await pool.compressClusters(full.map(c => c[1]), cs) : { lengths: [] as number[], data: new ArrayBuffer(0) };
+      const packed = Buffer.from(reply.data);
+      let k = 0, at = 0;
+      for (const [g, b] of clusters) {
+        if (b === null) { await w.writeCluster(g, null); continue; }
+        const l = reply.lengths[k++];
+        if (l < 0) await w.writeCluster(g, b);
+        else { await w.writeCompressed(g, packed.subarray(at, at + l)); at += l; }
+      }
     };
     for (let spanStart = 0; spanStart < end; spanStart += SPAN) {
       throwIfCancelled(ctl.signal, dest, 'convert');
       const spanEnd = Math.min(end, spanStart + SPAN);
-      const runs: SourceRun[] = await source.status(spanStart, Math.min(spanEnd, size));
-      // per cluster of the span: data if any byte of it may hold data
+      const runs = await coverRuns(src, source, spanStart, spanEnd, job.withBacking);
+      // per cluster of the span: which covers its bytes have
       const n = (spanEnd - spanStart) / cs;
-      const data = new Uint8Array(n);
+      const has = new Uint8Array(n);
       for (const r of runs) {
-        if (r.zero) continue;
-        for (let c = Math.floor((r.start - spanStart) / cs); c * cs < r.start + r.length - spanStart; c++) data[c] = 1;
+        const bit = r.cover === 'data' ? Has.Data : r.cover === 'zero' ? Has.Zero : Has.Keep;
+        for (let c = Math.floor((r.start - spanStart) / cs); c * cs < r.start + r.length - spanStart; c++) has[c] |= bit;
       }
+      // -c writes whole clusters: one the top layer covers in part is copied whole from the sources
+      // (qemu-img's convert_iteration_sectors takes such a cluster as data)
+      if (pool && job.withBacking) {
+        for (let c = 0; c < n && spanStart + (c + 1) * cs <= size; c++) if (has[c] & (has[c] - 1)) has[c] = Has.Data;
+      }
+      /** Is cluster c written from a read (data, or zeros beside bytes the target keeps)? */
+      const fromRead = (c: number) => (has[c] & Has.Data) !== 0 || has[c] === (Has.Zero | Has.Keep);
       let c = 0;
       while (c < n) {
         const g = spanStart + c * cs;
-        if (!data[c]) {
-          const z = cluster(g, null);
-          if (z !== null) await w.writeCluster(g, z);
-          else if (!targetIsZero) await w.writeCluster(g, null);
+        if (has[c] === Has.Keep) { c++; continue; }
+        if (!fromRead(c)) {
+          // zeros only
+          if (!job.targetIsZero) await w.writeCluster(g, null);
           c++;
           continue;
         }
         let e = c + 1;
-        while (e < n && data[e] && (e - c) * cs < WINDOW) e++;
+        while (e < n && fromRead(e) && (e - c) * cs < WINDOW) e++;
         const len = Math.min((e - c) * cs, size - g);
         const buf = Buffer.alloc((e - c) * cs);
-        (await source.readGuest(g, len)).copy(buf);
+        if (len > 0) (await source.readGuest(g, len)).copy(buf);
         dataBytes += len;
+        const group: Array<[number, Buffer | null]> = [];
         for (let i = c; i < e; i++) {
-          const piece = cluster(spanStart + i * cs, buf.subarray((i - c) * cs, (i - c + 1) * cs));
-          if (piece === null && targetIsZero) continue;
-          await w.writeCluster(spanStart + i * cs, piece);
+          const at = spanStart + i * cs;
+          const piece = buf.subarray((i - c) * cs, (i - c + 1) * cs);
+          if (has[i] & Has.Keep) {
+            // the target's bytes where the sources leave it (their backing file's part with -B, past their end)
+            const mine = await old(at);
+            for (const r of runs) {
+              if (r.cover !== 'keep') continue;
+              const s = Math.max(r.start, at), t = Math.min(r.start + r.length, at + cs);
+              if (t > s) mine.copy(piece, s - at, s - at, t - at);
+            }
+          }
+          if (isZero(piece)) {
+            if (job.targetIsZero && !(has[i] & Has.Keep)) continue;
+            group.push([at, null]);
+          } else group.push([at, piece]);
         }
+        await put(group);
         c = e;
         ctl.onProgress?.(Math.min(size, spanStart + c * cs), size);
       }
@@ -175,8 +249,48 @@ export async function intoQcow2(src: ConvertSource, dest: string, targetIsZero: 
     await w.flush();
     return { virtualSize: src.virtualSize, dataBytes };
   } finally {
+    await pool?.close();
+    if (reader) await (reader as Qcow2Image).close();
     await w.close();
   }
+}
+
+/**
+ * -B: the sources where their top layers allocate (data or zeros), the target's own bytes where
+ * they leave the range to their backing files (qemu-img writes nothing there).
+ */
+function topOver(src: ConvertSource, target: ImageSource): ImageSource {
+  const s = src.virtualSize;
+  const pieces = async (off: number, len: number) => {
+    const out: Array<{ start: number; length: number; mine: boolean }> = [];
+    const e = Math.min(off + len, s);
+    if (e > off) for (const r of await src.topStatus(off, e)) out.push({ start: r.start, length: r.length, mine: r.kind === 'backing' });
+    if (off + len > e) out.push({ start: Math.max(off, e), length: off + len - Math.max(off, e), mine: true }); // the padded last sector
+    return out;
+  };
+  return {
+    virtualSize: sectorsBytes(s),
+    async readGuest(off, len) {
+      const ps = await pieces(off, len);
+      if (ps.length === 1 && !ps[0].mine) return src.readGuest(off, len);
+      const out = Buffer.alloc(len);
+      for (const p of ps) {
+        const from = p.mine ? (p.start < target.virtualSize ? await target.readGuest(p.start, Math.min(p.length, target.virtualSize - p.start)) : Buffer.alloc(0)) : await src.readGuest(p.start, p.length);
+        from.copy(out, p.start - off);
+      }
+      return out;
+    },
+    async status(start, end) {
+      const runs: SourceRun[] = [];
+      for (const p of await pieces(start, end - start)) {
+        if (!p.mine) { runs.push(...await src.status(p.start, p.start + p.length)); continue; }
+        const e = Math.min(p.start + p.length, target.virtualSize);
+        if (e > p.start) runs.push(...await target.status(p.start, e));
+        if (p.start + p.length > Math.max(e, p.start)) runs.push({ start: Math.max(e, p.start), length: p.start + p.length - Math.max(e, p.start), zero: true });
+      }
+      return runs;
+    },
+  };
 }
 
 /** The target's guest view after the write: the sources over [0, their size), the target's own bytes after. */
@@ -208,25 +322,30 @@ export interface RewriteSink {
  * writer into a temporary file beside `dest` and renames it over `dest` once synced.
  */
 export async function intoForeign(
-  src: ConvertSource, dest: string, format: 'vpc' | 'vmdk', ctl: IntoControl,
+  src: ConvertSource, dest: string, format: 'vpc' | 'vmdk', withBacking: boolean, ctl: IntoControl,
   viaTemp: (write: (sink: RewriteSink) => Promise<void>) => Promise<void>,
 ): Promise<IntoResult> {
   assertExists(dest);
   assertNotLocked(dest);
   const count = { n: 0 };
-  const counted: ImageSource = {
-    virtualSize: sectorsBytes(src.virtualSize),
-    status: (a, b) => padded(src).status(a, b),
-    async readGuest(off, len) { count.n += len; return padded(src).readGuest(off, len); },
+  /** What the rewrite takes over [0, the sources' size): the sources (their top layers over the target's bytes with -B), counted. */
+  const counted = (t: ImageSource): ImageSource => {
+    const from = withBacking ? topOver(src, t) : padded(src);
+    return {
+      virtualSize: sectorsBytes(src.virtualSize),
+      status: (a, b) => from.status(a, b),
+      async readGuest(off, len) { count.n += len; return from.readGuest(off, len); },
+    };
   };
+  const sourcesSize = sectorsBytes(src.virtualSize);
   if (format === 'vpc') {
     let t: VpcImage;
     try { t = await VpcImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
     try {
-      if (sectorsBytes(t.virtualSize) < counted.virtualSize) throw tooSmall(dest);
+      if (sectorsBytes(t.virtualSize) < sourcesSize) throw tooSmall(dest);
       const forceSize = usesCurrentSize(t.footer.creatorApp);
       await viaTemp(async sink => {
-        const r = await writeVpc(over(counted, layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
+        const r = await writeVpc(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
         if (r.size !== t.virtualSize) throw new Qcow2Error(dest, 'VHD footer', undefined, `the rewritten image would be ${r.size} bytes, not the target's ${t.virtualSize}`, 'unsupported');
       });
       return { virtualSize: src.virtualSize, dataBytes: count.n };
@@ -237,7 +356,7 @@ export async function intoForeign(
   let t: VmdkImage;
   try { t = await VmdkImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
   try {
-    if (sectorsBytes(t.virtualSize) < counted.virtualSize) throw tooSmall(dest);
+    if (sectorsBytes(t.virtualSize) < sourcesSize) throw tooSmall(dest);
     if (t.createType !== 'monolithicSparse' && t.createType !== 'streamOptimized') {
       throw new Qcow2Error(dest, 'VMDK descriptor', undefined, `writing into an existing vmdk of subformat ${t.createType} is not supported (monolithicSparse and streamOptimized are)`, 'unsupported');
     }
@@ -245,11 +364,11 @@ export async function intoForeign(
     if (subformat === 'streamOptimized') {
       // QEMU appends to a streamOptimized file and refuses a write over a grain it holds already
       let allocated = false;
-      await t.layerStatus(0, Math.min(t.virtualSize, counted.virtualSize), e => { if (e.present && !e.zero) allocated = true; });
+      await t.layerStatus(0, Math.min(t.virtualSize, sourcesSize), e => { if (e.present && !e.zero) allocated = true; });
       if (allocated) throw new Qcow2Error(dest, 'VMDK grain table', undefined, 'Could not write to allocated cluster for streamOptimized', 'unsupported');
     }
     await viaTemp(async sink => {
-      await writeVmdk(over(counted, layerSource(t)), sink, { ...ctl, subformat, fileName: path.basename(dest), cid: t.cid, name: dest });
+      await writeVmdk(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat, fileName: path.basename(dest), cid: t.cid, name: dest });
     });
     return { virtualSize: src.virtualSize, dataBytes: count.n };
   } finally {
@@ -262,7 +381,7 @@ export async function intoForeign(
  * zero the target is read and only its non-zero pieces overwritten with zeros (QEMU punches holes
  * there, which Node cannot), unless --target-is-zero says there is nothing to clear. One sync.
  */
-export async function intoRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, ctl: IntoControl): Promise<IntoResult> {
+export async function intoRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, withBacking: boolean, ctl: IntoControl): Promise<IntoResult> {
   assertExists(dest);
   assertNotLocked(dest);
   const fh = await fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
@@ -282,7 +401,11 @@ export async function intoRaw(src: ConvertSource, dest: string, minSparse: numbe
     const granule = minSparse || 512;
     for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
       const spanEnd = Math.min(size, spanStart + SPAN);
-      for (const r of await src.status(spanStart, spanEnd)) {
+      // -B: what the sources' top layers leave to their backing files is not written
+      const runs: SourceRun[] = withBacking
+        ? (await src.topStatus(spanStart, spanEnd)).filter(r => r.kind !== 'backing').map(r => ({ start: r.start, length: r.length, zero: r.kind === 'zero' }))
+        : await src.status(spanStart, spanEnd);
+      for (const r of runs) {
         for (let at = r.start; at < r.start + r.length; at += WINDOW) {
           const len = Math.min(WINDOW, r.start + r.length - at);
           const data = r.zero ? Buffer.alloc(len) : await src.readGuest(at, len);
