@@ -220,6 +220,7 @@ export class GuestMap {
     this.zoomLabel.textContent = `${plural(per, 'cluster')} per cell (${formatBytes(this.bucketBytes)}) · ${this.start ? formatBytes(this.start) : '0'} – ${formatBytes(this.start + length)}`;
     this.canvas.dataset.bucketBytes = String(this.bucketBytes);
     this.canvas.dataset.start = String(this.start);
+    this.canvas.dataset.cols = String(this.cols); // with bucketBytes, before the next frame draws
     this.layout();
     if (key === this.cellsKey || length === 0) { this.schedule(); return; }
     const seq = ++this.seq;

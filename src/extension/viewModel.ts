@@ -106,6 +106,7 @@ export class ViewModel {
   /** Re-opens the image (the file changed on disk or was written, or the settings changed). */
   async reload(): Promise<void> {
     const fresh = await ViewModel.open(this.img.path, { readOnly: this.readOnly, settings: this.settings, keys: this.keys });
+    await this.idle();
     await this.closeGuest();
     await this.img.close().catch(() => undefined);
     this.img = fresh.img;
@@ -116,9 +117,22 @@ export class ViewModel {
     this.rolesPromise = null;
   }
 
+  /**
+   * Closes the image once the requests already being answered are done: a reload (the file changed,
+   * a key was added) must not close the image under a request that is still reading it, which would
+   * answer from a half-closed image (a summary saying "locked" just after Unlock, a read error).
+   */
   async close(): Promise<void> {
+    await this.idle();
     await this.closeGuest();
     await this.img.close();
+  }
+
+  /** Requests being answered (handle() calls not yet settled). */
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  private async idle(): Promise<void> {
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
   }
 
   /** The guest disk read through this image (its backing chain included); damaged partitions keep their error. */
@@ -134,7 +148,15 @@ export class ViewModel {
   }
 
   /** Answers one webview message: a reply for requests, undefined for notifications. */
-  async handle(msg: FromWebviewMessage): Promise<ToWebviewMessage | undefined> {
+  handle(msg: FromWebviewMessage): Promise<ToWebviewMessage | undefined> {
+    const p = this.answer(msg);
+    this.inFlight.add(p);
+    const done = () => { this.inFlight.delete(p); };
+    p.then(done, done);
+    return p;
+  }
+
+  private async answer(msg: FromWebviewMessage): Promise<ToWebviewMessage | undefined> {
     const requestId = 'requestId' in msg ? msg.requestId : undefined;
     try {
       switch (msg.type) {
