@@ -173,11 +173,25 @@ suite('Encrypted images: key slots, Add and Remove Passphrase', () => {
     assert.equal((await summary(img)).encryption?.unlocked, false, 'the removed passphrase no longer unlocks the tab');
   });
 
+  test('Erasing by index the slot the session\'s passphrase opens: the image opens with the session\'s passphrase, which is then forgotten', async () => {
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.unlockImage', img, { passphrase: ADDED, remember: false }), true);
+    const added = await vscode.commands.executeCommand<{ slots: number[] }>('qcow2Lens.addPassphrase', img, { newPassphrase: THIRD, confirm: false, iterTimeMs: 10 });
+    assert.deepEqual(added.slots, [0], 'the first free slot');
+    await untilActive(2);
+    const r = await vscode.commands.executeCommand<{ slots: number[] }>('qcow2Lens.removePassphrase', img, { slot: 1, confirm: false });
+    assert.deepEqual(r.slots, [1]);
+    assert.deepEqual(qemuSlots().map(s => s.active), [true, false, false, false, false, false, false, false]);
+    assert.match(convert(ADDED).stderr, /Invalid password, cannot unlock any keyslot/);
+    assert.ok(convert(THIRD).data?.equals(plain));
+    await untilActive(1);
+    assert.equal((await summary(img)).encryption?.unlocked, false, 'the session\'s passphrase opens no slot now: forgotten, the tab locked');
+  });
+
   test('the last passphrase cannot be removed: a clear refusal, the file unchanged', async () => {
     const before = fs.readFileSync(file);
-    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.removePassphrase', img, { passphrase: ADDED, confirm: false })),
-      (e: Error) => /only one passphrase: removing it would make the image's data unreadable forever/.test(e.message) && !e.message.includes(ADDED));
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.removePassphrase', img, { passphrase: THIRD, confirm: false })),
+      (e: Error) => /only one passphrase: removing it would make the image's data unreadable forever/.test(e.message) && !e.message.includes(THIRD));
     assert.ok(fs.readFileSync(file).equals(before));
-    assert.ok(convert(ADDED).data?.equals(plain));
+    assert.ok(convert(THIRD).data?.equals(plain));
   });
 });
