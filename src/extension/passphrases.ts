@@ -26,7 +26,7 @@ import { Qcow2Image } from '../engine/image/image';
 import type { EncryptionAmendResult } from '../engine/ops/amendEncryption';
 import { confirm, refuseLocked, Services, targetUri, UserError } from './commandSupport';
 import { amendEncryptionAt } from './engineApi';
-import { pickOne } from './prompts';
+import { inputBox, pickOne } from './prompts';
 import { openingSlot, WrongPassphrase } from './unlockImage';
 
 export interface AddPassphraseOptions {
@@ -58,8 +58,8 @@ export interface RemovePassphraseOptions {
 
 type Slots = NonNullable<EncryptInfo['slots']>;
 
-function askPassphrase(title: string, prompt: string, validate?: (v: string) => string | undefined): Thenable<string | undefined> {
-  return vscode.window.showInputBox({ title, prompt, password: true, ignoreFocusOut: true, validateInput: v => (!v ? 'Enter the passphrase' : validate?.(v)) });
+function askPassphrase(title: string, prompt: string, validate?: (v: string) => string | undefined): Promise<string | undefined> {
+  return inputBox({ title, prompt, password: true, ignoreFocusOut: true, validateInput: v => (!v ? 'Enter the passphrase' : validate?.(v)) });
 }
 
 /** The image's LUKS facts (key slots, hash), or a UserError when it has no key slots to manage. */

@@ -95,7 +95,7 @@ suite('Encrypted images: key slots, Add and Remove Passphrase', () => {
     assert.ok(fs.readFileSync(file).equals(before));
   });
 
-  test('Add Passphrase into the slot asked for: the modal declined writes nothing, accepted fills slot 3', async () => {
+  test('Add Passphrase into the slot asked for: the modal declined writes nothing; through the picker, slot 3 filled', async () => {
     const before = fs.readFileSync(file);
     await script([{ confirm: false }]);
     assert.equal(await vscode.commands.executeCommand('qcow2Lens.addPassphrase', img, { newPassphrase: THIRD, slot: 3, iterTimeMs: 10 }), undefined);
@@ -106,9 +106,17 @@ suite('Encrypted images: key slots, Add and Remove Passphrase', () => {
     assert.match(asked.detail!, /Key slot 3 will hold the new passphrase/);
     assert.ok(fs.readFileSync(file).equals(before), 'declined: the file is unchanged, byte for byte');
 
-    await script([{ confirm: true }]);
-    const r = await vscode.commands.executeCommand<{ slots: number[] }>('qcow2Lens.addPassphrase', img, { newPassphrase: THIRD, slot: 3, iterTimeMs: 10 });
-    assert.equal((await script()).length, 1);
+    // the whole dialogue, as from the palette: the free slots offered (the first free one first), the new passphrase twice, the modal
+    await script([{ pick: 'key slot 3' }, { input: THIRD }, { input: THIRD }, { confirm: true }]);
+    const r = await vscode.commands.executeCommand<{ slots: number[] }>('qcow2Lens.addPassphrase', img, { iterTimeMs: 10 });
+    const [pick, first, again, modal, ...rest] = await script();
+    assert.equal(rest.length, 0, 'no passphrase asked for the image: the session has it');
+    assert.deepEqual(pick.items!.map(i => i.label), [2, 3, 4, 5, 6, 7].map(i => `key slot ${i}`));
+    assert.match(pick.items![0].description!, /first free slot \(default\)/);
+    assert.deepEqual([first.kind, again.kind], ['input', 'input']);
+    assert.match(again.message, /\(3\/3\)/);
+    assert.ok(!JSON.stringify([pick, first, again, modal]).includes(THIRD), 'the passphrase is not in what the prompts showed');
+    assert.match(modal.detail!, /Key slot 3 will hold the new passphrase/);
     assert.deepEqual(r.slots, [3]);
     assert.deepEqual(qemuSlots().map(s => s.active), [true, true, false, true, false, false, false, false]);
     assert.ok(convert(THIRD).data?.equals(plain), 'qemu-img opens with the passphrase in slot 3');
