@@ -144,6 +144,15 @@ suite('Encrypted images: key slots, Add and Remove Passphrase', () => {
     assert.match(modal.detail!, /overwritten 40 times/);
     assert.match(modal.detail!, /holds the passphrase this session unlocked the image with/);
     assert.ok(fs.readFileSync(file).equals(before), 'declined: the file is unchanged, byte for byte');
+    // By passphrase…: the passphrase typed, then the same modal, declined
+    await script([{ pick: 'By passphrase…' }, { input: ADDED }, { confirm: false }]);
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.removePassphrase', img, {}), undefined);
+    const byPassphrase = await script();
+    assert.deepEqual(byPassphrase.map(p => p.kind), ['pick', 'input', 'confirm']);
+    assert.match(byPassphrase[2].message, /^Remove this passphrase from .*keyslots\.qcow2\?$/);
+    assert.match(byPassphrase[2].detail!, /every key slot it opens is erased.*overwritten 40 times/);
+    assert.ok(!JSON.stringify(byPassphrase).includes(ADDED));
+    assert.ok(fs.readFileSync(file).equals(before), 'declined: the file is unchanged, byte for byte');
     assert.deepEqual(qemuSlots().map(s => s.active), [true, true, false, true, false, false, false, false]);
     assert.equal((await summary(img)).encryption?.unlocked, true);
   });
