@@ -8,6 +8,7 @@ import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
 import type { Keyring } from './keyring';
 import { isCancelled } from '../engine/cancel';
+import { scriptedConfirm } from './prompts';
 import { UserError } from './userError';
 
 export { refuseLocked, UserError } from './userError';
@@ -39,6 +40,8 @@ export function announce(s: Services, uri: vscode.Uri, command: string, state: '
 }
 
 export async function confirm(message: string, detail: string, action: string): Promise<boolean> {
+  const scripted = scriptedConfirm(message, detail); // extension-host tests answer here (prompts.ts)
+  if (scripted !== undefined) return scripted;
   const choice = await vscode.window.showWarningMessage(message, { modal: true, detail }, action);
   return choice === action;
 }

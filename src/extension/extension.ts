@@ -26,6 +26,7 @@ import { resizeImage } from './resizeImage';
 import { Keyring } from './keyring';
 import { lockImage, unlockImage } from './unlockImage';
 import { addPassphrase, removePassphrase } from './passphrases';
+import { scriptPrompts, ScriptedAnswer } from './prompts';
 import { Qcow2Error } from '../engine/errors';
 import type { FromWebviewMessage } from '../protocol';
 import { convertImage } from './convertImage';
@@ -139,6 +140,8 @@ export function activate(context: vscode.ExtensionContext): Qcow2LensApi {
   register('qcow2Lens.internal.state', 'State', async sv => ({ editors: sv.provider.openEditors() }));
   // For tests: a new session's keyring (passphrases in memory wiped, SecretStorage kept).
   register('qcow2Lens.internal.dropSessionKeys', 'Drop Session Keys', async sv => { sv.keyring.dropSession(); });
+  // For tests: answers for the next modal confirmations and quick picks, and what those showed (prompts.ts).
+  register('qcow2Lens.internal.scriptPrompts', 'Script Prompts', async (_sv, answers?: ScriptedAnswer[]) => scriptPrompts(answers));
   // For tests: a webview request (summary, guest bytes…) answered by the image's tab, as the webview gets it.
   register('qcow2Lens.internal.ask', 'Ask', async (sv, uri: vscode.Uri, m: FromWebviewMessage) => sv.provider.ask(uri, m));
   void reopenTextTabsOfImages();

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { Secret } from '../engine/crypto/secret';
 import { Qcow2Error } from '../engine/errors';
+import { unlockImage as unlockEncryption } from '../engine/image/encryption';
 import { Qcow2Image } from '../engine/image/image';
 import { Services, targetUri, UserError } from './commandSupport';
 
@@ -25,18 +26,27 @@ export interface UnlockOptions {
 
 const REMEMBER = 'Remember for This Image';
 
-/** Opens the file alone (no chain) and tries the passphrase; a wrong one is a UserError, the Secret wiped. */
-async function tryPassphrase(imagePath: string, secret: Secret): Promise<void> {
+/** A passphrase no active key slot opens: the one wording, naming the image, never the passphrase. */
+export class WrongPassphrase extends UserError {
+  constructor(imagePath: string) {
+    super(`Wrong passphrase for ${path.basename(imagePath)}: no active key slot opens with it.`);
+  }
+}
+
+/**
+ * Opens the file alone (no chain) and tries the passphrase on its key slots, in order, as LUKS
+ * does: the first slot it opens (undefined for legacy AES, which has none), or a WrongPassphrase. The caller keeps the Secret; the master key found is wiped at once.
+ */
+export async function openingSlot(imagePath: string, secret: Secret): Promise<number | undefined> {
   const img = await Qcow2Image.open(imagePath, { openBacking: false, openDataFile: false });
   try {
     if (!img.encrypted) throw new UserError(`${path.basename(imagePath)} is not encrypted: there is nothing to unlock.`);
-    await img.unlock(secret);
+    const u = await unlockEncryption(img.file, imagePath, img.header, secret);
+    u.cipher.dispose();
+    u.masterKey?.wipe();
+    return u.slot;
   } catch (e) {
-    secret.wipe();
-    if (e instanceof Qcow2Error && e.code === 'bad-passphrase') {
-      throw new UserError(`Wrong passphrase for ${path.basename(imagePath)}: no active key slot opens with it.`);
-    }
-    throw e;
+    throw e instanceof Qcow2Error && e.code === 'bad-passphrase' ? new WrongPassphrase(imagePath) : e;
   } finally {
     await img.close();
   }
@@ -57,8 +67,14 @@ export async function unlockImage(s: Services, uriArg?: unknown, opts: UnlockOpt
     if (text === undefined) return false;
   }
   const secret = Secret.fromString(text);
-  await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Unlocking ${name}… (trying its key slots)` }, () => tryPassphrase(uri.fsPath, secret));
-  await s.keyring.set(uri.fsPath, secret, opts.remember === true);
+  let slot: number | undefined;
+  try {
+    slot = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Unlocking ${name}… (trying its key slots)` }, () => openingSlot(uri.fsPath, secret));
+  } catch (e) {
+    secret.wipe();
+    throw e;
+  }
+  await s.keyring.set(uri.fsPath, secret, opts.remember === true, slot);
   s.provider.document(uri)?.fileChanged();
   if (opts.remember === undefined && opts.passphrase === undefined) {
     void vscode.window.showInformationMessage(`${name} is unlocked for this session.`, REMEMBER).then(async choice => {

@@ -7,11 +7,9 @@
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { FromWebviewMessage } from '../../src/protocol';
-import { askTab as ask, openTab, qemu, tabSummary as summary, ws } from './util';
+import { askTab as ask, luksImage, openTab, tabSummary as summary } from './util';
 
 const PASS = 'lens-unlock-e2e passphrase';
 const guest = (uri: vscode.Uri, offset: number, length: number) =>
@@ -21,16 +19,9 @@ suite('Encrypted images: Unlock and Lock', () => {
   let img: vscode.Uri;
   let plain: Buffer;
   suiteSetup(() => {
-    const p = path.join(ws(), 'secret-disk.qcow2');
-    fs.rmSync(p, { force: true });
-    const secret = ['--object', `secret,id=s0,data=${PASS}`];
-    qemu('qemu-img', 'create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', p, '8M');
-    qemu('qemu-io', ...secret, '--image-opts', '-c', 'write -P 0x5a 0 64k', '-c', 'write -P 0xa5 3M 128k', `driver=qcow2,file.filename=${p},encrypt.key-secret=s0`);
-    const raw = path.join(ws(), 'secret-disk.raw');
-    qemu('qemu-img', 'convert', ...secret, '--image-opts', `driver=qcow2,file.filename=${p},encrypt.key-secret=s0`, '-O', 'raw', raw);
-    plain = fs.readFileSync(raw);
-    fs.rmSync(raw);
-    img = vscode.Uri.file(p);
+    const made = luksImage('secret-disk.qcow2', PASS);
+    plain = made.plain;
+    img = vscode.Uri.file(made.file);
   });
   suiteTeardown(async () => {
     await vscode.commands.executeCommand('qcow2Lens.lockImage', img);

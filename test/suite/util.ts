@@ -1,9 +1,10 @@
 /**
  * What the extension-host suites share: the workspace folder, QEMU's tools (their chatter kept out of
  * the log; QEMU's PBKDF2 calibration failures retried by the one rule in test/helpers/qemuTiming.ts),
- * and waiting for a condition.
+ * LUKS-encrypted images made by qemu-img, and waiting for a condition.
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { FromWebviewMessage, ImageSummary } from '../../src/protocol';
@@ -33,6 +34,29 @@ export function qemu(cmd: string, ...args: string[]): string {
   throw new Error(`${cmd} ${shown} failed: ${r.stderr || r.stdout || r.error?.message}`);
 }
 export const qemuImg = (...args: string[]) => qemu('qemu-img', ...args);
+
+/** qemu-img's --image-opts for an encrypted qcow2 image opened with the secret object `secretId`. */
+export const luksOpts = (file: string, secretId: string) => `driver=qcow2,file.filename=${file},encrypt.key-secret=${secretId}`;
+
+/**
+ * A LUKS-encrypted 8 MiB qcow2 image in the workspace, made by qemu-img create (one key slot, PBKDF2
+ * iter-time 10 ms so unlocking is quick), with data qemu-io writes at 0 (64 KiB of 0x5a) and 3 MiB
+ * (128 KiB of 0xa5); and its guest bytes as qemu-img convert decrypts them.
+ */
+export function luksImage(name: string, passphrase: string): { file: string; plain: Buffer } {
+  const file = wsPath(name);
+  fs.rmSync(file, { force: true });
+  const secret = ['--object', `secret,id=s0,data=${passphrase}`];
+  qemu('qemu-img', 'create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', file, '8M');
+  qemu('qemu-io', ...secret, '--image-opts', '-c', 'write -P 0x5a 0 64k', '-c', 'write -P 0xa5 3M 128k', luksOpts(file, 's0'));
+  const raw = `${file}.raw`;
+  try {
+    qemu('qemu-img', 'convert', ...secret, '--image-opts', luksOpts(file, 's0'), '-O', 'raw', raw);
+    return { file, plain: fs.readFileSync(raw) };
+  } finally {
+    fs.rmSync(raw, { force: true });
+  }
+}
 
 let requestId = 1;
 /** A request to the open tab's view model, as its webview would send it (qcow2Lens.internal.ask). */
