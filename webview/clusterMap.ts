@@ -6,7 +6,7 @@
  */
 import type { ClusterDescription } from '../src/protocol';
 import { CLUSTER_ROLE_LABELS, CLUSTER_ROLES, ClusterRole } from '../src/protocol';
-import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle } from './dom';
+import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle, sizeCanvas } from './dom';
 
 const MIN_CELL = 10;
 const MAX_VISIBLE_ROWS = 12;
@@ -190,13 +190,7 @@ export class ClusterMap {
     const w = cols * this.cell;
     const visibleRows = Math.min(this.totalRows, MAX_VISIBLE_ROWS);
     const h = Math.max(1, visibleRows) * this.cell;
-    const dpr = window.devicePixelRatio || 1;
-    if (this.canvas.width !== w * dpr || this.canvas.height !== h * dpr) {
-      this.canvas.width = w * dpr;
-      this.canvas.height = h * dpr;
-      this.canvas.style.width = `${w}px`;
-      this.canvas.style.height = `${h}px`;
-    }
+    const dpr = sizeCanvas(this.canvas, w, h);
     this.canvas.dataset.draws = String(++this.draws);
     this.canvas.dataset.cell = String(this.cell);
     this.canvas.dataset.cols = String(cols);

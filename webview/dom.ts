@@ -74,3 +74,15 @@ export function onWidthChange(element: HTMLElement, fn: () => void): void {
     fn();
   }).observe(element);
 }
+
+/** Sizes a canvas to w × h CSS pixels at the screen's pixel ratio (only when that changed: resizing clears it); returns the ratio. */
+export function sizeCanvas(canvas: HTMLCanvasElement, w: number, h: number): number {
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== w * dpr || canvas.height !== h * dpr) {
+    canvas.width = w * dpr;
+    canvas.height = h * dpr;
+    canvas.style.width = `${w}px`;
+    canvas.style.height = `${h}px`;
+  }
+  return dpr;
+}

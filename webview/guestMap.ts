@@ -15,7 +15,7 @@
 import type { GuestBucket, GuestRunKind, GuestRunsReply } from '../src/protocol';
 import { GUEST_RUN_KINDS } from '../src/protocol';
 import { formatBytes } from '../src/engine/units';
-import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle } from './dom';
+import { button, clear, el, errorText, hex, onThemeChange, onWidthChange, rafThrottle, sizeCanvas } from './dom';
 
 const ROWS = 4;
 const CELL = 12;
@@ -244,13 +244,7 @@ export class GuestMap {
 
   private layout(): void {
     const w = this.cols * CELL, h = Math.max(1, Math.min(ROWS, Math.ceil(this.shownCells / this.cols))) * CELL;
-    const dpr = window.devicePixelRatio || 1;
-    if (this.canvas.width !== w * dpr || this.canvas.height !== h * dpr) {
-      this.canvas.width = w * dpr;
-      this.canvas.height = h * dpr;
-      this.canvas.style.width = `${w}px`;
-      this.canvas.style.height = `${h}px`;
-    }
+    sizeCanvas(this.canvas, w, h);
   }
 
   private buildLegend(r: Omit<GuestRunsReply, 'type' | 'requestId'>): void {
