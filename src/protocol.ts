@@ -237,6 +237,8 @@ export interface WebviewSettings {
   hexBytesPerRow: 8 | 16 | 32;
   /** The host refuses cluster maps of files with more host clusters; a change re-requests the map. */
   clusterMapMaxClusters: number;
+  /** Entries listed per folder in the guest disk-usage tree (qcow2Lens.space.largestEntries); a change reloads an open tree. */
+  diskUsageTop: number;
   /** Why the check did not run when this image opened (qcow2Lens.checkOnOpen), shown until a check runs. */
   checkNote?: string;
 }

@@ -22,6 +22,8 @@ export class DiskUsagePanel {
   readonly element: HTMLDetailsElement;
   private readonly body: HTMLElement;
   private loaded = false;
+  /** The latest load: an answer to an older one (the settings changed meanwhile) is dropped. */
+  private seq = 0;
 
   constructor(private readonly host: DiskUsageHost) {
     this.body = el('div', { className: 'du-body', attrs: { 'aria-live': 'polite' } });
@@ -33,12 +35,14 @@ export class DiskUsagePanel {
   /** Forgets what was shown (the file changed): asked again when open. */
   reset(): void {
     this.loaded = false;
+    this.seq++;
     clear(this.body);
     if (this.element.open) void this.load();
   }
 
   async load(): Promise<void> {
     this.loaded = true;
+    const mine = ++this.seq;
     this.element.dataset.state = 'loading';
     clear(this.body);
     this.body.append(el('span', { className: 'du-loading', text: 'Adding up the guest\'s folders…' }));
@@ -46,12 +50,14 @@ export class DiskUsagePanel {
     try {
       r = await this.host.load();
     } catch (e) {
+      if (mine !== this.seq) return;
       this.loaded = false;
       this.element.dataset.state = 'unavailable';
       clear(this.body);
       this.body.append(el('span', { className: 'du-unavailable', text: `Disk usage cannot be shown: ${errorText(e)}` }));
       return;
     }
+    if (mine !== this.seq) return;
     clear(this.body);
     if (r.unavailable || !r.fileSystems.length) {
       this.element.dataset.state = 'unavailable';

@@ -16,6 +16,7 @@ import {
   type ClusterDescription, type DiskUsageNode, type DiskUsageReply, type GuestFileMapReply, MAX_HIGHLIGHT_CLUSTERS, MAX_HIGHLIGHT_RANGES,
   type OwnerReply, type SpaceInfo, type SpacePartInfo, type SpaceReply, type SpaceReportReply, type SpaceRequest,
 } from '../protocol';
+import { DEFAULT_SETTINGS, MAX_LARGEST_ENTRIES } from './settings';
 
 /** What the guest lens needs of a tab's view model. */
 export interface SpaceModel {
@@ -24,9 +25,9 @@ export interface SpaceModel {
   describeCluster(hostCluster: number): Promise<ClusterDescription>;
 }
 
-/** Children kept per folder in the disk-usage tree when the webview does not say. */
-export const DEFAULT_USAGE_TOP = 10;
-const MAX_USAGE_TOP = 100;
+/** Children kept per folder in the disk-usage tree when the webview does not say (it sends qcow2Lens.space.largestEntries). */
+export const DEFAULT_USAGE_TOP = DEFAULT_SETTINGS.spaceLargestEntries;
+const MAX_USAGE_TOP = MAX_LARGEST_ENTRIES;
 
 const reports = new WeakMap<Qcow2Image, Promise<Omit<SpaceReportReply, 'type' | 'requestId'>>>();
 const usages = new WeakMap<Qcow2Image, Map<number, Promise<Omit<DiskUsageReply, 'type' | 'requestId'>>>>();
