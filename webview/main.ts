@@ -74,7 +74,11 @@ class App {
   /** The space summary and the guest's disk usage (webview/spaceBar.ts, diskUsage.ts), under the header. */
   private readonly spaceBar = new SpaceBar();
   // how many entries per folder: qcow2Lens.space.largestEntries, as the host's settings say (its default until known)
-  private readonly diskUsage = new DiskUsagePanel({ load: () => this.requester.request({ type: 'getDiskUsage', ...(this.settings ? { top: this.settings.diskUsageTop } : {}) }) });
+  private readonly diskUsage = new DiskUsagePanel({
+    load: () => this.requester.request({ type: 'getDiskUsage', ...(this.settings ? { top: this.settings.diskUsageTop } : {}) }),
+    open: (partition, path) => this.runCommand('openGuestFile', { partition, path }),
+    reveal: ids => { void this.tree.reveal(ids).then(() => this.tree.focus()); },
+  });
   private ownerSeq = 0;
   private highlightSeq = 0;
 

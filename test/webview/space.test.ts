@@ -229,4 +229,33 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     assert.ok(await owner.isHidden());
     assert.deepEqual(h.pageErrors, []);
   });
+
+  it('a disk-usage row opens its guest file in a tab, and shows it in the structure tree (expanded down to it, its clusters outlined)', async () => {
+    await page.locator('.disk-usage[data-state=ready]').waitFor();
+    type Posted = { type: string; command?: string; args?: { partition?: number; path?: string } };
+    const opens = () => page.evaluate(() => (window as unknown as { __posted: Posted[] }).__posted.filter(m => m.type === 'runCommand' && m.command === 'openGuestFile').map(m => m.args));
+    const before = (await opens()).length; // the structure tree's own clicks ask too
+    await page.locator('.du-item[data-path="/big.bin"] > .du-row .du-open').click();
+    await page.waitForFunction(n => (window as unknown as { __posted: Posted[] }).__posted.filter(m => m.command === 'openGuestFile').length > n, before);
+    assert.deepEqual((await opens()).slice(before), [{ partition: 1, path: '/big.bin' }]);
+    assert.equal(await page.locator('.du-item[data-path="/etc"] > .du-row .du-open').count(), 0, 'a folder\'s name opens nothing');
+    // /etc/fstab: its folder is not loaded in the tree yet
+    assert.equal(await page.locator('[role=treeitem][aria-selected=true] .tree-label:text-is("fstab")').count(), 0);
+    await page.evaluate(() => {
+      window.addEventListener('message', e => { if ((e.data as { type?: string }).type === 'guestFileMap') (window as unknown as { __duMap: unknown }).__duMap = e.data; });
+    });
+    await page.locator('.du-item[data-path="/etc"] > .du-row .du-toggle').click();
+    await page.locator('.du-item[data-path="/etc/fstab"] > .du-row .du-reveal').click();
+    await page.locator('[role=treeitem][aria-selected=true] > .tree-row .tree-label:text-is("fstab")').waitFor();
+    const want = Math.floor(hostOf(blocksOf('/etc/fstab')[0]) / 4096);
+    await page.waitForFunction(() => document.querySelector('.map-canvas')?.getAttribute('data-highlighted') === '1');
+    const reply = await page.evaluate(() => (window as unknown as { __duMap?: { hostClusters: number[]; label: string } }).__duMap);
+    assert.equal(reply?.label, '/etc/fstab, partition 1');
+    assert.deepEqual(reply?.hostClusters, [want], 'fstab\'s one cluster, as qemu-img map gives for debugfs\'s block');
+    // a folder too: its node is selected
+    await page.locator('.du-item[data-path="/etc"] > .du-row .du-reveal').click();
+    await page.locator('[role=treeitem][aria-selected=true] > .tree-row .tree-label:text-is("etc")').waitFor();
+    await page.waitForFunction(() => document.querySelector('.map-canvas')?.getAttribute('data-highlighted') === '0');
+    assert.deepEqual(h.pageErrors, []);
+  });
 });
