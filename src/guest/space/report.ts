@@ -134,7 +134,9 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
   if (settings && !settings.detectZero) { sparsifyOk = false; notes.push('sparsify would refuse: this image cannot record zero clusters (a version 2 overlay, or extended L2 entries)'); }
   const refs = await findReferences(img, tables, free, opts.signal);
   const zs = await findZeroClusters(img, tables, opts.zeroScan ?? false, opts.signal);
-  if (!opts.zeroScan) notes.push('no zero scan: all-zero data clusters are counted only where the host file has holes or a zero flag (--zero-scan reads the data clusters)');
+  if (!opts.zeroScan) notes.push(img.encrypted
+    ? 'no zero scan: all-zero data clusters of an encrypted image are counted only where the L2 entry has the zero flag (--zero-scan reads and decrypts the data clusters)'
+    : 'no zero scan: all-zero data clusters are counted only where the host file has holes or a zero flag (--zero-scan reads the data clusters)');
   const drop = sparsifyOk ? sparsifyDrop(tables, refs, cs) : NO_DROP;
   const forecast = async (d: DropSet): Promise<Forecast | null> =>
     settings ? forecastCompaction({ img, tables, settings, zero: zs.zero, drop: d, compressedLength: zs.compressedLength }) : null;

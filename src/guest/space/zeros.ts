@@ -9,7 +9,7 @@
  *
  * An encrypted image (unlocked): a hole's stored zeros are no guest zeros (they decrypt to noise),
  * so, as compaction does, nothing is known without reading, and the scan decrypts each run (LUKS
- * IVs follow the host offset) before comparing. Locked, no data cluster is known to be zero.
+ * IVs follow the host offset) before comparing. Locked (or legacy AES), no data cluster is known to be zero.
  */
 import { throwIfCancelled } from '../../engine/cancel';
 import type { Qcow2Image } from '../../engine/image/image';
@@ -35,7 +35,8 @@ export async function findZeroClusters(img: Qcow2Image, tables: SourceTables, sc
   const zeros = Buffer.alloc(cs);
   let bytesRead = 0;
   const encrypted = img.encrypted;
-  const scanData = scan && (!encrypted || img.cipher !== null);
+  // (legacy AES keys its IVs by guest offset, which a host run does not give: not scanned; compact refuses it anyway)
+  const scanData = scan && (!encrypted || img.cipher?.ivOffset === 'host');
   for (let i = 0; i < sorted.length;) {
     throwIfCancelled(signal, img.path, 'space');
     let j = i + 1;
