@@ -237,6 +237,8 @@ export interface WebviewSettings {
   hexBytesPerRow: 8 | 16 | 32;
   /** The host refuses cluster maps of files with more host clusters; a change re-requests the map. */
   clusterMapMaxClusters: number;
+  /** Entries listed per folder in the guest disk-usage tree (qcow2Lens.space.largestEntries); a change reloads an open tree. */
+  diskUsageTop: number;
   /** Why the check did not run when this image opened (qcow2Lens.checkOnOpen), shown until a check runs. */
   checkNote?: string;
 }
@@ -570,12 +572,14 @@ export interface DiskUsageNode {
   entries: number;
   children?: DiskUsageNode[];
   others?: { bytes: number; entries: number };
+  /** Its node in the structure tree's Guest section (under the reply's treePath, then its folders' nodes). */
+  nodeId: NodeId;
 }
 /** The largest folders and files of every browsable guest file system, `top` per folder. */
 export interface GetDiskUsageRequest { type: 'getDiskUsage'; requestId: number; top?: number }
 export interface DiskUsageReply {
   type: 'diskUsage'; requestId: number;
-  fileSystems: { partition: number; fs: string; size: number; root: DiskUsageNode; partial: boolean }[];
+  fileSystems: { partition: number; fs: string; size: number; root: DiskUsageNode; partial: boolean; /** Structure-tree ids above root's node (the Guest section): revealing an entry expands these, then its folders. */ treePath: NodeId[] }[];
   unavailable?: string;
 }
 

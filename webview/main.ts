@@ -73,7 +73,12 @@ class App {
   private guestMapSynced: number | undefined;
   /** The space summary and the guest's disk usage (webview/spaceBar.ts, diskUsage.ts), under the header. */
   private readonly spaceBar = new SpaceBar();
-  private readonly diskUsage = new DiskUsagePanel({ load: () => this.requester.request({ type: 'getDiskUsage' }) });
+  // how many entries per folder: qcow2Lens.space.largestEntries, as the host's settings say (its default until known)
+  private readonly diskUsage = new DiskUsagePanel({
+    load: () => this.requester.request({ type: 'getDiskUsage', ...(this.settings ? { top: this.settings.diskUsageTop } : {}) }),
+    open: (partition, path) => this.runCommand('openGuestFile', { partition, path }),
+    reveal: ids => { void this.tree.reveal(ids).then(() => this.tree.focus()); },
+  });
   private ownerSeq = 0;
   private highlightSeq = 0;
 
@@ -560,13 +565,14 @@ class App {
     }
   }
 
-  /** Applies the settings live: the hex view's row width, the cluster map's limit (a change re-requests the map), why the check did not run. */
+  /** Applies the settings live: the hex view's row width, the cluster map's limit (a change re-requests the map), why the check did not run, the disk-usage tree's entries per folder. */
   private applySettings(next: WebviewSettings): void {
     const before = this.settings;
     this.settings = next;
     this.hexView.setBytesPerRow(next.hexBytesPerRow);
     if (before && before.clusterMapMaxClusters !== next.clusterMapMaxClusters && this.summary) this.map.reset(this.summary.hostClusters, this.map.zoom, this.map.scrollTop);
     if (next.checkNote && !this.state.check && !this.check.summary) this.check.showNote(next.checkNote);
+    if (before && before.diskUsageTop !== next.diskUsageTop) this.diskUsage.reset(); // an open tree is added up again
   }
 
   private saveState(): void {

@@ -79,7 +79,7 @@ export class LiveSettings implements vscode.Disposable {
       if (e.affectsConfiguration(settingName('followBackingFiles'), uri)) {
         provider.document(uri)?.fileChanged(); // re-opens the tab's image with or without its chain
       }
-      if (e.affectsConfiguration(settingName('hexBytesPerRow'), uri) || e.affectsConfiguration(settingName('clusterMapMaxClusters'), uri)) {
+      if (['hexBytesPerRow', 'clusterMapMaxClusters', 'spaceLargestEntries'].some(k => e.affectsConfiguration(settingName(k as keyof Settings), uri))) {
         const { followBackingFiles: _, ...settings } = this.forTab(uri.fsPath);
         provider.postTo(uri, { type: 'settings', settings });
       }

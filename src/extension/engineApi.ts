@@ -148,7 +148,7 @@ export async function compareAt(a: string, b: string, opts: CompareOptions): Pro
 }
 
 /** Sparsify (src/guest/sparsify.ts): a compaction that also drops guest free space, in the same per-file queue. */
-export function sparsifyPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; swap?: boolean }): Promise<import('../guest/sparsify').SparsifyResult> {
+export function sparsifyPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; swap?: boolean; keys?: import('../engine/image/encryption').KeyLookup }): Promise<import('../guest/sparsify').SparsifyResult> {
   return serialized(opts.output ? [path, opts.output] : [path], () => import('../guest/sparsify').then(m => m.sparsifyImage(path, opts)));
 }
 export function amendEncryptionAt(path: string, key: Secret, o: EncryptionAmendOptions): Promise<EncryptionAmendResult> {

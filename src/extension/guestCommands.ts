@@ -18,7 +18,7 @@ import type { GuestFileSystem } from '../guest/fs';
 import type { Guest, GuestPartition } from '../guest/guest';
 import { parsePartitionPath } from '../guest/guest';
 import { listPath } from '../guest/list';
-import { spaceReport } from '../guest/space/report';
+import { LOCKED_NOTE, spaceReport } from '../guest/space/report';
 import { formatBytes } from '../engine/units';
 import { command, confirm, refuseLocked, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { sparsifyPath } from './engineApi';
@@ -254,8 +254,10 @@ export async function sparsifyImageCommand(s: Services, gfs: GuestFileSystemProv
   const report = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Measuring what sparsifying ${rel} reclaims…`, cancellable: true }, (_p, token) => {
     const ac = new AbortController();
     token.onCancellationRequested(() => ac.abort());
-    return spaceReport(uri.fsPath, { swap: opts.swap, signal: ac.signal });
+    // an encrypted image: measured and sparsified with the session's passphrase (the keyring the tab unlocked with)
+    return spaceReport(uri.fsPath, { swap: opts.swap, keys: s.keyring.lookup, signal: ac.signal });
   });
+  if (report.notes.includes(LOCKED_NOTE)) throw new UserError(`${rel} is encrypted and locked: unlock it (Unlock…) first, then sparsify it.`);
   const refusal = report.notes.find(n => n.startsWith('sparsify would refuse:') || n.startsWith('compact would refuse:'));
   if (refusal) throw new UserError(`Sparsify ${rel} refused: ${refusal.replace(/^(sparsify|compact) would refuse: /, '')}`);
   const fsCount = report.guest.fileSystems.length;
@@ -271,7 +273,7 @@ export async function sparsifyImageCommand(s: Services, gfs: GuestFileSystemProv
   }
   const sizeBefore = (await fs.promises.stat(uri.fsPath)).size;
   const r = await withCancellableProgress(`Sparsifying ${rel}`, (signal, onProgress) =>
-    sparsifyPath(uri.fsPath, { output: inPlace ? undefined : output!.fsPath, compress: opts.compress, swap: opts.swap, signal, onProgress }));
+    sparsifyPath(uri.fsPath, { output: inPlace ? undefined : output!.fsPath, compress: opts.compress, swap: opts.swap, keys: s.keyring.lookup, signal, onProgress }));
   const outPath = inPlace ? uri.fsPath : output!.fsPath;
   const sizeAfter = (await fs.promises.stat(outPath)).size;
   if (inPlace) {

@@ -52,6 +52,11 @@ export function parseGuestNodeId(id: NodeId): GuestNodeRef | undefined {
   return undefined;
 }
 
+/** The id of a guest entry's node: a folder's (guestNodeId), or a file's, symlink's or special file's `gf:` id. */
+export function guestEntryNodeId(partition: number, path: string, type: GuestStat['type']): NodeId {
+  return type === 'dir' ? guestNodeId({ kind: 'dir', partition, path }) : `gf:${partition}:${encodeURIComponent(path)}`;
+}
+
 export function isGuestNodeId(id: NodeId): boolean {
   return parseGuestNodeId(id) !== undefined;
 }
@@ -84,16 +89,17 @@ function partitionNode(p: GuestPartition): TreeNode {
 
 function entryNode(partition: number, dir: string, e: GuestStat): TreeNode {
   const path = joinGuestPath(dir, e.name);
+  const id = guestEntryNodeId(partition, path, e.type);
   const tooltip = `${modeString(e.mode)} ${e.uid}:${e.gid} · modified ${isoTime(e.mtime)}${e.target !== undefined ? ` · → ${e.target}` : ''}`;
   switch (e.type) {
     case 'dir':
-      return { id: guestNodeId({ kind: 'dir', partition, path }), kind: 'guestDir', label: e.name, hasChildren: true, tooltip, guestEntry: { partition, path } };
+      return { id, kind: 'guestDir', label: e.name, hasChildren: true, tooltip, guestEntry: { partition, path } };
     case 'file':
-      return { id: `gf:${partition}:${encodeURIComponent(path)}`, kind: 'guestFile', label: e.name, description: formatBytes(e.size), hasChildren: false, tooltip, guestFile: { partition, path }, guestEntry: { partition, path } };
+      return { id, kind: 'guestFile', label: e.name, description: formatBytes(e.size), hasChildren: false, tooltip, guestFile: { partition, path }, guestEntry: { partition, path } };
     case 'symlink':
-      return { id: `gf:${partition}:${encodeURIComponent(path)}`, kind: 'guestFile', label: e.name, description: `→ ${e.target ?? '?'}`, hasChildren: false, tooltip, guestFile: { partition, path }, guestEntry: { partition, path } };
+      return { id, kind: 'guestFile', label: e.name, description: `→ ${e.target ?? '?'}`, hasChildren: false, tooltip, guestFile: { partition, path }, guestEntry: { partition, path } };
     default:
-      return { id: `gf:${partition}:${encodeURIComponent(path)}`, kind: 'info', label: e.name, description: modeString(e.mode)[0] === 'c' || modeString(e.mode)[0] === 'b' ? 'device' : 'special file', hasChildren: false, tooltip };
+      return { id, kind: 'info', label: e.name, description: modeString(e.mode)[0] === 'c' || modeString(e.mode)[0] === 'b' ? 'device' : 'special file', hasChildren: false, tooltip };
   }
 }
 

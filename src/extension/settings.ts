@@ -21,6 +21,8 @@ export type HexBytesPerRow = (typeof HEX_BYTES_PER_ROW)[number];
 
 /** The cluster map's role table costs about 12 bytes per host cluster (engine/check/inspect.ts). */
 export const MAX_CLUSTER_MAP_CLUSTERS = 64 * 1024 * 1024;
+/** The disk-usage tree's entries per folder, at most (the host's bound too: spaceReport.ts). */
+export const MAX_LARGEST_ENTRIES = 100;
 /** 1 PiB in MiB: beyond any file, and exact as a double. */
 const MAX_SIZE_LIMIT_MIB = 1024 * 1024 * 1024;
 
@@ -36,6 +38,8 @@ export interface Settings {
   /** The editor opens the backing chain (guest bytes read through it) or the file alone. */
   followBackingFiles: boolean;
   hexBytesPerRow: HexBytesPerRow;
+  /** Entries listed per folder in the guest disk-usage tree. */
+  spaceLargestEntries: number;
 }
 
 export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
@@ -45,6 +49,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   compactCompression: 'none',
   followBackingFiles: true,
   hexBytesPerRow: 16,
+  spaceLargestEntries: 10,
 });
 
 /** Each setting: its key under `qcow2Lens.` and how a raw value becomes a valid one (or undefined: not valid, and why). */
@@ -70,6 +75,7 @@ export const SETTING_SPECS: { [K in keyof Settings]: SettingSpec<K> } = {
   compactCompression: { key: 'compact.compression', parse: oneOf(COMPACT_COMPRESSION) },
   followBackingFiles: { key: 'followBackingFiles', parse: boolean },
   hexBytesPerRow: { key: 'hexView.bytesPerRow', parse: oneOf(HEX_BYTES_PER_ROW) },
+  spaceLargestEntries: { key: 'space.largestEntries', parse: integer(1, MAX_LARGEST_ENTRIES) },
 };
 
 /** The full name a person types in settings.json, e.g. `qcow2Lens.hexView.bytesPerRow`. */
@@ -111,5 +117,5 @@ export function checkOnOpen(s: Pick<Settings, 'checkOnOpen' | 'checkOnOpenSizeLi
 
 /** What the webview of one tab needs. */
 export function webviewSettings(s: Settings, checkNote?: string): WebviewSettings {
-  return { hexBytesPerRow: s.hexBytesPerRow, clusterMapMaxClusters: s.clusterMapMaxClusters, ...(checkNote ? { checkNote } : {}) };
+  return { hexBytesPerRow: s.hexBytesPerRow, clusterMapMaxClusters: s.clusterMapMaxClusters, diskUsageTop: s.spaceLargestEntries, ...(checkNote ? { checkNote } : {}) };
 }

@@ -16,6 +16,8 @@ import {
   type ClusterDescription, type DiskUsageNode, type DiskUsageReply, type GuestFileMapReply, MAX_HIGHLIGHT_CLUSTERS, MAX_HIGHLIGHT_RANGES,
   type OwnerReply, type SpaceInfo, type SpacePartInfo, type SpaceReply, type SpaceReportReply, type SpaceRequest,
 } from '../protocol';
+import { GUEST_SECTION_ID, guestEntryNodeId } from './guestTree';
+import { DEFAULT_SETTINGS, MAX_LARGEST_ENTRIES } from './settings';
 
 /** What the guest lens needs of a tab's view model. */
 export interface SpaceModel {
@@ -24,9 +26,9 @@ export interface SpaceModel {
   describeCluster(hostCluster: number): Promise<ClusterDescription>;
 }
 
-/** Children kept per folder in the disk-usage tree when the webview does not say. */
-export const DEFAULT_USAGE_TOP = 10;
-const MAX_USAGE_TOP = 100;
+/** Children kept per folder in the disk-usage tree when the webview does not say (it sends qcow2Lens.space.largestEntries). */
+export const DEFAULT_USAGE_TOP = DEFAULT_SETTINGS.spaceLargestEntries;
+const MAX_USAGE_TOP = MAX_LARGEST_ENTRIES;
 
 const reports = new WeakMap<Qcow2Image, Promise<Omit<SpaceReportReply, 'type' | 'requestId'>>>();
 const usages = new WeakMap<Qcow2Image, Map<number, Promise<Omit<DiskUsageReply, 'type' | 'requestId'>>>>();
@@ -105,13 +107,16 @@ async function computeUsage(vm: SpaceModel, top: number): Promise<Omit<DiskUsage
   for (const p of g.partitions) {
     if (!p.fileSystem) continue;
     const u = await diskUsage(p.fileSystem, { top });
-    out.push({ partition: p.number, fs: p.fileSystem.kind, size: p.fileSystem.size, root: toNode(u.root), partial: u.partial });
+    out.push({ partition: p.number, fs: p.fileSystem.kind, size: p.fileSystem.size, root: toNode(u.root, p.number), partial: u.partial, treePath: [GUEST_SECTION_ID] });
   }
   return out.length ? { fileSystems: out } : { fileSystems: [], unavailable: 'No browsable guest file system (ext2/3/4 or FAT) was found.' };
 }
 
-function toNode(n: UsageNode): DiskUsageNode {
-  return { name: n.name, path: n.path, type: n.type, bytes: n.bytes, entries: n.entries, ...(n.children ? { children: n.children.map(toNode) } : {}), ...(n.others ? { others: n.others } : {}) };
+function toNode(n: UsageNode, partition: number): DiskUsageNode {
+  return {
+    name: n.name, path: n.path, type: n.type, bytes: n.bytes, entries: n.entries, nodeId: guestEntryNodeId(partition, n.path, n.type),
+    ...(n.children ? { children: n.children.map(c => toNode(c, partition)) } : {}), ...(n.others ? { others: n.others } : {}),
+  };
 }
 
 // ---- a guest file's clusters ------------------------------------------------------------------

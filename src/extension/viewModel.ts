@@ -180,8 +180,8 @@ export class ViewModel {
         case 'locateNode':
           return { type: 'nodePath', requestId: msg.requestId, path: await this.locate(msg.structure, msg.hostOffset) };
         case 'getSettings': {
-          const { hexBytesPerRow, clusterMapMaxClusters, checkNote } = this.settings();
-          return { type: 'settings', requestId: msg.requestId, settings: { hexBytesPerRow, clusterMapMaxClusters, ...(checkNote ? { checkNote } : {}) } };
+          const { hexBytesPerRow, clusterMapMaxClusters, diskUsageTop, checkNote } = this.settings();
+          return { type: 'settings', requestId: msg.requestId, settings: { hexBytesPerRow, clusterMapMaxClusters, diskUsageTop, ...(checkNote ? { checkNote } : {}) } };
         }
         case 'findAllocated':
           return { type: 'allocatedRange', requestId: msg.requestId, direction: msg.direction, ...(await findAllocated(this.img, msg.guestOffset, msg.direction)) };

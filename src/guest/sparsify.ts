@@ -12,8 +12,13 @@
  * overlay, extended L2 entries). Crash safety is compaction's: a temporary file beside the
  * destination, fsync, rename, the source only read; the drop set is computed after the compaction
  * opened the source, whose unchanged stamp is checked before the rename.
+ *
+ * An encrypted (LUKS) image is sparsified with its passphrase (`keys`, as the chain's layers look
+ * theirs up): the compaction keeps it encrypted (compact/encrypted.ts) and the guest's free-space
+ * map is read through the same keys; without them it is refused as compact refuses.
  */
 import { Qcow2Error } from '../engine/errors';
+import type { KeyLookup } from '../engine/image/encryption';
 import { Qcow2Image } from '../engine/image/image';
 import { compactImage, type CompactResult } from '../engine/ops/compact';
 import type { DropSet, Settings, SourceTables } from '../engine/ops/compact/plan';
@@ -26,6 +31,8 @@ export interface SparsifyOptions extends FreeMapOptions {
   /** Write here instead of replacing the source (through a temporary file). */
   output?: string;
   compress?: 'zlib' | 'zstd';
+  /** Passphrases of the chain's encrypted layers (the top one's also keeps the output encrypted). */
+  keys?: KeyLookup;
   signal?: AbortSignal;
   onProgress?(doneBytes: number, totalBytes: number): void;
 }
@@ -54,13 +61,14 @@ export async function guestFreeMap(full: Qcow2Image, opts: FreeMapOptions & { re
 }
 
 /** The clusters sparsify drops from `img` (the compaction's source, its tables read). */
-export async function sparsifyDropSet(img: Qcow2Image, tables: SourceTables, settings: Settings, opts: FreeMapOptions, signal?: AbortSignal): Promise<{ drop: DropSet; free: FreeMap }> {
+export async function sparsifyDropSet(img: Qcow2Image, tables: SourceTables, settings: Settings, opts: FreeMapOptions, signal?: AbortSignal, keys?: KeyLookup): Promise<{ drop: DropSet; free: FreeMap }> {
   if (!settings.detectZero) {
     throw new Qcow2Error(img.path, 'header', 0, img.g.extendedL2
       ? 'sparsify refused: images with extended L2 entries (subclusters) are not supported'
       : 'sparsify refused: a version 2 (compat 0.10) overlay has no zero clusters, so dropped clusters would show the backing file; amend it to compat 1.1 first', 'unsupported');
   }
-  const full = await Qcow2Image.open(img.path, { openDataFile: false });
+  // the guest through the whole chain, each encrypted layer unlocked with its own passphrase
+  const full = await Qcow2Image.open(img.path, { openDataFile: false, keys });
   try {
     const free = await guestFreeMap(full, { ...opts, refuseDirty: true });
     const refs = await findReferences(img, tables, free, signal);
@@ -75,8 +83,9 @@ export async function sparsifyImage(src: string, opts: SparsifyOptions = {}): Pr
   const notes: string[] = [];
   const r = await compactImage(src, {
     output: opts.output, compress: opts.compress, signal: opts.signal, onProgress: opts.onProgress,
+    key: opts.keys?.({ path: src, depth: 0 }),
     drop: async (img, tables, settings) => {
-      const { drop, free } = await sparsifyDropSet(img, tables, settings, { swap: opts.swap }, opts.signal);
+      const { drop, free } = await sparsifyDropSet(img, tables, settings, { swap: opts.swap }, opts.signal, opts.keys);
       dropped = drop.data.size + drop.compressed.size;
       guestFreeBytes = free.freeBytes;
       notes.push(...free.skipped);

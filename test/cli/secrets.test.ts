@@ -72,7 +72,7 @@ test('top level: a passphrase typed where a command or a command\'s help is expe
 
 /**
  * Encrypted images: the passphrase reaches the commands that take --image-opts (read, map, compare,
- * convert, compact) and create/convert's -o encrypt.key-secret, right or wrong, well or badly
+ * convert, compact, space, sparsify) and create/convert's -o encrypt.key-secret, right or wrong, well or badly
  * formed; it never reaches their output, their errors, or a file they write.
  */
 const encImg = path.join(dir, 'enc.qcow2');
@@ -83,6 +83,7 @@ qemuIo(encOpts(), ['write -P 7 0 64k'], ['--object', obj, '--image-opts']);
 const ENC_EXTRA: Record<string, string[]> = {
   read: [], map: ['--json'], compare: [`driver=qcow2,file.filename=${img}`],
   convert: ['-O', 'raw', path.join(dir, 'enc-out.raw')], compact: ['-o', path.join(dir, 'enc-out.qcow2')],
+  space: ['--json', '--zero-scan'], sparsify: ['-o', path.join(dir, 'enc-sparse.qcow2')],
 };
 
 for (const [name, extra] of Object.entries(ENC_EXTRA)) {
@@ -96,8 +97,9 @@ for (const [name, extra] of Object.entries(ENC_EXTRA)) {
       { argv: ['--object', obj, '--image-opts', `${encOpts()},${PASS}`, ...extra], status: 64 },
       { argv: ['--object', obj, '--image-opts', `${encOpts()},${PASS}=1`, ...extra], status: 64 },
       { argv: ['--object', obj, '--image-opts', `driver=${PASS},file.filename=${encImg}`, ...extra], status: 64 },
-      // without --image-opts the key is not bound to the image: map needs none, the others cannot read the data
-      { argv: ['--object', obj, encImg, ...extra], status: name === 'map' ? 0 : undefined },
+      // without --image-opts the key is not bound to the image: map needs none, space reports without the
+      // guest (and says what to give), the others cannot read the data
+      { argv: ['--object', obj, encImg, ...extra], status: name === 'map' || name === 'space' ? 0 : undefined },
     ];
     for (const { argv, status } of runs) {
       const r = cli(name, ...argv);

@@ -58,11 +58,11 @@ describe('settings: parsing', () => {
   it('takes valid values', () => {
     const { settings, problems } = parseSettings(fromObject({
       checkOnOpen: 'never', checkOnOpenSizeLimitMiB: 0, 'clusterMap.maxClusters': 1000, 'compact.compression': 'zstd',
-      followBackingFiles: false, 'hexView.bytesPerRow': 32,
+      followBackingFiles: false, 'hexView.bytesPerRow': 32, 'space.largestEntries': 25,
     }));
     assert.deepEqual(problems, []);
     assert.deepEqual(settings, {
-      checkOnOpen: 'never', checkOnOpenSizeLimitMiB: 0, clusterMapMaxClusters: 1000, compactCompression: 'zstd', followBackingFiles: false, hexBytesPerRow: 32,
+      checkOnOpen: 'never', checkOnOpenSizeLimitMiB: 0, clusterMapMaxClusters: 1000, compactCompression: 'zstd', followBackingFiles: false, hexBytesPerRow: 32, spaceLargestEntries: 25,
     });
   });
 
@@ -75,6 +75,7 @@ describe('settings: parsing', () => {
       ['compactCompression', 'lz4'], ['compactCompression', 0], ['compactCompression', 'keep-secret-value-xyz'],
       ['followBackingFiles', 'false'], ['followBackingFiles', 0],
       ['hexBytesPerRow', 17], ['hexBytesPerRow', '16'], ['hexBytesPerRow', 0], ['hexBytesPerRow', 1e300],
+      ['spaceLargestEntries', 0], ['spaceLargestEntries', 101], ['spaceLargestEntries', 2.5], ['spaceLargestEntries', '10'],
     ];
     for (const [k, v] of bad) {
       const { settings, problems } = parseSettings(fromObject({ [SETTING_SPECS[k].key]: v }));
@@ -216,11 +217,12 @@ describe('settings: read live by the editor model (against qemu-img)', () => {
     const { s, get } = live({ hexBytesPerRow: 8, checkNote: 'Not checked on open.' });
     const vm = await ViewModel.open(top, { settings: get });
     try {
-      assert.deepEqual(await ask(vm, { type: 'getSettings' }), { type: 'settings', requestId: id - 1, settings: { hexBytesPerRow: 8, clusterMapMaxClusters: DEFAULT_SETTINGS.clusterMapMaxClusters, checkNote: 'Not checked on open.' } });
+      assert.deepEqual(await ask(vm, { type: 'getSettings' }), { type: 'settings', requestId: id - 1, settings: { hexBytesPerRow: 8, clusterMapMaxClusters: DEFAULT_SETTINGS.clusterMapMaxClusters, diskUsageTop: DEFAULT_SETTINGS.spaceLargestEntries, checkNote: 'Not checked on open.' } });
       s.hexBytesPerRow = 32;
+      s.diskUsageTop = 3;
       delete s.checkNote;
       const r = await ask(vm, { type: 'getSettings' });
-      assert.deepEqual(r.type === 'settings' ? r.settings : undefined, { hexBytesPerRow: 32, clusterMapMaxClusters: DEFAULT_SETTINGS.clusterMapMaxClusters });
+      assert.deepEqual(r.type === 'settings' ? r.settings : undefined, { hexBytesPerRow: 32, clusterMapMaxClusters: DEFAULT_SETTINGS.clusterMapMaxClusters, diskUsageTop: 3 });
     } finally {
       await vm.close();
     }

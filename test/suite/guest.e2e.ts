@@ -251,6 +251,37 @@ suite('Guest files', function () {
     assert.equal(sha(fs.readFileSync(dirty.image)), bytes, 'the image is unchanged');
   });
 
+  test('Sparsify of a LUKS image: refused while locked; unlocked, measured and sparsified with the session key, the output still encrypted', async () => {
+    const b = buildExt('luks');
+    const pass = 'lens-sparsify-e2e passphrase';
+    const secret = ['--object', `secret,id=s0,data=${pass}`];
+    const enc = path.join(E2E_GUEST, 'luks-enc.qcow2');
+    qemuImg('convert', '-q', ...secret, '-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', b.raw, enc);
+    const uri = vscode.Uri.file(enc);
+    const out = path.join(E2E_GUEST, 'luks-sparse.qcow2');
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.sparsifyImage', uri, { output: out, confirm: false })), /encrypted and locked: unlock it/);
+    assert.ok(!fs.existsSync(out), 'nothing written while locked');
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.unlockImage', uri, { passphrase: pass, remember: false }), true);
+    try {
+      const r = await vscode.commands.executeCommand<{ sizeBefore: number; sizeAfter: number; forecast: number; forecastCompact: number; droppedClusters: number }>(
+        'qcow2Lens.sparsifyImage', uri, { output: out, confirm: false });
+      assert.ok(r.forecast >= 4 * 1024 * 1024 * 0.9, `the forecast reads the guest through the key and counts the deleted 4 MiB file (${r.forecast})`);
+      assert.ok(r.droppedClusters > 0);
+      const saved = r.sizeBefore - r.sizeAfter;
+      assert.ok(Math.abs(saved - r.forecast) <= 2 * 65536, `reclaimed ${saved} bytes, forecast ${r.forecast}`);
+      const opts = `driver=qcow2,file.filename=${out},encrypt.key-secret=s0`;
+      assert.equal((JSON.parse(qemuImg('info', '--output=json', out)) as { encrypted?: boolean }).encrypted, true);
+      assert.match(qemuImg('check', ...secret, '--image-opts', opts), /No errors were found/);
+      const disk = path.join(E2E_GUEST, 'luks-after.disk'), p1 = path.join(E2E_GUEST, 'luks-after.fs');
+      qemuImg('convert', '-q', ...secret, '--image-opts', opts, '-O', 'raw', disk);
+      run('dd', [`if=${disk}`, `of=${p1}`, 'bs=512', `skip=${EXT_START}`, `count=${EXT_MB * 2048}`, 'status=none']);
+      run('e2fsck', ['-fn', p1]);
+      for (const [f, data] of b.tree.files) assert.equal(sha(runBuffer('debugfs', ['-R', `cat ${f}`, p1])), sha(data), `${f} after sparsify (debugfs)`);
+    } finally {
+      await vscode.commands.executeCommand('qcow2Lens.lockImage', uri);
+    }
+  });
+
   test('Browse Guest Files refuses an image without a browsable file system, naming what it found', async () => {
     const blank = path.join(E2E_GUEST, 'blank.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', blank, '8M');

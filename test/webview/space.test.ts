@@ -5,13 +5,16 @@
  * --json` prints and add up to the file's size; the disk-usage panel's sizes what debugfs counts;
  * selecting a guest file outlines exactly the host clusters qemu-img map gives for the blocks
  * debugfs lists (and announces its guest ranges); the owner line names the file, guest free space
- * and file-system metadata for bytes picked in the Disk and File views.
+ * and file-system metadata for bytes picked in the Disk and File views; the disk-usage tree lists
+ * qcow2Lens.space.largestEntries entries per folder and is added up again when the setting changes.
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
+import { formatBytes } from '../../src/engine/units';
+import { DEFAULT_SETTINGS, webviewSettings } from '../../src/extension/settings';
 import { cliJson, qemuImg, tmpDir } from '../helpers/qemu';
 import { buildDisk, bytes, run } from '../guest/common';
 import { CHROMIUM, WebviewHarness } from './harness';
@@ -152,6 +155,29 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     assert.equal(Number(await page.locator('.du-item[data-path="/etc/fstab"]').getAttribute('data-bytes')), blockcount('/etc/fstab'));
   });
 
+  it('the disk-usage tree lists as many entries per folder as qcow2Lens.space.largestEntries says, and follows a change live', async () => {
+    const settings = webviewSettings(DEFAULT_SETTINGS);
+    const firstLevel = '.du-tree > .du-item > ul > .du-item';
+    const rows = () => page.locator(`${firstLevel}:not(.du-others)`).evaluateAll(els => els.map(e => (e as HTMLElement).dataset.path));
+    const bytesOf = () => page.locator(`${firstLevel}:not(.du-others)`).evaluateAll(els => els.map(e => Number((e as HTMLElement).dataset.bytes)));
+    const asked = () => page.evaluate(() => (window as unknown as { __posted: { type: string; top?: number }[] }).__posted.filter(m => m.type === 'getDiskUsage').map(m => m.top));
+    // the default (10) lists every entry of this root: big.bin, etc, lost+found
+    const all = await rows(), allBytes = await bytesOf();
+    assert.ok(all.length >= 3 && all.length <= DEFAULT_SETTINGS.spaceLargestEntries, all.join(','));
+    assert.equal(await page.locator(`${firstLevel}.du-others`).count(), 0);
+    assert.deepEqual(await asked(), [DEFAULT_SETTINGS.spaceLargestEntries], 'the webview asks for the setting\'s number');
+    await h.push(page, { type: 'settings', settings: { ...settings, diskUsageTop: 1 } });
+    await page.waitForFunction(sel => document.querySelector('.disk-usage')?.getAttribute('data-state') === 'ready' && document.querySelectorAll(sel).length === 1, `${firstLevel}:not(.du-others)`);
+    assert.deepEqual(await rows(), ['/big.bin'], 'the largest one only');
+    // the rest summed in one row: the bytes of the entries no longer listed
+    assert.match((await page.locator(`${firstLevel}.du-others .du-name`).textContent())!, /^\d+ other entr/);
+    assert.equal(await page.locator(`${firstLevel}.du-others .du-bytes`).textContent(), formatBytes(allBytes.slice(1).reduce((a, b) => a + b, 0)));
+    await h.push(page, { type: 'settings', settings });
+    await page.waitForFunction(([sel, n]) => document.querySelector('.disk-usage')?.getAttribute('data-state') === 'ready' && document.querySelectorAll(sel as string).length === n, [`${firstLevel}:not(.du-others)`, all.length] as const);
+    assert.deepEqual(await rows(), all);
+    assert.deepEqual(await asked(), [DEFAULT_SETTINGS.spaceLargestEntries, 1, DEFAULT_SETTINGS.spaceLargestEntries]);
+  });
+
   it('selecting a guest file outlines its host clusters and announces its guest ranges; another selection clears both', async () => {
     await page.evaluate(() => {
       const w = window as unknown as { __hl: unknown[] };
@@ -201,6 +227,35 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     await h.push(page, { type: 'revealHostOffset', hostOffset: 0 });
     await page.waitForFunction(() => document.querySelector<HTMLElement>('.hex-owner')?.hidden === true);
     assert.ok(await owner.isHidden());
+    assert.deepEqual(h.pageErrors, []);
+  });
+
+  it('a disk-usage row opens its guest file in a tab, and shows it in the structure tree (expanded down to it, its clusters outlined)', async () => {
+    await page.locator('.disk-usage[data-state=ready]').waitFor();
+    type Posted = { type: string; command?: string; args?: { partition?: number; path?: string } };
+    const opens = () => page.evaluate(() => (window as unknown as { __posted: Posted[] }).__posted.filter(m => m.type === 'runCommand' && m.command === 'openGuestFile').map(m => m.args));
+    const before = (await opens()).length; // the structure tree's own clicks ask too
+    await page.locator('.du-item[data-path="/big.bin"] > .du-row .du-open').click();
+    await page.waitForFunction(n => (window as unknown as { __posted: Posted[] }).__posted.filter(m => m.command === 'openGuestFile').length > n, before);
+    assert.deepEqual((await opens()).slice(before), [{ partition: 1, path: '/big.bin' }]);
+    assert.equal(await page.locator('.du-item[data-path="/etc"] > .du-row .du-open').count(), 0, 'a folder\'s name opens nothing');
+    // /etc/fstab: its folder is not loaded in the tree yet
+    assert.equal(await page.locator('[role=treeitem][aria-selected=true] .tree-label:text-is("fstab")').count(), 0);
+    await page.evaluate(() => {
+      window.addEventListener('message', e => { if ((e.data as { type?: string }).type === 'guestFileMap') (window as unknown as { __duMap: unknown }).__duMap = e.data; });
+    });
+    await page.locator('.du-item[data-path="/etc"] > .du-row .du-toggle').click();
+    await page.locator('.du-item[data-path="/etc/fstab"] > .du-row .du-reveal').click();
+    await page.locator('[role=treeitem][aria-selected=true] > .tree-row .tree-label:text-is("fstab")').waitFor();
+    const want = Math.floor(hostOf(blocksOf('/etc/fstab')[0]) / 4096);
+    await page.waitForFunction(() => document.querySelector('.map-canvas')?.getAttribute('data-highlighted') === '1');
+    const reply = await page.evaluate(() => (window as unknown as { __duMap?: { hostClusters: number[]; label: string } }).__duMap);
+    assert.equal(reply?.label, '/etc/fstab, partition 1');
+    assert.deepEqual(reply?.hostClusters, [want], 'fstab\'s one cluster, as qemu-img map gives for debugfs\'s block');
+    // a folder too: its node is selected
+    await page.locator('.du-item[data-path="/etc"] > .du-row .du-reveal').click();
+    await page.locator('[role=treeitem][aria-selected=true] > .tree-row .tree-label:text-is("etc")').waitFor();
+    await page.waitForFunction(() => document.querySelector('.map-canvas')?.getAttribute('data-highlighted') === '0');
     assert.deepEqual(h.pageErrors, []);
   });
 });

@@ -15,10 +15,12 @@
  */
 import { clusterUsage, ROLE_COMPRESSED, ROLE_DATA, ROLE_FREE, ROLE_MASK, ROLE_NAMES, ROLE_SNAPSHOT_ONLY } from '../../engine/check/usage';
 import { readStoredRefcounts } from '../../engine/check/storedRefcounts';
+import type { KeyLookup } from '../../engine/image/encryption';
 import { Qcow2Image } from '../../engine/image/image';
 import { ZERO } from '../../engine/ops/compact/copy';
 import { type Forecast, forecastCompaction } from '../../engine/ops/compact/forecast';
 import { checkCompactable, type DropSet, readSourceTables, type Settings } from '../../engine/ops/compact/plan';
+import { CRYPT_LUKS } from '../../engine/qcow2/layout';
 import { guestFreeMap } from '../sparsify';
 import type { FreeMap } from './freeMap';
 import { AT_FREE, AT_INSIDE, AT_USED, AT_ZERO_FLAG, findReferences, OWNER_SEVERAL, sparsifyDrop } from './references';
@@ -63,8 +65,17 @@ export interface SpaceOptions {
   zeroScan?: boolean;
   /** Count swap partitions as free space (as `sparsify --swap`). */
   swap?: boolean;
+  /**
+   * Passphrases of the chain's encrypted layers (the CLI's --image-opts secrets, the editor's
+   * keyring). Without the top layer's, an encrypted image's guest is unreadable: no guest split,
+   * and compact and sparsify (which need it too) get figures of 0, with a note saying so.
+   */
+  keys?: KeyLookup;
   signal?: AbortSignal;
 }
+
+/** What to tell the user of an encrypted image opened without its passphrase. */
+export const LOCKED_NOTE = 'compact would refuse: the image is encrypted (LUKS) and its passphrase was not given (--object secret,id=ID,file=PATH --image-opts driver=qcow2,file.filename=PATH,encrypt.key-secret=ID); without it the guest cannot be read either, so there is no guest split and sparsify would refuse too';
 
 const NO_DROP: DropSet = { data: new Set(), compressed: new Set() };
 
@@ -78,7 +89,8 @@ class Acc {
 }
 
 export async function spaceReport(path: string, opts: SpaceOptions = {}): Promise<SpaceReport> {
-  const img = await Qcow2Image.open(path, { openDataFile: false });
+  // with keys, a wrong passphrase fails the open (the engine's error names the image, never the passphrase)
+  const img = await Qcow2Image.open(path, { openDataFile: false, keys: opts.keys });
   try {
     return await report(img, opts);
   } finally {
@@ -98,22 +110,33 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
 
   // what each compaction would do
   let settings: Settings | null = null;
-  try { settings = checkCompactable(img, {}); } catch (e) { notes.push(`compact would refuse: ${(e as Error).message}`); }
+  const locked = img.encrypted && img.cipher === null;
+  try {
+    settings = checkCompactable(img, {});
+    // compaction's encryption refusals (compact/encrypted.ts): legacy AES, or no passphrase
+    if (img.encrypted && img.header.cryptMethod !== CRYPT_LUKS) { settings = null; notes.push('compact would refuse: legacy AES images are not compacted; convert it to a LUKS image first'); }
+  } catch (e) { notes.push(`compact would refuse: ${(e as Error).message}`); }
+  if (locked) { settings = null; notes.push(LOCKED_NOTE); }
   const tables = await readSourceTables(img);
   let free: FreeMap | null = null;
   let sparsifyOk = settings !== null;
-  try {
-    free = await guestFreeMap(img, { swap: opts.swap, refuseDirty: false });
-    notes.push(...free.skipped);
-    if (free.dirty.length) { sparsifyOk = false; notes.push(`sparsify would refuse: ${free.dirty.join('; ')}`); }
-  } catch (e) {
-    sparsifyOk = false;
-    notes.push(`the guest could not be read, so its free space is unknown: ${(e as Error).message}`);
+  if (locked) sparsifyOk = false;
+  else {
+    try {
+      free = await guestFreeMap(img, { swap: opts.swap, refuseDirty: false });
+      notes.push(...free.skipped);
+      if (free.dirty.length) { sparsifyOk = false; notes.push(`sparsify would refuse: ${free.dirty.join('; ')}`); }
+    } catch (e) {
+      sparsifyOk = false;
+      notes.push(`the guest could not be read, so its free space is unknown: ${(e as Error).message}`);
+    }
   }
   if (settings && !settings.detectZero) { sparsifyOk = false; notes.push('sparsify would refuse: this image cannot record zero clusters (a version 2 overlay, or extended L2 entries)'); }
   const refs = await findReferences(img, tables, free, opts.signal);
   const zs = await findZeroClusters(img, tables, opts.zeroScan ?? false, opts.signal);
-  if (!opts.zeroScan) notes.push('no zero scan: all-zero data clusters are counted only where the host file has holes or a zero flag (--zero-scan reads the data clusters)');
+  if (!opts.zeroScan) notes.push(img.encrypted
+    ? 'no zero scan: all-zero data clusters of an encrypted image are counted only where the L2 entry has the zero flag (--zero-scan reads and decrypts the data clusters)'
+    : 'no zero scan: all-zero data clusters are counted only where the host file has holes or a zero flag (--zero-scan reads the data clusters)');
   const drop = sparsifyOk ? sparsifyDrop(tables, refs, cs) : NO_DROP;
   const forecast = async (d: DropSet): Promise<Forecast | null> =>
     settings ? forecastCompaction({ img, tables, settings, zero: zs.zero, drop: d, compressedLength: zs.compressedLength }) : null;

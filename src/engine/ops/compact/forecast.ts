@@ -3,7 +3,8 @@
  * (every kept data cluster one output cluster, every kept compressed cluster its stored length in
  * the stream) run through the same table, layout and bitmap code as the real compaction, so the
  * forecast size is the size `compactImage` then writes. For `space` (what compact and sparsify
- * would reclaim); same cluster size and no recompression only.
+ * would reclaim); same cluster size and no recompression only (an encrypted source: as compacted
+ * with its passphrase, the LUKS area kept).
  */
 import type { Qcow2Image } from '../../image/image';
 import { readBitmapTable } from '../../qcow2/bitmap';
@@ -37,6 +38,8 @@ export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
   const clusters = Math.ceil(img.file.size / cs);
   const data = new ClusterPlaces(clusters, cs);
   let pos = cs; // cluster 0 is the header
+  // an encrypted (LUKS) output keeps its LUKS area right after it, padded to whole clusters (encrypted.ts placeArea)
+  if (img.encrypted && img.header.crypto) pos += Math.ceil(img.header.crypto.length / cs) * cs;
   for (const s of tables.data) {
     if (settings.detectZero && (x.zero.has(s) || x.drop?.data.has(s))) data.set(s, ZERO);
     else { data.set(s, pos); pos += cs; }
