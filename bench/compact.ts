@@ -130,7 +130,9 @@ export function benchCompact(log: (line: string) => void = l => console.log(l)):
         mode: MODE + (impl ? `; ours: zstd ${impl}` : ''), note: `size ratio ${(oursBytes / qemuBytes).toFixed(3)}`,
       };
       rows.push(row);
-      log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
+      const mem = o.peakMiB !== undefined && q.peakMiB !== undefined ? `; peak memory ours ${o.peakMiB.toFixed(0)} MiB, qemu-img ${q.peakMiB.toFixed(0)} MiB` : '';
+      const cpu = o.cpuSeconds !== undefined && q.cpuSeconds !== undefined ? `; CPU ours ${o.cpuSeconds.toFixed(2)} s, qemu-img ${q.cpuSeconds.toFixed(2)} s` : '';
+      log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}${cpu}${mem}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
