@@ -37,7 +37,7 @@ import { patchHeader, placeArea, prepare as prepareEncryption } from './encrypte
 import { buildHeader } from './header';
 import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
-import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, L2_WINDOW_BYTES, L2Window, readSourceTables, type SourceTables } from './plan';
+import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, type L2Window, l2Window, readSourceTables, type SourceTables } from './plan';
 import { CompressPool } from './pool';
 import { checkReclusterable, reclusterTables } from './recluster';
 import { buildRefcounts, type Refcounted } from './refcounts';
@@ -78,7 +78,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     // ── plan: what is kept ──
     // the L2 tables are held only for sparsify's drop hook; otherwise re-read a window at a time
     let plan: CompactPlan = { tables: await readSourceTables(img, !!opts.drop), g: img.g, cs: h.clusterSize, jobs: [] };
-    const l2Win = new L2Window(img, L2_WINDOW_BYTES);
+    const l2Win = l2Window(img);
     if (settings.recluster) {
       checkReclusterable(img);
       if (settings.hasBacking) full = await Qcow2Image.open(src, { openDataFile: false });
