@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { benchCacheDir } from './images';
-import { type Measured, runMeasured } from './measure';
+import { bestOf, type Measured } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
@@ -63,14 +63,6 @@ export function compactSource(): string {
   fs.renameSync(tmp, img);
   fs.rmSync(rnd); fs.rmSync(txt);
   return img;
-}
-
-/** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
-function bestOfTwo(cmd: string, args: string[], before: () => void, env?: Record<string, string>): Measured {
-  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args, env); });
-  const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
-  const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
-  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
 }
 
 /**
@@ -126,9 +118,9 @@ export function benchCompact(log: (line: string) => void = l => console.log(l)):
       const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'qemu.qcow2');
       // best of two runs each, the page cache warm for both (qemu-img's zstd run measured once, for both zstd rows)
       const cArgs = compress ? ['-c', ...(compress === 'zstd' ? ['-o', 'compression_type=zstd'] : [])] : [];
-      const q: Measured = compress === 'zstd' && qemuZstd ? qemuZstd : bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...cArgs, '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
+      const q: Measured = compress === 'zstd' && qemuZstd ? qemuZstd : bestOf(2, 'qemu-img', ['convert', '-t', 'writeback', ...cArgs, '-O', 'qcow2', src, theirs], () => fs.rmSync(theirs, { force: true }));
       if (compress === 'zstd') qemuZstd = q;
-      const o = bestOfTwo(node, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])], () => fs.rmSync(ours, { force: true }), env);
+      const o = bestOf(2, node, [CLI, 'compact', src, '-o', ours, ...(compress ? ['--compress', compress] : [])], () => fs.rmSync(ours, { force: true }), env);
       const oursBytes = fs.statSync(ours).size, qemuBytes = fs.statSync(theirs).size;
       const row: CompactBenchRow = {
         name: `10 GiB, 1 GiB data${label} vs qemu-img convert -t writeback${compress ? ` -c${compress === 'zstd' ? ' -o compression_type=zstd' : ''}` : ''}`,
@@ -138,7 +130,9 @@ export function benchCompact(log: (line: string) => void = l => console.log(l)):
         mode: MODE + (impl ? `; ours: zstd ${impl}` : ''), note: `size ratio ${(oursBytes / qemuBytes).toFixed(3)}`,
       };
       rows.push(row);
-      log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
+      const mem = o.peakMiB !== undefined && q.peakMiB !== undefined ? `; peak memory ours ${o.peakMiB.toFixed(0)} MiB, qemu-img ${q.peakMiB.toFixed(0)} MiB` : '';
+      const cpu = o.cpuSeconds !== undefined && q.cpuSeconds !== undefined ? `; CPU ours ${o.cpuSeconds.toFixed(2)} s, qemu-img ${q.cpuSeconds.toFixed(2)} s` : '';
+      log(`${row.name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, time ratio ${row.timeRatio.toFixed(2)}${cpu}${mem}; size ratio ${row.sizeRatio.toFixed(3)} (${row.oursBytes} vs ${row.qemuBytes} bytes)`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -12,7 +12,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchCacheDir } from './images';
-import { type Measured, runMeasured } from './measure';
+import { bestOf } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
@@ -33,14 +33,6 @@ function smallSource(): string {
   return img;
 }
 
-/** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
-function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
-  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args); });
-  const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
-  const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
-  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
-}
-
 const TARGETS: Array<{ label: string; args: string[]; ext: string }> = [
   { label: 'qcow2', args: ['-O', 'qcow2'], ext: 'qcow2' },
   { label: 'qcow2 -c', args: ['-c', '-O', 'qcow2'], ext: 'qcow2' },
@@ -59,8 +51,8 @@ export function benchConvert(log: (line: string) => void = l => console.log(l)):
   try {
     for (const t of TARGETS) {
       const ours = path.join(dir, `ours.${t.ext}`), theirs = path.join(dir, `qemu.${t.ext}`);
-      const q = bestOfTwo('qemu-img', ['convert', '-t', 'writeback', ...t.args, src, theirs], () => fs.rmSync(theirs, { force: true }));
-      const o = bestOfTwo(process.execPath, [CLI, 'convert', ...t.args, src, ours], () => fs.rmSync(ours, { force: true }));
+      const q = bestOf(2, 'qemu-img', ['convert', '-t', 'writeback', ...t.args, src, theirs], () => fs.rmSync(theirs, { force: true }));
+      const o = bestOf(2, process.execPath, [CLI, 'convert', ...t.args, src, ours], () => fs.rmSync(ours, { force: true }));
       const name = `${small ? '1 GiB, 128 MiB data' : '10 GiB, 1 GiB data'} → ${t.label} vs qemu-img convert -t writeback`;
       rows.push({
         name, oursSeconds: o.seconds, qemuSeconds: q.seconds, oursCpuSeconds: o.cpuSeconds, qemuCpuSeconds: q.cpuSeconds, oursPeakMiB: o.peakMiB, qemuPeakMiB: q.peakMiB,

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { calibrationFailed, timingPause } from '../test/helpers/qemuTiming';
 import { benchCacheDir } from './images';
-import { type Measured, runMeasured } from './measure';
+import { bestOf } from './measure';
 import { CLI } from './section';
 
 const MiB = 1024 ** 2;
@@ -50,14 +50,6 @@ function luksSource(): { image: string; secretFile: string } {
   return { image, secretFile };
 }
 
-/** The faster of two runs (its CPU time), and the larger peak memory; `before` clears the output. */
-function bestOfTwo(cmd: string, args: string[], before: () => void): Measured {
-  const runs = [0, 1].map(() => { before(); return runMeasured(cmd, args); });
-  const best = runs[0].seconds <= runs[1].seconds ? runs[0] : runs[1];
-  const peaks = runs.map(r => r.peakMiB).filter((x): x is number => x !== undefined);
-  return { ...best, peakMiB: peaks.length ? Math.max(...peaks) : undefined };
-}
-
 function sameFiles(a: string, b: string): boolean {
   const fa = fs.openSync(a, 'r'), fb = fs.openSync(b, 'r');
   try {
@@ -81,8 +73,8 @@ export function benchCrypt(log: (line: string) => void = l => console.log(l)): C
     const secret = ['--object', `secret,id=k,file=${secretFile}`];
     const opts = `driver=qcow2,file.filename=${image},encrypt.key-secret=k`;
     const ours = path.join(dir, 'ours.raw'), theirs = path.join(dir, 'qemu.raw');
-    const q = bestOfTwo('qemu-img', ['convert', ...secret, '--image-opts', opts, '-O', 'raw', '-t', 'writeback', theirs], () => fs.rmSync(theirs, { force: true }));
-    const o = bestOfTwo(process.execPath, [CLI, 'convert', '-q', ...secret, '--image-opts', opts, '-O', 'raw', ours], () => fs.rmSync(ours, { force: true }));
+    const q = bestOf(2, 'qemu-img', ['convert', ...secret, '--image-opts', opts, '-O', 'raw', '-t', 'writeback', theirs], () => fs.rmSync(theirs, { force: true }));
+    const o = bestOf(2, process.execPath, [CLI, 'convert', '-q', ...secret, '--image-opts', opts, '-O', 'raw', ours], () => fs.rmSync(ours, { force: true }));
     if (!sameFiles(ours, theirs)) throw new Error('crypt bench: our decrypted raw differs from qemu-img\'s');
     const name = '1 GiB LUKS (aes-256-xts), 1 GiB data → raw, decrypted, vs qemu-img convert -t writeback';
     log(`${name}: ours ${o.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s, ratio ${(o.seconds / q.seconds).toFixed(2)}`);

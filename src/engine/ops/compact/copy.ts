@@ -13,12 +13,11 @@ import { forEachHostPiece, holeSeeker } from '../../io/holes';
 import { SubclusterType } from '../../qcow2/cluster';
 import { decompressCluster, zstdFrameLength } from '../../qcow2/compress';
 import * as L from '../../qcow2/layout';
-import type { CompressReply } from './compress.worker';
 import { type CompactCrypto, decrypt, seal } from './encrypted';
 import type { OutFile } from './output';
 import { ClusterPlaces, CompressedPlaces } from './places';
 import type { CompactPlan, DropSet, Job } from './plan';
-import type { CompressPool } from './pool';
+import type { CompressPool, Slot } from './pool';
 
 /** A data cluster that reads as zero: it becomes a zero flag (overlay) or unallocated. */
 export const ZERO = -1;
@@ -57,7 +56,7 @@ export interface CopyInput {
 }
 
 interface Batch { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; holeOnly?: Set<number> }
-interface Ready { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; keep: number[]; parts: number[][]; replies: CompressReply[] }
+interface Ready { list: number[]; bufs: Map<number, Buffer>; batchBuf: Buffer; keep: number[] }
 
 /** Batches of this many bytes are read, compressed and written as one. */
 const BATCH_BYTES = 4 * 1024 * 1024;
@@ -79,51 +78,60 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
     sorted = sorted.filter(s => !drop.has(s));
   }
   const native = !c.crypt && !c.pool && !c.recluster ? nativeCopy() : undefined;
-  if (native) {
-    await copyInKernel(c, native, sorted, data);
-    await copyCompressed(c, compressed, zero);
-    await out.drain();
-    await stream.drain();
-    return { data, compressed, streamLen: stream.pos };
+  if (native) await copyInKernel(c, native, sorted, data);
+  else if (c.pool) await copyCompressing(c, c.pool, sorted, data, zero);
+  else await copyThrough(c, sorted, data, zero);
+  await copyCompressed(c, compressed, zero);
+  await out.drain();
+  await stream.drain();
+  return { data, compressed, streamLen: stream.pos };
+}
+
+/** Runs `place` over batches `0, step, 2·step…` of `count`, `ahead` of them prepared while one is placed. */
+async function pipeline<R>(c: CopyInput, count: number, step: number, ahead: number, prepare: (k: number) => Promise<R>, place: (r: R) => Promise<void>): Promise<void> {
+  const queue: Promise<R>[] = [];
+  try {
+    for (let k = 0; k < count; k += step) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      const p = prepare(k);
+      p.catch(() => undefined); // awaited in order below
+      queue.push(p);
+      if (queue.length >= ahead) await place(await queue.shift()!);
+    }
+    while (queue.length) {
+      throwIfCancelled(c.signal, c.img.path, 'compaction');
+      await place(await queue.shift()!);
+    }
+  } finally {
+    await Promise.allSettled(queue);
   }
+}
+
+/** Which of a batch's clusters are kept (not zero): the rest are placed as ZERO. */
+function keptOf(c: CopyInput, batch: Batch, data: ClusterPlaces, zero: Buffer): number[] {
+  // encrypted: the stored bytes of a hole are not zeros of the guest, so every cluster is decrypted and looked at
+  const holeOnly = c.crypt ? undefined : batch.holeOnly;
+  const keep: number[] = [];
+  for (let i = 0; i < batch.list.length; i++) {
+    const s = batch.list[i];
+    if (c.detectZero && (holeOnly?.has(s) || batch.bufs.get(s)!.equals(zero))) data.set(s, ZERO);
+    else keep.push(i);
+  }
+  return keep;
+}
+
+/** The copy through user space without compression (encrypted, or re-clustered), in reused batch buffers. */
+async function copyThrough(c: CopyInput, sorted: Float64Array, data: ClusterPlaces, zero: Buffer): Promise<void> {
+  const { plan, out } = c, cs = plan.cs;
   const BATCH = Math.max(1, Math.floor(BATCH_BYTES / cs));
   const read = new BatchReader(c, BATCH);
   const prepare = async (k: number): Promise<Ready> => {
     const batch = c.recluster ? await read.jobs(k, plan.jobs, sorted) : await read.clusters(k, sorted);
-    const { list, bufs, batchBuf } = batch;
-    // encrypted: the stored bytes of a hole are not zeros of the guest, so every cluster is decrypted and looked at
-    const holeOnly = c.crypt ? undefined : batch.holeOnly;
-    if (c.crypt) decrypt(c.crypt, list, bufs);
-    const keep: number[] = [];
-    for (const s of list) {
-      if (c.detectZero && (holeOnly?.has(s) || bufs.get(s)!.equals(zero))) data.set(s, ZERO);
-      else keep.push(s);
-    }
-    let parts: number[][] = [], replies: CompressReply[] = [];
-    if (c.pool && keep.length) {
-      const pool = c.pool;
-      const half = Math.ceil(keep.length / 2);
-      parts = [keep.slice(0, half), keep.slice(half)].filter(p => p.length);
-      replies = await Promise.all(parts.map(p => pool.compressClusters(p.map(s => bufs.get(s)!), cs)));
-    }
-    return { list, bufs, batchBuf, keep, parts, replies };
+    if (c.crypt) decrypt(c.crypt, batch.list, batch.bufs);
+    return { ...batch, keep: keptOf(c, batch, data, zero).map(i => batch.list[i]) };
   };
-  const place = async ({ list, bufs, batchBuf, keep, parts, replies }: Ready) => {
-    if (c.pool && keep.length) {
-      for (let pi = 0; pi < parts.length; pi++) {
-        const r = replies[pi], bytes = Buffer.from(r.data);
-        let at = 0;
-        for (let idx = 0; idx < parts[pi].length; idx++) {
-          const s = parts[pi][idx], len = r.lengths[idx];
-          if (len < 0) { data.set(s, await out.append(bufs.get(s)!)); continue; }
-          data.setStream(s, stream.push(bytes.subarray(at, at + len)), len);
-          at += len;
-        }
-      }
-      await stream.flushIfLarge();
-    } else {
-      for (const s of keep) data.set(s, await out.append(seal(c.crypt, out, bufs.get(s)!)));
-    }
+  const place = async ({ list, bufs, batchBuf, keep }: Ready) => {
+    for (const s of keep) data.set(s, await out.append(seal(c.crypt, out, bufs.get(s)!)));
     await out.flush();
     // the batch buffer is free again once its bytes are on disk; at once when none were kept
     // (all-zero batches: without this, hole-only batches read with no I/O outran the recycling)
@@ -131,24 +139,54 @@ export async function copyClusters(c: CopyInput): Promise<Placement> {
     else out.whenWritten().then(() => read.spare.push(batchBuf), () => undefined);
     c.progress(list.length * cs);
   };
-  const ahead: Promise<Ready>[] = [];
-  try {
-    for (let k = 0; k < sorted.length; k += BATCH) {
-      throwIfCancelled(c.signal, c.img.path, 'compaction');
-      ahead.push(prepare(k));
-      if (ahead.length >= AHEAD) await place(await ahead.shift()!);
+  await pipeline(c, sorted.length, BATCH, AHEAD, prepare, place);
+}
+
+interface SlotBatch { list: number[]; bufs: Map<number, Buffer>; slot: Slot; keep: number[]; lengths: number[] }
+
+/**
+ * The compressing copy, in the pool's slots (pool.ts): a batch is read into a slot's input, its
+ * kept clusters compressed into the slot's output by a worker, then written from the slot (the
+ * compressed ones to the stream, those that do not shrink to the image) and the slot given back
+ * once both writes are done. The batches in flight are bounded by the slots: reading waits for a
+ * free one, so memory does not grow with the disk, whichever side (disk or CPU) is slower.
+ */
+async function copyCompressing(c: CopyInput, pool: CompressPool, sorted: Float64Array, data: ClusterPlaces, zero: Buffer): Promise<void> {
+  const { plan, out, stream } = c, cs = plan.cs;
+  const BATCH = Math.max(1, Math.floor(pool.slotBytes / cs));
+  const read = new BatchReader(c, BATCH);
+  const prepare = async (k: number): Promise<SlotBatch> => {
+    const slot = await pool.acquire();
+    try {
+      const batch = c.recluster ? await read.jobs(k, plan.jobs, sorted, slot.input) : await read.clusters(k, sorted, slot.input);
+      const keep = keptOf(c, batch, data, zero);
+      const lengths = keep.length ? await pool.compressSlot(slot, cs, keep) : [];
+      return { list: batch.list, bufs: batch.bufs, slot, keep, lengths };
+    } catch (e) {
+      pool.release(slot);
+      throw e;
     }
-    while (ahead.length) {
-      throwIfCancelled(c.signal, c.img.path, 'compaction');
-      await place(await ahead.shift()!);
+  };
+  const place = async ({ list, bufs, slot, keep, lengths }: SlotBatch) => {
+    try {
+      let at = 0;
+      for (let j = 0; j < keep.length; j++) {
+        const s = list[keep[j]], len = lengths[j];
+        if (len < 0) { data.set(s, out.push(bufs.get(s)!)); continue; }
+        data.setStream(s, stream.push(slot.output.subarray(at, at + len)), len);
+        at += len;
+      }
+      await out.flush();
+      await stream.flush();
+    } finally {
+      // the slot is free again once every write reading from it is done (or failed: it no longer reads)
+      const release = () => pool.release(slot);
+      Promise.all([out.whenWritten(), stream.whenWritten()]).then(release, release);
     }
-  } finally {
-    await Promise.allSettled(ahead);
-  }
-  await copyCompressed(c, compressed, zero);
-  await out.drain();
-  await stream.drain();
-  return { data, compressed, streamLen: stream.pos };
+    c.progress(list.length * cs);
+  };
+  // every slot but the ones whose writes are still running may be filling or compressing
+  await pipeline(c, sorted.length, BATCH, Math.max(1, pool.slotCount - 2), prepare, place);
 }
 
 /** Source clusters looked at (for zeros) and copied per batch on the in-kernel path. */
@@ -287,13 +325,13 @@ class BatchReader {
     return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.batch * this.cs);
   }
 
-  /** Source clusters `sorted[k…]`, each batch's adjacent ones read as one run. */
-  async clusters(k: number, sorted: Float64Array): Promise<Batch> {
+  /** Source clusters `sorted[k…]`, each batch's adjacent ones read as one run (into `into`, else a reused buffer). */
+  async clusters(k: number, sorted: Float64Array, into?: Buffer): Promise<Batch> {
     const cs = this.cs;
     const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
     const holeOnly = new Set<number>();
-    const batchBuf = this.buffer();
+    const batchBuf = into ?? this.buffer();
     let i = 0;
     while (i < list.length) {
       let j = i + 1;
@@ -307,12 +345,12 @@ class BatchReader {
   }
 
   /** Re-clustering jobs `jobs[k…]`, each output cluster assembled from its pieces. */
-  async jobs(k: number, jobs: Job[], sorted: Float64Array): Promise<Batch> {
+  async jobs(k: number, jobs: Job[], sorted: Float64Array, into?: Buffer): Promise<Batch> {
     const { img, full } = this.c;
     const cs = this.cs;
     const list = Array.from(sorted.subarray(k, k + this.batch));
     const bufs = new Map<number, Buffer>();
-    const batchBuf = this.buffer();
+    const batchBuf = into ?? this.buffer();
     for (let i = 0; i < list.length; i++) {
       const job = jobs[k + i];
       const b = batchBuf.subarray(i * cs, (i + 1) * cs);

@@ -11,7 +11,7 @@ import { readBitmapTable } from '../../qcow2/bitmap';
 import { type Placement, ZERO } from './copy';
 import { layoutMetadata } from './layout';
 import { ClusterPlaces, CompressedPlaces } from './places';
-import { type DropSet, L2_WINDOW_BYTES, L2Window, type Settings, type SourceTables } from './plan';
+import { type DropSet, l2Window, type Settings, type SourceTables } from './plan';
 import { countL2Refs, readBitmapData } from './tables';
 
 export interface ForecastInput {
@@ -53,7 +53,7 @@ export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
     streamLen += len;
   }
   const placed: Placement = { data, compressed, streamLen };
-  const l2Refs = await countL2Refs(new L2Window(img, L2_WINDOW_BYTES), tables, img.g, settings.hasBacking, placed);
+  const l2Refs = await countL2Refs(l2Window(img), tables, img.g, settings.hasBacking, placed);
   const bitmapTables = [];
   for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
   const bitmaps = await readBitmapData(img, bitmapTables, cs, () => undefined);

@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error } from '../../errors';
 import { Qcow2Image } from '../../image/image';
+import { nativeCopy } from '../../io/copyRange';
 import type { ImageFile } from '../../io/reader';
 import { readBitmapTable } from '../../qcow2/bitmap';
 import { assertNotLocked } from '../writable';
@@ -36,7 +37,7 @@ import { patchHeader, placeArea, prepare as prepareEncryption } from './encrypte
 import { buildHeader } from './header';
 import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
-import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, L2_WINDOW_BYTES, L2Window, readSourceTables, type SourceTables } from './plan';
+import { checkCompactable, type CompactOptions, type CompactPlan, type L1Source, type L2Window, l2Window, readSourceTables, type SourceTables } from './plan';
 import { CompressPool } from './pool';
 import { checkReclusterable, reclusterTables } from './recluster';
 import { buildRefcounts, type Refcounted } from './refcounts';
@@ -50,7 +51,7 @@ export interface CompactResult {
   output: string;
 }
 
-/** The compressed stream is copied into the image in pieces of this size. */
+/** The compressed stream is copied into the image in pieces of this size (in the kernel where it can: OutFile.copyFrom). */
 const STREAM_COPY_BYTES = 8 * 1024 * 1024;
 
 export async function compactImage(src: string, opts: CompactOptions = {}): Promise<CompactResult> {
@@ -77,7 +78,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     // ── plan: what is kept ──
     // the L2 tables are held only for sparsify's drop hook; otherwise re-read a window at a time
     let plan: CompactPlan = { tables: await readSourceTables(img, !!opts.drop), g: img.g, cs: h.clusterSize, jobs: [] };
-    const l2Win = new L2Window(img, L2_WINDOW_BYTES);
+    const l2Win = l2Window(img);
     if (settings.recluster) {
       checkReclusterable(img);
       if (settings.hasBacking) full = await Qcow2Image.open(src, { openDataFile: false });
@@ -102,7 +103,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     if (crypt) placeArea(crypt, o, cs);
     streamFile = await createTemp(tmp.stream, 0o600);
     zs = new OutFile(streamFile);
-    if (opts.compress) pool = new CompressPool(opts.compress);
+    if (opts.compress) pool = new CompressPool(opts.compress, 2, cs);
     const placed = await copyClusters({
       img, full, plan, recluster: settings.recluster, detectZero: settings.detectZero, drop, outType: settings.outType,
       out: o, stream: zs, pool, crypt, progress, signal: opts.signal,
@@ -118,9 +119,10 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── the metadata, in layout order, then the compressed stream ──
     await writeMetadata(o, { cs, l1Tables, l2Refs, bitmaps, lay, rc, tables: plan.tables, l2Win });
+    const native = nativeCopy();
     for (let at = 0; at < placed.streamLen; at += STREAM_COPY_BYTES) {
       throwIfCancelled(opts.signal, src, 'compaction');
-      await o.append(await streamFile.read(at, Math.min(STREAM_COPY_BYTES, placed.streamLen - at), 'compressed stream'));
+      await o.copyFrom(streamFile, at, Math.min(STREAM_COPY_BYTES, placed.streamLen - at), native);
     }
     await o.drain();
     await streamFile.close();

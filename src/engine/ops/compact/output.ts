@@ -9,8 +9,11 @@ import { type CopyError, isCopyRefusal, type NativeCopy } from '../../io/copyRan
 import { ImageFile } from '../../io/reader';
 import { beforeWrite } from '../writable';
 
-/** Buffered bytes are written once they reach this much (large pwritev calls, few of them). */
-const FLUSH_BYTES = 8 * 1024 * 1024;
+/**
+ * Buffered bytes are written once they reach this much: large pwritev calls, and what a file holds
+ * at once (this and the writes in flight, their buffers kept until done) small: 2 + 4 × 2 MiB.
+ */
+const FLUSH_BYTES = 2 * 1024 * 1024;
 /** Writes in flight at once. */
 const MAX_INFLIGHT = 4;
 /** The bounce buffer of a copy that falls back to reading and writing. */

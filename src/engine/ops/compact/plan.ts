@@ -6,6 +6,7 @@
 import type { Secret } from '../../crypto/secret';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
+import { TableWindow } from '../../io/tableWindow';
 import { decodeCompressed, entryOffset, type L2Geometry, type SubclusterType, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
 import { assertWritable, type WriteFeature } from '../writable';
@@ -137,7 +138,7 @@ export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<
   const l2 = new Map<number, Buffer>();
   const data = new ClusterSet(img.file.size, cs);
   const compressed = new Map<number, number>();
-  const win = new L2Window(img, L2_WINDOW_BYTES);
+  const win = l2Window(img);
   await win.forEach(l2Offsets, o => `${labelOf(o)} → L2 table at 0x${o.toString(16)}`, (o, t) => {
     if (keepL2) l2.set(o, Buffer.from(t));
     for (let j = 0; j < g.l2Size; j++) {
@@ -158,52 +159,13 @@ export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<
   return { l1Tables, l2Offsets, l2, data, compressed };
 }
 
-/** Reads in flight at once for one window. */
-const WINDOW_CONCURRENCY = 4;
-
 /**
- * Source L2 tables a bounded window at a time: one buffer, allocated once and refilled, so a walk
- * over any number of tables holds at most a window of them. Each table is handed to `fn` as a view
- * valid only during the call. Tables must lie inside the file (an error names the table).
+ * Source L2 tables a bounded window at a time (io/tableWindow.ts), strict: every table must lie
+ * inside the file (an error names the table). Each table is handed on as a view valid only during
+ * the call.
  */
-export class L2Window {
-  private buf: Buffer | null = null;
-  private readonly cs: number;
-  readonly capacity: number;
-  constructor(private readonly img: Qcow2Image, windowBytes: number) {
-    this.cs = img.header.clusterSize;
-    this.capacity = Math.max(1, Math.floor(windowBytes / this.cs));
-  }
+export type L2Window = TableWindow;
 
-  /** Calls `fn` for each of the (ascending, distinct) `offsets`, in order. */
-  async forEach(offsets: readonly number[], what: (o: number) => string, fn: (o: number, t: Buffer) => void | Promise<void>): Promise<void> {
-    const cs = this.cs, file = this.img.file;
-    for (let w = 0; w < offsets.length; w += this.capacity) {
-      const part = offsets.slice(w, w + this.capacity);
-      const buf = this.buf ??= Buffer.allocUnsafeSlow(this.capacity * cs);
-      for (const o of part) file.checkRange(o, cs, what(o));
-      const runs: [number, number][] = [];
-      for (let i = 0; i < part.length;) {
-        let j = i + 1;
-        while (j < part.length && part[j] === part[j - 1] + cs) j++;
-        runs.push([i, j]);
-        i = j;
-      }
-      let next = 0;
-      const worker = async () => {
-        while (next < runs.length) {
-          const [a, b] = runs[next++];
-          const len = (b - a) * cs;
-          let done = 0;
-          while (done < len) {
-            const { bytesRead } = await file.handle.read(buf, a * cs + done, len - done, part[a] + done);
-            if (bytesRead === 0) throw new Qcow2Error(this.img.path, what(part[a]), part[a], `file ends after ${done} of ${len} bytes`);
-            done += bytesRead;
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(WINDOW_CONCURRENCY, runs.length) }, worker));
-      for (let i = 0; i < part.length; i++) await fn(part[i], buf.subarray(i * cs, (i + 1) * cs));
-    }
-  }
+export function l2Window(img: Qcow2Image): L2Window {
+  return new TableWindow(img.file, img.header.clusterSize, L2_WINDOW_BYTES, 'strict');
 }
