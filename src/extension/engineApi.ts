@@ -94,7 +94,7 @@ export async function applySnapshotAt(path: string, name: string, opts: WriteOpt
 export async function listSnapshots(path: string): Promise<{ id: string; name: string }[]> {
   return (await snapshot.listSnapshots(path)).map(s => ({ id: s.id, name: s.name }));
 }
-export function compactPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd' }): Promise<compact.CompactResult> {
+export function compactPath(path: string, opts: WriteOpts & { output?: string; compress?: 'zlib' | 'zstd'; key?: Secret }): Promise<compact.CompactResult> {
   return serialized(opts.output ? [path, opts.output] : [path], () => compact.compactImage(path, opts));
 }
 

@@ -7,9 +7,10 @@
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import type { FromWebviewMessage } from '../../src/protocol';
-import { askTab as ask, luksImage, openTab, tabSummary as summary } from './util';
+import { askTab as ask, luksImage, luksOpts, openTab, qemu, tabSummary as summary } from './util';
 
 const PASS = 'lens-unlock-e2e passphrase';
 const guest = (uri: vscode.Uri, offset: number, length: number) =>
@@ -49,6 +50,25 @@ suite('Encrypted images: Unlock and Lock', () => {
       assert.equal(r.type, 'bytes', r.message);
       assert.ok(Buffer.from(r.data!, 'base64').equals(plain.subarray(off, off + len)), `guest bytes at ${off}`);
     }
+  });
+
+  test('Compact Image of the unlocked image uses the session key: the copy stays encrypted and reads the same (qemu-img); locked, it is refused', async () => {
+    const out = `${img.fsPath}.compact.qcow2`;
+    fs.rmSync(out, { force: true });
+    // the settings' default compression does not apply: an encrypted image is not compressed
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.compactImage', img, { output: out, compress: 'zlib' })),
+      (e: Error) => /not.*compress|without compression/i.test(e.message));
+    const r = await vscode.commands.executeCommand<{ output: string; compress: string }>('qcow2Lens.compactImage', img, { output: out });
+    assert.equal(r.compress, 'none');
+    const secret = ['--object', `secret,id=s0,data=${PASS}`];
+    assert.match(qemu('qemu-img', 'info', out), /encrypted: yes/);
+    qemu('qemu-img', 'check', ...secret, '--image-opts', luksOpts(out, 's0'));
+    qemu('qemu-img', 'compare', ...secret, '--image-opts', luksOpts(img.fsPath, 's0'), luksOpts(out, 's0'));
+    fs.rmSync(out, { force: true });
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.compactImage', img, { output: out, compress: 'none' })),
+      (e: Error) => /encrypted and locked/.test(e.message) && !e.message.includes(PASS));
+    assert.equal(fs.existsSync(out), false, 'nothing written while locked');
   });
 
   test('Remember: a reopened tab is unlocked from SecretStorage; Lock forgets it there too', async () => {
