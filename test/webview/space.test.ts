@@ -194,7 +194,11 @@ describe('Space summary, disk usage and guest-file highlights in the webview', {
     const blocks = blocksOf('/big.bin');
     const want = [...new Set(blocks.map(g => Math.floor(hostOf(g) / 4096)))].sort((a, b) => a - b);
     assert.equal(want.length, Math.ceil((1024 * 1024 + 5) / 4096));
-    assert.equal(await page.locator('.map-canvas').getAttribute('data-highlighted'), String(want.length));
+    // the outline is drawn when the file map's reply has come and a frame has passed: wait for both
+    // (on a loaded machine they come after the guest highlight's event)
+    await page.waitForFunction(n => document.querySelector('.map-canvas')?.getAttribute('data-highlighted') === n
+      && (window as unknown as { __map?: unknown }).__map !== undefined, String(want.length), { timeout: 20000 })
+      .catch(async e => { throw new Error(`the cluster map outlines ${await page.locator('.map-canvas').getAttribute('data-highlighted')} clusters, not ${want.length}: ${String(e)}`); });
     const reply = await page.evaluate(() => (window as unknown as { __map: { hostClusters: number[] } }).__map);
     assert.deepEqual(reply.hostClusters, want, 'the outlined clusters are the ones qemu-img map gives for debugfs\'s blocks');
     const hl = await page.evaluate(() => (window as unknown as { __hl: { ranges: { start: number; length: number }[]; label: string }[] }).__hl);
