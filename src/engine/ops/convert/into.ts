@@ -121,20 +121,25 @@ export interface IntoQcow2Job {
 type Cover = 'data' | 'zero' | 'keep';
 interface CoverRun { start: number; length: number; cover: Cover }
 
-async function coverRuns(src: ConvertSource, source: ImageSource, start: number, end: number, withBacking: boolean): Promise<CoverRun[]> {
-  const size = source.virtualSize;
+/**
+ * -B: [start, end) of the sources' padded view by their top layers alone — their data and zeros,
+ * 'keep' where they leave the range to their backing files (the target's own bytes stay there);
+ * the padded last sector past the sources' end reads zero (qemu-img reads whole sectors).
+ */
+async function topRuns(src: ConvertSource, start: number, end: number): Promise<CoverRun[]> {
   const out: CoverRun[] = [];
-  const e = Math.min(end, size);
-  if (e > start) {
-    if (withBacking) {
-      // a padded last sector is zero in the top layer (it reads as zero there)
-      const top = Math.min(e, src.virtualSize);
-      if (top > start) for (const r of await src.topStatus(start, top)) out.push({ start: r.start, length: r.length, cover: r.kind === 'backing' ? 'keep' : r.kind });
-      if (e > top) out.push({ start: Math.max(start, top), length: e - Math.max(start, top), cover: 'zero' });
-    } else {
-      for (const r of await source.status(start, e)) out.push({ start: r.start, length: r.length, cover: r.zero ? 'zero' : 'data' });
-    }
-  }
+  const top = Math.min(end, src.virtualSize);
+  if (top > start) for (const r of await src.topStatus(start, top)) out.push({ start: r.start, length: r.length, cover: r.kind === 'backing' ? 'keep' : r.kind });
+  const tail = Math.max(start, top);
+  if (end > tail) out.push({ start: tail, length: end - tail, cover: 'zero' });
+  return out;
+}
+
+async function coverRuns(src: ConvertSource, source: ImageSource, start: number, end: number, withBacking: boolean): Promise<CoverRun[]> {
+  const e = Math.min(end, source.virtualSize);
+  const out: CoverRun[] = e <= start ? []
+    : withBacking ? await topRuns(src, start, e)
+      : (await source.status(start, e)).map(r => ({ start: r.start, length: r.length, cover: r.zero ? 'zero' : 'data' }));
   if (end > e) out.push({ start: e, length: end - e, cover: 'keep' }); // past the sources: the target's tail
   return out;
 }
@@ -260,30 +265,28 @@ export async function intoQcow2(src: ConvertSource, dest: string, job: IntoQcow2
  * they leave the range to their backing files (qemu-img writes nothing there).
  */
 function topOver(src: ConvertSource, target: ImageSource): ImageSource {
-  const s = src.virtualSize;
-  const pieces = async (off: number, len: number) => {
-    const out: Array<{ start: number; length: number; mine: boolean }> = [];
-    const e = Math.min(off + len, s);
-    if (e > off) for (const r of await src.topStatus(off, e)) out.push({ start: r.start, length: r.length, mine: r.kind === 'backing' });
-    if (off + len > e) out.push({ start: Math.max(off, e), length: off + len - Math.max(off, e), mine: true }); // the padded last sector
+  const source = padded(src);
+  /** The target's bytes of [start, start + length), zeros past its end. */
+  const mine = async (start: number, length: number): Promise<Buffer> => {
+    const n = Math.min(length, target.virtualSize - start);
+    if (n === length) return target.readGuest(start, length);
+    const out = Buffer.alloc(length);
+    if (n > 0) (await target.readGuest(start, n)).copy(out);
     return out;
   };
   return {
-    virtualSize: sectorsBytes(s),
+    virtualSize: source.virtualSize,
     async readGuest(off, len) {
-      const ps = await pieces(off, len);
-      if (ps.length === 1 && !ps[0].mine) return src.readGuest(off, len);
+      const ps = await topRuns(src, off, off + len);
+      if (ps.length === 1 && ps[0].cover !== 'keep') return source.readGuest(off, len);
       const out = Buffer.alloc(len);
-      for (const p of ps) {
-        const from = p.mine ? (p.start < target.virtualSize ? await target.readGuest(p.start, Math.min(p.length, target.virtualSize - p.start)) : Buffer.alloc(0)) : await src.readGuest(p.start, p.length);
-        from.copy(out, p.start - off);
-      }
+      for (const p of ps) (p.cover === 'keep' ? await mine(p.start, p.length) : await source.readGuest(p.start, p.length)).copy(out, p.start - off);
       return out;
     },
     async status(start, end) {
       const runs: SourceRun[] = [];
-      for (const p of await pieces(start, end - start)) {
-        if (!p.mine) { runs.push(...await src.status(p.start, p.start + p.length)); continue; }
+      for (const p of await topRuns(src, start, end)) {
+        if (p.cover !== 'keep') { runs.push(...await source.status(p.start, p.start + p.length)); continue; }
         const e = Math.min(p.start + p.length, target.virtualSize);
         if (e > p.start) runs.push(...await target.status(p.start, e));
         if (p.start + p.length > Math.max(e, p.start)) runs.push({ start: Math.max(e, p.start), length: p.start + p.length - Math.max(e, p.start), zero: true });
@@ -403,7 +406,7 @@ export async function intoRaw(src: ConvertSource, dest: string, minSparse: numbe
       const spanEnd = Math.min(size, spanStart + SPAN);
       // -B: what the sources' top layers leave to their backing files is not written
       const runs: SourceRun[] = withBacking
-        ? (await src.topStatus(spanStart, spanEnd)).filter(r => r.kind !== 'backing').map(r => ({ start: r.start, length: r.length, zero: r.kind === 'zero' }))
+        ? (await topRuns(src, spanStart, spanEnd)).filter(r => r.cover !== 'keep').map(r => ({ start: r.start, length: r.length, zero: r.cover === 'zero' }))
         : await src.status(spanStart, spanEnd);
       for (const r of runs) {
         for (let at = r.start; at < r.start + r.length; at += WINDOW) {
