@@ -32,7 +32,9 @@
  *    write-zeroes with unmap makes them.
  *  raw: in place, front to back, the data and the zeros the target does not already hold, then one
  *    sync (a raw file has no metadata to order): each sector is old or new after a crash.
- *  vpc, vmdk: (a streamOptimized target is refused where it holds grains in the range written, as
+ *  vpc fixed (its data wholly before its footer): in place as raw, over the sources' sectors; the
+ *    footer is never written, so after a crash the file is the same VHD with each sector old or new.
+ *  vpc dynamic, vmdk: (a streamOptimized target is refused where it holds grains in the range written, as
  *    QEMU refuses to write over them) the target is read (its subformat, size, UUID / CID and the guest bytes past the
  *    sources' end) and written again whole into a temporary file beside it, with the sources' bytes
  *    over [0, source size): synced, renamed over the target, folder synced. A crash leaves the old
@@ -48,7 +50,7 @@ import { VmdkImage, VpcImage, writeVmdk, writeVpc } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { type ImageSource, type SourceRun, layerSource } from '../../formats/layer';
 import { Qcow2Image } from '../../image/image';
-import { usesCurrentSize } from '../../formats/vpc/layout';
+import { FOOTER_SIZE, usesCurrentSize } from '../../formats/vpc/layout';
 import * as L from '../../qcow2/layout';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
 import { CompressPool } from '../compact/pool';
@@ -346,15 +348,20 @@ export async function intoForeign(
     try { t = await VpcImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
     try {
       if (sectorsBytes(t.virtualSize) < sourcesSize) throw tooSmall(dest);
-      const forceSize = usesCurrentSize(t.footer.creatorApp);
-      await viaTemp(async sink => {
-        const r = await writeVpc(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
-        if (r.size !== t.virtualSize) throw new Qcow2Error(dest, 'VHD footer', undefined, `the rewritten image would be ${r.size} bytes, not the target's ${t.virtualSize}`, 'unsupported');
-      });
-      return { virtualSize: src.virtualSize, dataBytes: count.n };
+      // a fixed VHD whose data lies wholly before its footer: written in place as raw (below, once closed here)
+      const inPlace = t.subformat === 'fixed' && t.virtualSize <= Math.ceil((await fs.promises.stat(dest)).size / 512) * 512 - FOOTER_SIZE;
+      if (!inPlace) {
+        const forceSize = usesCurrentSize(t.footer.creatorApp);
+        await viaTemp(async sink => {
+          const r = await writeVpc(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
+          if (r.size !== t.virtualSize) throw new Qcow2Error(dest, 'VHD footer', undefined, `the rewritten image would be ${r.size} bytes, not the target's ${t.virtualSize}`, 'unsupported');
+        });
+        return { virtualSize: src.virtualSize, dataBytes: count.n };
+      }
     } finally {
       await t.close();
     }
+    return intoFixedVpc(src, dest, withBacking, ctl);
   }
   let t: VmdkImage;
   try { t = await VmdkImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
@@ -379,61 +386,90 @@ export async function intoForeign(
   }
 }
 
+function openInPlace(dest: string): Promise<fs.promises.FileHandle> {
+  return fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
+    throw couldNotOpen(dest, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
+  });
+}
+
 /**
- * -n into an existing raw file: in place, front to back. Data is written; where the source reads
- * zero the target is read and only its non-zero pieces overwritten with zeros (QEMU punches holes
- * there, which Node cannot), unless --target-is-zero says there is nothing to clear. One sync.
+ * The guest bytes [0, end) of a file laid out flat (a raw file, a fixed VHD's data before its
+ * footer), in place, front to back: data is written; where the source reads zero the target is
+ * read and only its non-zero pieces overwritten with zeros (QEMU punches holes there, which Node
+ * cannot), unless --target-is-zero says there is nothing to clear. `end` past the sources' size:
+ * the padded last sector, zeros. The caller syncs. Returns the data bytes read from the sources.
  */
+async function writeFlat(src: ConvertSource, fh: fs.promises.FileHandle, end: number, minSparse: number, targetIsZero: boolean, withBacking: boolean, ctl: IntoControl): Promise<number> {
+  const dest = ctl.name;
+  const source = end > src.virtualSize ? padded(src) : src;
+  let dataBytes = 0;
+  const put = async (off: number, b: Buffer) => {
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    beforeWrite();
+    let done = 0;
+    while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
+  };
+  const granule = minSparse || 512;
+  for (let spanStart = 0; spanStart < end; spanStart += SPAN) {
+    const spanEnd = Math.min(end, spanStart + SPAN);
+    // -B: what the sources' top layers leave to their backing files is not written
+    const runs: SourceRun[] = withBacking
+      ? (await topRuns(src, spanStart, spanEnd)).filter(r => r.cover !== 'keep').map(r => ({ start: r.start, length: r.length, zero: r.cover === 'zero' }))
+      : await source.status(spanStart, spanEnd);
+    for (const r of runs) {
+      for (let at = r.start; at < r.start + r.length; at += WINDOW) {
+        const len = Math.min(WINDOW, r.start + r.length - at);
+        const data = r.zero ? Buffer.alloc(len) : await source.readGuest(at, len);
+        if (!r.zero) dataBytes += len;
+        if (r.zero && targetIsZero) continue;
+        // what is there already: equal pieces need no write (and the target stays sparse there)
+        const old = Buffer.alloc(len);
+        if (!targetIsZero) await fh.read(old, 0, len, at);
+        const same = (p: number) => {
+          const q = Math.min(len, p + granule);
+          return targetIsZero ? minSparse !== 0 && isZero(data.subarray(p, q)) : data.subarray(p, q).equals(old.subarray(p, q));
+        };
+        for (let p = 0; p < len; p += granule) {
+          if (same(p)) continue;
+          let e = Math.min(len, p + granule);
+          while (e < len && !same(e)) e = Math.min(len, e + granule);
+          await put(at + p, data.subarray(p, e));
+          p = e - granule;
+        }
+        ctl.onProgress?.(at + len, end);
+      }
+    }
+  }
+  return dataBytes;
+}
+
+/** -n into an existing raw file: in place (writeFlat over the sources' size), one sync. */
 export async function intoRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, withBacking: boolean, ctl: IntoControl): Promise<IntoResult> {
   assertExists(dest);
   assertNotLocked(dest);
-  const fh = await fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
-    throw couldNotOpen(dest, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
-  });
-  let dataBytes = 0;
+  const fh = await openInPlace(dest);
   try {
     const size = src.virtualSize;
     const have = (await fh.stat()).size;
     if (sectorsBytes(have) < sectorsBytes(size)) throw tooSmall(dest);
-    const put = async (off: number, b: Buffer) => {
-      throwIfCancelled(ctl.signal, dest, 'convert');
-      beforeWrite();
-      let done = 0;
-      while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
-    };
-    const granule = minSparse || 512;
-    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
-      const spanEnd = Math.min(size, spanStart + SPAN);
-      // -B: what the sources' top layers leave to their backing files is not written
-      const runs: SourceRun[] = withBacking
-        ? (await topRuns(src, spanStart, spanEnd)).filter(r => r.cover !== 'keep').map(r => ({ start: r.start, length: r.length, zero: r.cover === 'zero' }))
-        : await src.status(spanStart, spanEnd);
-      for (const r of runs) {
-        for (let at = r.start; at < r.start + r.length; at += WINDOW) {
-          const len = Math.min(WINDOW, r.start + r.length - at);
-          const data = r.zero ? Buffer.alloc(len) : await src.readGuest(at, len);
-          if (!r.zero) dataBytes += len;
-          if (r.zero && targetIsZero) continue;
-          // what is there already: equal pieces need no write (and the target stays sparse there)
-          const old = Buffer.alloc(len);
-          if (!targetIsZero) await fh.read(old, 0, len, at);
-          const same = (p: number) => {
-            const q = Math.min(len, p + granule);
-            return targetIsZero ? minSparse !== 0 && isZero(data.subarray(p, q)) : data.subarray(p, q).equals(old.subarray(p, q));
-          };
-          for (let p = 0; p < len; p += granule) {
-            if (same(p)) continue;
-            let e = Math.min(len, p + granule);
-            while (e < len && !same(e)) e = Math.min(len, e + granule);
-            await put(at + p, data.subarray(p, e));
-            p = e - granule;
-          }
-          ctl.onProgress?.(at + len, size);
-        }
-      }
-    }
+    const dataBytes = await writeFlat(src, fh, size, minSparse, targetIsZero, withBacking, ctl);
     await fh.sync();
     return { virtualSize: size, dataBytes };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * -n into a fixed VHD whose data lies wholly before its footer (the caller checked): in place as a
+ * raw file (writeFlat over the sources' sectors), the footer never written, one sync.
+ */
+async function intoFixedVpc(src: ConvertSource, dest: string, withBacking: boolean, ctl: IntoControl): Promise<IntoResult> {
+  const fh = await openInPlace(dest);
+  try {
+    const dataBytes = await writeFlat(src, fh, sectorsBytes(src.virtualSize), 0, false, withBacking, ctl);
+    await fh.sync();
+    return { virtualSize: src.virtualSize, dataBytes };
   } finally {
     await fh.close();
   }
