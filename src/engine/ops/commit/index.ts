@@ -48,7 +48,7 @@ export interface CommitResult {
 /** How much guest space is looked at (block status, then reads) per step. */
 const WINDOW = 64 * 1024 * 1024;
 /** The largest guest read. */
-const READ = 4 * 1024 * 1024;
+const READ = 1024 * 1024;
 
 function realpath(p: string): string | undefined {
   try { return fs.realpathSync(p); } catch { return undefined; }

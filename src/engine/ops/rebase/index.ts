@@ -52,7 +52,8 @@ export interface RebaseResult {
 }
 
 const WINDOW = 64 * 1024 * 1024;
-const PIECE = 2 * 1024 * 1024;
+/** Compared this much at a time (at least a cluster; the pieces after a range's first end on cluster boundaries). */
+const PIECE = 1024 * 1024;
 
 /** `[start, len)` of `layer`'s guest view, zeros past its end (or everywhere without a layer). */
 async function viewOf(layer: BlockLayer | null, start: number, len: number): Promise<Buffer> {
@@ -153,7 +154,14 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
           };
           // the pieces compared, the next one read while this one is compared and written (reads of the backing files only)
           const pieces: Array<[number, number]> = [];
-          for (const [s, e] of todo) for (let at = s; at < e; at += PIECE) pieces.push([at, Math.min(PIECE, e - at)]);
+          // (a piece ends on a cluster boundary, so each cluster lies in one piece and can be written from it)
+          for (const [s, e] of todo) {
+            for (let at = s; at < e;) {
+              const end = Math.min(e, Math.ceil((at + Math.max(PIECE, cs)) / cs) * cs);
+              pieces.push([at, end - at]);
+              at = end;
+            }
+          }
           const views = ([at, n]: [number, number]) => Promise.all([viewOf(oldBacking, at, n), viewOf(newBacking, at, n)]);
           let next = pieces.length ? views(pieces[0]) : null;
           for (let p = 0; p < pieces.length; p++) {
@@ -170,9 +178,10 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
                 // the cluster's guest bytes (the last cluster of a disk not a whole number of clusters ends at its size)
                 const ce = Math.min(c + cs, size);
                 if (c >= at && ce <= at + n && within(c, ce)) {
-                  // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a copy: the piece is not kept; zeros past the disk's end)
-                  const data = Buffer.alloc(cs);
-                  a.copy(data, 0, c - at, ce - at);
+                  // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a view of it: the
+                  // writer issues it at once, joined with the clusters beside it; a copy padded with zeros past the disk's end)
+                  let data = a.subarray(c - at, c - at + cs);
+                  if (ce < c + cs) { data = Buffer.alloc(cs); a.copy(data, 0, c - at, ce - at); }
                   await w.writeCluster(c, isZero(data) ? null : data);
                   written += cs;
                 } else if (clusters[clusters.length - 1] !== c) clusters.push(c);
