@@ -55,9 +55,15 @@ const WINDOW = 64 * 1024 * 1024;
 /** Compared this much at a time (at least a cluster; the pieces after a range's first end on cluster boundaries). */
 const PIECE = 1024 * 1024;
 
+/** Zeros shared by every view without a layer (only ever read: compared, or found zero and written as zeros). */
+let zeros = Buffer.alloc(0);
+
 /** `[start, len)` of `layer`'s guest view, zeros past its end (or everywhere without a layer). */
 async function viewOf(layer: BlockLayer | null, start: number, len: number): Promise<Buffer> {
-  if (!layer) return Buffer.alloc(len);
+  if (!layer) {
+    if (zeros.length < len) zeros = Buffer.alloc(len);
+    return zeros.subarray(0, len);
+  }
   const end = Math.min(start + len, layer.virtualSize);
   if (end === start + len) return layer.readGuest(start, len); // no copy when the layer covers it all
   const out = Buffer.alloc(len);
