@@ -11,8 +11,9 @@
  *
  * Durability, like for like: qemu-img with -t writeback writes through the page cache and flushes
  * (fdatasync) when it closes the image (commit: also after emptying the top); ours syncs between
- * the phases of each in-place batch (data, refcounts, L2, L1: clusterWrite.ts, a batch = 512
- * clusters or 32 MiB) — more fsyncs, each one the crash-order guarantee qemu-img does not give —
+ * the phases of each in-place batch (data, refcounts, L2, L1: clusterWrite.ts, a batch = 4096
+ * clusters or 256 MiB of data written, the data writes overlapping the reads of the source) — more
+ * fsyncs, each one the crash-order guarantee qemu-img does not give —
  * and convert syncs its temporary output once before the rename. Every run starts from fresh
  * copies of the chain (the copy is not timed). One run each (the images are large); wall time is
  * noisy on a shared machine, CPU time and peak memory are the steadier columns.

@@ -7,7 +7,7 @@
  * source's zero ranges must clear it and a larger target keeps its tail. Ours and qemu-img's twin
  * compare equal, qcow2 results check clean. Then qemu-img's errors (missing target, too small,
  * not of the -O format) with its exit code, a target QEMU holds, and SIGKILL at every write of
- * -n into qcow2.
+ * -n into qcow2 and into a fixed VHD (written in place, its footer untouched).
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -253,4 +253,35 @@ test('-n into qcow2 in place under SIGKILL at every write: check finds at most l
   }
   if (process.env.CRASH_DEBUG) console.error(`convert -n crash points: ${k}`);
   assert.ok(k > 8 && k < 2000, `${k} writes`);
+});
+
+test('-n into a fixed VHD in place under SIGKILL at every write: the footer never touched, each sector old or new', () => {
+  const src = chainSource();
+  const oldCopy = path.join(dir, 'crash-old.vhd'), target = path.join(dir, 'crash-target.vhd');
+  filled('vpc', oldCopy, '8M', ['-o', 'subformat=fixed']);
+  const oldGuest = guest(oldCopy, 'vpc');
+  const oldFile = fs.readFileSync(oldCopy);
+  const footer = oldFile.subarray(oldFile.length - 512);
+  const newGuest = Buffer.concat([guest(src, 'qcow2'), oldGuest.subarray(6 * 1024 * 1024)]);
+  let k = 0;
+  for (; k < 500; k++) {
+    fs.copyFileSync(oldCopy, target);
+    const completed = run(k, ['-n', '-O', 'vpc', src, target]);
+    const file = fs.readFileSync(target);
+    assert.equal(file.length, oldFile.length, `k=${k}: the file keeps its length (written in place)`);
+    assert.ok(file.subarray(file.length - 512).equals(footer), `k=${k}: the footer is unchanged`);
+    // (a fixed VHD has no signature at offset 0: qemu-img opens it as vpc only when told)
+    const info = JSON.parse(qemuImg('info', '-f', 'vpc', '--output=json', target)) as { 'virtual-size': number };
+    assert.equal(info['virtual-size'], oldGuest.length, `k=${k}: the footer's size`);
+    const now = guest(target, 'vpc');
+    for (let at = 0; at < now.length; at += 512) {
+      const s = now.subarray(at, at + 512);
+      assert.ok(s.equals(oldGuest.subarray(at, at + 512)) || s.equals(newGuest.subarray(at, at + 512)), `k=${k}: sector at ${at} is neither the old nor the new`);
+    }
+    if (completed) {
+      assert.ok(now.equals(newGuest), 'the completed run holds the new content');
+      break;
+    }
+  }
+  assert.ok(k >= 2 && k < 500, `${k} writes`);
 });

@@ -12,7 +12,6 @@
  *             slot pointing at garbage.
  * The caller writes them in this order with an fsync between the two.
  */
-import * as crypto from 'node:crypto';
 import { Qcow2Error } from '../errors';
 import { LuksArea, luksError } from './luksArea';
 import { sealKeySlot } from './luksCreate';
@@ -174,9 +173,10 @@ export async function eraseKeySlots(area: LuksArea, h: LuksHeader, o: Omit<LuksA
   writes.push({ offsetInArea: 0, bytes: encodeLuksHeader(header), what: 'header' });
   for (const k of toErase) {
     // As QEMU (qcrypto_block_luks_erase_key): after the header, the whole key material area
-    // (key bytes × stripes) overwritten LUKS_ERASE_PASSES times, new random bytes every pass.
+    // (key bytes × stripes) overwritten LUKS_ERASE_PASSES times, new random bytes every pass (the
+    // writer fills the buffer before each pass, so it starts empty).
     const r = keyMaterialRange(h, h.slots[k]);
-    writes.push({ offsetInArea: r.offset, bytes: crypto.randomBytes(r.length), what: `key_slot[${k}] key material`, randomPasses: LUKS_ERASE_PASSES });
+    writes.push({ offsetInArea: r.offset, bytes: Buffer.alloc(r.length), what: `key_slot[${k}] key material`, randomPasses: LUKS_ERASE_PASSES });
   }
   return { header, writes, slots: toErase };
 }

@@ -6,7 +6,9 @@
  * leaves an image `qemu-img check` finds at most leaking, each cluster holding its old or its new
  * content):
  *  1. data: into new clusters (free when the operation started, so nothing reads them yet), or
- *     over a data cluster only this L1 reaches (refcount 1), as QEMU writes in place
+ *     over a data cluster only this L1 reaches (refcount 1), as QEMU writes in place. Issued as
+ *     the clusters are queued (host-contiguous clusters joined, a few writes in flight while the
+ *     caller reads on), not held until the batch ends; all of them completed and synced before 2
  *  2. refcounts: +1 for the new data clusters and L2 tables (RefcountWriter.flush: blocks before
  *     the table entries that point at them)
  *  3. L2 tables: new tables whole (a shared one copied first), changed entries pointing at the new
@@ -31,13 +33,19 @@ import { RefcountWriter, writeAt } from '../refcountWrite';
 import { assertNotLocked, assertWritable } from '../writable';
 
 /**
- * A batch ends at this many clusters queued or this much data held (each batch costs three or
- * four fsyncs, so larger batches are faster; the data held is the memory bound).
+ * A batch ends at this many clusters queued, this much data written or this much of L2 tables
+ * held (each batch costs three or four fsyncs, so larger batches are faster). The data is not
+ * held: the memory bound is the tables plus MAX_INFLIGHT + 1 joined writes.
  */
 const MAX_PENDING = 4096;
-const MAX_BATCH_DATA = 64 * 1024 * 1024;
+const MAX_BATCH_DATA = 256 * 1024 * 1024;
+const MAX_TABLE_BYTES = 32 * 1024 * 1024;
 /** The most bytes of host-contiguous data clusters joined into one write. */
 const MAX_DATA_WRITE = 8 * 1024 * 1024;
+/** Host-contiguous clusters in separate buffers are copied into one write up to this size (larger ones are written as they are). */
+const MAX_COPY_JOIN = 1024 * 1024;
+/** Data writes in flight at once (on libuv's threads, beside the caller's reads). */
+const MAX_INFLIGHT = 4;
 
 interface TableState {
   /** Where the table lives after this batch (a new cluster for new and copied tables). */
@@ -52,7 +60,13 @@ export class Qcow2ClusterWriter {
   readonly cs: number;
   private readonly perL2: number;
   private tables = new Map<number, TableState>();
-  private data: [number, Buffer][] = [];
+  /** Host-contiguous data being joined into one write: [host, end), its pieces. */
+  private run: { host: number; end: number; parts: Buffer[] } | null = null;
+  /** Data writes issued and not yet completed, with the host range each covers. */
+  private inflight = new Map<Promise<void>, [number, number]>();
+  private failure: Error | null = null;
+  /** Data bytes written in this batch (phase 1). */
+  private batchData = 0;
   private frees: [number, number, string][] = [];
   private pending = 0;
   /** The host cluster compressed clusters are being packed into, and how many of its bytes are used. */
@@ -150,13 +164,13 @@ export class Qcow2ClusterWriter {
         target = this.rc.allocate(1, `${path} → data`);
         this.dropOld(hi, lo, path);
       }
-      this.data.push([target, bytes]);
+      await this.queueData(target, bytes);
       putOffset(t.buf, pos, target, L.OFLAG_COPIED_HI);
       if (g.extendedL2) { t.buf.writeUInt32BE(0, pos + 8); t.buf.writeUInt32BE(0xffffffff, pos + 12); } // all subclusters allocated
       t.dirty = true;
     }
     this.written++;
-    if (++this.pending >= MAX_PENDING || this.data.length * cs >= MAX_BATCH_DATA) await this.flush();
+    if (++this.pending >= MAX_PENDING || this.batchData >= MAX_BATCH_DATA || this.tables.size * cs >= MAX_TABLE_BYTES) await this.flush();
   }
 
   /**
@@ -180,7 +194,7 @@ export class Qcow2ClusterWriter {
     }
     let p = this.packing;
     if (!p || cs - p.used < compressed.length) {
-      if (p) this.data.push([p.host, p.buf]);
+      if (p) await this.queueData(p.host, p.buf);
       p = this.packing = { host: this.rc.allocate(1, 'compressed data'), buf: Buffer.alloc(cs), used: 0 };
     } else {
       this.rc.add(p.host / cs, 1, 'compressed data');
@@ -192,26 +206,56 @@ export class Qcow2ClusterWriter {
     if (g.extendedL2) putEntry(t.buf, pos + 8, 0, 0);
     t.dirty = true;
     this.written++;
-    if (++this.pending >= MAX_PENDING || this.data.length * cs >= MAX_BATCH_DATA) await this.flush();
+    if (++this.pending >= MAX_PENDING || this.batchData >= MAX_BATCH_DATA || this.tables.size * cs >= MAX_TABLE_BYTES) await this.flush();
+  }
+
+  /** Phase 1 for one cluster's bytes at `host`: joined to the run being built when it follows it, else the run is issued and a new one begun. */
+  private async queueData(host: number, bytes: Buffer): Promise<void> {
+    const r = this.run;
+    const last = r?.parts[r.parts.length - 1];
+    // the caller's clusters are often views of one buffer, one after the other: joined as a wider view, no copy
+    const view = last !== undefined && last.buffer === bytes.buffer && last.byteOffset + last.length === bytes.byteOffset;
+    if (r && last && r.end === host && r.end - r.host + bytes.length <= (view ? MAX_DATA_WRITE : MAX_COPY_JOIN)) {
+      if (view) r.parts[r.parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + bytes.length);
+      else r.parts.push(bytes); // small pieces: copied into one write when it is issued
+      r.end += bytes.length;
+    } else {
+      await this.issueRun();
+      this.run = { host, end: host + bytes.length, parts: [bytes] };
+    }
+    this.batchData += bytes.length;
+  }
+
+  /** Issues the run being built as one write (after any write in flight over the same bytes, so the later content lands last). */
+  private async issueRun(): Promise<void> {
+    const r = this.run;
+    if (!r) return;
+    this.run = null;
+    for (const [p, [s, e]] of [...this.inflight]) if (s < r.end && r.host < e) await p;
+    while (this.inflight.size >= MAX_INFLIGHT) await Promise.race(this.inflight.keys());
+    if (this.failure) throw this.failure;
+    const bytes = r.parts.length === 1 ? r.parts[0] : Buffer.concat(r.parts);
+    const p: Promise<void> = writeAt(this.img.file, r.host, bytes, `data cluster at ${hex(r.host)}`)
+      .catch((e: unknown) => { this.failure ??= e instanceof Error ? e : new Error(String(e)); })
+      .finally(() => { this.inflight.delete(p); });
+    this.inflight.set(p, [r.host, r.end]);
+  }
+
+  /** Phase 1 complete: the last run issued, every data write completed (the first failure thrown). */
+  private async drainData(): Promise<void> {
+    await this.issueRun();
+    while (this.inflight.size) await Promise.all([...this.inflight.keys()]);
+    if (this.failure) throw this.failure;
   }
 
   /** Writes everything queued, in the order at the top of this file. */
   async flush(): Promise<void> {
     if (this.pending === 0 && this.frees.length === 0) return;
     const file = this.img.file;
-    if (this.packing) { this.data.push([this.packing.host, this.packing.buf]); this.packing = null; }
-    // 1. data
-    this.data.sort((a, b) => a[0] - b[0]);
-    // host-contiguous clusters in one write (a cluster queued twice keeps its last content)
-    for (let k = 0; k < this.data.length;) {
-      let j = k + 1, end = this.data[k][0] + this.cs;
-      while (j < this.data.length && this.data[j][0] === end && (j - k) * this.cs < MAX_DATA_WRITE) { end += this.cs; j++; }
-      const host = this.data[k][0];
-      const bytes = j - k === 1 ? this.data[k][1] : Buffer.concat(this.data.slice(k, j).map(d => d[1]));
-      await writeAt(file, host, bytes, `data cluster at ${hex(host)}`);
-      k = j;
-    }
-    if (this.data.length) await file.sync();
+    if (this.packing) { await this.queueData(this.packing.host, this.packing.buf); this.packing = null; }
+    // 1. data (issued as it was queued): completed, then synced
+    await this.drainData();
+    if (this.batchData) await file.sync();
     // 2. refcounts of what is new
     await this.rc.flush();
     // 3. L2 tables
@@ -242,12 +286,15 @@ export class Qcow2ClusterWriter {
     for (const [off, len, what] of this.frees) this.rc.free(off, len, what);
     await this.rc.flush();
     this.tables.clear();
-    this.data = [];
+    this.batchData = 0;
     this.frees = [];
     this.pending = 0;
   }
 
   async close(): Promise<void> {
+    // after a failure: the writes still in flight end (their result no longer matters) before the file closes
+    this.run = null;
+    await Promise.allSettled([...this.inflight.keys()]);
     await this.img.close();
   }
 }

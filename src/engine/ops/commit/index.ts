@@ -48,7 +48,7 @@ export interface CommitResult {
 /** How much guest space is looked at (block status, then reads) per step. */
 const WINDOW = 64 * 1024 * 1024;
 /** The largest guest read. */
-const READ = 4 * 1024 * 1024;
+const READ = 1024 * 1024;
 
 function realpath(p: string): string | undefined {
   try { return fs.realpathSync(p); } catch { return undefined; }
@@ -88,25 +88,50 @@ export async function rangesAllocatedAbove(top: BlockLayer, base: BlockLayer | n
 /**
  * The new content of whole clusters `clusters` (ascending, cluster-aligned) of a layer being
  * written: `view` (what the guest sees above it) up to `viewEnd`, `own` (the layer itself, through
- * its backing) past it. Runs of adjacent clusters are read together, up to READ bytes.
+ * its backing) past it. Runs of adjacent clusters are read together, up to READ bytes, the next run
+ * read while the clusters of this one are visited (written): each read ends before the clusters
+ * it covers are visited, and a visit writes only clusters of runs already read.
  */
 export async function forEachClusterContent(
   view: BlockLayer, viewEnd: number, own: BlockLayer, clusters: readonly number[], cs: number,
   visit: (at: number, data: Buffer) => Promise<void>,
 ): Promise<void> {
+  const runs: Array<[number, number]> = [];
   for (let k = 0; k < clusters.length;) {
     let j = k + 1;
     while (j < clusters.length && clusters[j] === clusters[j - 1] + cs && (j - k) * cs < READ) j++;
-    const start = clusters[k], end = clusters[j - 1] + cs;
-    const v = Math.min(end, viewEnd);
-    // the whole run from the view: its buffer as it is (no copy)
-    const run = v === end ? await view.readGuest(start, end - start) : Buffer.alloc(end - start);
-    if (v > start && v < end) (await view.readGuest(start, v - start)).copy(run, 0);
-    const o = Math.min(end, own.virtualSize);
-    if (o > v && v >= start) (await own.readGuest(v, o - v)).copy(run, v - start);
-    for (let i = k; i < j; i++) await visit(clusters[i], run.subarray(clusters[i] - start, clusters[i] - start + cs));
+    runs.push([k, j]);
     k = j;
   }
+  const read = async ([k, j]: [number, number]): Promise<Buffer> => {
+    const start = clusters[k], end = clusters[j - 1] + cs;
+    const v = Math.max(start, Math.min(end, viewEnd));
+    // the whole run from the view: its buffer as it is (no copy)
+    if (v === end) return view.readGuest(start, end - start);
+    const run = Buffer.alloc(end - start);
+    if (v > start) (await view.readGuest(start, v - start)).copy(run, 0);
+    const o = Math.min(end, own.virtualSize);
+    if (o > v) (await own.readGuest(v, o - v)).copy(run, v - start);
+    return run;
+  };
+  let next: Promise<Buffer> | null = runs.length ? read(runs[0]) : null;
+  for (let r = 0; r < runs.length; r++) {
+    const run = await next!;
+    next = r + 1 < runs.length ? read(runs[r + 1]) : null;
+    next?.catch(() => undefined); // a failure is thrown where it is awaited, not as an unhandled rejection
+    const [k, j] = runs[r], start = clusters[k];
+    for (let i = k; i < j; i++) await visit(clusters[i], run.subarray(clusters[i] - start, clusters[i] - start + cs));
+  }
+}
+
+/** Writes clusters `clusters` of `w`'s image with their content from forEachClusterContent (all-zero ones as zeros); the bytes written. */
+export async function writeClusterContents(w: Qcow2ClusterWriter, view: BlockLayer, viewEnd: number, own: BlockLayer, clusters: readonly number[]): Promise<number> {
+  let written = 0;
+  await forEachClusterContent(view, viewEnd, own, clusters, w.cs, async (c, data) => {
+    await w.writeCluster(c, isZero(data) ? null : data);
+    written += w.cs;
+  });
+  return written;
 }
 
 export async function commitImage(path: string, opts: CommitOptions = {}): Promise<CommitResult> {
@@ -146,10 +171,7 @@ export async function commitImage(path: string, opts: CommitOptions = {}): Promi
           for (const [s, e] of ranges) {
             for (let c = Math.floor(s / cs) * cs; c < e; c += cs) if (clusters[clusters.length - 1] !== c) clusters.push(c);
           }
-          await forEachClusterContent(top, topSize, base, clusters, cs, async (c, data) => {
-            await w.writeCluster(c, isZero(data) ? null : data);
-            written += cs;
-          });
+          written += await writeClusterContents(w, top, topSize, base, clusters);
           opts.onProgress?.(to, topSize);
         }
         await w.flush();

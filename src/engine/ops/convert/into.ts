@@ -32,7 +32,9 @@
  *    write-zeroes with unmap makes them.
  *  raw: in place, front to back, the data and the zeros the target does not already hold, then one
  *    sync (a raw file has no metadata to order): each sector is old or new after a crash.
- *  vpc, vmdk: (a streamOptimized target is refused where it holds grains in the range written, as
+ *  vpc fixed (its data wholly before its footer): in place as raw, over the sources' sectors; the
+ *    footer is never written, so after a crash the file is the same VHD with each sector old or new.
+ *  vpc dynamic, vmdk: (a streamOptimized target is refused where it holds grains in the range written, as
  *    QEMU refuses to write over them) the target is read (its subformat, size, UUID / CID and the guest bytes past the
  *    sources' end) and written again whole into a temporary file beside it, with the sources' bytes
  *    over [0, source size): synced, renamed over the target, folder synced. A crash leaves the old
@@ -48,7 +50,7 @@ import { VmdkImage, VpcImage, writeVmdk, writeVpc } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { type ImageSource, type SourceRun, layerSource } from '../../formats/layer';
 import { Qcow2Image } from '../../image/image';
-import { usesCurrentSize } from '../../formats/vpc/layout';
+import { FOOTER_SIZE, usesCurrentSize } from '../../formats/vpc/layout';
 import * as L from '../../qcow2/layout';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
 import { CompressPool } from '../compact/pool';
@@ -121,20 +123,25 @@ export interface IntoQcow2Job {
 type Cover = 'data' | 'zero' | 'keep';
 interface CoverRun { start: number; length: number; cover: Cover }
 
-async function coverRuns(src: ConvertSource, source: ImageSource, start: number, end: number, withBacking: boolean): Promise<CoverRun[]> {
-  const size = source.virtualSize;
+/**
+ * -B: [start, end) of the sources' padded view by their top layers alone — their data and zeros,
+ * 'keep' where they leave the range to their backing files (the target's own bytes stay there);
+ * the padded last sector past the sources' end reads zero (qemu-img reads whole sectors).
+ */
+async function topRuns(src: ConvertSource, start: number, end: number): Promise<CoverRun[]> {
   const out: CoverRun[] = [];
-  const e = Math.min(end, size);
-  if (e > start) {
-    if (withBacking) {
-      // a padded last sector is zero in the top layer (it reads as zero there)
-      const top = Math.min(e, src.virtualSize);
-      if (top > start) for (const r of await src.topStatus(start, top)) out.push({ start: r.start, length: r.length, cover: r.kind === 'backing' ? 'keep' : r.kind });
-      if (e > top) out.push({ start: Math.max(start, top), length: e - Math.max(start, top), cover: 'zero' });
-    } else {
-      for (const r of await source.status(start, e)) out.push({ start: r.start, length: r.length, cover: r.zero ? 'zero' : 'data' });
-    }
-  }
+  const top = Math.min(end, src.virtualSize);
+  if (top > start) for (const r of await src.topStatus(start, top)) out.push({ start: r.start, length: r.length, cover: r.kind === 'backing' ? 'keep' : r.kind });
+  const tail = Math.max(start, top);
+  if (end > tail) out.push({ start: tail, length: end - tail, cover: 'zero' });
+  return out;
+}
+
+async function coverRuns(src: ConvertSource, source: ImageSource, start: number, end: number, withBacking: boolean): Promise<CoverRun[]> {
+  const e = Math.min(end, source.virtualSize);
+  const out: CoverRun[] = e <= start ? []
+    : withBacking ? await topRuns(src, start, e)
+      : (await source.status(start, e)).map(r => ({ start: r.start, length: r.length, cover: r.zero ? 'zero' : 'data' }));
   if (end > e) out.push({ start: e, length: end - e, cover: 'keep' }); // past the sources: the target's tail
   return out;
 }
@@ -260,30 +267,28 @@ export async function intoQcow2(src: ConvertSource, dest: string, job: IntoQcow2
  * they leave the range to their backing files (qemu-img writes nothing there).
  */
 function topOver(src: ConvertSource, target: ImageSource): ImageSource {
-  const s = src.virtualSize;
-  const pieces = async (off: number, len: number) => {
-    const out: Array<{ start: number; length: number; mine: boolean }> = [];
-    const e = Math.min(off + len, s);
-    if (e > off) for (const r of await src.topStatus(off, e)) out.push({ start: r.start, length: r.length, mine: r.kind === 'backing' });
-    if (off + len > e) out.push({ start: Math.max(off, e), length: off + len - Math.max(off, e), mine: true }); // the padded last sector
+  const source = padded(src);
+  /** The target's bytes of [start, start + length), zeros past its end. */
+  const mine = async (start: number, length: number): Promise<Buffer> => {
+    const n = Math.min(length, target.virtualSize - start);
+    if (n === length) return target.readGuest(start, length);
+    const out = Buffer.alloc(length);
+    if (n > 0) (await target.readGuest(start, n)).copy(out);
     return out;
   };
   return {
-    virtualSize: sectorsBytes(s),
+    virtualSize: source.virtualSize,
     async readGuest(off, len) {
-      const ps = await pieces(off, len);
-      if (ps.length === 1 && !ps[0].mine) return src.readGuest(off, len);
+      const ps = await topRuns(src, off, off + len);
+      if (ps.length === 1 && ps[0].cover !== 'keep') return source.readGuest(off, len);
       const out = Buffer.alloc(len);
-      for (const p of ps) {
-        const from = p.mine ? (p.start < target.virtualSize ? await target.readGuest(p.start, Math.min(p.length, target.virtualSize - p.start)) : Buffer.alloc(0)) : await src.readGuest(p.start, p.length);
-        from.copy(out, p.start - off);
-      }
+      for (const p of ps) (p.cover === 'keep' ? await mine(p.start, p.length) : await source.readGuest(p.start, p.length)).copy(out, p.start - off);
       return out;
     },
     async status(start, end) {
       const runs: SourceRun[] = [];
-      for (const p of await pieces(start, end - start)) {
-        if (!p.mine) { runs.push(...await src.status(p.start, p.start + p.length)); continue; }
+      for (const p of await topRuns(src, start, end)) {
+        if (p.cover !== 'keep') { runs.push(...await source.status(p.start, p.start + p.length)); continue; }
         const e = Math.min(p.start + p.length, target.virtualSize);
         if (e > p.start) runs.push(...await target.status(p.start, e));
         if (p.start + p.length > Math.max(e, p.start)) runs.push({ start: Math.max(e, p.start), length: p.start + p.length - Math.max(e, p.start), zero: true });
@@ -343,15 +348,20 @@ export async function intoForeign(
     try { t = await VpcImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
     try {
       if (sectorsBytes(t.virtualSize) < sourcesSize) throw tooSmall(dest);
-      const forceSize = usesCurrentSize(t.footer.creatorApp);
-      await viaTemp(async sink => {
-        const r = await writeVpc(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
-        if (r.size !== t.virtualSize) throw new Qcow2Error(dest, 'VHD footer', undefined, `the rewritten image would be ${r.size} bytes, not the target's ${t.virtualSize}`, 'unsupported');
-      });
-      return { virtualSize: src.virtualSize, dataBytes: count.n };
+      // a fixed VHD whose data lies wholly before its footer: written in place as raw (below, once closed here)
+      const inPlace = t.subformat === 'fixed' && t.virtualSize <= Math.ceil((await fs.promises.stat(dest)).size / 512) * 512 - FOOTER_SIZE;
+      if (!inPlace) {
+        const forceSize = usesCurrentSize(t.footer.creatorApp);
+        await viaTemp(async sink => {
+          const r = await writeVpc(over(counted(layerSource(t)), layerSource(t)), sink, { ...ctl, subformat: t.subformat, forceSize, uuid: Buffer.from(t.footer.uuid), name: dest });
+          if (r.size !== t.virtualSize) throw new Qcow2Error(dest, 'VHD footer', undefined, `the rewritten image would be ${r.size} bytes, not the target's ${t.virtualSize}`, 'unsupported');
+        });
+        return { virtualSize: src.virtualSize, dataBytes: count.n };
+      }
     } finally {
       await t.close();
     }
+    return intoFixedVpc(src, dest, withBacking, ctl);
   }
   let t: VmdkImage;
   try { t = await VmdkImage.open(dest); } catch (e) { throw couldNotOpen(dest, e instanceof Qcow2Error ? e.detail : String(e), 'not-qcow2'); }
@@ -376,61 +386,90 @@ export async function intoForeign(
   }
 }
 
+function openInPlace(dest: string): Promise<fs.promises.FileHandle> {
+  return fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
+    throw couldNotOpen(dest, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
+  });
+}
+
 /**
- * -n into an existing raw file: in place, front to back. Data is written; where the source reads
- * zero the target is read and only its non-zero pieces overwritten with zeros (QEMU punches holes
- * there, which Node cannot), unless --target-is-zero says there is nothing to clear. One sync.
+ * The guest bytes [0, end) of a file laid out flat (a raw file, a fixed VHD's data before its
+ * footer), in place, front to back: data is written; where the source reads zero the target is
+ * read and only its non-zero pieces overwritten with zeros (QEMU punches holes there, which Node
+ * cannot), unless --target-is-zero says there is nothing to clear. `end` past the sources' size:
+ * the padded last sector, zeros. The caller syncs. Returns the data bytes read from the sources.
  */
+async function writeFlat(src: ConvertSource, fh: fs.promises.FileHandle, end: number, minSparse: number, targetIsZero: boolean, withBacking: boolean, ctl: IntoControl): Promise<number> {
+  const dest = ctl.name;
+  const source = end > src.virtualSize ? padded(src) : src;
+  let dataBytes = 0;
+  const put = async (off: number, b: Buffer) => {
+    throwIfCancelled(ctl.signal, dest, 'convert');
+    beforeWrite();
+    let done = 0;
+    while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
+  };
+  const granule = minSparse || 512;
+  for (let spanStart = 0; spanStart < end; spanStart += SPAN) {
+    const spanEnd = Math.min(end, spanStart + SPAN);
+    // -B: what the sources' top layers leave to their backing files is not written
+    const runs: SourceRun[] = withBacking
+      ? (await topRuns(src, spanStart, spanEnd)).filter(r => r.cover !== 'keep').map(r => ({ start: r.start, length: r.length, zero: r.cover === 'zero' }))
+      : await source.status(spanStart, spanEnd);
+    for (const r of runs) {
+      for (let at = r.start; at < r.start + r.length; at += WINDOW) {
+        const len = Math.min(WINDOW, r.start + r.length - at);
+        const data = r.zero ? Buffer.alloc(len) : await source.readGuest(at, len);
+        if (!r.zero) dataBytes += len;
+        if (r.zero && targetIsZero) continue;
+        // what is there already: equal pieces need no write (and the target stays sparse there)
+        const old = Buffer.alloc(len);
+        if (!targetIsZero) await fh.read(old, 0, len, at);
+        const same = (p: number) => {
+          const q = Math.min(len, p + granule);
+          return targetIsZero ? minSparse !== 0 && isZero(data.subarray(p, q)) : data.subarray(p, q).equals(old.subarray(p, q));
+        };
+        for (let p = 0; p < len; p += granule) {
+          if (same(p)) continue;
+          let e = Math.min(len, p + granule);
+          while (e < len && !same(e)) e = Math.min(len, e + granule);
+          await put(at + p, data.subarray(p, e));
+          p = e - granule;
+        }
+        ctl.onProgress?.(at + len, end);
+      }
+    }
+  }
+  return dataBytes;
+}
+
+/** -n into an existing raw file: in place (writeFlat over the sources' size), one sync. */
 export async function intoRaw(src: ConvertSource, dest: string, minSparse: number, targetIsZero: boolean, withBacking: boolean, ctl: IntoControl): Promise<IntoResult> {
   assertExists(dest);
   assertNotLocked(dest);
-  const fh = await fs.promises.open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
-    throw couldNotOpen(dest, `Could not open '${dest}': ${e.code === 'ENOENT' ? 'No such file or directory' : e.code ?? e.message}`, e.code === 'ENOENT' ? 'not-found' : 'io');
-  });
-  let dataBytes = 0;
+  const fh = await openInPlace(dest);
   try {
     const size = src.virtualSize;
     const have = (await fh.stat()).size;
     if (sectorsBytes(have) < sectorsBytes(size)) throw tooSmall(dest);
-    const put = async (off: number, b: Buffer) => {
-      throwIfCancelled(ctl.signal, dest, 'convert');
-      beforeWrite();
-      let done = 0;
-      while (done < b.length) done += (await fh.write(b, done, b.length - done, off + done)).bytesWritten;
-    };
-    const granule = minSparse || 512;
-    for (let spanStart = 0; spanStart < size; spanStart += SPAN) {
-      const spanEnd = Math.min(size, spanStart + SPAN);
-      // -B: what the sources' top layers leave to their backing files is not written
-      const runs: SourceRun[] = withBacking
-        ? (await src.topStatus(spanStart, spanEnd)).filter(r => r.kind !== 'backing').map(r => ({ start: r.start, length: r.length, zero: r.kind === 'zero' }))
-        : await src.status(spanStart, spanEnd);
-      for (const r of runs) {
-        for (let at = r.start; at < r.start + r.length; at += WINDOW) {
-          const len = Math.min(WINDOW, r.start + r.length - at);
-          const data = r.zero ? Buffer.alloc(len) : await src.readGuest(at, len);
-          if (!r.zero) dataBytes += len;
-          if (r.zero && targetIsZero) continue;
-          // what is there already: equal pieces need no write (and the target stays sparse there)
-          const old = Buffer.alloc(len);
-          if (!targetIsZero) await fh.read(old, 0, len, at);
-          const same = (p: number) => {
-            const q = Math.min(len, p + granule);
-            return targetIsZero ? minSparse !== 0 && isZero(data.subarray(p, q)) : data.subarray(p, q).equals(old.subarray(p, q));
-          };
-          for (let p = 0; p < len; p += granule) {
-            if (same(p)) continue;
-            let e = Math.min(len, p + granule);
-            while (e < len && !same(e)) e = Math.min(len, e + granule);
-            await put(at + p, data.subarray(p, e));
-            p = e - granule;
-          }
-          ctl.onProgress?.(at + len, size);
-        }
-      }
-    }
+    const dataBytes = await writeFlat(src, fh, size, minSparse, targetIsZero, withBacking, ctl);
     await fh.sync();
     return { virtualSize: size, dataBytes };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * -n into a fixed VHD whose data lies wholly before its footer (the caller checked): in place as a
+ * raw file (writeFlat over the sources' sectors), the footer never written, one sync.
+ */
+async function intoFixedVpc(src: ConvertSource, dest: string, withBacking: boolean, ctl: IntoControl): Promise<IntoResult> {
+  const fh = await openInPlace(dest);
+  try {
+    const dataBytes = await writeFlat(src, fh, sectorsBytes(src.virtualSize), 0, false, withBacking, ctl);
+    await fh.sync();
+    return { virtualSize: src.virtualSize, dataBytes };
   } finally {
     await fh.close();
   }

@@ -14,6 +14,7 @@
  */
 import * as fs from 'node:fs';
 import { Qcow2Error } from '../../errors';
+import { readFullSync } from '../../io/readDisk';
 import type { FileDisk } from '../create/disk';
 import type { Disk } from '../create/refalloc';
 import { beforeWrite } from '../writable';
@@ -82,14 +83,7 @@ export class PipelinedDisk implements Disk {
     // read here, bounded by the length the asynchronous writes made (the FileDisk knows only its own)
     const end = this.length();
     if (off + len > end) throw new Qcow2Error(this.path, what, off, `${len} bytes would end past the end of the file (0x${end.toString(16)})`);
-    const b = Buffer.alloc(len);
-    let done = 0;
-    while (done < len) {
-      const n = fs.readSync(this.fd, b, done, len - done, off + done);
-      if (n === 0) break;
-      done += n;
-    }
-    return b;
+    return readFullSync(this.fd, len, off);
   }
 
   async sync(): Promise<void> {

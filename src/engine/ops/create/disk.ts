@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Qcow2Error } from '../../errors';
+import { readFullSync } from '../../io/readDisk';
 import { beforeWrite } from '../writable';
 import type { Disk } from './refalloc';
 
@@ -53,15 +54,8 @@ export class FileDisk implements Disk {
   }
 
   async read(off: number, len: number, what: string): Promise<Buffer> {
-    const b = Buffer.alloc(len);
     if (off + len > this.len) throw new Qcow2Error(this.path, what, off, `${len} bytes would end past the end of the file (0x${this.len.toString(16)})`);
-    let done = 0;
-    while (done < len) {
-      const n = fs.readSync(this.fd, b, done, len - done, off + done);
-      if (n === 0) break;
-      done += n;
-    }
-    return b;
+    return readFullSync(this.fd, len, off);
   }
 
   async sync(): Promise<void> {

@@ -25,7 +25,7 @@ import type { BlockLayer } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { resolveBackingPath } from '../../image/backing';
 import { Qcow2Image } from '../../image/image';
-import { findInChain, forEachClusterContent, rangesAllocatedAbove } from '../commit';
+import { findInChain, rangesAllocatedAbove, writeClusterContents } from '../commit';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
 import { IMAGE_FORMATS, openImageLayer } from '../compare/open';
 import { assertNotLocked } from '../writable';
@@ -52,11 +52,18 @@ export interface RebaseResult {
 }
 
 const WINDOW = 64 * 1024 * 1024;
-const PIECE = 2 * 1024 * 1024;
+/** Compared this much at a time (at least a cluster; the pieces after a range's first end on cluster boundaries). */
+const PIECE = 1024 * 1024;
+
+/** Zeros shared by every view without a layer (only ever read: compared, or found zero and written as zeros). */
+let zeros = Buffer.alloc(0);
 
 /** `[start, len)` of `layer`'s guest view, zeros past its end (or everywhere without a layer). */
 async function viewOf(layer: BlockLayer | null, start: number, len: number): Promise<Buffer> {
-  if (!layer) return Buffer.alloc(len);
+  if (!layer) {
+    if (zeros.length < len) zeros = Buffer.alloc(len);
+    return zeros.subarray(0, len);
+  }
   const end = Math.min(start + len, layer.virtualSize);
   if (end === start + len) return layer.readGuest(start, len); // no copy when the layer covers it all
   const out = Buffer.alloc(len);
@@ -151,32 +158,45 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
             while (u < unalloc.length && unalloc[u][1] <= cs0) u++;
             return u < unalloc.length && unalloc[u][0] <= cs0 && ce <= unalloc[u][1];
           };
+          // the pieces compared, the next one read while this one is compared and written (reads of the backing files only)
+          const pieces: Array<[number, number]> = [];
+          // (a piece ends on a cluster boundary, so each cluster lies in one piece and can be written from it)
           for (const [s, e] of todo) {
-            for (let at = s; at < e; at += PIECE) {
-              const n = Math.min(PIECE, e - at);
-              const [a, b] = await Promise.all([viewOf(oldBacking, at, n), viewOf(newBacking, at, n)]);
-              if (a.equals(b)) continue; // one memcmp for the common case
-              // the clusters holding a difference: compared a cluster (or the piece's part of one) at a time
-              for (let i = 0; i < n;) {
-                const c = Math.floor((at + i) / cs) * cs;
-                const k = Math.min(n, c + cs - at);
-                if (a.compare(b, i, k, i, k) !== 0) {
-                  if (c >= at && c + cs <= at + n && c + cs <= size && within(c, c + cs)) {
-                    // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a copy: the piece is not kept)
-                    const data = a.subarray(c - at, c - at + cs);
-                    await w.writeCluster(c, isZero(data) ? null : Buffer.from(data));
-                    written += cs;
-                  } else if (clusters[clusters.length - 1] !== c) clusters.push(c);
-                }
-                i = k;
+            for (let at = s; at < e;) {
+              const end = Math.min(e, Math.ceil((at + Math.max(PIECE, cs)) / cs) * cs);
+              pieces.push([at, end - at]);
+              at = end;
+            }
+          }
+          const views = ([at, n]: [number, number]) => Promise.all([viewOf(oldBacking, at, n), viewOf(newBacking, at, n)]);
+          let next = pieces.length ? views(pieces[0]) : null;
+          for (let p = 0; p < pieces.length; p++) {
+            const [at, n] = pieces[p];
+            const [a, b] = await next!;
+            next = p + 1 < pieces.length ? views(pieces[p + 1]) : null;
+            next?.catch(() => undefined); // thrown where it is awaited
+            if (a.equals(b)) continue; // one memcmp for the common case
+            // the clusters holding a difference: compared a cluster (or the piece's part of one) at a time
+            for (let i = 0; i < n;) {
+              const c = Math.floor((at + i) / cs) * cs;
+              const k = Math.min(n, c + cs - at);
+              if (a.compare(b, i, k, i, k) !== 0) {
+                // the cluster's guest bytes (the last cluster of a disk not a whole number of clusters ends at its size)
+                const ce = Math.min(c + cs, size);
+                if (c >= at && ce <= at + n && within(c, ce)) {
+                  // the overlay leaves this whole cluster to the old chain: what the guest reads is `a` (a view of it: the
+                  // writer issues it at once, joined with the clusters beside it; a copy padded with zeros past the disk's end)
+                  let data = a.subarray(c - at, c - at + cs);
+                  if (ce < c + cs) { data = Buffer.alloc(cs); a.copy(data, 0, c - at, ce - at); }
+                  await w.writeCluster(c, isZero(data) ? null : data);
+                  written += cs;
+                } else if (clusters[clusters.length - 1] !== c) clusters.push(c);
               }
+              i = k;
             }
           }
           // what the guest reads now: the overlay's own data where it has any, the old chain elsewhere
-          await forEachClusterContent(img, size, img, clusters, cs, async (c, data) => {
-            await w.writeCluster(c, isZero(data) ? null : data);
-            written += cs;
-          });
+          written += await writeClusterContents(w, img, size, img, clusters);
           opts.onProgress?.(to, size);
         }
         await w.flush();
