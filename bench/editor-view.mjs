@@ -3,7 +3,7 @@
 // the editor section of npm run bench (bench/editor.ts runs this and reads the JSON it prints last):
 //   open    from the double-click in the explorer to the first tree row and to the badges, split
 //           where it goes — the workbench making the webview (its document's timeOrigin), the
-//           webview's script running (lens:script), the host answering the summary (lens:summary),
+//           webview's script running (lens:script), the host answering the summary (lens:summary) and the tree levels asked for with it (lens:root),
 //           the badges drawn (lens:badges), the tree's first level drawn (lens:tree); marks set by
 //           webview/main.ts. The first open of the session (extension activation included) is
 //           reported apart from the warm ones.
@@ -52,14 +52,14 @@ try {
         const at = n => performance.getEntriesByName(n)[0]?.startTime;
         const tree = at('lens:tree');
         return tree === undefined ? undefined : {
-          origin: performance.timeOrigin, script: at('lens:script'), summary: at('lens:summary'), badges: at('lens:badges'), tree,
+          origin: performance.timeOrigin, script: at('lens:script'), summary: at('lens:summary'), root: at('lens:root'), badges: at('lens:badges'), tree,
         };
       }), 60000);
       // epoch milliseconds → milliseconds after the double-click
       const after = rel => m.origin + rel - t0;
-      const o = { webview: m.origin - t0, script: after(m.script), summary: after(m.summary), badges: after(m.badges), tree: after(m.tree) };
+      const o = { webview: m.origin - t0, script: after(m.script), summary: after(m.summary), root: after(m.root), badges: after(m.badges), tree: after(m.tree) };
       opens.push(o);
-      log(`${name} open ${run === 0 ? '(first)' : run}: tree ${o.tree.toFixed(0)} ms (webview ${o.webview.toFixed(0)}, script ${o.script.toFixed(0)}, summary ${o.summary.toFixed(0)}, badges ${o.badges.toFixed(0)})`);
+      log(`${name} open ${run === 0 ? '(first)' : run}: tree ${o.tree.toFixed(0)} ms (webview ${o.webview.toFixed(0)}, script ${o.script.toFixed(0)}, summary ${o.summary.toFixed(0)}, tree levels ${o.root.toFixed(0)}, badges ${o.badges.toFixed(0)})`);
     }
     // scroll steps in the hex view of the last open tab, File then Disk
     const frame = await actions.imageFrame(name);
@@ -93,7 +93,7 @@ try {
     result.images.push({
       image: images[i],
       first: opens[0],
-      open: { webview: pick('webview'), script: pick('script'), summary: pick('summary'), badges: pick('badges'), tree: pick('tree') },
+      open: { webview: pick('webview'), script: pick('script'), summary: pick('summary'), root: pick('root'), badges: pick('badges'), tree: pick('tree') },
       scroll: Object.fromEntries(Object.entries(scroll).map(([k, v]) => [k, { workMedian: median(v.work), workP95: p95(v.work), drawnMedian: median(v.drawn), drawnP95: p95(v.drawn), filledMedian: median(v.filled), filledP95: p95(v.filled) }])),
     });
   }

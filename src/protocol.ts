@@ -25,6 +25,8 @@ export { CLUSTER_ROLES, type ClusterRole, type Severity };
 /** An opaque tree node id minted by the host; the webview never parses it. 'root' is the root. */
 export type NodeId = string;
 export const ROOT_NODE_ID: NodeId = 'root';
+/** The nodes a new tab shows expanded (the Header's fields), before the user expands anything. */
+export const FIRST_EXPANDED: readonly NodeId[] = ['header'];
 
 /** Human names of the roles for legends and tooltips. */
 export const CLUSTER_ROLE_LABELS: Record<ClusterRole, string> = {
@@ -363,6 +365,14 @@ export interface RefreshMessage { type: 'refresh' }
  * getSettings (with its requestId), and host-initiated (without) whenever one of them changes.
  */
 export interface SettingsMessage { type: 'settings'; requestId?: number; settings: WebviewSettings }
+/**
+ * What a new tab shows first, pushed by the host as soon as the image is open (VS Code holds the
+ * message until the webview's script listens), so the first screen does not wait for a round trip
+ * to the host: the summary, the settings, and the children of the first level and of FIRST_EXPANDED.
+ * The webview asks for the same things too and takes whichever answer comes first; only its first
+ * start uses it (a refresh or Retry asks the host).
+ */
+export interface FirstScreenDataMessage { type: 'firstScreenData'; summary: ImageSummary; settings: WebviewSettings; children: Record<NodeId, TreeNode[]> }
 /** Progress of a command started with runCommand (or from the command palette). */
 export interface CommandStateMessage { type: 'commandState'; command: WebviewCommand | string; state: 'running' | 'done' | 'failed'; message?: string }
 
@@ -402,6 +412,7 @@ export type ToWebviewMessage =
   | RevealStructureMessage
   | ErrorMessage
   | RefreshMessage
+  | FirstScreenDataMessage
   | CommandStateMessage
   | SettingsMessage
   | AllocatedRangeReply

@@ -5,8 +5,8 @@
  * survives the tab being hidden and shown again. Bundled as an IIFE to media/webview.js; no inline
  * scripts or style attributes, so it runs under the editor's strict CSP.
  */
-import type { CheckFinding, CheckSummary, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand, WebviewSettings } from '../src/protocol';
-import { MessageRequester, RequestError } from '../src/protocol';
+import type { CheckFinding, CheckSummary, FirstScreenDataMessage, FromWebviewMessage, ImageSummary, NodeId, Severity, ToWebviewMessage, TreeNode, WebviewCommand, WebviewSettings } from '../src/protocol';
+import { FIRST_EXPANDED, MessageRequester, RequestError } from '../src/protocol';
 import { CheckPanel } from './checkPanel';
 import { ClusterMap } from './clusterMap';
 import { formatBytes } from '../src/engine/units';
@@ -59,6 +59,9 @@ class App {
   private state: UiState;
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
   private started = false;
+  /** The host's push of the first screen's answers, for the first start() only. */
+  private firstScreenData: Promise<FirstScreenDataMessage> | undefined;
+  private gotFirstScreenData: ((m: FirstScreenDataMessage) => void) | undefined;
   /** The last error the host reported on its own (e.g. why the image could not be opened). */
   private lastHostError: string | undefined;
   private pendingReveals: ToWebviewMessage[] = [];
@@ -86,7 +89,8 @@ class App {
     this.vscode = acquireVsCodeApi();
     this.requester = new MessageRequester(m => this.vscode.postMessage(m));
     const saved = this.vscode.getState() as UiState | undefined;
-    this.state = saved && saved.v === 1 ? saved : { v: 1, expanded: ['header'], hex: { space: 'host', top: 0 }, map: {} };
+    this.state = saved && saved.v === 1 ? saved : { v: 1, expanded: [...FIRST_EXPANDED], hex: { space: 'host', top: 0 }, map: {} };
+    this.firstScreenData = new Promise(resolve => { this.gotFirstScreenData = resolve; });
 
     this.root = document.getElementById('app') ?? document.body.appendChild(el('div', { attrs: { id: 'app' } }));
     this.header = el('header', { className: 'summary-bar', attrs: { role: 'banner' } });
@@ -191,11 +195,18 @@ class App {
   }
 
   private async start(): Promise<void> {
+    // what the host pushed as soon as the image opened (FirstScreenDataMessage) answers the first
+    // start's requests when it comes first; a refresh or Retry asks the host only
+    const pushed = this.firstScreenData;
+    this.firstScreenData = undefined;
+    const first = <T>(asked: Promise<T>, pick: (d: FirstScreenDataMessage) => T | undefined): Promise<T> =>
+      pushed ? Promise.race([asked, pushed.then(d => pick(d) ?? asked)]) : asked;
     // the settings first (a host that cannot answer leaves the defaults), so the hex view starts at its row width
-    const settings = this.requester.request({ type: 'getSettings' }).then(r => r.settings, () => undefined);
-    this.tree.prefetchRoot(); // one round trip to the host, not two, before the first tree row
+    const settings = first(this.requester.request({ type: 'getSettings' }).then(r => r.settings), d => d.settings).catch(() => undefined);
+    // the first level and the re-expanded nodes: one round trip before the first rows, not one per level
+    this.tree.prefetch(this.state.expanded, (id, asked) => first(asked, d => d.children[id]));
     try {
-      this.summary = (await this.requester.request({ type: 'getSummary' })).summary;
+      this.summary = (await first(this.requester.request({ type: 'getSummary' }), d => ({ type: 'summary' as const, requestId: 0, summary: d.summary }))).summary;
       performance.mark('lens:summary');
     } catch (e) {
       this.showFatal(e);
@@ -469,6 +480,10 @@ class App {
         break;
       case 'refresh':
         void this.refresh();
+        break;
+      case 'firstScreenData':
+        this.gotFirstScreenData?.(m);
+        this.gotFirstScreenData = undefined;
         break;
       case 'settings':
         this.applySettings(m.settings);

@@ -39,6 +39,9 @@ interface Item {
   parent?: Item;
 }
 
+/** How many re-expanded nodes the first screen asks for with the first level. */
+const PREFETCH_MAX = 16;
+
 export class StructureTree {
   readonly element: HTMLElement;
   private readonly ul: HTMLUListElement;
@@ -61,16 +64,32 @@ export class StructureTree {
     return this.selected?.node.id;
   }
 
-  /** (Re)loads the top level and re-expands `expand` (ids in any order: parents load first). */
-  private prefetched?: Promise<TreeNode[]>;
+  /** Children asked for ahead of load(): the first level, and the nodes it will re-expand. */
+  private prefetched = new Map<NodeId, Promise<TreeNode[]>>();
 
-  /** Asks the host for the first level now (with the summary), for the next load() to use. */
-  prefetchRoot(): void {
-    const p = this.host.getChildren(ROOT_NODE_ID);
-    p.catch(() => undefined); // load() reports a failure; until then it is not unhandled
-    this.prefetched = p;
+  /**
+   * Asks the host now (with the summary) for the first level and the children of the nodes the next
+   * load() re-expands (the Header by default), so the first screen waits for one round trip to the
+   * host, not one per level. At most PREFETCH_MAX nodes; an id that no longer exists costs one
+   * unused error reply.
+   */
+  prefetch(expand: readonly NodeId[], answer: (id: NodeId, asked: Promise<TreeNode[]>) => Promise<TreeNode[]> = (_, asked) => asked): void {
+    for (const id of [ROOT_NODE_ID, ...expand.slice(0, PREFETCH_MAX)]) {
+      const p = answer(id, this.host.getChildren(id));
+      p.catch(() => undefined); // the load that uses it reports a failure; until then it is not unhandled
+      this.prefetched.set(id, p);
+    }
+    void Promise.allSettled(this.prefetched.values()).then(() => performance.mark('lens:root'));
   }
 
+  /** The prefetched children of `id` (once), or a new request. */
+  private children(id: NodeId): Promise<TreeNode[]> {
+    const p = this.prefetched.get(id);
+    this.prefetched.delete(id);
+    return p ?? this.host.getChildren(id);
+  }
+
+  /** (Re)loads the top level and re-expands `expand` (ids in any order: parents load first). */
   async load(expand: NodeId[] = [], select?: NodeId): Promise<void> {
     this.items.clear();
     this.selected = undefined;
@@ -81,13 +100,12 @@ export class StructureTree {
     this.ul.append(loading);
     let nodes: TreeNode[];
     try {
-      const first = this.prefetched ?? this.host.getChildren(ROOT_NODE_ID);
-      this.prefetched = undefined;
-      nodes = await first;
+      nodes = await this.children(ROOT_NODE_ID);
     } catch (e) {
       loading.textContent = `Cannot read the structure: ${errorText(e)}`;
       loading.className = 'tree-error';
       this.ul.removeAttribute('aria-busy');
+      this.prefetched.clear();
       return;
     }
     loading.remove();
@@ -101,6 +119,7 @@ export class StructureTree {
       for (const id of ready) want.delete(id);
       await Promise.all(ready.map(id => this.expand(this.items.get(id)!, false)));
     }
+    this.prefetched.clear(); // what was not re-expanded is not kept for a later load (the file may change)
     const first = this.items.get(select ?? '') ?? this.firstVisible();
     if (first) this.select(first, false, select !== undefined);
   }
@@ -179,7 +198,7 @@ export class StructureTree {
       item.li.append(group);
       item.li.setAttribute('aria-busy', 'true');
       try {
-        const kids = await this.host.getChildren(item.node.id);
+        const kids = await this.children(item.node.id);
         loading.remove();
         if (!kids.length) group.append(el('li', { className: 'tree-empty', text: '(empty)', attrs: { role: 'none' } }));
         this.renderChildren(group, kids, item.level + 1, item);

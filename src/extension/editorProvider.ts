@@ -11,7 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { CheckResultMessage, ErrorMessage, FromWebviewMessage, ToWebviewMessage } from '../protocol';
+import { FIRST_EXPANDED, ROOT_NODE_ID } from '../protocol';
+import type { CheckResultMessage, ErrorMessage, FromWebviewMessage, NodeId, ToWebviewMessage, TreeNode } from '../protocol';
 import { FINDING_SCHEME, findingsText, imageOfFindings } from './diagnostics';
 import { Qcow2Document } from './document';
 
@@ -22,7 +23,8 @@ export const VIEW_TYPE_ANY = 'qcow2Lens.editorAny';
 /** What a tab needs from its view model (src/extension/viewModel.ts, vscode-free). */
 export interface TabViewModel {
   handle(m: FromWebviewMessage): Promise<ToWebviewMessage | undefined | void>;
-  close(): Promise<void> | void;
+  /** Closes the image; `wait`: after the requests being answered (a reload), else at once (the tab closed: no one reads the answers). */
+  close(opts?: { wait?: boolean }): Promise<void> | void;
 }
 export type ViewModelFactory = (imagePath: string) => Promise<TabViewModel>;
 type ViewModel = TabViewModel;
@@ -166,6 +168,7 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
     const ed: Editor = { document: doc, panel, vm: undefined, vmReady: Promise.resolve(undefined), selection: {} };
     this.editors.add(ed);
     ed.vmReady = this.openViewModel(ed);
+    void ed.vmReady.then(vm => vm && this.pushFirstScreen(ed, vm));
     if (panel.active) this.activeEditor = ed;
     panel.onDidChangeViewState(() => {
       if (panel.active) this.activeEditor = ed;
@@ -178,8 +181,24 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
     panel.onDidDispose(() => {
       this.editors.delete(ed);
       if (this.activeEditor === ed) this.activeEditor = undefined;
-      void ed.vmReady.then(vm => vm?.close()).catch(() => undefined);
+      void ed.vmReady.then(vm => vm?.close({ wait: false })).catch(() => undefined); // long requests (maps, space) stop at their next read
     });
+  }
+
+  /**
+   * The first screen's answers (summary, settings, the first tree levels), posted as soon as the
+   * image is open rather than when the webview asks (FirstScreenDataMessage): the webview's script
+   * starts while the image opens, and its requests would each wait for a round trip to this host.
+   */
+  private async pushFirstScreen(ed: Editor, vm: ViewModel): Promise<void> {
+    const ask = (m: FromWebviewMessage) => vm.handle(m).catch(() => undefined);
+    const [summary, settings, ...levels] = await Promise.all([
+      ask({ type: 'getSummary', requestId: 0 }), ask({ type: 'getSettings', requestId: 0 }),
+      ...[ROOT_NODE_ID, ...FIRST_EXPANDED].map(nodeId => ask({ type: 'getTreeChildren', requestId: 0, nodeId }))]);
+    if (summary?.type !== 'summary' || settings?.type !== 'settings' || ed.vm !== vm) return; // the webview's own requests answer
+    const children: Record<NodeId, TreeNode[]> = {};
+    for (const r of levels) if (r?.type === 'treeChildren') children[r.nodeId] = r.children;
+    this.post(ed, { type: 'firstScreenData', summary: summary.summary, settings: settings.settings, children });
   }
 
   private async resendSettings(ed: Editor): Promise<void> {
@@ -194,7 +213,7 @@ export class Qcow2EditorProvider implements vscode.CustomReadonlyEditorProvider<
     try {
       const vm = await this.openModel(ed.document.path);
       if (!this.editors.has(ed)) {
-        await vm.close(); // the tab closed while opening
+        await vm.close({ wait: false }); // the tab closed while opening
         return undefined;
       }
       ed.vm = vm;

@@ -121,9 +121,11 @@ export class ViewModel {
    * Closes the image once the requests already being answered are done: a reload (the file changed,
    * a key was added) must not close the image under a request that is still reading it, which would
    * answer from a half-closed image (a summary saying "locked" just after Unlock, a read error).
+   * `wait: false` (the tab closed, no one reads the answers) closes at once: a long request (a
+   * map or space walk of a large image) then ends at its next read instead of running on.
    */
-  async close(): Promise<void> {
-    await this.idle();
+  async close(opts: { wait?: boolean } = {}): Promise<void> {
+    if (opts.wait !== false) await this.idle();
     await this.closeGuest();
     await this.img.close();
   }

@@ -62,6 +62,8 @@ export class WebviewHarness {
   summaryDelayMs = 0;
   /** Delays findBytes replies (so a test can cancel a search between its windows). */
   findDelayMs = 0;
+  /** While set, every reply waits for it (what the webview shows meanwhile came from pushed messages). */
+  replyGate: Promise<void> | undefined;
   url = '';
   browser?: Browser;
   context?: BrowserContext;
@@ -135,6 +137,7 @@ export class WebviewHarness {
     if (msg.type === 'readHost' || msg.type === 'readGuest') this.maxReadLength = Math.max(this.maxReadLength, msg.length);
     if (msg.type === 'getSummary' && this.summaryDelayMs) await new Promise(r => setTimeout(r, this.summaryDelayMs));
     if (msg.type === 'findBytes' && this.findDelayMs) await new Promise(r => setTimeout(r, this.findDelayMs));
+    if (this.replyGate) await this.replyGate;
     const vm = this.models.get(key);
     const requestId = (msg as { requestId?: number }).requestId;
     const reply = vm ? await vm.handle(msg) : requestId === undefined ? null : { type: 'error', requestId, ...(this.openErrors.get(key) ?? { message: `no image ${key}` }) };
