@@ -126,14 +126,13 @@ export class SectorCipher {
 
   private xts(part: Buffer, sector: number, encrypt: boolean): void {
     const t0 = SectorCipher.resultWords(this.tweak!.encrypt(this.sectorIvs(sector, part.length)));
-    const T = this.tweaks, x = words(this.scratch), p = words(part);
+    const x = words(this.scratch), p = words(part);
     const n = p.length;
-    // Pass 1: every block's tweak (kept for pass 2) and P ⊕ T into the scratch buffer.
+    // Pass 1: P ⊕ T into the scratch buffer, each block's tweak T derived from its sector's first.
     for (let w = 0, s = 0; w < n; s++) {
       let a = t0[s * 4], b = t0[s * 4 + 1], c = t0[s * 4 + 2], d = t0[s * 4 + 3];
       const end = Math.min(n, w + (SECTOR_BYTES >> 2));
       for (; w < end; w += 4) {
-        T[w] = a; T[w + 1] = b; T[w + 2] = c; T[w + 3] = d;
         x[w] = p[w] ^ a; x[w + 1] = p[w + 1] ^ b; x[w + 2] = p[w + 2] ^ c; x[w + 3] = p[w + 3] ^ d;
         // T·α in GF(2¹²⁸), little-endian: shift left one bit, fold the carry back in as 0x87.
         const carry = d >> 31;
@@ -145,8 +144,19 @@ export class SectorCipher {
     }
     const masked = this.scratch.subarray(0, part.length);
     const y = SectorCipher.resultWords(encrypt ? this.data!.encrypt(masked) : this.data!.decrypt(masked));
-    // Pass 2: undo the mask with the same tweaks.
-    for (let w = 0; w < n; w++) p[w] = y[w] ^ T[w];
+    // Pass 2: undo the mask with the same tweaks, derived again (cheaper than storing them).
+    for (let w = 0, s = 0; w < n; s++) {
+      let a = t0[s * 4], b = t0[s * 4 + 1], c = t0[s * 4 + 2], d = t0[s * 4 + 3];
+      const end = Math.min(n, w + (SECTOR_BYTES >> 2));
+      for (; w < end; w += 4) {
+        p[w] = y[w] ^ a; p[w + 1] = y[w + 1] ^ b; p[w + 2] = y[w + 2] ^ c; p[w + 3] = y[w + 3] ^ d;
+        const carry = d >> 31;
+        d = (d << 1) | (c >>> 31);
+        c = (c << 1) | (b >>> 31);
+        b = (b << 1) | (a >>> 31);
+        a = (a << 1) ^ (carry & 0x87);
+      }
+    }
   }
 
   private cbcDecrypt(part: Buffer, sector: number): void {

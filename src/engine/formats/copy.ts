@@ -135,8 +135,8 @@ export async function forEachDataUnit(
         const to = Math.min(runs[j].start + runs[j].length, winEnd);
         for (let at = from; at < to; at += MAX_READ) {
           const n = Math.min(MAX_READ, to - at);
-          const data = await source.readGuest(at, n);
-          data.copy(win, at - winStart, 0, n);
+          if (source.readGuestInto) await source.readGuestInto(at, n, win, at - winStart);
+          else (await source.readGuest(at, n)).copy(win, at - winStart, 0, n);
         }
         for (let u = Math.floor(from / unitSize); u * unitSize < to; u++) touched.add(u);
         if (runs[j].start + runs[j].length > winEnd) break; // the run goes on in the next window

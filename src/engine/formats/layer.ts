@@ -51,6 +51,8 @@ export interface SourceRun {
 export interface ImageSource {
   readonly virtualSize: number;
   readGuest(guestOffset: number, length: number): Promise<Buffer>;
+  /** readGuest into `dest` at `destOffset` (every byte of the range written), when the source can do it without a buffer of its own. */
+  readGuestInto?(guestOffset: number, length: number, dest: Buffer, destOffset: number): Promise<void>;
   /** Runs covering [start, end) exactly, in order. Writers ask window by window, never for the whole disk. */
   status(start: number, end: number): Promise<SourceRun[]>;
 }

@@ -410,25 +410,40 @@ export class Qcow2Image implements BlockLayer {
 
   /** Reads guest bytes through the mapping and the backing chain; zeros where nothing is allocated. */
   async readGuest(guestOffset: number, length: number): Promise<Buffer> {
-    if (!Number.isSafeInteger(guestOffset) || !Number.isSafeInteger(length) || guestOffset < 0 || length < 0 || guestOffset + length > this.virtualSize) {
-      throw new Qcow2Error(this.path, 'guest read', guestOffset, `range of ${length} bytes is outside the ${this.virtualSize}-byte disk`);
+    this.checkGuestRead(guestOffset, length);
+    const out = Buffer.allocUnsafeSlow(length);
+    await this.readGuestInto(guestOffset, length, out, 0);
+    return out;
+  }
+
+  /**
+   * readGuest into `dest` at `destOffset`, every byte of the range written (zeros included), with
+   * no buffer per run: data clusters are read straight into `dest` and, when encrypted, decrypted
+   * there in place in one batch per run (convert's and commit's hot path).
+   */
+  async readGuestInto(guestOffset: number, length: number, dest: Buffer, destOffset: number): Promise<void> {
+    this.checkGuestRead(guestOffset, length);
+    if (!Number.isSafeInteger(destOffset) || destOffset < 0 || destOffset + length > dest.length) {
+      throw new RangeError(`a ${length}-byte guest read does not fit at ${destOffset} of a ${dest.length}-byte buffer`);
     }
-    if (length > MAX_GUEST_READ) {
-      throw new Qcow2Error(this.path, 'guest read', guestOffset, `${length} bytes in one read exceed the ${MAX_GUEST_READ}-byte limit`);
-    }
-    const out = Buffer.alloc(length);
     const dataFile = this.dataFile ?? this.file;
     await this.walk(guestOffset, guestOffset + length, async r => {
-      const at = r.guestOffset - guestOffset;
+      const at = destOffset + r.guestOffset - guestOffset;
       switch (r.type) {
         case SubclusterType.ZeroPlain:
         case SubclusterType.ZeroAlloc:
-          return; // already zero
+          dest.fill(0, at, at + r.length);
+          return;
         case SubclusterType.UnallocatedPlain:
         case SubclusterType.UnallocatedAlloc: {
-          if (!this.backing) return;
-          const bEnd = Math.min(r.guestOffset + r.length, this.backing.virtualSize);
-          if (bEnd > r.guestOffset) (await this.backing.readGuest(r.guestOffset, bEnd - r.guestOffset)).copy(out, at);
+          const bEnd = this.backing ? Math.min(r.guestOffset + r.length, this.backing.virtualSize) : r.guestOffset;
+          const got = Math.max(0, bEnd - r.guestOffset);
+          if (got > 0) {
+            const b = this.backing!;
+            if (b instanceof Qcow2Image) await b.readGuestInto(r.guestOffset, got, dest, at);
+            else (await b.readGuest(r.guestOffset, got)).copy(dest, at);
+          }
+          dest.fill(0, at + got, at + r.length);
           return;
         }
         case SubclusterType.Normal: {
@@ -436,8 +451,14 @@ export class Qcow2Image implements BlockLayer {
           if (r.hostOffset >= dataFile.size && !this.dataFile) {
             throw new Qcow2Error(this.path, runPath(r, 'data'), r.hostOffset, `data cluster lies past the end of the file (0x${dataFile.size.toString(16)})`);
           }
-          if (this.cipher) (await this.readDecrypted(dataFile, this.cipher, r.hostOffset, r.guestOffset, r.length, runPath(r, 'data'))).copy(out, at);
-          else (await dataFile.readPadded(r.hostOffset, r.length, runPath(r, 'data'))).copy(out, at);
+          const c = this.cipher, sb = c?.sectorBytes ?? 1;
+          if (c && (r.hostOffset % sb !== 0 || r.length % sb !== 0)) {
+            // a range that cuts a sector: the whole sectors around it, decrypted apart
+            (await this.readDecrypted(dataFile, c, r.hostOffset, r.guestOffset, r.length, runPath(r, 'data'))).copy(dest, at);
+            return;
+          }
+          await dataFile.readPaddedInto(dest, at, r.hostOffset, r.length, runPath(r, 'data'));
+          if (c) c.decryptRun(dest.subarray(at, at + r.length), c.ivOffset === 'host' ? r.hostOffset : r.guestOffset);
           return;
         }
         case SubclusterType.Compressed: {
@@ -445,12 +466,20 @@ export class Qcow2Image implements BlockLayer {
           if (this.encrypted && !this.cipher) throw this.encryptedError(r);
           const cluster = await this.readCompressedCluster(r.compressedOffset!, r.compressedSize!, runPath(r, 'compressed data'));
           const within = r.guestOffset % this.clusterSize;
-          cluster.copy(out, at, within, within + r.length);
+          cluster.copy(dest, at, within, within + r.length);
           return;
         }
       }
     });
-    return out;
+  }
+
+  private checkGuestRead(guestOffset: number, length: number): void {
+    if (!Number.isSafeInteger(guestOffset) || !Number.isSafeInteger(length) || guestOffset < 0 || length < 0 || guestOffset + length > this.virtualSize) {
+      throw new Qcow2Error(this.path, 'guest read', guestOffset, `range of ${length} bytes is outside the ${this.virtualSize}-byte disk`);
+    }
+    if (length > MAX_GUEST_READ) {
+      throw new Qcow2Error(this.path, 'guest read', guestOffset, `${length} bytes in one read exceed the ${MAX_GUEST_READ}-byte limit`);
+    }
   }
 
   async readCompressedCluster(hostOffset: number, compressedSize: number, structure: string): Promise<Buffer> {

@@ -93,14 +93,26 @@ export class ImageFile {
       throw new Qcow2Error(this.path, structure, hostOffset, `invalid read of ${length} bytes`);
     }
     const buf = Buffer.alloc(length);
+    await this.readPaddedInto(buf, 0, hostOffset, length, structure);
+    return buf;
+  }
+
+  /**
+   * readPadded into `dest` at `destOffset` (no buffer of its own): the bytes past the end of the
+   * file are written as zeros.
+   */
+  async readPaddedInto(dest: Uint8Array, destOffset: number, hostOffset: number, length: number, structure: string): Promise<void> {
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0 || !Number.isSafeInteger(length) || length < 0 || destOffset < 0 || destOffset + length > dest.length) {
+      throw new Qcow2Error(this.path, structure, hostOffset, `invalid read of ${length} bytes`);
+    }
     const avail = Math.max(0, Math.min(length, this.size - hostOffset));
     let done = 0;
     while (done < avail) {
-      const { bytesRead } = await this.fh.read(buf, done, avail - done, hostOffset + done);
+      const { bytesRead } = await this.fh.read(dest, destOffset + done, avail - done, hostOffset + done);
       if (bytesRead === 0) break;
       done += bytesRead;
     }
-    return buf;
+    if (done < length) dest.fill(0, destOffset + done, destOffset + length);
   }
 
   checkRange(hostOffset: number, length: number, structure: string): void {

@@ -213,6 +213,7 @@ function counting(src: ImageSource, count: { n: number }): ImageSource {
     virtualSize: src.virtualSize,
     status: (s, e) => src.status(s, e),
     async readGuest(off, len) { count.n += len; return src.readGuest(off, len); },
+    readGuestInto: src.readGuestInto && (async (off, len, dest, at) => { count.n += len; return src.readGuestInto!(off, len, dest, at); }),
   };
 }
 

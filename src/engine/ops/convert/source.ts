@@ -112,6 +112,14 @@ export async function openSources(paths: readonly string[], opts: SourceOptions 
       for (const p of parts) (await layers[p.i].readGuest(p.from, p.to - p.from)).copy(out, bases[p.i] + p.from - off);
       return out;
     },
+    async readGuestInto(off, len, dest, at) {
+      // qcow2 layers read straight into `dest` (no buffer per run); the others through readGuest
+      for (const p of pieces(layers, bases, off, off + len)) {
+        const l = layers[p.i], to = at + bases[p.i] + p.from - off;
+        if (l instanceof Qcow2Image) await l.readGuestInto(p.from, p.to - p.from, dest, to);
+        else (await l.readGuest(p.from, p.to - p.from)).copy(dest, to);
+      }
+    },
     async status(start, end) {
       const runs: SourceRun[] = [];
       for (const p of pieces(layers, bases, start, end)) {
