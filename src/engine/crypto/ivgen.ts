@@ -6,6 +6,7 @@
  *   essiv    plain64 encrypted (AES-ECB) under hash(key), so IVs cannot be predicted without the key
  */
 import * as crypto from 'node:crypto';
+import * as os from 'node:os';
 import { AesAlgorithm, HashAlgorithm, IvGenAlgorithm, cipherKeyBytes } from './algorithms';
 import { AES_BLOCK_BYTES, AesEcb } from './aesBlock';
 import { wipeBuffers } from './secret';
@@ -34,12 +35,22 @@ export class IvGenerator {
 
   /** IVs of sectors firstSector … firstSector + count − 1, 16 bytes each. */
   ivs(firstSector: number, count: number): Buffer {
-    const out = Buffer.alloc(count * AES_BLOCK_BYTES);
+    const out = Buffer.allocUnsafeSlow(count * AES_BLOCK_BYTES).fill(0);
     const wide = this.alg !== 'plain';
-    for (let i = 0; i < count; i++) {
-      const s = firstSector + i;
-      out.writeUInt32LE(s % TWO_32, i * AES_BLOCK_BYTES);
-      if (wide) out.writeUInt32LE(Math.floor(s / TWO_32), i * AES_BLOCK_BYTES + 4);
+    if (os.endianness() === 'LE') {
+      // word writes (a fresh, aligned buffer): 4 per IV instead of writeUInt32LE's byte stores
+      const w = new Uint32Array(out.buffer, out.byteOffset, count * 4);
+      for (let i = 0; i < count; i++) {
+        const s = firstSector + i;
+        w[i * 4] = s % TWO_32;
+        if (wide) w[i * 4 + 1] = Math.floor(s / TWO_32);
+      }
+    } else {
+      for (let i = 0; i < count; i++) {
+        const s = firstSector + i;
+        out.writeUInt32LE(s % TWO_32, i * AES_BLOCK_BYTES);
+        if (wide) out.writeUInt32LE(Math.floor(s / TWO_32), i * AES_BLOCK_BYTES + 4);
+      }
     }
     return this.essiv ? this.essiv.encrypt(out) : out;
   }

@@ -126,13 +126,17 @@ export async function forEachDataUnit(
     while (i < runs.length) {
       const winStart = Math.floor(runs[i].start / COPY_WINDOW) * COPY_WINDOW;
       const winEnd = Math.min(spanEnd, winStart + COPY_WINDOW);
-      const win = window.subarray(0, winEnd - winStart).fill(0);
+      const win = window.subarray(0, winEnd - winStart);
       // Which units of the window may hold data (a unit only touched by zero runs is never looked at).
       const touched = new Set<number>();
+      // every byte of a data run is read into the window; only the gaps between them are zeroed
+      let filled = winStart;
       let j = i;
       while (j < runs.length && runs[j].start < winEnd) {
         const from = Math.max(runs[j].start, winStart);
         const to = Math.min(runs[j].start + runs[j].length, winEnd);
+        if (from > filled) win.fill(0, filled - winStart, from - winStart);
+        filled = Math.max(filled, to);
         for (let at = from; at < to; at += MAX_READ) {
           const n = Math.min(MAX_READ, to - at);
           if (source.readGuestInto) await source.readGuestInto(at, n, win, at - winStart);
@@ -142,6 +146,7 @@ export async function forEachDataUnit(
         if (runs[j].start + runs[j].length > winEnd) break; // the run goes on in the next window
         j++;
       }
+      if (filled < winEnd) win.fill(0, filled - winStart);
       for (const u of [...touched].sort((a, b) => a - b)) {
         const unitStart = u * unitSize;
         const data = win.subarray(unitStart - winStart, Math.min(winEnd, unitStart + unitSize) - winStart);
