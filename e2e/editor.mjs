@@ -5,7 +5,10 @@
 // each lives; in the Problems panel, the "Show in QCOW2 Lens" line under a finding lands on that
 // finding in the editor (selected in the list, its bytes selected in the hex view); the guest-disk
 // map says how much of the disk the file holds and a click on a cell selects its L2 entry and its
-// bytes; the split between the tree and the views drags with the mouse and moves with the keys.
+// bytes; the split between the tree and the views drags with the mouse and moves with the keys;
+// Go to Guest Offset from the palette says where the byte lives, selects its L2 entry and marks its
+// host cluster on the map; Shift+arrows select a range (its length shown); Ctrl+F in the Disk view
+// finds hex bytes across the sparse disk.
 // Screenshots in dark, light and high-contrast themes go to e2e-out/.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -36,7 +39,7 @@ let wb, ok = false;
 try {
   wb = await openWorkbench({ folder, firstRow: 'sparse.qcow2', mark });
   const { page, row } = wb;
-  const { palette, screenshotThemes, webview, openImage } = workbenchActions(page, { row, mark });
+  const { palette, quickInput, screenshotThemes, webview, openImage } = workbenchActions(page, { row, mark });
 
   // 1. A sparse 1 TiB disk: next allocated range with the button, then the N key.
   await openImage('sparse.qcow2');
@@ -84,6 +87,47 @@ try {
   assert.equal(w2, w1 - 16, 'the left arrow key moves the split 16 px');
   assert.equal(Number(await sep.getAttribute('aria-valuenow')), w2);
   mark(`split: ${w0} → ${w1} (mouse) → ${w2} (key)`);
+
+  // 1d. Go to Guest Offset from the palette: the words, the L1/L2 entries selected, the host
+  // cluster marked on the cluster map (the one qemu-img map gives for that guest byte).
+  const last = present[2];
+  await palette('QCOW2: Go to Guest Offset', 'QCOW2: Go to Guest Offset…');
+  await quickInput(`0x${(last.start + 0x123).toString(16)}`);
+  await where.filter({ hasText: `0x${(last.start + 0x123).toString(16)}: data at 0x${(last.offset + 0x123).toString(16)} in this file — L1[2047] → L2[0x1fff]` }).waitFor({ timeout: 20000 });
+  await webview().locator('[role=treeitem][aria-selected=true] .tree-label', { hasText: 'L2[0x1fff]' }).waitFor({ timeout: 20000 });
+  await webview().locator(`canvas.map-canvas[data-selected-cluster="${last.offset / CS}"]`).waitFor({ timeout: 20000 });
+  mark(`Go to Guest Offset: ${await where.innerText()}; host cluster ${last.offset / CS} marked on the map`);
+
+  // 1e. Range selection with Shift+arrows, and Find (Ctrl+F) for hex bytes in the Disk view.
+  await webview().getByRole('button', { name: 'Disk', exact: true }).click();
+  const status = webview().locator('.hex-status');
+  const cell = webview().locator(`.hex-row:not(.hex-header) .hb[data-offset="${last.start + 0x123}"]`);
+  await cell.waitFor({ timeout: 20000 });
+  await cell.click();
+  for (let i = 0; i < 7; i++) await page.keyboard.press('Shift+ArrowRight');
+  await status.filter({ hasText: `selected 0x${(last.start + 0x123).toString(16)} · 8 bytes` }).waitFor({ timeout: 20000 });
+  mark(`range selection: ${await status.innerText()}`);
+  await webview().locator('.hex-scroll').focus();
+  await page.keyboard.press('Control+f');
+  const find = webview().locator('input.find-input');
+  await find.waitFor({ timeout: 10000 });
+  assert.equal(await find.getAttribute('aria-label'), 'Find in the guest disk');
+  await webview().locator('select.find-mode').selectOption('hex');
+  // the last run (qemu-io -P 0x5a at 1 TiB − 64 KiB), found from the disk's start across the sparse
+  // disk and the backing file's run at 300 GiB
+  await page.keyboard.press('Escape');
+  await palette('QCOW2: Go to Guest Offset', 'QCOW2: Go to Guest Offset…');
+  await quickInput('0');
+  await where.filter({ hasText: /^0x0: / }).waitFor({ timeout: 20000 });
+  await webview().locator('.hex-scroll').focus();
+  await page.keyboard.press('Control+f');
+  await find.fill('5a 5a 5a 5a');
+  await find.press('Enter');
+  const found = webview().locator('.find-status');
+  await found.filter({ hasText: `Found at 0x${(TIB - CS).toString(16)} (4 bytes).` }).waitFor({ timeout: 30000 });
+  await status.filter({ hasText: `selected 0x${(TIB - CS).toString(16)} · 4 bytes` }).waitFor({ timeout: 20000 });
+  mark(`Find: ${await found.innerText()}; ${await status.innerText()}`);
+  await find.press('Escape');
 
   await screenshotThemes(async suffix => {
     await page.screenshot({ path: path.join(OUT, `editor-next-allocated-${suffix}.png`) });

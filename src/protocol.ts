@@ -301,7 +301,8 @@ export interface FindAllocatedRequest { type: 'findAllocated'; requestId: number
  * `from` (next) or the last one before it (previous). The webview loops, showing progress, and
  * cancels by not asking again. `pattern` is base64.
  */
-export interface FindBytesRequest { type: 'findBytes'; requestId: number; pattern: string; from: number; direction: 'next' | 'previous'; window?: number }
+/** Find in the image file ('host', the default) or the guest disk ('guest'); from and the reply's offsets are in that space. */
+export interface FindBytesRequest { type: 'findBytes'; requestId: number; pattern: string; from: number; direction: 'next' | 'previous'; window?: number; space?: 'host' | 'guest' }
 /** Where the guest byte at `guestOffset` lives, in words, with its L1/L2 structure path. */
 export interface DescribeGuestRequest { type: 'describeGuest'; requestId: number; guestOffset: number }
 

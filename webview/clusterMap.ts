@@ -288,6 +288,8 @@ export class ClusterMap {
   /** Highlights the cell holding `cluster` and scrolls it into view. */
   select(cluster: number | undefined): void {
     this.selectedCluster = cluster;
+    if (cluster === undefined) delete this.canvas.dataset.selectedCluster;
+    else this.canvas.dataset.selectedCluster = String(cluster); // for tests and tools: which host cluster is marked
     if (cluster !== undefined && this.totalClusters) {
       const row = Math.floor(Math.floor(cluster / this.zoom) / this.cols);
       const first = Math.floor(this.scroller.scrollTop / this.cell);

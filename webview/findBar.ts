@@ -1,5 +1,6 @@
 /**
- * Find (Ctrl+F in the bytes pane): hex bytes or text over the image file, forward or backward.
+ * Find (Ctrl+F in the bytes pane): hex bytes or text over the image file (File view) or the guest
+ * disk (Disk view), forward or backward.
  * The host searches one bounded window per request (src/extension/findBytes.ts); this bar loops
  * over windows, shows how far it got between them and cancels by not asking again.
  */
@@ -8,7 +9,7 @@ import { button, el, errorText, hex } from './dom';
 
 export interface FindHost {
   find(pattern: Uint8Array, from: number, direction: 'next' | 'previous', window: number): Promise<{ offset?: number; scannedTo: number }>;
-  /** Bytes in the image file. */
+  /** Bytes in the space searched (the image file or the guest disk). */
   size(): number;
   /** Where a search starts: the selection (next: after its first byte; previous: before it). */
   selection(): number | undefined;
@@ -46,6 +47,15 @@ export class FindBar {
       else if (e.key === 'Escape') { e.preventDefault(); if (this.running) this.cancel(); else this.close(); }
       e.stopPropagation();
     });
+  }
+
+  /** The space searched changed (File or Disk view): the labels say which; a running search stops. */
+  setSpace(space: 'host' | 'guest'): void {
+    const label = space === 'guest' ? 'Find in the guest disk' : 'Find in the image file';
+    if (this.input.getAttribute('aria-label') === label) return;
+    this.cancel();
+    this.input.setAttribute('aria-label', label);
+    this.element.setAttribute('aria-label', label);
   }
 
   open(): void {

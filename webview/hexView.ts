@@ -29,8 +29,8 @@ export interface HexHost {
   onStateChange(): void;
   /** The allocated guest range after/before an offset (the Disk view's next/previous buttons and keys). */
   findAllocated?(offset: number, direction: 'next' | 'previous'): Promise<{ start?: number; length?: number }>;
-  /** Find in the image file, one bounded window per call (findBytes). */
-  find?(pattern: Uint8Array, from: number, direction: 'next' | 'previous', window: number): Promise<{ offset?: number; scannedTo: number }>;
+  /** Find in the image file or the guest disk, one bounded window per call (findBytes). */
+  find?(space: Space, pattern: Uint8Array, from: number, direction: 'next' | 'previous', window: number): Promise<{ offset?: number; scannedTo: number }>;
   /** Writes text to the clipboard (Copy as). */
   copy?(text: string): Promise<void>;
   /** The view jumped to a guest offset (go to, next/previous allocated): say where it lives. */
@@ -133,10 +133,14 @@ export class HexView {
       this.schedule();
     }).observe(this.scroller);
     this.findBar = new FindBar({
-      find: (pattern, from, direction, window) => this.host.find ? this.host.find(pattern, from, direction, window) : Promise.reject(new Error('find is not available')),
-      size: () => this.host.size('host'),
-      selection: () => (this.space === 'host' ? this.selected : undefined),
-      onFound: (offset, length) => this.reveal(offset, length, 'host'),
+      // in the view shown: the File view searches the image file, the Disk view the guest disk
+      find: (pattern, from, direction, window) => {
+        const space = this.space;
+        return this.host.find ? this.host.find(space, pattern, from, direction, window) : Promise.reject(new Error('find is not available'));
+      },
+      size: () => this.host.size(this.space),
+      selection: () => this.selected,
+      onFound: (offset, length) => this.reveal(offset, length, this.space),
     });
     const copy = (format: CopyFormat) => void this.copySelection(format);
     const copyAs = el('span', { className: 'seg copy-as', attrs: { role: 'group', 'aria-label': 'Copy the selection as' } },
@@ -145,7 +149,7 @@ export class HexView {
       button('Base64', () => copy('base64'), { title: 'Copy the selected bytes as base64', attrs: { 'aria-label': 'Copy as base64' } }));
     this.element = el('div', { className: 'hex-view' },
       el('div', { className: 'pane-toolbar' }, el('span', { className: 'pane-title', text: 'Bytes' }), el('span', { className: 'seg' }, this.spaceButtons.host, this.spaceButtons.guest), this.allocButtons, this.gotoInput,
-        button('Find', () => this.findBar.open(), { className: 'find-open', title: 'Find hex bytes or text in the image file (Ctrl+F)', attrs: { 'aria-keyshortcuts': 'Control+F' } }),
+        button('Find', () => this.findBar.open(), { className: 'find-open', title: 'Find hex bytes or text in the image file (File view) or the virtual disk (Disk view) (Ctrl+F)', attrs: { 'aria-keyshortcuts': 'Control+F' } }),
         el('span', { className: 'copy-label', text: 'Copy as' }), copyAs),
       this.findBar.element, this.where, this.ownerLine, this.scroller, this.status);
     this.ownerLine.hidden = true;
@@ -184,6 +188,7 @@ export class HexView {
 
   private spaceChanged(): void {
     this.allocButtons.hidden = this.space !== 'guest' || !this.host.findAllocated;
+    this.findBar.setSpace(this.space);
     this.where.hidden = true;
   }
 

@@ -138,7 +138,7 @@ class App {
       size: space => (space === 'host' ? this.summary?.fileSize : this.summary?.virtualSize) ?? 0,
       clusterSize: () => this.summary?.clusterSize ?? 0,
       imagePath: () => this.summary?.path ?? '',
-      find: async (pattern, from, direction, window) => this.requester.request({ type: 'findBytes', pattern: encodeBase64(pattern), from, direction, window }),
+      find: async (space, pattern, from, direction, window) => this.requester.request({ type: 'findBytes', pattern: encodeBase64(pattern), from, direction, window, space }),
       copy: text => copyText(text),
       findAllocated: (offset, direction) => this.requester.request({ type: 'findAllocated', guestOffset: offset, direction }),
       onGuestJump: offset => void this.describeGuest(offset),

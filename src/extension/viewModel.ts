@@ -24,7 +24,7 @@ import {
 } from '../protocol';
 import { nodeId, ownerNode } from './nodeId';
 import { DEFAULT_SETTINGS, settingName, webviewSettings } from './settings';
-import { findInFile } from './findBytes';
+import { findInFile, findInGuest } from './findBytes';
 import { describeGuestOffset, findAllocated } from './findGuest';
 import { guestRuns } from './guestRuns';
 import { NodeLocator } from './viewLocate';
@@ -188,7 +188,9 @@ export class ViewModel {
         case 'findAllocated':
           return { type: 'allocatedRange', requestId: msg.requestId, direction: msg.direction, ...(await findAllocated(this.img, msg.guestOffset, msg.direction)) };
         case 'findBytes':
-          return { type: 'foundBytes', requestId: msg.requestId, ...(await findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)) };
+          return { type: 'foundBytes', requestId: msg.requestId, ...(await (msg.space === 'guest'
+            ? findInGuest(this.img, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window)
+            : findInFile(this.img.file, Buffer.from(msg.pattern, 'base64'), msg.from, msg.direction, msg.window))) };
         case 'describeGuest':
           return { type: 'guestDescription', requestId: msg.requestId, location: await describeGuestOffset(this.img, msg.guestOffset, { backingNotFollowed: !!this.backingNotFollowed || !!this.backingError }) };
         case 'getGuestRuns':
