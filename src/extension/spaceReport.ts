@@ -24,6 +24,8 @@ export interface SpaceModel {
   readonly img: Qcow2Image;
   guest(): Promise<Guest>;
   describeCluster(hostCluster: number): Promise<ClusterDescription>;
+  /** Fires when the view closes: the walks below stop at their next pause instead of running on. */
+  readonly closing?: AbortSignal;
 }
 
 /** Children kept per folder in the disk-usage tree when the webview does not say (it sends qcow2Lens.space.largestEntries). */
@@ -56,7 +58,7 @@ function spaceSummary(vm: SpaceModel): Promise<Omit<SpaceReportReply, 'type' | '
   const img = vm.img;
   let p = reports.get(img);
   if (!p) {
-    p = computeSummary(img).catch(e => {
+    p = computeSummary(img, vm.closing).catch(e => {
       reports.delete(img);
       return { unavailable: `The space report could not be computed: ${(e as Error).message}` };
     });
@@ -65,10 +67,10 @@ function spaceSummary(vm: SpaceModel): Promise<Omit<SpaceReportReply, 'type' | '
   return p;
 }
 
-async function computeSummary(img: Qcow2Image): Promise<Omit<SpaceReportReply, 'type' | 'requestId'>> {
+async function computeSummary(img: Qcow2Image, signal?: AbortSignal): Promise<Omit<SpaceReportReply, 'type' | 'requestId'>> {
   const locked = lockedReason(img);
   if (locked) return { unavailable: locked };
-  const r = await spaceReportOf(img);
+  const r = await spaceReportOf(img, { signal });
   const part = (x: SpacePart): SpacePartInfo => ({
     name: x.name, bytes: x.bytes, compact: x.compact, sparsify: x.sparsify,
     ...(x.parts ? { parts: x.parts.map(part) } : {}),
@@ -106,7 +108,7 @@ async function computeUsage(vm: SpaceModel, top: number): Promise<Omit<DiskUsage
   const out: DiskUsageReply['fileSystems'] = [];
   for (const p of g.partitions) {
     if (!p.fileSystem) continue;
-    const u = await diskUsage(p.fileSystem, { top });
+    const u = await diskUsage(p.fileSystem, { top, signal: vm.closing });
     out.push({ partition: p.number, fs: p.fileSystem.kind, size: p.fileSystem.size, root: toNode(u.root, p.number), partial: u.partial, treePath: [GUEST_SECTION_ID] });
   }
   return out.length ? { fileSystems: out } : { fileSystems: [], unavailable: 'No browsable guest file system (ext2/3/4 or FAT) was found.' };

@@ -126,9 +126,14 @@ export class ViewModel {
    */
   async close(opts: { wait?: boolean } = {}): Promise<void> {
     if (opts.wait !== false) await this.idle();
+    this.closed.abort();
     await this.closeGuest();
     await this.img.close();
   }
+
+  private readonly closed = new AbortController();
+  /** Fires once the view model closes: long walks (the space report, disk usage) stop at their next pause. */
+  get closing(): AbortSignal { return this.closed.signal; }
 
   /** Requests being answered (handle() calls not yet settled). */
   private readonly inFlight = new Set<Promise<unknown>>();

@@ -8,7 +8,7 @@ import { hex } from '../errors';
 import { decodeCompressed, entryOffset, type L2Geometry, wordHi, wordLo } from '../qcow2/cluster';
 import * as L from '../qcow2/layout';
 import { formatPath, join, step, type StructurePath } from '../path';
-import { throwIfCancelled } from '../cancel';
+import { pacer } from '../cancel';
 import { TableWindow } from './paddedReads';
 import { ROLE_COMPRESSED, ROLE_DATA, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2, ROLE_SNAPSHOT_ONLY, shareGroup } from './roles';
 import { NO_OWNER, type UsageCounter, type UsageIssueKind } from './usageCounter';
@@ -88,9 +88,10 @@ export async function checkRefcountsL1(u: UsageCounter, l1: Uint8Array, l1Offset
   const frag = snap < 0;
   const win = u.l2Window ??= new TableWindow(img.file, cs, WINDOW_BYTES);
   const perWindow = win.capacity;
+  const tick = pacer(signal, img.path, 'cluster usage');
   let i = 0;
   while (i < l1Count) {
-    throwIfCancelled(signal, img.path, 'cluster usage');
+    await tick();
     const batch: { i: number; l2Offset: number }[] = [];
     for (; i < l1Count && batch.length < perWindow; i++) {
       const hi = wordHi(l1, i * 8), lo = wordLo(l1, i * 8);
@@ -112,6 +113,7 @@ export async function checkRefcountsL1(u: UsageCounter, l1: Uint8Array, l1Offset
       const t = tables.get(l2Offset)!;
       checkRefcountsL2(u, t, li, l2Offset, snap, frag);
       if (snap < 0) onActiveL2?.(t, li, l2Offset);
+      await tick();
     }
   }
 }

@@ -21,6 +21,11 @@ export type TableEnd = 'padded' | 'strict';
 export class TableWindow {
   readonly capacity: number;
   private buf: Buffer | null = null;
+  /**
+   * Awaited after each table forEach visits (cancel.ts pacer): a walk over tables already read lets
+   * the event loop run, and stops when its operation is cancelled.
+   */
+  pause?: () => Promise<void>;
   constructor(private readonly file: ImageFile, private readonly size: number, windowBytes: number, private readonly end: TableEnd = 'padded') {
     this.capacity = Math.max(1, Math.floor(windowBytes / size));
   }
@@ -72,7 +77,10 @@ export class TableWindow {
     for (let w = 0; w < offsets.length; w += this.capacity) {
       const part = offsets.slice(w, w + this.capacity);
       const tables = await this.read(part, what);
-      for (const o of part) await fn(o, tables.get(o)!);
+      for (const o of part) {
+        await fn(o, tables.get(o)!);
+        await this.pause?.();
+      }
     }
   }
 }

@@ -13,6 +13,7 @@
  * takes the rest — the parts add up to the file size and the figures to the forecast savings.
  * Only metadata is read, except with `zeroScan` (zeros.ts).
  */
+import { pacer } from '../../engine/cancel';
 import { clusterUsage, ROLE_COMPRESSED, ROLE_DATA, ROLE_FREE, ROLE_MASK, ROLE_NAMES, ROLE_SNAPSHOT_ONLY } from '../../engine/check/usage';
 import { readStoredRefcounts } from '../../engine/check/storedRefcounts';
 import type { KeyLookup } from '../../engine/image/encryption';
@@ -117,7 +118,9 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
     if (img.encrypted && img.header.cryptMethod !== CRYPT_LUKS) { settings = null; notes.push('compact would refuse: legacy AES images are not compacted; convert it to a LUKS image first'); }
   } catch (e) { notes.push(`compact would refuse: ${(e as Error).message}`); }
   if (locked) { settings = null; notes.push(LOCKED_NOTE); }
-  const tables = await readSourceTables(img);
+  const tick = pacer(opts.signal, img.path, 'space');
+  const tables = await readSourceTables(img, true, opts.signal);
+  await tick();
   let free: FreeMap | null = null;
   let sparsifyOk = settings !== null;
   if (locked) sparsifyOk = false;
@@ -132,19 +135,26 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
     }
   }
   if (settings && !settings.detectZero) { sparsifyOk = false; notes.push('sparsify would refuse: this image cannot record zero clusters (a version 2 overlay, or extended L2 entries)'); }
+  await tick();
   const refs = await findReferences(img, tables, free, opts.signal);
+  await tick();
   const zs = await findZeroClusters(img, tables, opts.zeroScan ?? false, opts.signal);
+  await tick();
   if (!opts.zeroScan) notes.push(img.encrypted
     ? 'no zero scan: all-zero data clusters of an encrypted image are counted only where the L2 entry has the zero flag (--zero-scan reads and decrypts the data clusters)'
     : 'no zero scan: all-zero data clusters are counted only where the host file has holes or a zero flag (--zero-scan reads the data clusters)');
   const drop = sparsifyOk ? sparsifyDrop(tables, refs, cs) : NO_DROP;
   const forecast = async (d: DropSet): Promise<Forecast | null> =>
-    settings ? forecastCompaction({ img, tables, settings, zero: zs.zero, drop: d, compressedLength: zs.compressedLength }) : null;
+    settings ? forecastCompaction({ img, tables, settings, zero: zs.zero, drop: d, compressedLength: zs.compressedLength, signal: opts.signal }) : null;
+  await tick();
   const fc = await forecast(NO_DROP);
+  await tick();
   const fsp = sparsifyOk ? await forecast(drop) : null;
+  await tick();
 
   // the usage walk: every host cluster's role; the stored refcounts, for leaks
   const usage = await clusterUsage(img, { signal: opts.signal });
+  await tick();
   const fileClusters = Math.ceil(F / cs);
   const stored = await readStoredRefcounts(img, fileClusters);
   const keptData = (f: Forecast | null, s: number): number => {
@@ -175,6 +185,7 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
   let lastUsed = -1;
   for (let k = 0; k < fileClusters; k++) if ((usage.role[k] & ROLE_MASK) !== ROLE_FREE || stored[k] !== 0) lastUsed = k;
   for (let k = 0; k < fileClusters; k++) {
+    if ((k & 0xffff) === 0) await tick();
     const bytes = Math.min(cs, F - k * cs);
     const role = usage.role[k] & ROLE_MASK;
     if (role === ROLE_FREE) {

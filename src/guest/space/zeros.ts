@@ -11,7 +11,7 @@
  * so, as compaction does, nothing is known without reading, and the scan decrypts each run (LUKS
  * IVs follow the host offset) before comparing. Locked (or legacy AES), no data cluster is known to be zero.
  */
-import { throwIfCancelled } from '../../engine/cancel';
+import { pacer } from '../../engine/cancel';
 import type { Qcow2Image } from '../../engine/image/image';
 import { forEachHostPiece, holeSeeker } from '../../engine/io/holes';
 import { compressedLength } from '../../engine/ops/compact/copy';
@@ -30,15 +30,16 @@ export interface ZeroScan {
 export async function findZeroClusters(img: Qcow2Image, tables: SourceTables, scan: boolean, signal?: AbortSignal): Promise<ZeroScan> {
   const cs = img.header.clusterSize, file = img.file;
   const zero = new Set<number>();
-  const sorted = [...tables.data].sort((a, b) => a - b);
+  const sorted = tables.data.sorted(); // ascending already (a bitmap by host cluster)
   const seeker = holeSeeker();
   const zeros = Buffer.alloc(cs);
   let bytesRead = 0;
   const encrypted = img.encrypted;
   // (legacy AES keys its IVs by guest offset, which a host run does not give: not scanned; compact refuses it anyway)
   const scanData = scan && (!encrypted || img.cipher?.ivOffset === 'host');
+  const tick = pacer(signal, img.path, 'space');
   for (let i = 0; i < sorted.length;) {
-    throwIfCancelled(signal, img.path, 'space');
+    await tick();
     let j = i + 1;
     while (j < sorted.length && sorted[j] === sorted[j - 1] + cs && (j - i) * cs < SCAN_BYTES) j++;
     const host = sorted[i], len = (j - i) * cs;

@@ -6,6 +6,7 @@
  * would reclaim); same cluster size and no recompression only (an encrypted source: as compacted
  * with its passphrase, the LUKS area kept).
  */
+import { pacer } from '../../cancel';
 import type { Qcow2Image } from '../../image/image';
 import { readBitmapTable } from '../../qcow2/bitmap';
 import { type Placement, ZERO } from './copy';
@@ -23,6 +24,8 @@ export interface ForecastInput {
   drop?: DropSet;
   /** The bytes compressed cluster `offset` (`bound` bytes by its L2 entry) takes in the output's stream. */
   compressedLength(offset: number, bound: number): number;
+  /** Stops the forecast (it also lets the event loop run every few milliseconds: cancel.ts pacer). */
+  signal?: AbortSignal;
 }
 
 export interface Forecast {
@@ -40,7 +43,10 @@ export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
   let pos = cs; // cluster 0 is the header
   // an encrypted (LUKS) output keeps its LUKS area right after it, padded to whole clusters (encrypted.ts placeArea)
   if (img.encrypted && img.header.crypto) pos += Math.ceil(img.header.crypto.length / cs) * cs;
+  const tick = pacer(x.signal, img.path, 'forecast');
+  let n = 0;
   for (const s of tables.data) {
+    if ((++n & 0xffff) === 0) await tick();
     if (settings.detectZero && (x.zero.has(s) || x.drop?.data.has(s))) data.set(s, ZERO);
     else { data.set(s, pos); pos += cs; }
   }
@@ -53,7 +59,7 @@ export async function forecastCompaction(x: ForecastInput): Promise<Forecast> {
     streamLen += len;
   }
   const placed: Placement = { data, compressed, streamLen };
-  const l2Refs = await countL2Refs(l2Window(img), tables, img.g, settings.hasBacking, placed);
+  const l2Refs = await countL2Refs(l2Window(img, tick), tables, img.g, settings.hasBacking, placed);
   const bitmapTables = [];
   for (const bm of img.bitmaps) bitmapTables.push(await readBitmapTable(img.file, bm));
   const bitmaps = await readBitmapData(img, bitmapTables, cs, () => undefined);

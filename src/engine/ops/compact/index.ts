@@ -77,7 +77,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
 
     // ── plan: what is kept ──
     // the L2 tables are held only for sparsify's drop hook; otherwise re-read a window at a time
-    let plan: CompactPlan = { tables: await readSourceTables(img, !!opts.drop), g: img.g, cs: h.clusterSize, jobs: [] };
+    let plan: CompactPlan = { tables: await readSourceTables(img, !!opts.drop, opts.signal), g: img.g, cs: h.clusterSize, jobs: [] };
     const l2Win = l2Window(img);
     if (settings.recluster) {
       checkReclusterable(img);

@@ -3,6 +3,7 @@
  * (the active one and each snapshot's) and the distinct source clusters they reach. A source host
  * cluster reached from several L2 tables is listed once, so it is copied once and stays shared.
  */
+import { pacer } from '../../cancel';
 import type { Secret } from '../../crypto/secret';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
@@ -118,7 +119,7 @@ export const L2_WINDOW_BYTES = 4 * 1024 * 1024;
  * Reads every L1 table and scans the L2 tables they reach (through one reused window); lists the
  * data and compressed clusters. `keepL2`: also hold every table in `l2`.
  */
-export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<SourceTables> {
+export async function readSourceTables(img: Qcow2Image, keepL2 = true, signal?: AbortSignal): Promise<SourceTables> {
   const g = img.g, cs = img.header.clusterSize;
   const l1Tables: L1Source[] = [{ l1: img.l1, label: 'L1' }];
   for (const sn of img.snapshots) {
@@ -138,7 +139,7 @@ export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<
   const l2 = new Map<number, Buffer>();
   const data = new ClusterSet(img.file.size, cs);
   const compressed = new Map<number, number>();
-  const win = l2Window(img);
+  const win = l2Window(img, pacer(signal, img.path, 'reading tables'));
   await win.forEach(l2Offsets, o => `${labelOf(o)} → L2 table at 0x${o.toString(16)}`, (o, t) => {
     if (keepL2) l2.set(o, Buffer.from(t));
     for (let j = 0; j < g.l2Size; j++) {
@@ -166,6 +167,8 @@ export async function readSourceTables(img: Qcow2Image, keepL2 = true): Promise<
  */
 export type L2Window = TableWindow;
 
-export function l2Window(img: Qcow2Image): L2Window {
-  return new TableWindow(img.file, img.header.clusterSize, L2_WINDOW_BYTES, 'strict');
+export function l2Window(img: Qcow2Image, pause?: () => Promise<void>): L2Window {
+  const win = new TableWindow(img.file, img.header.clusterSize, L2_WINDOW_BYTES, 'strict');
+  win.pause = pause;
+  return win;
 }

@@ -67,6 +67,7 @@ export async function forEachL2(win: L2Window, tables: SourceTables, offsets: re
     if (!t) { unheld.push(so); continue; }
     await flush();
     await fn(so, t);
+    await win.pause?.();
   }
   await flush();
 }
