@@ -56,4 +56,25 @@ describe('ViewModel.close() waits for the requests being answered', { timeout: 6
     const late = await vm.handle({ type: 'readGuest', requestId: 20, guestOffset: 0, length: 16 });
     assert.equal(late?.type, 'error');
   });
+
+  it('close({ wait: false }) (the tab closed) stops a space report it was computing', async () => {
+    // the report of a 1 TiB disk with data in each of its 2,048 L2 tables walks all of them: long
+    // enough that a report not stopped would answer with figures
+    const big = path.join(dir, 'wide.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', big, '1T');
+    qemuIo(big, Array.from({ length: 2048 }, (_, i) => `write -P 0x11 ${i * 512}M 64k`));
+    const done = await ViewModel.open(big);
+    const whole = await done.handle({ type: 'getSpaceReport', requestId: 30 });
+    await done.close();
+    assert.ok(whole && whole.type === 'spaceReport' && whole.report, JSON.stringify(whole)); // left alone, it completes
+    const vm = await ViewModel.open(big);
+    const asked = vm.handle({ type: 'getSpaceReport', requestId: 31 });
+    await vm.close({ wait: false });
+    const r = await asked;
+    assert.ok(r && r.type === 'spaceReport', JSON.stringify(r));
+    assert.equal(r.report, undefined);
+    // stopped: by the closing signal at its next pause, or by the closed file at its next read
+    assert.match(r.unavailable ?? '', /cancelled|file closed/);
+    assert.equal(vm.closing.aborted, true);
+  });
 });
