@@ -48,7 +48,7 @@ test('the check\'s usage walk stops with the cancelled error when its signal fir
       // aborted from inside the walk, after its first L2 table: the rest is not walked
       const walk = clusterUsage(q, { signal: ac.signal, onActiveL2: () => { if (++tables === 1) ac.abort(); } });
       await assert.rejects(walk, e => isCancelled(e));
-      assert.ok(tables < 512, `${tables} L2 tables walked after the abort`);
+      assert.ok(tables <= 2, `${tables} L2 tables walked after the abort`); // (a window holds 32 of them)
     } finally {
       await q.close();
     }
