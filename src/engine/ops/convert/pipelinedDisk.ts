@@ -9,8 +9,8 @@
  * file is a temporary one no reader sees until it is synced (`finish`, after the last data write
  * completed) and renamed, so the order of data writes inside it does not matter to a crash.
  *
- * Callers hand over their buffers: a data buffer is not touched again until `drain` (the convert
- * writer gives each window a fresh buffer).
+ * Callers hand over their buffers: a data buffer is not touched again until `drain`, or until
+ * `settled` says no write from it is in flight (the convert writer reuses a ring of window buffers).
  */
 import * as fs from 'node:fs';
 import { Qcow2Error } from '../../errors';
@@ -19,7 +19,7 @@ import type { FileDisk } from '../create/disk';
 import type { Disk } from '../create/refalloc';
 import { beforeWrite } from '../writable';
 
-const MAX_INFLIGHT = 4;
+export const MAX_INFLIGHT = 4;
 const ASYNC_KINDS = new Set(['data', 'compressed data']);
 
 function writeAll(fd: number, data: Uint8Array, off: number): Promise<void> {
@@ -34,7 +34,8 @@ function writeAll(fd: number, data: Uint8Array, off: number): Promise<void> {
 
 export class PipelinedDisk implements Disk {
   private readonly fd: number;
-  private inflight = new Set<Promise<void>>();
+  /** Writes in flight, each with the memory it writes from. */
+  private inflight = new Map<Promise<void>, ArrayBufferLike>();
   private failure: Qcow2Error | null = null;
   /** The end of the furthest asynchronous write issued (the file's length as the model sees it). */
   private asyncEnd = 0;
@@ -62,14 +63,24 @@ export class PipelinedDisk implements Disk {
     const p: Promise<void> = writeAll(this.fd, data, off).catch((e: NodeJS.ErrnoException) => {
       this.failure ??= new Qcow2Error(this.path, what, off, `write failed (${e.code ?? String(e)})`, 'io');
     }).finally(() => this.inflight.delete(p));
-    this.inflight.add(p);
+    this.inflight.set(p, data.buffer);
     if (off + data.length > this.asyncEnd) this.asyncEnd = off + data.length;
-    while (this.inflight.size >= MAX_INFLIGHT) await Promise.race(this.inflight);
+    while (this.inflight.size >= MAX_INFLIGHT) await Promise.race(this.inflight.keys());
+  }
+
+  /** Waits until no write in flight reads from `buffer` (its memory may then be filled again); the first failure is thrown. */
+  async settled(buffer: ArrayBufferLike): Promise<void> {
+    for (;;) {
+      const using = [...this.inflight].filter(([, b]) => b === buffer).map(([p]) => p);
+      if (!using.length) break;
+      await Promise.all(using);
+    }
+    if (this.failure) throw this.failure;
   }
 
   /** Waits for every data write in flight; the first failure is thrown. */
   async drain(): Promise<void> {
-    while (this.inflight.size) await Promise.all([...this.inflight]);
+    while (this.inflight.size) await Promise.all([...this.inflight.keys()]);
     if (this.failure) throw this.failure;
   }
 
