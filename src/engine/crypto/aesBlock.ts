@@ -6,21 +6,22 @@
  * has no AES-192-XTS at all. One ECB context per key, created once and reused for every call,
  * keeps the key schedule and runs at OpenSSL's AES-NI speed.
  */
-import * as crypto from 'node:crypto';
+import type * as Crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { AesAlgorithm, cipherKeyBytes, nodeEcbName } from './algorithms';
 
 export const AES_BLOCK_BYTES = 16;
 
 export class AesEcb {
-  private enc: crypto.Cipher | undefined;
-  private dec: crypto.Decipher | undefined;
+  private enc: Crypto.Cipher | undefined;
+  private dec: Crypto.Decipher | undefined;
 
   /** `key` is copied into OpenSSL's context; the caller may wipe it afterwards. */
   constructor(readonly alg: AesAlgorithm, key: Buffer) {
     if (key.length !== cipherKeyBytes(alg)) throw new Error(`${alg} needs a ${cipherKeyBytes(alg)}-byte key, got ${key.length}`);
-    this.enc = crypto.createCipheriv(nodeEcbName(alg), key, null);
+    this.enc = nodeCrypto().createCipheriv(nodeEcbName(alg), key, null);
     this.enc.setAutoPadding(false);
-    this.dec = crypto.createDecipheriv(nodeEcbName(alg), key, null);
+    this.dec = nodeCrypto().createDecipheriv(nodeEcbName(alg), key, null);
     this.dec.setAutoPadding(false);
   }
 

@@ -9,7 +9,7 @@
  * depending on the machine and the hash. Both directions therefore hand the event loop back every
  * few milliseconds, so VS Code's extension host stays responsive while a key slot is opened.
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { HashAlgorithm, digestBytes } from './algorithms';
 import { wipeBuffers } from './secret';
 
@@ -18,10 +18,9 @@ const SLICE_MS = 4;
 
 type OneShotHash = (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Buffer;
 /** crypto.hash (Node ≥ 20.12) is about twice as fast as createHash for tiny inputs. */
-const oneShot: OneShotHash | undefined = (crypto as unknown as { hash?: OneShotHash }).hash;
-
 function digest(hash: HashAlgorithm, data: Buffer): Buffer {
-  return oneShot ? oneShot(hash, data, 'buffer') : crypto.createHash(hash).update(data).digest();
+  const oneShot = (nodeCrypto() as unknown as { hash?: OneShotHash }).hash;
+  return oneShot ? oneShot(hash, data, 'buffer') : nodeCrypto().createHash(hash).update(data).digest();
 }
 
 class Diffuser {
@@ -92,7 +91,7 @@ export async function afMerge(hash: HashAlgorithm, keyBytes: number, stripes: nu
 /** Splits `key` into `stripes` blocks (random except the last), the inverse of afMerge. */
 export async function afSplit(hash: HashAlgorithm, key: Buffer, stripes: number): Promise<Buffer> {
   const n = key.length;
-  const out = crypto.randomBytes(n * stripes);
+  const out = nodeCrypto().randomBytes(n * stripes);
   const d = Buffer.alloc(n);
   try {
     await diffuseStripes(hash, n, stripes, out, d);

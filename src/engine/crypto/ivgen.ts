@@ -5,7 +5,7 @@
  *   plain64  the sector number, 64-bit little-endian, zero-padded
  *   essiv    plain64 encrypted (AES-ECB) under hash(key), so IVs cannot be predicted without the key
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import * as os from 'node:os';
 import { AesAlgorithm, HashAlgorithm, IvGenAlgorithm, cipherKeyBytes } from './algorithms';
 import { AES_BLOCK_BYTES, AesEcb } from './aesBlock';
@@ -23,7 +23,7 @@ export class IvGenerator {
   constructor(readonly alg: IvGenAlgorithm, key: Buffer, essivCipher?: AesAlgorithm, essivHash?: HashAlgorithm) {
     if (alg === 'essiv') {
       if (!essivCipher || !essivHash) throw new Error('essiv needs a cipher and a hash');
-      const digest = crypto.createHash(essivHash).update(key).digest();
+      const digest = nodeCrypto().createHash(essivHash).update(key).digest();
       const salt = digest.subarray(0, Math.min(digest.length, cipherKeyBytes(essivCipher)));
       try {
         this.essiv = new AesEcb(essivCipher, salt);

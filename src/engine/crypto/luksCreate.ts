@@ -14,7 +14,7 @@
  * These are pure functions over bytes: the caller places the area (qcow2: in newly allocated
  * clusters, then the header extension pointing at it) in its own crash-safe order.
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { Qcow2Error } from '../errors';
 import {
   CipherAlgorithm, CipherMode, HashAlgorithm, IvGenAlgorithm, essivCipher, isAes, isCipherAlgorithm, isCipherMode,
@@ -108,7 +108,7 @@ export async function sealKeySlot(at: LuksLocation, h: LuksHeader, index: number
     // QEMU 7.2 asserts sector alignment when it encrypts key material (and aborts).
     throw optionError(at.file, 'cipher-alg', `${h.cipherAlg} in ${h.cipherMode} mode makes ${h.keyBytes * old.stripes} bytes of key material, not a whole number of sectors; QEMU 7.2 aborts creating and opening such images`);
   }
-  const salt = crypto.randomBytes(L.LUKS_SALT_BYTES);
+  const salt = nodeCrypto().randomBytes(L.LUKS_SALT_BYTES);
   const iterTimeMs = checkIterTime(at.file, opts.iterTimeMs);
   const iterations = checkFixedIterations(at.file, 'slot-iterations', opts.slotIterations, L.LUKS_MIN_SLOT_KEY_ITERATIONS)
     ?? scaledIterations(at.file, await countIterationsPerSecond(h.hashAlg, pass, salt, h.keyBytes, opts.signal), iterTimeMs, 1, L.LUKS_MIN_SLOT_KEY_ITERATIONS);
@@ -164,7 +164,7 @@ export async function createLuks(file: string, passphrase: Secret, o: LuksCreate
   }
   const masterKey = o.masterKey ? o.masterKey.slice(0) : Secret.random(keyBytes);
   try {
-    const masterKeySalt = crypto.randomBytes(L.LUKS_SALT_BYTES);
+    const masterKeySalt = nodeCrypto().randomBytes(L.LUKS_SALT_BYTES);
     const masterKeyIterations = o.masterKeyIterations
       ?? scaledIterations(file, await countIterationsPerSecond(r.hashAlg, masterKey.bytes(), masterKeySalt, L.LUKS_DIGEST_BYTES, o.signal), iterTimeMs, 8, L.LUKS_MIN_MASTER_KEY_ITERATIONS);
     const masterKeyDigest = await pbkdf2(r.hashAlg, masterKey.bytes(), masterKeySalt, masterKeyIterations, L.LUKS_DIGEST_BYTES);
@@ -193,7 +193,7 @@ export async function createLuks(file: string, passphrase: Secret, o: LuksCreate
       masterKeyDigest,
       masterKeySalt,
       masterKeyIterations,
-      uuid: o.uuid ?? crypto.randomUUID(),
+      uuid: o.uuid ?? nodeCrypto().randomUUID(),
       slots,
     };
     const at = { file, offset: 0 };

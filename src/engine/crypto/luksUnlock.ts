@@ -12,7 +12,7 @@
  * counts beyond the limit, key material outside the LUKS area), so a hostile image costs a bounded
  * amount of work and never a huge allocation.
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { Qcow2Error } from '../errors';
 import { afMerge } from './afsplit';
 import { aesSpec } from './dataCipher';
@@ -76,7 +76,7 @@ async function readKeyMaterial(area: LuksArea, h: LuksHeader, slot: LuksKeySlot)
 /** The master key digest check (step 4), constant-time. */
 export async function masterKeyMatches(h: LuksHeader, candidate: Buffer): Promise<boolean> {
   const digest = await pbkdf2(h.hashAlg, candidate, h.masterKeySalt, h.masterKeyIterations, LUKS_DIGEST_BYTES);
-  return crypto.timingSafeEqual(digest, h.masterKeyDigest);
+  return nodeCrypto().timingSafeEqual(digest, h.masterKeyDigest);
 }
 
 /**

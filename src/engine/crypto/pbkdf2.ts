@@ -6,7 +6,7 @@
  *
  * Iteration counts come from the image, so they are bounded before any work starts.
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { HashAlgorithm } from './algorithms';
 
 /**
@@ -29,7 +29,7 @@ export function pbkdf2(hash: HashAlgorithm, password: Buffer, salt: Buffer, iter
     return Promise.reject(new RangeError(`${iterations} is not a PBKDF2 iteration count Node can run`));
   }
   return new Promise((resolve, reject) => {
-    crypto.pbkdf2(password, salt, iterations, outBytes, hash, (err, key) => (err ? reject(err) : resolve(key)));
+    nodeCrypto().pbkdf2(password, salt, iterations, outBytes, hash, (err, key) => (err ? reject(err) : resolve(key)));
   });
 }
 

@@ -7,7 +7,7 @@
  * A secret that arrived as a JavaScript string (an input box, a command line) also lives on in
  * V8's heap until it is collected; strings cannot be wiped, so convert once and drop the string.
  */
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../builtins';
 import { inspect } from 'node:util';
 
 const SHOWN = '[secret]';
@@ -39,7 +39,7 @@ export class Secret {
   }
 
   static random(length: number): Secret {
-    return new Secret(crypto.randomBytes(length));
+    return new Secret(nodeCrypto().randomBytes(length));
   }
 
   get length(): number {
@@ -67,7 +67,7 @@ export class Secret {
   /** Constant-time comparison (the lengths are not secret). */
   equals(other: Secret): boolean {
     const a = this.bytes(), b = other.bytes();
-    return a.length === b.length && crypto.timingSafeEqual(a, b);
+    return a.length === b.length && nodeCrypto().timingSafeEqual(a, b);
   }
 
   /** Zeroes the bytes and forgets them; later use throws. Safe to call twice. */

@@ -6,7 +6,7 @@
  * and compression a WebAssembly build of libzstd. QCOW2_LENS_ZSTD=wasm forces the fallbacks (for
  * tests and comparisons). Each output is bounded to one cluster.
  */
-import * as zlib from 'node:zlib';
+import { nodeZlib } from '../builtins';
 import { decompress as zstdDecompress } from 'fzstd';
 import { COMPRESSION_ZSTD } from './layout';
 
@@ -22,7 +22,7 @@ interface NativeZstd {
 /** Node's own zstd, when the running Node has it and QCOW2_LENS_ZSTD does not ask for the fallbacks. */
 export function nativeZstd(): NativeZstd | null {
   if (process.env.QCOW2_LENS_ZSTD === 'wasm') return null;
-  const z = zlib as unknown as Partial<NativeZstd>;
+  const z = nodeZlib() as unknown as Partial<NativeZstd>;
   return typeof z.zstdCompressSync === 'function' && typeof z.zstdDecompressSync === 'function' && typeof z.constants?.ZSTD_c_compressionLevel === 'number' ? z as NativeZstd : null;
 }
 
@@ -35,7 +35,7 @@ export function decompressCluster(type: number, input: Uint8Array, clusterSize: 
   if (type === COMPRESSION_ZSTD) return decompressZstd(input, clusterSize);
   let out: Buffer;
   try {
-    out = zlib.inflateRawSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
+    out = nodeZlib().inflateRawSync(input, { finishFlush: nodeZlib().constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
   } catch (e) {
     throw new DecompressError(`zlib data is invalid (${(e as Error).message})`);
   }
@@ -95,7 +95,7 @@ function decompressZstd(input: Uint8Array, clusterSize: number): Buffer {
 
 /** zlib as QEMU writes it: raw deflate, default level, 4 KiB window (QEMU inflates with 12 window bits). */
 export function compressClusterZlib(input: Uint8Array): Buffer {
-  return zlib.deflateRawSync(input, { level: 6, windowBits: 12, memLevel: 9 });
+  return nodeZlib().deflateRawSync(input, { level: 6, windowBits: 12, memLevel: 9 });
 }
 
 /**

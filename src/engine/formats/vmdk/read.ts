@@ -19,7 +19,8 @@
  */
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import * as zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
+import { nodeZlib } from '../../builtins';
 import { Qcow2Error, hex } from '../../errors';
 import { FormatFile, hostPieces } from '../file';
 import type { BlockLayer, HoleSeeker, StatusExtent } from '../layer';
@@ -30,7 +31,8 @@ import {
   GTE_ZEROED, MARKER_EOS, MARKER_FOOTER, SECTOR, VMDK3_MAGIC, VMDK4_MAGIC, decodeHeader, decodeMarker, type SparseHeader,
 } from './layout';
 
-const inflate = promisify(zlib.inflate) as (buf: Uint8Array, options: zlib.ZlibOptions) => Promise<Buffer>;
+let inflateAsync: ((buf: Uint8Array, options: Zlib.ZlibOptions) => Promise<Buffer>) | undefined;
+const inflate = (buf: Uint8Array, options: Zlib.ZlibOptions): Promise<Buffer> => (inflateAsync ??= promisify(nodeZlib().inflate) as typeof inflate)(buf, options);
 
 /** QEMU's limits (block/vmdk.c), with its messages. */
 const QEMU_MAX_GRAIN_SECTORS = 0x200000n;
