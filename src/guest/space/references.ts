@@ -6,7 +6,7 @@
  * drops what only the active disk maps, and only at free guest clusters.
  */
 import type { Qcow2Image } from '../../engine/image/image';
-import type { SourceTables } from '../../engine/ops/compact/plan';
+import { l2Window, type SourceTables } from '../../engine/ops/compact/plan';
 import { l1EntryOffset, SubclusterType, walkMapping } from '../../engine/qcow2/cluster';
 import type { FreeMap } from './freeMap';
 
@@ -51,6 +51,13 @@ export async function findReferences(img: Qcow2Image, tables: SourceTables, free
   const compressed = new Map<number, CompressedRef>();
   const l2Owner = new Map<number, number>();
   const perL2 = cs * g.l2Size;
+  // the L2 tables not held by `tables` are read a window at a time (4 MiB of them), never all at once
+  const win = l2Window(img);
+  const readWindow = async (_idx: readonly number[], offsets: readonly number[]) => {
+    const held = offsets.every(o => tables.l2.has(o));
+    const read = held ? null : await win.read(offsets.filter(o => !tables.l2.has(o)), o => `L2 table at 0x${o.toString(16)}`);
+    return (o: number) => tables.l2.get(o) ?? read!.get(o)!;
+  };
   for (let t = 0; t < tables.l1Tables.length; t++) {
     const { l1, label } = tables.l1Tables[t];
     const count = l1.length / 8;
@@ -59,7 +66,7 @@ export async function findReferences(img: Qcow2Image, tables: SourceTables, free
       if (o) l2Owner.set(o, own(l2Owner.get(o) ?? OWNER_NONE, t));
     }
     const size = t === 0 ? img.virtualSize : count * perL2;
-    await walkMapping(g, img.path, l1, size, 0, size, async () => (o: number) => tables.l2.get(o)!, r => {
+    await walkMapping(g, img.path, l1, size, 0, size, readWindow, r => {
       if (r.type === SubclusterType.Compressed) {
         const c = compressed.get(r.compressedOffset!) ?? { owner: OWNER_NONE, flags: 0, bound: r.compressedSize! };
         c.owner = own(c.owner, t);
@@ -78,7 +85,7 @@ export async function findReferences(img: Qcow2Image, tables: SourceTables, free
         }
         pos = (gc + 1) * cs;
       }
-    }, { signal, l1Label: label });
+    }, { signal, l1Label: label, window: win.capacity });
   }
   return { owner, active, compressed, l2Owner };
 }

@@ -119,7 +119,8 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
   } catch (e) { notes.push(`compact would refuse: ${(e as Error).message}`); }
   if (locked) { settings = null; notes.push(LOCKED_NOTE); }
   const tick = pacer(opts.signal, img.path, 'space');
-  const tables = await readSourceTables(img, true, opts.signal);
+  // the L2 tables are not kept (a 1 TiB disk's are 256 MiB): each pass below reads them again, a window at a time
+  const tables = await readSourceTables(img, false, opts.signal);
   await tick();
   let free: FreeMap | null = null;
   let sparsifyOk = settings !== null;

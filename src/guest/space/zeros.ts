@@ -16,11 +16,13 @@ import type { Qcow2Image } from '../../engine/image/image';
 import { forEachHostPiece, holeSeeker } from '../../engine/io/holes';
 import { compressedLength } from '../../engine/ops/compact/copy';
 import type { SourceTables } from '../../engine/ops/compact/plan';
+import { ClusterSet } from '../../engine/ops/compact/places';
 
 const SCAN_BYTES = 4 * 1024 * 1024;
 
 export interface ZeroScan {
-  zero: Set<number>;
+  /** Host offsets of the data clusters that read as zero (a bitmap by host cluster: 1.6 M of them in a Set took ~60 MiB). */
+  zero: ClusterSet;
   /** The bytes compressed cluster `offset` takes in a compaction's stream. */
   compressedLength(offset: number, bound: number): number;
   /** Data bytes read to decide. */
@@ -29,7 +31,7 @@ export interface ZeroScan {
 
 export async function findZeroClusters(img: Qcow2Image, tables: SourceTables, scan: boolean, signal?: AbortSignal): Promise<ZeroScan> {
   const cs = img.header.clusterSize, file = img.file;
-  const zero = new Set<number>();
+  const zero = new ClusterSet(file.size, cs);
   const sorted = tables.data.sorted(); // ascending already (a bitmap by host cluster)
   const seeker = holeSeeker();
   const zeros = Buffer.alloc(cs);

@@ -20,7 +20,7 @@ export interface ForecastInput {
   tables: SourceTables;
   settings: Settings;
   /** Source data clusters known to read as zero (dropped where `settings.detectZero`). */
-  zero: ReadonlySet<number>;
+  zero: { has(host: number): boolean };
   drop?: DropSet;
   /** The bytes compressed cluster `offset` (`bound` bytes by its L2 entry) takes in the output's stream. */
   compressedLength(offset: number, bound: number): number;
