@@ -35,6 +35,7 @@ import { assertNotLocked, beforeWrite } from '../writable';
 import { CompressPool } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
 import { MAX_INFLIGHT, PipelinedDisk } from './pipelinedDisk';
+import { BufferRing } from '../../io/bufferRing';
 import { Qcow2Writer } from './qcow2';
 import type { DataCipher } from '../../crypto/dataCipher';
 import type { Secret } from '../../crypto/secret';
@@ -327,17 +328,14 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     // one read ahead, and those the disk may still be writing from (a buffer is filled again only
     // once no write from it is in flight). Fresh buffers per run were freed only when the garbage
     // collector got to them, and the process grew to ~200 MiB on a 1 GiB copy.
-    const ring = src.readGuestInto ? Array.from({ length: MAX_INFLIGHT + 2 }, () => Buffer.allocUnsafeSlow(Math.max(WINDOW, cs))) : [];
-    let turn = 0;
+    const ring = src.readGuestInto ? new BufferRing(MAX_INFLIGHT + 2, Math.max(WINDOW, cs), b => disk.settled(b)) : null;
     const readRun = (r: OutputRun | undefined): Promise<Buffer> | undefined => {
       if (!r || r.kind !== Kind.Data) return undefined;
       const avail = Math.max(0, Math.min(r.len, size - r.guest, src.virtualSize - r.guest));
       dataBytes += avail;
-      if (ring.length && r.len <= ring[0].length) {
-        const slot = ring[turn++ % ring.length];
+      if (ring && r.len <= ring.size) {
         return (async () => {
-          await disk.settled(slot.buffer);
-          const buf = slot.subarray(0, r.len);
+          const buf = await ring.next(r.len);
           if (avail > 0) await src.readGuestInto!(r.guest, avail, buf, 0);
           buf.fill(0, avail);
           return buf;
