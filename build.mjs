@@ -53,7 +53,8 @@ const commandsApart = {
 builds.push({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node18', banner: { js: '#!/usr/bin/env node' }, plugins: [commandsApart] });
 builds.push({ ...common, entryPoints: Object.fromEntries(cliCommands.map(c => [c, `src/cli/commands/${c}.ts`])), outdir: 'dist/cli', platform: 'node', format: 'cjs', target: 'node18' });
 const workerEntries = walk('src/engine', p => p.endsWith('.worker.ts'));
-if (workerEntries.length) builds.push({ ...common, entryPoints: workerEntries, outdir: 'dist', platform: 'node', format: 'cjs', target: 'node18' });
+// flat names (dist/NAME.worker.js), wherever the source sits: io/workerFile.ts finds them there
+if (workerEntries.length) builds.push({ ...common, entryPoints: Object.fromEntries(workerEntries.map(p => [path.basename(p, '.ts'), p])), outdir: 'dist', platform: 'node', format: 'cjs', target: 'node18' });
 if (fs.existsSync('webview/main.ts')) builds.push({ ...common, entryPoints: ['webview/main.ts'], outfile: 'media/webview.js', platform: 'browser', format: 'iife', target: 'es2022' });
 if (!prod) {
   const tests = [...walk('test', p => p.endsWith('.test.ts') || p === path.join('test', 'fuzz', 'run.ts')), ...walk('bench', p => p.endsWith('.ts') && !p.endsWith('.d.ts'))];

@@ -12,7 +12,9 @@ import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { sharedBuffer } from '../../src/engine/crypto/cipherPool';
 import { Secret } from '../../src/engine/crypto/secret';
+import type { SectorCipher } from '../../src/engine/crypto/sectorCipher';
 import { Qcow2Error } from '../../src/engine/errors';
 import { Qcow2Image } from '../../src/engine/image/image';
 import { cli, tmpDir } from '../helpers/qemu';
@@ -115,6 +117,16 @@ for (const img of images) {
       for (const [off, len] of [[1, 1], [511, 2], [1000, 3000], [3 * 1024 * 1024 + 65000, 1000], [1024 * 1024 + 4095, 130 * 1024]]) {
         assert.ok((await im.readGuest(off, len)).equals(expected.subarray(off, off + len)), `read ${len} at ${off}`);
       }
+      // into shared memory (a copy loop's window), every run decrypted on the worker threads, none here
+      const sectors = (im.cipher as unknown as { sectors: SectorCipher }).sectors;
+      const here = { runs: 0 };
+      const own = sectors.decrypt.bind(sectors);
+      sectors.decrypt = (b, s) => { here.runs++; own(b, s); };
+      im.cipher.parallelMin = 512;
+      const shared = sharedBuffer(im.virtualSize);
+      await im.readGuestInto(0, im.virtualSize, shared, 0);
+      assert.ok(shared.equals(expected), 'decrypted on the workers differs from qemu-img convert');
+      assert.equal(here.runs, 0, 'runs were decrypted on the main thread');
     } finally {
       await im.close();
       key.wipe();

@@ -16,12 +16,21 @@ import { LuksLocation, luksError } from './luksArea';
 import { LuksHeader } from './luksHeader';
 import { LUKS_SECTOR_BYTES } from './luksLayout';
 import { Secret } from './secret';
+import { CipherPool, defaultCipherWorkers, isShared } from './cipherPool';
 import { SectorCipher } from './sectorCipher';
 
 export type IvOffset = 'host' | 'guest';
 
 export class DataCipher {
   readonly sectorBytes = LUKS_SECTOR_BYTES;
+  /** Runs from this size up, in shared memory, go to the worker pool (the Async methods); smaller ones are done here. */
+  parallelMin = 256 * 1024;
+  /** How many workers the pool starts (0: none, every run is done on the caller's thread). */
+  workers = defaultCipherWorkers();
+  /** The key for the pool's workers, until it starts (then wiped). */
+  #poolKey: Buffer | undefined;
+  /** undefined: not started yet; null: none (not wanted, not built, or failed). */
+  #pool: CipherPool | null | undefined;
 
   constructor(
     private readonly sectors: SectorCipher,
@@ -29,7 +38,16 @@ export class DataCipher {
     readonly ivOffset: IvOffset,
     /** Subtracted from the offset before it becomes a sector number (a raw LUKS file's payload offset). */
     readonly sectorBase = 0,
-  ) {}
+    /** The whole key again (copied), for worker threads to do large runs; without it every run is done here. */
+    key?: Uint8Array,
+  ) {
+    if (key) {
+      this.#poolKey = Buffer.allocUnsafeSlow(key.length);
+      this.#poolKey.set(key);
+    } else {
+      this.#pool = null;
+    }
+  }
 
   /** Decrypts `buf` (whole sectors) in place; `offset` is where its first byte lives (see ivOffset). */
   decryptRun(buf: Buffer, offset: number): void {
@@ -41,9 +59,47 @@ export class DataCipher {
     this.sectors.encrypt(buf, this.firstSector(buf, offset));
   }
 
-  /** Forgets the key (OpenSSL cleanses its contexts). */
+  /**
+   * decryptRun, on the worker pool when `buf` is shared memory of at least parallelMin bytes (the
+   * copy loops' windows): the caller's thread stays free for I/O while the workers decrypt.
+   */
+  async decryptRunAsync(buf: Buffer, offset: number): Promise<void> {
+    const first = this.firstSector(buf, offset);
+    const pool = this.poolFor(buf);
+    if (pool) await pool.run(buf, first, false);
+    else this.sectors.decrypt(buf, first);
+  }
+
+  /** encryptRun, on the worker pool as decryptRunAsync. */
+  async encryptRunAsync(buf: Buffer, offset: number): Promise<void> {
+    const first = this.firstSector(buf, offset);
+    const pool = this.poolFor(buf);
+    if (pool) await pool.run(buf, first, true);
+    else this.sectors.encrypt(buf, first);
+  }
+
+  /** Forgets the key (OpenSSL cleanses its contexts; the workers end). */
   dispose(): void {
     this.sectors.dispose();
+    this.#poolKey?.fill(0);
+    this.#poolKey = undefined;
+    this.#pool?.dispose();
+    this.#pool = null;
+  }
+
+  private poolFor(buf: Buffer): CipherPool | null {
+    if (buf.length < this.parallelMin || this.workers <= 0 || !isShared(buf)) return null;
+    if (this.#pool === undefined) {
+      try {
+        this.#pool = new CipherPool(this.sectors.spec, this.#poolKey!, this.workers);
+      } catch {
+        this.#pool = null; // the worker is not built here: every run on this thread
+      } finally {
+        this.#poolKey!.fill(0);
+        this.#poolKey = undefined;
+      }
+    }
+    return this.#pool?.usable ? this.#pool : null;
   }
 
   private firstSector(buf: Buffer, offset: number): number {
@@ -64,10 +120,9 @@ export type LuksContainer = 'qcow2' | 'raw';
  */
 export function luksDataCipher(at: LuksLocation, header: LuksHeader, masterKey: Secret, container: LuksContainer): DataCipher {
   const spec = aesSpec(at, header);
-  const sc = new SectorCipher(spec, masterKey.bytes());
-  return container === 'qcow2'
-    ? new DataCipher(sc, 'host')
-    : new DataCipher(sc, 'host', header.payloadOffsetSector * LUKS_SECTOR_BYTES);
+  const key = masterKey.bytes();
+  const sc = new SectorCipher(spec, key);
+  return new DataCipher(sc, 'host', container === 'qcow2' ? 0 : header.payloadOffsetSector * LUKS_SECTOR_BYTES, key);
 }
 
 /** The header's algorithms as Node can run them, or a clear "unsupported" for the others. */

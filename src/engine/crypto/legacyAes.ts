@@ -26,7 +26,7 @@ export function legacyAesDataCipher(file: string, passphrase: Secret): DataCiphe
   p.copy(key, 0, 0, Math.min(p.length, LEGACY_AES_KEY_BYTES));
   try {
     const sc = new SectorCipher({ cipherAlg: 'aes-128', cipherMode: 'cbc', ivgenAlg: 'plain64', ivgenCipherAlg: 'aes-128' }, key);
-    return new DataCipher(sc, 'guest');
+    return new DataCipher(sc, 'guest', 0, key);
   } finally {
     wipeBuffers(key);
   }

@@ -102,11 +102,71 @@ export function writtenRanges(buf: Uint8Array, guestStart: number, minSparse: nu
   return out;
 }
 
+/** One window of a span: the ranges to read into it (the rest of it is zeroed) and the units they touch. */
+interface WindowPlan {
+  start: number;
+  end: number;
+  reads: Array<[number, number]>;
+  units: number[];
+}
+
+/** The windows of the source that hold data runs, in ascending order, span by span; after each span, its end. */
+async function* windowPlans(source: ImageSource, unitSize: number, control: WriteControl, file: string): AsyncGenerator<WindowPlan | number> {
+  const size = source.virtualSize;
+  for (let spanStart = 0; spanStart < size; spanStart += STATUS_SPAN) {
+    throwIfCancelled(control.signal, file);
+    const spanEnd = Math.min(size, spanStart + STATUS_SPAN);
+    const runs = (await source.status(spanStart, spanEnd)).filter(r => !r.zero && r.length > 0);
+    let i = 0;
+    while (i < runs.length) {
+      const winStart = Math.floor(runs[i].start / COPY_WINDOW) * COPY_WINDOW;
+      const winEnd = Math.min(spanEnd, winStart + COPY_WINDOW);
+      // Which units of the window may hold data (a unit only touched by zero runs is never looked at).
+      const touched = new Set<number>();
+      const reads: Array<[number, number]> = [];
+      let j = i;
+      while (j < runs.length && runs[j].start < winEnd) {
+        const from = Math.max(runs[j].start, winStart);
+        const to = Math.min(runs[j].start + runs[j].length, winEnd);
+        reads.push([from, to]);
+        for (let u = Math.floor(from / unitSize); u * unitSize < to; u++) touched.add(u);
+        if (runs[j].start + runs[j].length > winEnd) break; // the run goes on in the next window
+        j++;
+      }
+      yield { start: winStart, end: winEnd, reads, units: [...touched].sort((a, b) => a - b) };
+      i = j;
+      // A run continuing past this window is resumed, clipped, by the next iteration.
+      if (i < runs.length && runs[i].start < winEnd) {
+        const r = runs[i];
+        runs[i] = { start: winEnd, length: r.start + r.length - winEnd, zero: false };
+      }
+    }
+    yield spanEnd;
+  }
+}
+
+/** Every byte of the plan's window into `win`: its data runs read, only the gaps between them zeroed. */
+async function fillWindow(source: ImageSource, plan: WindowPlan, win: Buffer): Promise<void> {
+  let filled = plan.start;
+  for (const [from, to] of plan.reads) {
+    if (from > filled) win.fill(0, filled - plan.start, from - plan.start);
+    filled = Math.max(filled, to);
+    for (let at = from; at < to; at += MAX_READ) {
+      const n = Math.min(MAX_READ, to - at);
+      if (source.readGuestInto) await source.readGuestInto(at, n, win, at - plan.start);
+      else (await source.readGuest(at, n)).copy(win, at - plan.start, 0, n);
+    }
+  }
+  if (filled < plan.end) win.fill(0, filled - plan.start, plan.end - plan.start);
+}
+
 /**
  * Calls `visit(unitStart, data)` in ascending order for every `unitSize`-aligned unit of the source
  * holding a non-zero byte; `data` covers the unit up to the end of the source (the last unit may
- * be short). `data` is a view of the one reused window: it is valid until `visit` resolves, so a
- * writer keeping it longer copies it. `unitSize` must divide COPY_WINDOW.
+ * be short). `data` is a view of one of two reused windows: it is valid until `visit` resolves, so
+ * a writer keeping it longer copies it. The next window is read while the units of this one are
+ * visited (written), as qemu-img reads ahead of its writes. The windows are shared memory, so an
+ * encrypted source decrypts in them on its worker threads. `unitSize` must divide COPY_WINDOW.
  */
 export async function forEachDataUnit(
   source: ImageSource,
@@ -117,50 +177,44 @@ export async function forEachDataUnit(
 ): Promise<void> {
   if (COPY_WINDOW % unitSize !== 0) throw new RangeError(`unit ${unitSize} does not divide the copy window`);
   const size = source.virtualSize;
-  const window = Buffer.alloc(Math.min(COPY_WINDOW, size));
-  for (let spanStart = 0; spanStart < size; spanStart += STATUS_SPAN) {
-    throwIfCancelled(control.signal, file);
-    const spanEnd = Math.min(size, spanStart + STATUS_SPAN);
-    const runs = (await source.status(spanStart, spanEnd)).filter(r => !r.zero && r.length > 0);
-    let i = 0;
-    while (i < runs.length) {
-      const winStart = Math.floor(runs[i].start / COPY_WINDOW) * COPY_WINDOW;
-      const winEnd = Math.min(spanEnd, winStart + COPY_WINDOW);
-      const win = window.subarray(0, winEnd - winStart);
-      // Which units of the window may hold data (a unit only touched by zero runs is never looked at).
-      const touched = new Set<number>();
-      // every byte of a data run is read into the window; only the gaps between them are zeroed
-      let filled = winStart;
-      let j = i;
-      while (j < runs.length && runs[j].start < winEnd) {
-        const from = Math.max(runs[j].start, winStart);
-        const to = Math.min(runs[j].start + runs[j].length, winEnd);
-        if (from > filled) win.fill(0, filled - winStart, from - winStart);
-        filled = Math.max(filled, to);
-        for (let at = from; at < to; at += MAX_READ) {
-          const n = Math.min(MAX_READ, to - at);
-          if (source.readGuestInto) await source.readGuestInto(at, n, win, at - winStart);
-          else (await source.readGuest(at, n)).copy(win, at - winStart, 0, n);
-        }
-        for (let u = Math.floor(from / unitSize); u * unitSize < to; u++) touched.add(u);
-        if (runs[j].start + runs[j].length > winEnd) break; // the run goes on in the next window
-        j++;
+  const windows = [0, 1].map(() => Buffer.from(new SharedArrayBuffer(Math.max(1, Math.min(COPY_WINDOW, size)))));
+  let turn = 0;
+  let ahead: { plan: WindowPlan; win: Buffer; filled: Promise<void>; doneAt?: number } | null = null;
+  const visitWindow = async ({ plan, win, doneAt }: NonNullable<typeof ahead>) => {
+    for (const u of plan.units) {
+      const unitStart = u * unitSize;
+      const data = win.subarray(unitStart - plan.start, Math.min(plan.end, unitStart + unitSize) - plan.start);
+      if (!isZero(data)) await visit(unitStart, data);
+    }
+    control.onProgress?.(doneAt ?? plan.end, size);
+  };
+  try {
+    for await (const plan of windowPlans(source, unitSize, control, file)) {
+      if (typeof plan === 'number') {
+        // a span done: reported once its last window is visited, so progress never runs ahead of the writes
+        if (ahead) ahead.doneAt = plan;
+        else control.onProgress?.(plan, size);
+        continue;
       }
-      if (filled < winEnd) win.fill(0, filled - winStart);
-      for (const u of [...touched].sort((a, b) => a - b)) {
-        const unitStart = u * unitSize;
-        const data = win.subarray(unitStart - winStart, Math.min(winEnd, unitStart + unitSize) - winStart);
-        if (!isZero(data)) await visit(unitStart, data);
-      }
-      control.onProgress?.(winEnd, size);
-      i = j;
-      // A run continuing past this window is resumed, clipped, by the next iteration.
-      if (i < runs.length && runs[i].start < winEnd) {
-        const r = runs[i];
-        runs[i] = { start: winEnd, length: r.start + r.length - winEnd, zero: false };
+      const win = windows[turn++ % 2].subarray(0, plan.end - plan.start);
+      const filled = fillWindow(source, plan, win);
+      filled.catch(() => undefined); // awaited below; not unhandled while the previous window is visited
+      const prev = ahead;
+      ahead = { plan, win, filled };
+      if (prev) {
+        await prev.filled;
+        await visitWindow(prev);
       }
     }
-    control.onProgress?.(spanEnd, size);
+    if (ahead) {
+      const last = ahead;
+      ahead = null;
+      await last.filled;
+      await visitWindow(last);
+    }
+  } finally {
+    // no read left running into a window once this returns or throws
+    if (ahead) await ahead.filled.catch(() => undefined);
   }
 }
 

@@ -458,7 +458,8 @@ export class Qcow2Image implements BlockLayer {
             return;
           }
           await dataFile.readPaddedInto(dest, at, r.hostOffset, r.length, runPath(r, 'data'));
-          if (c) c.decryptRun(dest.subarray(at, at + r.length), c.ivOffset === 'host' ? r.hostOffset : r.guestOffset);
+          // on the cipher's worker threads when dest is a copy loop's shared window
+          if (c) await c.decryptRunAsync(dest.subarray(at, at + r.length), c.ivOffset === 'host' ? r.hostOffset : r.guestOffset);
           return;
         }
         case SubclusterType.Compressed: {

@@ -4,13 +4,14 @@
  * from it is still in flight. Fresh buffers per run are freed only when the garbage collector gets
  * to them, so a long copy grew by hundreds of MiB; the ring holds `count` × `size` bytes, at any
  * size of disk. `count` must cover the run being used, the runs read ahead and those the writer may
- * still be writing from.
+ * still be writing from. The buffers are shared memory, so an encrypted source's workers can
+ * decrypt in them in place (crypto/cipherPool.ts).
  */
 export class BufferRing {
   private readonly buffers: Buffer[];
   private turn = 0;
   constructor(count: number, readonly size: number, private readonly settled: (memory: ArrayBufferLike) => Promise<void>) {
-    this.buffers = Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+    this.buffers = Array.from({ length: count }, () => Buffer.from(new SharedArrayBuffer(size)));
   }
 
   /** The next buffer's first `length` bytes (length <= size), once no write from it is in flight. Its content is stale. */

@@ -7,10 +7,8 @@
  * Nothing is allocated or copied per batch, so the memory of a compressed copy is the ring's, at
  * any size of disk.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { Qcow2Error } from '../../errors';
+import { workerFile } from '../../io/workerFile';
 import type { CompressInit, CompressRequest, SlotReply } from './compress.worker';
 
 /** Bytes of a slot's input (and of its output): a batch of clusters (one cluster if larger). */
@@ -48,7 +46,7 @@ export class CompressPool {
   private failed: Error | null = null;
   readonly slotBytes: number;
   constructor(readonly type: 'zlib' | 'zstd', n = 2, clusterSize = 0) {
-    const file = workerPath();
+    const file = workerFile('compress', 'compression');
     this.slotBytes = Math.max(SLOT_BYTES, clusterSize);
     const sabs: SharedArrayBuffer[] = [];
     for (let i = 0; i < n * SLOTS_PER_WORKER + SLOTS_EXTRA; i++) {
@@ -139,16 +137,4 @@ export class CompressPool {
   async close(): Promise<void> {
     await Promise.all(this.workers.map(w => w.terminate()));
   }
-}
-
-/** The built worker: next to this bundle, or in the package's dist/ when running from dist-test/. */
-function workerPath(): string {
-  const candidates = [path.join(__dirname, 'compress.worker.js')];
-  for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
-    candidates.push(path.join(d, 'dist', 'compress.worker.js'));
-    if (fs.existsSync(path.join(d, 'package.json'))) break;
-  }
-  const hit = candidates.find(p => fs.existsSync(p));
-  if (!hit) throw new Qcow2Error('compress.worker.js', 'file', undefined, 'the compression worker is not built (run node build.mjs)', 'io');
-  return hit;
 }
