@@ -26,7 +26,7 @@ test('the packed tarball installs globally and runs as qcow2-lens', () => {
   const packed = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: ROOT, env: npmEnv });
   const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
   const files = info.files.map(f => f.path).sort();
-  assert.ok(files.includes('dist/cli.js') && files.includes('dist/cli/info.js') && files.includes('dist/cli/compact.js') && files.includes('dist/compress.worker.js'), files.join(', '));
+  assert.ok(files.includes('dist/cli.js') && files.includes('dist/cli/info.js') && files.includes('dist/cli/compact.js') && files.includes('dist/compress.worker.js') && files.includes('dist/sector.worker.js'), files.join(', '));
   assert.ok(!files.some(f => f.startsWith('dist/') && f.endsWith('.map')), `no source maps of ours: ${files.join(', ')}`);
   assert.ok(!files.some(f => f.startsWith('src/') || f.startsWith('test/') || f === 'dist/extension.js' || f.startsWith('media/')), `no sources, tests or extension: ${files.join(', ')}`);
 

@@ -16,4 +16,5 @@ test('the .vsix holds only the bundles, the webview, the zstd encoder and the ma
   vsix.assertPackageFiles(files);
   assert.ok(!files.some(f => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('e2e/') || f.endsWith('.map') || f.endsWith('.ts')), files.join(', '));
   assert.ok(files.includes('dist/compress.worker.js'), 'the compression worker compaction starts');
+  assert.ok(files.includes('dist/sector.worker.js'), 'the encryption worker decrypting copies start');
 });
