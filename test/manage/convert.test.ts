@@ -72,6 +72,7 @@ const CASES: Case[] = [
   { name: 'qcow2 -c (zlib)', args: ['-O', 'qcow2', '-c'], ext: 'qcow2', sameBytes: true },
   { name: 'qcow2 -c zstd', args: ['-O', 'qcow2', '-c', '-o', 'compression_type=zstd'], ext: 'qcow2', sameBytes: true },
   { name: 'qcow2 -c 512 B clusters', args: ['-O', 'qcow2', '-c', '-o', 'cluster_size=512'], ext: 'qcow2' },
+  { name: 'qcow2 -c 2 MiB clusters (larger than a compression slot)', args: ['-O', 'qcow2', '-c', '-o', 'cluster_size=2M'], ext: 'qcow2' },
   { name: 'raw (default -O)', args: [], ext: 'raw', sameBytes: true },
   { name: 'raw -S 0', args: ['-O', 'raw', '-S', '0'], ext: 'raw', sameBytes: true },
   { name: 'vpc dynamic', args: ['-O', 'vpc'], ext: 'vhd' },

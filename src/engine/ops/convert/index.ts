@@ -32,7 +32,7 @@ import { backingSize, formatQcow2 } from '../create/create';
 import { FileDisk, TempOutput } from '../create/disk';
 import { OptionError, type OptionEntry, type Qcow2CreateOptions } from '../options';
 import { assertNotLocked, beforeWrite } from '../writable';
-import { CompressPool } from '../compact/pool';
+import { CompressPool, type Slot } from '../compact/pool';
 import { checkMinSparse, type OutputPlan, planOutput } from './options';
 import { MAX_INFLIGHT, PipelinedDisk } from './pipelinedDisk';
 import { BufferRing } from '../../io/bufferRing';
@@ -319,7 +319,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     w.cipher = m.cipher;
     cipher = m.cipher;
     const cs = w.cs;
-    if (job.compress) pool = new CompressPool(q.compressionType);
+    if (job.compress) pool = new CompressPool(q.compressionType, 2, cs);
     const zeroAsData = q.version < 3;
     // The runs to write, span by span; each data run's read is started one run ahead, so the
     // source is read (on libuv's threads) while the previous run is written (synchronously).
@@ -362,7 +362,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
         if (zeroAsData) await w.writeData(cur.guest, Buffer.alloc(cur.len));
         else await w.writeZero(cur.guest, cur.len);
       } else {
-        await writeClusters(w, pool, cur.guest, await curData!, job, zeroAsData);
+        await writeClusters(w, pool, b => disk.settled(b), cur.guest, await curData!, job, zeroAsData);
       }
       ctl.onProgress?.(Math.min(size, cur.guest + cur.len), size);
       cur = next;
@@ -392,7 +392,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
  * clusters, as qemu-img's BLK_ZERO), the rest written — compressed one by one with -c (a
  * cluster that does not shrink is written as it is, as QEMU does).
  */
-async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: number, buf: Buffer, job: Qcow2Job, zeroAsData: boolean): Promise<void> {
+async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, settled: (memory: ArrayBufferLike) => Promise<void>, guest: number, buf: Buffer, job: Qcow2Job, zeroAsData: boolean): Promise<void> {
   const cs = w.cs, n = buf.length / cs;
   const zeroCluster = async (i: number, j: number) => {
     if (!job.withBacking) return; // a new image without backing file reads as zero already
@@ -405,23 +405,48 @@ async function writeClusters(w: Qcow2Writer, pool: CompressPool | null, guest: n
     if (job.minSparse !== 0) for (let i = 0; i < n; i++) zero[i] = isZero(buf.subarray(i * cs, (i + 1) * cs)) ? 1 : 0;
     const kept: number[] = [];
     for (let i = 0; i < n; i++) if (!zero[i]) kept.push(i);
-    const input = Buffer.allocUnsafe(kept.length * cs);
-    kept.forEach((i, k) => buf.copy(input, k * cs, i * cs, (i + 1) * cs));
-    // two batches, one per worker
-    const half = Math.ceil(kept.length / 2);
-    const replies = await Promise.all([0, 1].map(b => {
-      const from = b * half, to = Math.min(kept.length, from + half);
-      return to > from ? pool.compress(input.subarray(from * cs, to * cs), cs) : Promise.resolve({ lengths: [], data: new ArrayBuffer(0), id: -1 });
-    }));
-    const lengths = replies.flatMap(r => r.lengths);
-    const datas = replies.map(r => Buffer.from(r.data));
-    let which = 0, at = 0, k = 0;
-    for (let i = 0; i < n; i++) {
-      if (zero[i]) { await zeroCluster(i, i + 1); continue; }
-      if (k === half) { which = 1; at = 0; }
-      const l = lengths[k++];
-      if (l < 0) await w.writeData(guest + i * cs, buf.subarray(i * cs, (i + 1) * cs));
-      else { await w.writeCompressed(guest + i * cs, datas[which].subarray(at, at + l)); at += l; }
+    // Compressed in the pool's shared slots, a slot's worth of clusters each, every group started at
+    // once (acquire waits while all slots are busy), then written in order straight from the slot's
+    // output; a slot goes back once no write from it is in flight. Nothing is allocated per window:
+    // a copy of the window and a gathered result per batch held ~100 MiB more, waiting for the GC.
+    const per = Math.max(1, Math.floor(pool.slotBytes / cs));
+    const groups: Promise<{ slot: Slot; lengths: number[] }>[] = [];
+    for (let g = 0; g < kept.length; g += per) {
+      const idx = kept.slice(g, g + per);
+      const batch = (async () => {
+        const slot = await pool.acquire();
+        try {
+          idx.forEach((c, k) => buf.copy(slot.input, k * cs, c * cs, (c + 1) * cs));
+          return { slot, lengths: await pool.compressSlot(slot, cs, idx.map((_, k) => k)) };
+        } catch (e) {
+          pool.release(slot);
+          throw e;
+        }
+      })();
+      batch.catch(() => undefined); // awaited in order below
+      groups.push(batch);
+    }
+    let g = -1, k = 0, at = 0;
+    let cur: { slot: Slot; lengths: number[] } | null = null;
+    const done = async (c: { slot: Slot }) => { try { await settled(c.slot.output.buffer); } finally { pool.release(c.slot); } };
+    try {
+      for (let i = 0; i < n; i++) {
+        if (zero[i]) { await zeroCluster(i, i + 1); continue; }
+        if (Math.floor(k / per) !== g) {
+          if (cur) { const c = cur; cur = null; await done(c); }
+          g = Math.floor(k / per);
+          cur = await groups[g];
+          at = 0;
+        }
+        const l = cur!.lengths[k++ % per];
+        if (l < 0) await w.writeData(guest + i * cs, buf.subarray(i * cs, (i + 1) * cs));
+        else { await w.writeCompressed(guest + i * cs, cur!.slot.output.subarray(at, at + l)); at += l; }
+      }
+      if (cur) { const c = cur; cur = null; await done(c); }
+    } finally {
+      // on a failure, the slots still held go back once their writes are over (the pool closes after)
+      if (cur) await done(cur).catch(() => undefined);
+      for (const p of groups.slice(g + 1)) await p.then(done, () => undefined).catch(() => undefined);
     }
     return;
   }
