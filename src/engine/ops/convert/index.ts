@@ -319,6 +319,7 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     w.cipher = m.cipher;
     cipher = m.cipher;
     const cs = w.cs;
+    if (cipher) w.sealRing = new BufferRing(MAX_INFLIGHT + 2, Math.max(WINDOW, cs), b => disk.settled(b));
     if (job.compress) pool = new CompressPool(q.compressionType, 2, cs);
     const zeroAsData = q.version < 3;
     // The runs to write, span by span; each data run's read is started one run ahead, so the

@@ -12,6 +12,7 @@
  * (`settle`), so what is held is one refcount per host cluster (8 bytes each) and the window.
  */
 import { Qcow2Error } from '../../errors';
+import type { BufferRing } from '../../io/bufferRing';
 import { compressedEntryHi, entryOffset, l2Geometry, type L2Geometry, putEntry, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
 import { ClusterModel, type ClusterState, type Meta } from '../create/clusters';
@@ -71,17 +72,30 @@ export class Qcow2Writer extends ClusterModel {
   /** Writes data[from, from + len) at `host`, or only the parts of it qemu-img writes (see writeData). */
   private async put(host: number, data: Buffer, from: number, len: number): Promise<void> {
     const partial = this.written && (this.entrySize === 16 || this.preallocated);
-    if (!partial) { await this.disk.write(host, this.sealed(data.subarray(from, from + len), host), 'data'); return; }
+    if (!partial) { await this.disk.write(host, await this.sealed(data.subarray(from, from + len), host), 'data'); return; }
     const unit = this.entrySize === 16 ? this.cs / 32 : 1;
     for (const [r0, r1] of this.written!) {
       const s = Math.max(from, Math.floor(r0 / unit) * unit), e = Math.min(from + len, Math.ceil(r1 / unit) * unit);
-      if (e > s) await this.disk.write(host + (s - from), this.sealed(data.subarray(s, e), host + (s - from)), 'data');
+      if (e > s) await this.disk.write(host + (s - from), await this.sealed(data.subarray(s, e), host + (s - from)), 'data');
     }
   }
 
+  /**
+   * Where an encrypted output's data is encrypted before it is written (set by the caller): a ring of
+   * shared buffers, so the cipher's workers encrypt there and a buffer is reused only once no write
+   * from it is in flight. Without it (or for a longer write) each write gets a copy of its own.
+   */
+  sealRing: BufferRing | null = null;
+
   /** Guest bytes as they are stored at `host`: encrypted for that host offset in an encrypted image (a copy; the caller's buffer is kept). */
-  private sealed(bytes: Buffer, host: number): Buffer {
+  private async sealed(bytes: Buffer, host: number): Promise<Buffer> {
     if (!this.cipher) return bytes;
+    if (this.sealRing && bytes.length <= this.sealRing.size) {
+      const b = await this.sealRing.next(bytes.length);
+      bytes.copy(b);
+      await this.cipher.encryptRunAsync(b, host);
+      return b;
+    }
     const copy = Buffer.from(bytes);
     this.cipher.encryptRun(copy, host);
     return copy;
