@@ -10,7 +10,7 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import { CipherMode } from '../../src/engine/crypto/algorithms';
-import { sharedBuffer } from '../../src/engine/crypto/cipherPool';
+import { sharedBuffer } from '../../src/engine/io/bufferRing';
 import { DataCipher } from '../../src/engine/crypto/dataCipher';
 import { SectorCipher, SectorCipherSpec } from '../../src/engine/crypto/sectorCipher';
 

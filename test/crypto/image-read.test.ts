@@ -12,7 +12,7 @@ import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { sharedBuffer } from '../../src/engine/crypto/cipherPool';
+import { sharedBuffer } from '../../src/engine/io/bufferRing';
 import { Secret } from '../../src/engine/crypto/secret';
 import type { SectorCipher } from '../../src/engine/crypto/sectorCipher';
 import { Qcow2Error } from '../../src/engine/errors';

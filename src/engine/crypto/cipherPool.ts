@@ -4,9 +4,9 @@
  * image on one thread is held to one core's AES rate while qemu-img uses them all.
  *
  * The work happens in place in the caller's buffer, which must be shared memory (the copy loops
- * read into SharedArrayBuffer windows: sharedBuffer below): a run is cut into sector-aligned parts,
- * one per worker, and the promise settles when every part is done. Nothing is copied or allocated
- * per run. The workers start on first use, hold the key in OpenSSL only (the copy handed to them is
+ * read into SharedArrayBuffer windows: io/bufferRing.ts sharedBuffer): a run is cut into
+ * sector-aligned parts, one per worker, and the promise settles when every part is done. Nothing
+ * is copied or allocated per run. The workers start on first use, hold the key in OpenSSL only (the copy handed to them is
  * wiped there), keep the process alive only while a run is in flight, and end with dispose().
  * A worker that fails fails the runs it had; later runs go back to the caller's own thread.
  */
@@ -32,13 +32,8 @@ export function defaultCipherWorkers(): number {
   return Math.max(1, Math.min(4, cores - 1));
 }
 
-/** A zero-filled buffer over shared memory, which the pool's workers can work in. */
-export function sharedBuffer(size: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(size));
-}
-
 export function isShared(buf: Uint8Array): boolean {
-  return typeof SharedArrayBuffer !== 'undefined' && buf.buffer instanceof SharedArrayBuffer;
+  return buf.buffer instanceof SharedArrayBuffer;
 }
 
 export class CipherPool {

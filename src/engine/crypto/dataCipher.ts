@@ -63,19 +63,13 @@ export class DataCipher {
    * decryptRun, on the worker pool when `buf` is shared memory of at least parallelMin bytes (the
    * copy loops' windows): the caller's thread stays free for I/O while the workers decrypt.
    */
-  async decryptRunAsync(buf: Buffer, offset: number): Promise<void> {
-    const first = this.firstSector(buf, offset);
-    const pool = this.poolFor(buf);
-    if (pool) await pool.run(buf, first, false);
-    else this.sectors.decrypt(buf, first);
+  decryptRunAsync(buf: Buffer, offset: number): Promise<void> {
+    return this.runAsync(buf, offset, false);
   }
 
   /** encryptRun, on the worker pool as decryptRunAsync. */
-  async encryptRunAsync(buf: Buffer, offset: number): Promise<void> {
-    const first = this.firstSector(buf, offset);
-    const pool = this.poolFor(buf);
-    if (pool) await pool.run(buf, first, true);
-    else this.sectors.encrypt(buf, first);
+  encryptRunAsync(buf: Buffer, offset: number): Promise<void> {
+    return this.runAsync(buf, offset, true);
   }
 
   /** Forgets the key (OpenSSL cleanses its contexts; the workers end). */
@@ -85,6 +79,14 @@ export class DataCipher {
     this.#poolKey = undefined;
     this.#pool?.dispose();
     this.#pool = null;
+  }
+
+  private async runAsync(buf: Buffer, offset: number, encrypt: boolean): Promise<void> {
+    const first = this.firstSector(buf, offset);
+    const pool = this.poolFor(buf);
+    if (pool) await pool.run(buf, first, encrypt);
+    else if (encrypt) this.sectors.encrypt(buf, first);
+    else this.sectors.decrypt(buf, first);
   }
 
   private poolFor(buf: Buffer): CipherPool | null {

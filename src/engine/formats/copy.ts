@@ -5,6 +5,7 @@
  * handed to the writer. All-zero units are skipped, as `qemu-img convert` skips them when the
  * target reads as zero where nothing was written. Memory: one window, whatever the disk size.
  */
+import { sharedBuffer } from '../io/bufferRing';
 import type { ImageSink, ImageSource, WriteControl } from './layer';
 import { throwIfCancelled } from './layer';
 
@@ -177,7 +178,7 @@ export async function forEachDataUnit(
 ): Promise<void> {
   if (COPY_WINDOW % unitSize !== 0) throw new RangeError(`unit ${unitSize} does not divide the copy window`);
   const size = source.virtualSize;
-  const windows = [0, 1].map(() => Buffer.from(new SharedArrayBuffer(Math.max(1, Math.min(COPY_WINDOW, size)))));
+  const windows = [0, 1].map(() => sharedBuffer(Math.max(1, Math.min(COPY_WINDOW, size))));
   let turn = 0;
   let ahead: { plan: WindowPlan; win: Buffer; filled: Promise<void>; doneAt?: number } | null = null;
   const visitWindow = async ({ plan, win, doneAt }: NonNullable<typeof ahead>) => {

@@ -7,11 +7,16 @@
  * still be writing from. The buffers are shared memory, so an encrypted source's workers can
  * decrypt in them in place (crypto/cipherPool.ts).
  */
+/** A zero-filled buffer over shared memory, which worker threads can work in (crypto/cipherPool.ts). */
+export function sharedBuffer(size: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(size));
+}
+
 export class BufferRing {
   private readonly buffers: Buffer[];
   private turn = 0;
   constructor(count: number, readonly size: number, private readonly settled: (memory: ArrayBufferLike) => Promise<void>) {
-    this.buffers = Array.from({ length: count }, () => Buffer.from(new SharedArrayBuffer(size)));
+    this.buffers = Array.from({ length: count }, () => sharedBuffer(size));
   }
 
   /** The next buffer's first `length` bytes (length <= size), once no write from it is in flight. Its content is stale. */

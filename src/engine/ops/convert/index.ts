@@ -319,17 +319,19 @@ async function toQcow2(src: ConvertSource, dest: string, q: Qcow2CreateOptions &
     w.cipher = m.cipher;
     cipher = m.cipher;
     const cs = w.cs;
-    if (cipher) w.sealRing = new BufferRing(MAX_INFLIGHT + 2, Math.max(WINDOW, cs), b => disk.settled(b));
+    // a ring of window buffers, allocated once: the run being written, the one read ahead, and
+    // those the disk may still be writing from (a buffer is filled again only once no write from it
+    // is in flight)
+    const windowRing = () => new BufferRing(MAX_INFLIGHT + 2, Math.max(WINDOW, cs), b => disk.settled(b));
+    if (cipher) w.sealRing = windowRing();
     if (job.compress) pool = new CompressPool(q.compressionType, 2, cs);
     const zeroAsData = q.version < 3;
     // The runs to write, span by span; each data run's read is started one run ahead, so the
     // source is read (on libuv's threads) while the previous run is written (synchronously).
     const runs = outputRuns(src, size, cs, job, ctl, dest);
-    // Data runs are read into a ring of window buffers, allocated once: the run being written, the
-    // one read ahead, and those the disk may still be writing from (a buffer is filled again only
-    // once no write from it is in flight). Fresh buffers per run were freed only when the garbage
+    // Data runs are read into a window ring: fresh buffers per run were freed only when the garbage
     // collector got to them, and the process grew to ~200 MiB on a 1 GiB copy.
-    const ring = src.readGuestInto ? new BufferRing(MAX_INFLIGHT + 2, Math.max(WINDOW, cs), b => disk.settled(b)) : null;
+    const ring = src.readGuestInto ? windowRing() : null;
     const readRun = (r: OutputRun | undefined): Promise<Buffer> | undefined => {
       if (!r || r.kind !== Kind.Data) return undefined;
       const avail = Math.max(0, Math.min(r.len, size - r.guest, src.virtualSize - r.guest));
