@@ -45,7 +45,12 @@ test('create: byte for byte the image qemu-img create makes', () => {
     const r = cli('create', '-q', '-f', 'qcow2', ...c.args, ours, ...size);
     assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
     assertSameBytes(theirs, ours);
-    assert.deepEqual(infoOf(ours), infoOf(theirs), c.name);
+    // actual-size is the file system's count of blocks; falloc and full allocate the whole file,
+    // qemu-img with fallocate and we with written zeros, and the file system may keep a block more
+    // or less of its own for either, so those two compare within 64 KiB (as in the next test)
+    const prealloc = /preallocation=(falloc|full)/.test(c.args.join(','));
+    assert.deepEqual(infoOf(ours, !prealloc), infoOf(theirs, !prealloc), c.name);
+    if (prealloc) assert.ok(Math.abs(allocated(ours) - allocated(theirs)) <= 64 * 1024, `${c.name}: allocated bytes ${allocated(ours)} vs qemu-img's ${allocated(theirs)}`);
     assert.deepEqual(mapOf(ours), mapOf(theirs), c.name);
     assertClean(ours);
     fs.rmSync(ours);
