@@ -66,7 +66,7 @@ fi
 # the failures again at the very end, with their messages, so the tail of a CI log says why
 for tap in "$logs"/*.tap; do
   [ -f "$tap" ] || continue
-  awk '/^ *not ok /{show=1; n=0} show{print; if (++n >= 40 || /^ *\.\.\.$/) show=0}' "$tap" | grep -v '^ *# Subtest' | head -200
+  awk '/^ *not ok /{show=1; n=0} show{print; if (++n >= 40 || /^ *\.\.\.$/) show=0}' "$tap" | grep -v '^ *# Subtest' | head -200 || true
 done
 
 line=""; for s in "${summary[@]}"; do line+="${line:+; }$s"; done
