@@ -115,3 +115,48 @@ test('cancellation stops the check with a cancelled error', async () => {
     await q.close();
   }
 });
+
+test('the check walks without owners and walks again with them only when a finding names one; the results are the same', async () => {
+  const dir = scratchDir();
+  const make = (name: string, opts = 'cluster_size=65536') => {
+    const img = path.join(dir, name);
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, img, '64M');
+    qemuIo(img, ['write -P 1 0 1M', 'write -P 2 10M 64k']);
+    return img;
+  };
+  const clean = make('clean.qcow2');
+  const snap = make('snap.qcow2', 'cluster_size=65536,refcount_bits=8');
+  qemuImg('snapshot', '-c', 's1', snap);
+  qemuIo(snap, ['write -P 3 0 64k']);
+  const leak = make('leak.qcow2');
+  writeBE64(leak, layout(leak).l2(0) + 8, 0n); // one leaked data cluster
+  const dbl = make('double.qcow2');
+  const L = layout(dbl);
+  writeBE64(dbl, L.l2(0) + 8, readBE64(dbl, L.l2(0))); // two L2 entries, one cluster
+  const overlap = make('overlap.qcow2', 'cluster_size=65536,refcount_bits=32');
+  writeBE64(overlap, layout(overlap).l2(0), (1n << 63n) | BigInt(layout(overlap).l2(0))); // data at its own L2 table
+  const cases: [string, boolean, string][] = [[clean, false, 'Uint16Array'], [snap, false, 'Uint8Array'], [leak, false, 'Uint16Array'], [dbl, true, 'Uint16Array'], [overlap, true, 'Uint32Array']];
+  for (const [img, walkedTwice, width] of cases) {
+    const q = await Qcow2Image.open(img, { openBacking: false });
+    try {
+      const lean = await analyzeImage(q);
+      const full = await analyzeImage(q, { owners: true });
+      const name = path.basename(img);
+      assert.equal(lean.usage.owners, walkedTwice, `${name}: owners recorded only when a finding names one`);
+      assert.equal(full.usage.owners, true);
+      assert.equal(lean.usage.ownerA.length, walkedTwice ? full.usage.ownerA.length : 0, name);
+      // the counts and stored refcounts are as wide as the image's refcounts
+      assert.equal(lean.usage.refs.constructor.name, width, name);
+      assert.equal(lean.stored.constructor.name, width, name);
+      assert.deepEqual(lean.findings, full.findings, name);
+      for (const k of ['checkErrors', 'corruptions', 'leaks', 'highestCluster', 'leakedClusters', 'lowClusters', 'copiedL1', 'copiedL2'] as const) {
+        assert.deepEqual(lean[k], full[k], `${name}: ${k}`);
+      }
+      assert.deepEqual([...lean.usage.refs], [...full.usage.refs], name);
+      assert.deepEqual([...lean.usage.role], [...full.usage.role], name);
+      if (walkedTwice) assert.ok(lean.findings.some(f => /L1\[0\]/.test(f.structure)), `${name}: a finding names its owner`);
+    } finally {
+      await q.close();
+    }
+  }
+});

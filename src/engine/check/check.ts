@@ -16,7 +16,7 @@ import { CopiedCheck } from './oflagCopied';
 import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES } from './roles';
 import { snapshotTableFindings, unreadableSnapshotTableFinding } from './snapshotTable';
 import { readStoredRefcounts } from './storedRefcounts';
-import { clusterUsage } from './usage';
+import { clusterUsage, NoOwnersError } from './usage';
 import type { UsageIssue, UsageIssueKind } from './usageCounter';
 
 export type { CheckOptions, CheckResult, CheckState, Finding, Severity } from './findings';
@@ -30,8 +30,24 @@ function issueFinding(i: UsageIssue): Finding {
   return { kind, severity: 'error', hostOffset: i.hostOffset, structure: i.structure, message: i.message.endsWith('.') ? i.message : i.message + '.', explanation };
 }
 
-/** Runs the analysis (no writes); `checkImage` formats it, `repairImage` acts on it. */
+/**
+ * Runs the analysis (no writes); `checkImage` formats it, `repairImage` acts on it. The usage walk
+ * records no owners unless asked (a clean or only leaking image never needs them: 3 bytes a host
+ * cluster instead of 15); a finding that must name an owner makes it walk again with them.
+ */
 export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Promise<CheckState> {
+  let shown = 0;
+  const onProgress = opts.onProgress && ((d: number, t: number) => { if (d >= shown) { shown = d; opts.onProgress!(d, t); } });
+  if (opts.owners) return analyzeOnce(img, { ...opts, onProgress }, true);
+  try {
+    return await analyzeOnce(img, { ...opts, onProgress }, false);
+  } catch (e) {
+    if (!(e instanceof NoOwnersError)) throw e;
+    return analyzeOnce(img, { ...opts, onProgress }, true);
+  }
+}
+
+async function analyzeOnce(img: Qcow2Image, opts: CheckOptions, owners: boolean): Promise<CheckState> {
   const total = 4;
   const progress = (d: number) => opts.onProgress?.(d, total);
   const maxFindings = opts.maxFindings ?? 1000;
@@ -45,7 +61,7 @@ export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Pr
   const storedExact: ExactRefcounts = new Map();
   const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / cs) + 1, storedExact);
   const copied = new CopiedCheck(img, storedAll, storedExact);
-  const usage = await clusterUsage(img, { signal: opts.signal, onActiveL2: (t, li, off) => copied.table(t, li, off) });
+  const usage = await clusterUsage(img, { signal: opts.signal, owners, onActiveL2: (t, li, off) => copied.table(t, li, off) });
   progress(1);
   throwIfCancelled(opts.signal, img.path, 'check');
 

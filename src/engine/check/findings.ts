@@ -2,7 +2,7 @@
  * What the check reports: findings with their severity, the qemu-img-shaped result, the state
  * repair acts on, and the plain-language explanation of every kind of finding.
  */
-import type { ExactRefcounts } from '../qcow2/refcount';
+import type { ExactRefcounts, RefcountArray } from '../qcow2/refcount';
 import type { ClusterUsage } from './usage';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -44,13 +44,18 @@ export interface CheckOptions {
   onProgress?(done: number, total: number): void;
   /** Findings listed at most (default 1000); the rest are counted in a final 'findings-truncated' finding. */
   maxFindings?: number;
+  /**
+   * Walk with every cluster's first owner recorded (12 bytes a cluster). By default the check walks
+   * without them and walks again with them only when a finding has to name an owner.
+   */
+  owners?: boolean;
 }
 
 /** Everything the check learned, for the result and for repair. */
 export interface CheckState {
   usage: ClusterUsage;
-  /** Stored refcount per cluster (0..nbClusters-1); NaN where the refcount block cannot be read. */
-  stored: Float64Array;
+  /** Stored refcount per cluster (0..nbClusters-1), as wide as the image's; NaN (in a Float64Array) where the refcount block cannot be read. */
+  stored: RefcountArray;
   /** The stored refcounts of 2^53 or more (64-bit refcounts), exact; `stored` holds them rounded. */
   storedExact: ExactRefcounts;
   checkErrors: number;

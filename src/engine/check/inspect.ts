@@ -8,7 +8,7 @@ import type { Qcow2Image } from '../image/image';
 import { formatPath, join, step, type StructurePath } from '../path';
 import { decodeL2Entry, wordHi, wordLo } from '../qcow2/cluster';
 import * as L from '../qcow2/layout';
-import { refcountAt } from '../qcow2/refcount';
+import { type RefcountArray, refcountAt } from '../qcow2/refcount';
 import type { CheckState } from './findings';
 import { CLUSTER_ROLES, type ClusterRole, ROLE_CONFLICT, ROLE_MASK, USAGE_CLUSTER_ROLE } from './roles';
 import { readStoredRefcounts } from './storedRefcounts';
@@ -172,7 +172,7 @@ export interface ClusterRoles {
   /** References, capped at 255. */
   users: Uint8Array;
   /** Stored refcounts (NaN where unreadable). */
-  refcounts: Float64Array;
+  refcounts: RefcountArray;
   usage: ClusterUsage;
 }
 

@@ -6,7 +6,7 @@ import { hex } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
 import * as L from '../qcow2/layout';
-import { type ExactRefcounts, refcountText } from '../qcow2/refcount';
+import { type ExactRefcounts, type RefcountArray, refcountText } from '../qcow2/refcount';
 import { formatPath, step } from '../path';
 import { EXPLAIN, type CheckState, type Finding } from './findings';
 import { storedRefcountOf } from './storedRefcounts';
@@ -24,7 +24,7 @@ export class CopiedCheck {
   private later: Omit<CopiedHit, 'rc'>[] = [];
   private readonly cs: number;
   private readonly extData: boolean;
-  constructor(private img: Qcow2Image, private stored: Float64Array, private exact?: ExactRefcounts) {
+  constructor(private img: Qcow2Image, private stored: RefcountArray, private exact?: ExactRefcounts) {
     this.cs = img.clusterSize;
     this.extData = img.g.externalData;
   }

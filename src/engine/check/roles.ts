@@ -5,7 +5,7 @@
  * the map roles from here too.
  */
 
-// ---- usage roles: the low 6 bits of the usage walk's role byte, plus two flag bits ----
+// ---- usage roles: the low 5 bits of the usage walk's role byte, plus three flag bits ----
 export const ROLE_FREE = 0;
 export const ROLE_HEADER = 1;
 export const ROLE_L1 = 2;
@@ -27,7 +27,13 @@ export const ROLE_BITMAP_TABLE = 13;
 export const ROLE_BITMAP = 14;
 /** The LUKS header and key material of an encrypted image. */
 export const ROLE_CRYPTO = 15;
-export const ROLE_MASK = 0x3f;
+export const ROLE_MASK = 0x1f;
+/**
+ * Flag: the first owner belongs to a table of its own (a snapshot's L1 tree, a bitmap), not to the
+ * active image or the image as a whole. Kept in the role byte so a walk that records no owners
+ * still tells an active image's second claim apart.
+ */
+export const ROLE_IN_TABLE = 0x20;
 /** Flag: the cluster has more than one reference (legitimate for snapshots and compressed data). */
 export const ROLE_SHARED = 0x40;
 /** Flag: owners that must never share a cluster do (metadata with anything, an L2 table with data). */

@@ -18,12 +18,12 @@ import {
   ROLE_BITMAP, ROLE_BITMAP_DIRECTORY, ROLE_BITMAP_TABLE, ROLE_COMPRESSED, ROLE_CRYPTO, ROLE_DATA, ROLE_FREE, ROLE_HEADER, ROLE_L1, ROLE_L2, ROLE_MASK,
   ROLE_NAMES, ROLE_REFCOUNT_BLOCK, ROLE_REFCOUNT_TABLE, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2, ROLE_SNAPSHOT_ONLY, ROLE_SNAPSHOT_TABLE,
 } from './roles';
-import { NO_OWNER, UsageCounter, type UsageIssue, type UsageIssueKind } from './usageCounter';
+import { NO_OWNER, type RefCounts, UsageCounter, type UsageIssue, type UsageIssueKind } from './usageCounter';
 import { type ActiveL2Listener, checkRefcountsL1 } from './usageL1';
 import { checkBitmapsRefcounts, checkRefblocks, checkSnapshotsRefcounts } from './usageTables';
 
 export * from './roles';
-export { MAX_STORED_ISSUES, MAX_USAGE_CLUSTERS, type UsageIssue, type UsageIssueKind } from './usageCounter';
+export { MAX_STORED_ISSUES, MAX_USAGE_CLUSTERS, type RefCounts, type UsageIssue, type UsageIssueKind } from './usageCounter';
 
 export interface ClusterUsage {
   clusterSize: number;
@@ -31,10 +31,12 @@ export interface ClusterUsage {
   fileSize: number;
   /** Host clusters covered: the file's clusters, plus one if a structure ends in a partial cluster past EOF. */
   nbClusters: number;
-  /** Expected reference count per host cluster. */
-  refs: Uint32Array;
-  /** Role per host cluster (ROLE_*), with ROLE_SHARED / ROLE_CONFLICT flags. */
+  /** Expected reference count per host cluster (as wide as the image's refcounts). */
+  refs: RefCounts;
+  /** Role per host cluster (ROLE_*), with ROLE_SHARED / ROLE_CONFLICT / ROLE_IN_TABLE flags. */
   role: Uint8Array;
+  /** Whether ownerA/B/C and ownerPath are there (ClusterUsageOptions.owners); without them the arrays are empty. */
+  owners: boolean;
   /** First owner: L1 index / refcount table index / bitmap table index (-1 = none). */
   ownerA: Int32Array;
   /** First owner: L2 index (-1 = none). */
@@ -62,7 +64,7 @@ export interface ClusterUsage {
   /** Snapshot names and bitmap names for paths. */
   snapshotNames: string[];
   bitmapNames: string[];
-  /** The structure path of the first owner of `cluster`, e.g. `L1[3] → L2[0x1f0]`. */
+  /** The structure path of the first owner of `cluster`, e.g. `L1[3] → L2[0x1f0]` (throws NoOwnersError without owners). */
   ownerPath(cluster: number): string;
 }
 
@@ -70,12 +72,19 @@ export interface ClusterUsageOptions {
   signal?: AbortSignal;
   /** Called with each L2 table of the active L1 as it is walked (lets the check avoid a second read). */
   onActiveL2?: ActiveL2Listener;
+  /** Record each cluster's first owner (12 bytes a cluster more; default true). */
+  owners?: boolean;
+}
+
+/** ownerPath of a walk made without owners: the caller walks again with them. */
+export class NoOwnersError extends Error {
+  constructor() { super('the cluster usage was walked without owners'); }
 }
 
 /** QEMU's calculate_refcounts: every structure's clusters, in QEMU's order. */
 export async function clusterUsage(img: Qcow2Image, opts: ClusterUsageOptions = {}): Promise<ClusterUsage> {
   const h = img.header;
-  const u = new UsageCounter(img);
+  const u = new UsageCounter(img, opts.owners ?? true);
   const cs = u.clusterSize;
   const none = NO_OWNER;
   // header cluster (header, extensions and backing file name all live in cluster 0)
@@ -101,7 +110,7 @@ function usageResult(u: UsageCounter, totalClusters: number, reftableEntries: nu
   };
   return {
     clusterSize: u.clusterSize, clusterBits: u.clusterBits, fileSize: u.fileSize, nbClusters: nb,
-    ...trimmed,
+    ...trimmed, owners: u.owners,
     issues: u.issues, issueCount: u.issueCount, issueCounts: u.issueCounts,
     allocatedClusters: u.allocated, fragmentedClusters: u.fragmented, compressedClusters: u.compressed,
     totalClusters, reftableEntries,
@@ -110,6 +119,7 @@ function usageResult(u: UsageCounter, totalClusters: number, reftableEntries: nu
     ownerPath: k => {
       if (k < 0 || k >= nb) return 'outside the file';
       if ((trimmed.role[k] & ROLE_MASK) === ROLE_FREE) return 'unused';
+      if (!u.owners) throw new NoOwnersError();
       const p = ownerSteps(u, k);
       return p ? formatPath(p) : ROLE_NAMES[trimmed.role[k] & ROLE_MASK] ?? 'unknown';
     },

@@ -1,15 +1,18 @@
 /**
  * The usage walk's state (QEMU's in-memory refcount table of qcow2_check_refcounts, plus who owns
- * each cluster): one expected count, a role byte and three integers naming the first owner per
- * host cluster, about 17 bytes a cluster in typed arrays. The per-table scans (usageL1.ts,
- * usageTables.ts) count into it; usage.ts runs them in QEMU's order.
+ * each cluster): one expected count (as wide as the image's refcounts, at most 32 bits) and a role
+ * byte per host cluster and, when the caller asks for them, three integers naming the first owner:
+ * 3 bytes a cluster for a 16-bit image without owners, 15 with them. The check walks without owners
+ * and walks again with them only when a finding has to name one (check.ts); the editor's map keeps
+ * them. The per-table scans (usageL1.ts, usageTables.ts) count into it; usage.ts runs them in
+ * QEMU's order.
  */
 import { hex, Qcow2Error } from '../errors';
 import type { Qcow2Image } from '../image/image';
 import { join, step, type StructurePath } from '../path';
 import { maxRefcount } from '../qcow2/refcount';
 import type { TableWindow } from './paddedReads';
-import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES, ROLE_SHARED, shareGroup } from './roles';
+import { ROLE_CONFLICT, ROLE_IN_TABLE, ROLE_MASK, ROLE_NAMES, ROLE_SHARED, shareGroup } from './roles';
 
 export type UsageIssueKind =
   | 'l1-reserved-bits'
@@ -47,11 +50,16 @@ export interface UsageIssue {
 }
 
 export const MAX_STORED_ISSUES = 10000;
-/** About 17 bytes are kept per host cluster; beyond 2^27 clusters (8 TiB of 64 KiB clusters) we refuse rather than exhaust memory. */
+/** Up to 17 bytes are kept per host cluster; beyond 2^27 clusters (8 TiB of 64 KiB clusters) we refuse rather than exhaust memory. */
 export const MAX_USAGE_CLUSTERS = 2 ** 27;
 
 /** An owner index meaning "the active image" (no snapshot) or "none". */
 export const NO_OWNER = -1;
+
+/** Expected reference counts, one per host cluster, as wide as the image's refcounts need (capped at 32 bits). */
+export type RefCounts = Uint8Array | Uint16Array | Uint32Array;
+
+const NO_OWNERS = new Int32Array(0);
 
 export class UsageCounter {
   readonly clusterSize: number;
@@ -59,8 +67,10 @@ export class UsageCounter {
   readonly fileSize: number;
   /** The highest count the image's refcount width holds (capped to the Uint32Array's range). */
   readonly refMax: number;
-  readonly refs: Uint32Array;
+  readonly refs: RefCounts;
   readonly role: Uint8Array;
+  /** Whether the first owners are recorded (ownerA/B/C); without them the arrays are empty. */
+  readonly owners: boolean;
   /** First owner: L1 index / refcount table index / bitmap table index (-1 = none). */
   readonly ownerA: Int32Array;
   /** First owner: L2 index (-1 = none). */
@@ -83,7 +93,7 @@ export class UsageCounter {
   /** The one window the L1 walks read their L2 tables through (usageL1.ts), made on first use. */
   l2Window?: TableWindow;
 
-  constructor(readonly img: Qcow2Image) {
+  constructor(readonly img: Qcow2Image, owners = true) {
     const cs = img.g.clusterSize;
     this.clusterSize = cs;
     this.clusterBits = img.g.clusterBits;
@@ -96,13 +106,15 @@ export class UsageCounter {
     }
     // a structure may end less than one cluster past EOF (QEMU allows that), so one spare entry
     const cap = fileClusters + 1;
-    this.refs = new Uint32Array(cap);
-    this.role = new Uint8Array(cap);
-    this.ownerA = new Int32Array(cap).fill(NO_OWNER);
-    this.ownerB = new Int32Array(cap).fill(NO_OWNER);
-    this.ownerC = new Int32Array(cap).fill(NO_OWNER);
-    this.nbClusters = fileClusters;
+    // claim() never counts past refMax, so the count fits the image's own refcount width
     this.refMax = Math.min(maxRefcount(img.header.refcountOrder), 0xffffffff);
+    this.refs = this.refMax <= 0xff ? new Uint8Array(cap) : this.refMax <= 0xffff ? new Uint16Array(cap) : new Uint32Array(cap);
+    this.role = new Uint8Array(cap);
+    this.owners = owners;
+    this.ownerA = owners ? new Int32Array(cap).fill(NO_OWNER) : NO_OWNERS;
+    this.ownerB = owners ? new Int32Array(cap).fill(NO_OWNER) : NO_OWNERS;
+    this.ownerC = owners ? new Int32Array(cap).fill(NO_OWNER) : NO_OWNERS;
+    this.nbClusters = fileClusters;
     this.snapshotNames = img.snapshots.map(s => s.name);
     this.bitmapNames = img.bitmaps.map(b => b.name);
   }
@@ -122,14 +134,15 @@ export class UsageCounter {
     }
     this.refs[k] = n + 1;
     if (n === 0) {
-      this.role[k] = r; this.ownerA[k] = a; this.ownerB[k] = b; this.ownerC[k] = c;
+      this.role[k] = c < 0 ? r : r | ROLE_IN_TABLE;
+      if (this.owners) { this.ownerA[k] = a; this.ownerB[k] = b; this.ownerC[k] = c; }
     } else {
       const g0 = shareGroup(this.role[k] & ROLE_MASK);
       this.role[k] |= ROLE_SHARED;
       const conflict = g0 === 0 || g0 !== shareGroup(r);
       if (conflict) this.role[k] |= ROLE_CONFLICT;
       // two references from the active image's own tables are never legitimate either
-      if ((conflict || (c < 0 && this.ownerC[k] < 0)) && !this.secondOwner.has(k) && this.secondOwner.size < MAX_STORED_ISSUES) this.secondOwner.set(k, what());
+      if ((conflict || (c < 0 && !(this.role[k] & ROLE_IN_TABLE))) && !this.secondOwner.has(k) && this.secondOwner.size < MAX_STORED_ISSUES) this.secondOwner.set(k, what());
     }
     if (k >= this.nbClusters) this.nbClusters = k + 1;
   }

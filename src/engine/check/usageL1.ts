@@ -10,7 +10,7 @@ import * as L from '../qcow2/layout';
 import { formatPath, join, step, type StructurePath } from '../path';
 import { pacer } from '../cancel';
 import { TableWindow } from './paddedReads';
-import { ROLE_COMPRESSED, ROLE_DATA, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2, ROLE_SNAPSHOT_ONLY, shareGroup } from './roles';
+import { ROLE_COMPRESSED, ROLE_DATA, ROLE_IN_TABLE, ROLE_L1, ROLE_L2, ROLE_MASK, ROLE_SHARED, ROLE_SNAPSHOT_L1, ROLE_SNAPSHOT_L2, ROLE_SNAPSHOT_ONLY, shareGroup } from './roles';
 import { NO_OWNER, type UsageCounter, type UsageIssueKind } from './usageCounter';
 
 /** Bytes of L2 tables held at once: one reused window, whatever the number of tables. */
@@ -123,13 +123,14 @@ export function checkRefcountsL2(u: UsageCounter, t: Uint8Array, l1Index: number
   const g = u.img.g, cs = u.clusterSize, cb = u.clusterBits, fileSize = u.fileSize, refMax = u.refMax;
   const es = g.l2EntrySize, n = g.l2Size, ext = g.extendedL2, hasDataFile = g.externalData;
   const dataRole = snap < 0 ? ROLE_DATA : ROLE_SNAPSHOT_ONLY;
+  const firstRole = snap < 0 ? ROLE_DATA : ROLE_SNAPSHOT_ONLY | ROLE_IN_TABLE;
   const sp = u.snapshotPath(snap);
   const path = (j: number) => l2EntryPath(sp, l1Index, j);
   const hiScale = 2 ** (32 - cb);
   let nextContiguous = 0;
   // counters and arrays in locals: the loop runs once per L2 entry
   let nAlloc = 0, nFrag = 0, nComp = 0;
-  const refsL = u.refs, roleL = u.role, oA = u.ownerA, oB = u.ownerB, oC = u.ownerC;
+  const refsL = u.refs, roleL = u.role, owners = u.owners, oA = u.ownerA, oB = u.ownerB, oC = u.ownerC;
   for (let j = 0; j < n; j++) {
     const p = j * es;
     const hi = wordHi(t, p), lo = wordLo(t, p);
@@ -158,7 +159,11 @@ export function checkRefcountsL2(u: UsageCounter, t: Uint8Array, l1Index: number
     if (aligned && offset + cs <= fileSize) {
       const k = (hi & L.ENTRY_OFFSET_HI_MASK) * hiScale + (lo >>> cb);
       const c = refsL[k];
-      if (c === 0) { refsL[k] = 1; roleL[k] = dataRole; oA[k] = l1Index; oB[k] = j; oC[k] = snap; continue; }
+      if (c === 0) {
+        refsL[k] = 1; roleL[k] = firstRole;
+        if (owners) { oA[k] = l1Index; oB[k] = j; oC[k] = snap; }
+        continue;
+      }
       // a snapshot sharing a data cluster: the usual, legitimate case, without the general path
       if (snap >= 0 && c < refMax && shareGroup(roleL[k] & ROLE_MASK) === 2) { refsL[k] = c + 1; roleL[k] |= ROLE_SHARED; continue; }
       u.claim(k, dataRole, l1Index, j, snap, () => path(j));

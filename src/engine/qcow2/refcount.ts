@@ -96,7 +96,15 @@ export function refcountGeometry(clusterBits: number, order: number): RefcountGe
  * Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case,
  * unrolled); 64-bit refcounts of 2^53 or more also go to `exact` exactly.
  */
-export function decodeRefcountBlock(blk: Uint8Array, order: number, out: Float64Array, base: number, n: number, exact?: ExactRefcounts): void {
+/** Refcounts of a run of clusters, in an array as wide as they need (Float64Array for 64-bit ones, rounded from 2^53). */
+export type RefcountArray = Uint8Array | Uint16Array | Uint32Array | Float64Array;
+
+/** The narrowest array that holds refcounts of 2^order bits (64-bit ones as rounded numbers). */
+export function refcountArray(order: number, n: number): RefcountArray {
+  return order <= 3 ? new Uint8Array(n) : order === 4 ? new Uint16Array(n) : order === 5 ? new Uint32Array(n) : new Float64Array(n);
+}
+
+export function decodeRefcountBlock(blk: Uint8Array, order: number, out: RefcountArray, base: number, n: number, exact?: ExactRefcounts): void {
   if (order === 4) {
     for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
   } else if (order === 6) {

@@ -14,7 +14,7 @@
  * Only metadata is read, except with `zeroScan` (zeros.ts).
  */
 import { pacer } from '../../engine/cancel';
-import { clusterUsage, ROLE_COMPRESSED, ROLE_DATA, ROLE_FREE, ROLE_MASK, ROLE_NAMES, ROLE_SNAPSHOT_ONLY } from '../../engine/check/usage';
+import { clusterUsage, ROLE_COMPRESSED, ROLE_DATA, ROLE_FREE, ROLE_IN_TABLE, ROLE_MASK, ROLE_NAMES, ROLE_SNAPSHOT_ONLY } from '../../engine/check/usage';
 import { readStoredRefcounts } from '../../engine/check/storedRefcounts';
 import type { KeyLookup } from '../../engine/image/encryption';
 import { Qcow2Image } from '../../engine/image/image';
@@ -154,7 +154,7 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
   await tick();
 
   // the usage walk: every host cluster's role; the stored refcounts, for leaks
-  const usage = await clusterUsage(img, { signal: opts.signal });
+  const usage = await clusterUsage(img, { signal: opts.signal, owners: false });
   await tick();
   const fileClusters = Math.ceil(F / cs);
   const stored = await readStoredRefcounts(img, fileClusters);
@@ -211,7 +211,7 @@ async function report(img: Qcow2Image, opts: SpaceOptions): Promise<SpaceReport>
       const zero = zs.zero.has(s) || ((a & AT_ZERO_FLAG) !== 0 && !tables.data.has(s));
       where = (a & AT_FREE) && !(a & AT_USED) ? 'free' : zero ? 'zero' : (a & AT_INSIDE) || !free ? 'used' : 'outside';
     }
-    if (usage.ownerC[k] < 0) act[where].add(bytes, kc, ks);
+    if (!(usage.role[k] & ROLE_IN_TABLE)) act[where].add(bytes, kc, ks);
     else (owner >= 1 ? snaps[owner - 1] : snapShared).add(bytes, kc, ks);
   }
 
