@@ -128,6 +128,42 @@ test('copyFrom: a source ending mid-run is padded with zeros, in the kernel and 
   }
 });
 
+test('copyFrom: kernel copies into one file run one at a time, in order, while buffered writes go on', { skip: !native }, async () => {
+  const dir = tmpDir();
+  const srcPath = path.join(dir, 's.bin');
+  const data = Buffer.alloc(8 * cs);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 13 + 5) & 0xff;
+  fs.writeFileSync(srcPath, data);
+  let running = 0, most = 0;
+  const order: number[] = [];
+  const counting = {
+    ...native!,
+    copyRange: async (fdIn: number, offIn: number, fdOut: number, offOut: number, len: number) => {
+      running++; most = Math.max(most, running); order.push(offIn);
+      await new Promise(r => setTimeout(r, 5));
+      try { return await native!.copyRange(fdIn, offIn, fdOut, offOut, len); } finally { running--; }
+    },
+  };
+  const src = await ImageFile.open(srcPath, false);
+  const outPath = path.join(dir, 'o.out');
+  fs.writeFileSync(outPath, '');
+  const f = await ImageFile.open(outPath, true);
+  const o = new OutFile(f);
+  const parts: Buffer[] = [];
+  for (let i = 7; i >= 0; i -= 2) {
+    await o.copyFrom(src, i * cs, cs, counting); // copies started back to back, never awaited one by one
+    parts.push(data.subarray(i * cs, (i + 1) * cs));
+    await o.append(Buffer.alloc(100, i));
+    parts.push(Buffer.alloc(100, i));
+  }
+  await o.drain();
+  await f.close();
+  await src.close();
+  assert.equal(most, 1, 'one kernel copy at a time');
+  assert.deepEqual(order, [7, 5, 3, 1].map(i => i * cs));
+  assert.ok(fs.readFileSync(outPath).equals(Buffer.concat(parts)), 'the output holds every copy and write in place');
+});
+
 test('places: typed per-cluster state, hosts past the file kept aside', () => {
   const set = new ClusterSet(10 * cs, cs);
   for (const h of [9 * cs, 0, 3 * cs, 3 * cs, 1000 * cs]) set.add(h);

@@ -14,7 +14,11 @@ import { beforeWrite } from '../writable';
  * at once (this and the writes in flight, their buffers kept until done) small: 2 + 4 × 2 MiB.
  */
 const FLUSH_BYTES = 2 * 1024 * 1024;
-/** Writes in flight at once. */
+/**
+ * Writes in flight at once. Kernel copies (copy_file_range) into the file run one at a time, each
+ * after the one before: parallel ones serialise on the file's inode lock anyway, and the waiters
+ * spin (10 GiB / 1 GiB of data: system time 0.56 → 0.35 s, wall time the same).
+ */
 const MAX_INFLIGHT = 4;
 /** The bounce buffer of a copy that falls back to reading and writing. */
 const BOUNCE_BYTES = 4 * 1024 * 1024;
@@ -108,9 +112,11 @@ export class OutFile {
     beforeWrite();
     if (native && this.copyRefused) native = undefined;
     const f = this.f;
+    const prev = this.lastCopy;
     const p = (async () => {
       let done = 0;
       if (native) {
+        await prev;
         try {
           done = await native.copyRange(src.handle.fd, srcOff, f.handle.fd, at, len);
         } catch (e) {
@@ -123,11 +129,14 @@ export class OutFile {
       if (at + len > f.size) f.size = at + len;
     })();
     p.catch(() => undefined); // awaited later, as flush's writes
+    if (native) this.lastCopy = p.catch(() => undefined);
     this.inflight.push(p);
     if (this.inflight.length >= MAX_INFLIGHT) await this.inflight.shift();
     return at;
   }
   private copyRefused = false;
+  /** The last kernel copy started (settled, never rejecting): the next one waits for it. */
+  private lastCopy: Promise<void> = Promise.resolve();
   async writeAt(off: number, b: Buffer, what: string): Promise<void> {
     await this.drain();
     beforeWrite();
