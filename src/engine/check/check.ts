@@ -10,7 +10,7 @@ import { hex } from '../errors';
 import { Qcow2Image } from '../image/image';
 import * as L from '../qcow2/layout';
 import { formatPath, formatStep, join, PATH_SEPARATOR, step } from '../path';
-import { type ExactRefcounts, maxRefcount, refcountText } from '../qcow2/refcount';
+import { type ExactRefcounts, maxRefcount, type RefcountArray, refcountText } from '../qcow2/refcount';
 import { EXPLAIN, type CheckOptions, type CheckResult, type CheckState, type Finding } from './findings';
 import { CopiedCheck } from './oflagCopied';
 import { ROLE_CONFLICT, ROLE_MASK, ROLE_NAMES } from './roles';
@@ -33,33 +33,37 @@ function issueFinding(i: UsageIssue): Finding {
 /**
  * Runs the analysis (no writes); `checkImage` formats it, `repairImage` acts on it. The usage walk
  * records no owners unless asked (a clean or only leaking image never needs them: 3 bytes a host
- * cluster instead of 15); a finding that must name an owner makes it walk again with them.
+ * cluster instead of 15); a finding that must name an owner makes it walk again with them (the
+ * stored refcounts, read once, serve both walks).
  */
 export async function analyzeImage(img: Qcow2Image, opts: CheckOptions = {}): Promise<CheckState> {
   let shown = 0;
   const onProgress = opts.onProgress && ((d: number, t: number) => { if (d >= shown) { shown = d; opts.onProgress!(d, t); } });
-  if (opts.owners) return analyzeOnce(img, { ...opts, onProgress }, true);
-  try {
-    return await analyzeOnce(img, { ...opts, onProgress }, false);
-  } catch (e) {
-    if (!(e instanceof NoOwnersError)) throw e;
-    return analyzeOnce(img, { ...opts, onProgress }, true);
-  }
-}
-
-async function analyzeOnce(img: Qcow2Image, opts: CheckOptions, owners: boolean): Promise<CheckState> {
-  const total = 4;
-  const progress = (d: number) => opts.onProgress?.(d, total);
-  const maxFindings = opts.maxFindings ?? 1000;
-  const h = img.header;
-  progress(0);
-  // stored refcounts first, so the OFLAG_COPIED check can run while usage walks the active L2 tables
-  const cs = img.clusterSize;
-  const rg = img.rg;
+  const o = { ...opts, onProgress };
+  o.onProgress?.(0, TOTAL_STEPS);
+  // stored refcounts first, so the OFLAG_COPIED check can run while usage walks the active L2 tables;
   // 64-bit refcounts of 2^53 or more are compared as rounded numbers (still larger than any count
   // of references) but reported and repaired from their exact values
   const storedExact: ExactRefcounts = new Map();
-  const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / cs) + 1, storedExact);
+  const storedAll = await readStoredRefcounts(img, Math.ceil(img.file.size / img.clusterSize) + 1, storedExact);
+  if (opts.owners) return analyzeOnce(img, o, storedAll, storedExact, true);
+  try {
+    return await analyzeOnce(img, o, storedAll, storedExact, false);
+  } catch (e) {
+    if (!(e instanceof NoOwnersError)) throw e;
+    return analyzeOnce(img, o, storedAll, storedExact, true);
+  }
+}
+
+/** The analysis's progress steps: refcounts and usage read, findings listed, refcounts compared, COPIED flags checked. */
+const TOTAL_STEPS = 4;
+
+async function analyzeOnce(img: Qcow2Image, opts: CheckOptions, storedAll: RefcountArray, storedExact: ExactRefcounts, owners: boolean): Promise<CheckState> {
+  const progress = (d: number) => opts.onProgress?.(d, TOTAL_STEPS);
+  const maxFindings = opts.maxFindings ?? 1000;
+  const h = img.header;
+  const cs = img.clusterSize;
+  const rg = img.rg;
   const copied = new CopiedCheck(img, storedAll, storedExact);
   const usage = await clusterUsage(img, { signal: opts.signal, owners, onActiveL2: (t, li, off) => copied.table(t, li, off) });
   progress(1);

@@ -92,10 +92,6 @@ export function refcountGeometry(clusterBits: number, order: number): RefcountGe
   return { order, clusterBits, blockEntries: 2 ** blockBits, blockBits };
 }
 
-/**
- * Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case,
- * unrolled); 64-bit refcounts of 2^53 or more also go to `exact` exactly.
- */
 /** Refcounts of a run of clusters, in an array as wide as they need (Float64Array for 64-bit ones, rounded from 2^53). */
 export type RefcountArray = Uint8Array | Uint16Array | Uint32Array | Float64Array;
 
@@ -104,6 +100,10 @@ export function refcountArray(order: number, n: number): RefcountArray {
   return order <= 3 ? new Uint8Array(n) : order === 4 ? new Uint16Array(n) : order === 5 ? new Uint32Array(n) : new Float64Array(n);
 }
 
+/**
+ * Decodes the first `n` refcounts of one refcount block into `out[base …]` (16-bit: the common case,
+ * unrolled); 64-bit refcounts of 2^53 or more also go to `exact` exactly.
+ */
 export function decodeRefcountBlock(blk: Uint8Array, order: number, out: RefcountArray, base: number, n: number, exact?: ExactRefcounts): void {
   if (order === 4) {
     for (let k = 0; k < n; k++) out[base + k] = (blk[2 * k] << 8) | blk[2 * k + 1];
