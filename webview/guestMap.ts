@@ -120,7 +120,13 @@ export class GuestMap {
       this.highlight(Array.isArray(d.ranges) ? d.ranges : [], typeof d.label === 'string' ? d.label : '');
     });
     onThemeChange(() => { this.readColors(); this.schedule(); });
-    onWidthChange(this.focusBox, () => { if (this.fitted) this.fit(false); else this.load(); });
+    // a zoomed window keeps its start and the selected cell in view when the width (cells a row) changes
+    onWidthChange(this.focusBox, () => {
+      if (this.fitted) { this.fit(false); return; }
+      this.start = this.clampStart(this.start);
+      if (this.selected !== undefined) this.bringIntoView(this.selected);
+      this.load();
+    });
   }
 
   private readColors(): void {
@@ -413,6 +419,15 @@ export class GuestMap {
     this.schedule();
   }
 
+  /** Moves the window by whole rows so guest offset `pos` is in it; whether it moved. */
+  private bringIntoView(pos: number): boolean {
+    const b = this.bucketBytes, row = b * this.cols, windowEnd = this.start + this.cellCount * b;
+    const before = this.start;
+    if (pos < this.start) this.start = this.clampStart(this.start - Math.ceil((this.start - pos) / row) * row);
+    else if (pos >= windowEnd) this.start = this.clampStart(this.start + Math.ceil((pos - windowEnd + 1) / row) * row);
+    return this.start !== before;
+  }
+
   private onKey(e: KeyboardEvent): void {
     const b = this.bucketBytes;
     const cur = this.selected === undefined ? this.start : this.selected - (this.selected % b);
@@ -437,9 +452,7 @@ export class GuestMap {
     e.preventDefault();
     next = Math.max(0, Math.min(Math.max(0, Math.ceil(this.size / b) - 1) * b, next));
     this.selected = next;
-    const windowEnd = this.start + this.cellCount * b;
-    if (next < this.start) { this.start = this.clampStart(this.start - Math.ceil((this.start - next) / (b * this.cols)) * b * this.cols); this.load(); }
-    else if (next >= windowEnd) { this.start = this.clampStart(this.start + Math.ceil((next - windowEnd + 1) / (b * this.cols)) * b * this.cols); this.load(); }
+    if (this.bringIntoView(next)) this.load();
     this.schedule();
     const i = Math.floor((next - this.start) / b);
     this.hoverLine.textContent = this.describeCell(i);

@@ -310,7 +310,17 @@ describe('guest-disk map and backing chain (chromium)', { skip: haveBrowser ? fa
       await p.waitForFunction(() => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')?.dataset.start === '0');
       await p.waitForFunction(() => document.querySelectorAll('.guest-runs li').length > 0); // Home's window has arrived
       await p.keyboard.press('End');
-      await p.waitForFunction(t => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')!.dataset.start !== '0' && Array.from(document.querySelectorAll<HTMLElement>('.guest-runs li[data-kind="data"]')).some(li => li.dataset.start === String(t)), TIB - CS);
+      const lastShown = (t: number) => document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')!.dataset.start !== '0' && Array.from(document.querySelectorAll<HTMLElement>('.guest-runs li[data-kind="data"]')).some(li => li.dataset.start === String(t));
+      await p.waitForFunction(lastShown, TIB - CS);
+      // a narrower map (fewer cells a row, as when a scrollbar comes and goes) keeps the selected last cluster in view
+      const cols0 = Number(await p.$eval('canvas.guest-canvas', c => (c as HTMLCanvasElement).dataset.cols));
+      const vp = p.viewportSize()!;
+      await p.setViewportSize({ width: vp.width - 160, height: vp.height });
+      await p.waitForFunction(c => Number(document.querySelector<HTMLCanvasElement>('canvas.guest-canvas')!.dataset.cols) < c, cols0);
+      const w = await p.$eval('canvas.guest-canvas', c => ({ start: Number((c as HTMLCanvasElement).dataset.start), cols: Number((c as HTMLCanvasElement).dataset.cols) }));
+      assert.ok(w.start + w.cols * 4 * CS >= TIB, `the window ${JSON.stringify(w)} still reaches the disk's last cluster`);
+      await p.waitForFunction(lastShown, TIB - CS);
+      await p.setViewportSize(vp);
       await p.click('button[aria-label="Show the whole disk"]');
       const f1 = await fitted();
       assert.ok(f1.bucketBytes * f1.cells >= TIB && f1.bucketBytes * f1.cells / 2 < TIB, `Show the whole disk: ${JSON.stringify(f1)}`);
