@@ -8,6 +8,8 @@ import type { CheckService } from './diagnostics';
 import type { Qcow2EditorProvider } from './editorProvider';
 import type { Keyring } from './keyring';
 import { isCancelled } from '../engine/cancel';
+import type { KeyLookup } from '../engine/image/encryption';
+import { Qcow2Image } from '../engine/image/image';
 import { scriptedConfirm } from './prompts';
 import { UserError } from './userError';
 
@@ -19,6 +21,34 @@ export interface Services {
   output: vscode.OutputChannel;
   /** Passphrases of encrypted images (session memory, SecretStorage when remembered). */
   keyring: Keyring;
+}
+
+/** Whether the image's header says it is encrypted (read alone: no chain, no key); false for a file that does not open as qcow2 (the command's engine call judges it). */
+export async function isEncrypted(path: string): Promise<boolean> {
+  let img: Qcow2Image;
+  try {
+    img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false });
+  } catch {
+    return false;
+  }
+  try {
+    return img.encrypted;
+  } finally {
+    await img.close();
+  }
+}
+
+/**
+ * The session's passphrases for a command that reads `uri`'s guest (each encrypted layer of a chain
+ * finds its own image's); an encrypted image that is locked is refused in words saying what to do,
+ * `verb` naming the command ("compact", "export").
+ */
+export async function sessionKeys(s: Services, uri: vscode.Uri, verb: string): Promise<{ keys: KeyLookup; encrypted: boolean }> {
+  const encrypted = await isEncrypted(uri.fsPath);
+  if (encrypted && !s.keyring.lookup({ path: uri.fsPath, depth: 0 })) {
+    throw new UserError(`${vscode.workspace.asRelativePath(uri)} is encrypted and locked: unlock it (Unlock…) first, then ${verb} it.`);
+  }
+  return { keys: s.keyring.lookup, encrypted };
 }
 
 /** The image a command acts on: its URI argument (Uri or path string), else the active qcow2 tab. */

@@ -4,23 +4,12 @@
  * with) and stays encrypted; it is never compressed (QEMU stores compressed clusters unencrypted).
  */
 import * as vscode from 'vscode';
-import { Qcow2Image } from '../engine/image/image';
 import { formatBytes } from '../engine/units';
 import { noticeWritten } from './afterWrite';
-import { confirm, refuseLocked, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, sessionKeys, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { readSettings } from './configuration';
 import { compactPath } from './engineApi';
 import { settingName } from './settings';
-
-/** Whether the image's header says it is encrypted (read alone: no chain, no key). */
-async function isEncrypted(path: string): Promise<boolean> {
-  const img = await Qcow2Image.open(path, { openBacking: false, openDataFile: false });
-  try {
-    return img.encrypted;
-  } finally {
-    await img.close();
-  }
-}
 
 export interface CompactOptions {
   /** Path or URI of a new file; absent: in place. */
@@ -36,9 +25,8 @@ export async function compactImage(s: Services, uriArg?: unknown, opts: CompactO
   const preferred = readSettings(uri).settings.compactCompression; // qcow2Lens.compact.compression, read at each use
   const interactive = opts.compress === undefined && opts.output === undefined;
   const rel = vscode.workspace.asRelativePath(uri);
-  const encrypted = await isEncrypted(uri.fsPath);
-  const key = encrypted ? s.keyring.lookup({ path: uri.fsPath, depth: 0 }) : undefined;
-  if (encrypted && !key) throw new UserError(`${rel} is encrypted and locked: unlock it (Unlock…) first, then compact it.`);
+  const { keys, encrypted } = await sessionKeys(s, uri, 'compact');
+  const key = encrypted ? keys({ path: uri.fsPath, depth: 0 }) : undefined;
   if (interactive) {
     const where = await vscode.window.showQuickPick([
       { label: 'To a new file…', inPlace: false },

@@ -2,13 +2,14 @@
  * "Compare with…": the guest contents of two images (each read through its backing chain) as
  * `qemu-img compare` judges them, read-only. The verdict comes as a notification (identical, or
  * the first differing offset); every differing range, with the sizes and offsets in both hex and
- * human units, opens in a read-only text document on request, not in a modal dialog.
+ * human units, opens in a read-only text document on request, not in a modal dialog. Encrypted
+ * images are compared decrypted, with the passphrases the session unlocked them with.
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { CompareError, type CompareRange, type CompareResult } from '../engine/ops/compare';
 import { formatBytes } from '../engine/units';
-import { Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
+import { sessionKeys, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { compareAt } from './engineApi';
 import { optionsArg, rel, selectionArg, uriOf } from './afterWrite';
 
@@ -82,8 +83,10 @@ export async function compareImages(s: Services, uriArg?: unknown, optsArg?: unk
   if (!b) return undefined;
   if (a.scheme !== 'file' || b.scheme !== 'file') throw new UserError('Images are compared from files on this machine (or the remote host VS Code is connected to).');
   const other = b;
+  // encrypted images are compared decrypted, with the session's passphrases (locked ones refused)
+  const keysA = (await sessionKeys(s, a, 'compare')).keys, keysB = (await sessionKeys(s, b, 'compare')).keys;
   const r = await withCancellableProgress(`Comparing ${path.basename(a.fsPath)} with ${path.basename(b.fsPath)}`, (signal, onProgress) =>
-    compareAt(a.fsPath, other.fsPath, { all: true, strict: opts.strict, signal, onProgress }).catch((e: unknown) => {
+    compareAt(a.fsPath, other.fsPath, { all: true, strict: opts.strict, keysA, keysB, signal, onProgress }).catch((e: unknown) => {
       // an image that does not open or read: qemu-img's words, on one line; a cancel stays a cancel
       throw e instanceof CompareError ? new UserError(e.message.split('\n')[0]) : e;
     }));

@@ -5,14 +5,20 @@
  * writes it. The engine writes a temporary file beside the destination and renames it at the end,
  * so a cancel or a failure leaves the destination as it was; replacing an existing file is
  * confirmed in a modal dialog.
+ *
+ * An encrypted image is read with the session's passphrase (it must be unlocked first). Its qcow2
+ * copy stays encrypted: a new LUKS header and master key, opened by the same passphrase, which the
+ * session keeps for it. A raw, VHD or VMDK copy cannot be encrypted; the modal says the copy holds
+ * the guest unencrypted, and nothing is written unless it is accepted.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { Secret } from '../engine/crypto/secret';
 import type { ConvertResult } from '../engine/ops/convert';
 import type { OptionEntry } from '../engine/ops/options';
 import { formatBytes } from '../engine/units';
-import { confirm, refuseLocked, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, sessionKeys, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { convertAt } from './engineApi';
 import { noticeWritten, optionsArg, refreshViews, rel, uriOf } from './afterWrite';
 
@@ -26,8 +32,10 @@ export interface ConvertImageOptions {
   subformat?: string;
   /** qcow2 only: compress every data cluster (-c), with this compression type. */
   compress?: 'none' | 'zlib' | 'zstd';
-  /** Ask before replacing an existing file (default true). */
+  /** Ask before replacing an existing file or writing an encrypted image's guest unencrypted (default true). */
   confirm?: boolean;
+  /** An encrypted image's qcow2 copy: PBKDF2 milliseconds for its key slot (default QEMU's 2000). */
+  iterTimeMs?: number;
 }
 
 export interface Converted { output: string; format: ExportFormat; subformat?: string; virtualSize: number; fileSize: number }
@@ -63,6 +71,7 @@ export async function convertImage(s: Services, uriArg?: unknown, optsArg?: unkn
   const opts = optionsArg<ConvertImageOptions>(optsArg);
   const src = targetUri(s, uriArg);
   let format = opts.format, subformat = opts.subformat, compress = opts.compress;
+  const { keys, encrypted } = await sessionKeys(s, src, 'export');
   if (!format) {
     const pick = await vscode.window.showQuickPick(FORMATS.map(f => ({ ...f, description: f.format })), { title: `Convert / Export ${rel(src)}`, placeHolder: 'Into which format?' });
     if (!pick) return undefined;
@@ -76,6 +85,11 @@ export async function convertImage(s: Services, uriArg?: unknown, optsArg?: unkn
     subformat = pick.value;
   }
   if (subformat !== undefined && !subs?.some(x => x.value === subformat)) throw new UserError(`The ${format} format has no subformat "${subformat}"${subs ? ` (${subs.map(x => x.value).join(' or ')})` : ''}.`);
+  if (encrypted && format === 'qcow2') {
+    // the copy stays encrypted, and QEMU stores compressed clusters unencrypted
+    if (compress !== undefined && compress !== 'none') throw new UserError(`${rel(src)} is encrypted: its qcow2 copy stays encrypted, without compression (QEMU stores compressed clusters unencrypted).`);
+    compress = 'none';
+  }
   if (format === 'qcow2' && compress === undefined && opts.output === undefined) {
     const pick = await vscode.window.showQuickPick([
       { label: 'No compression', value: 'none' as const, detail: 'Fastest; the copy takes what the guest data takes.' },
@@ -96,15 +110,27 @@ export async function convertImage(s: Services, uriArg?: unknown, optsArg?: unkn
   if (path.resolve(out.fsPath) === path.resolve(src.fsPath)) throw new UserError('The output must be a different file from the image converted.');
   const exists = fs.existsSync(out.fsPath);
   if (exists) refuseLocked(out);
-  const what = `${format}${subformat ? ` (${subformat})` : ''}${compress && compress !== 'none' ? `, ${compress}-compressed` : ''}`;
+  const keepEncrypted = encrypted && format === 'qcow2';
+  const what = `${format}${subformat ? ` (${subformat})` : ''}${compress && compress !== 'none' ? `, ${compress}-compressed` : ''}${keepEncrypted ? ', encrypted' : ''}`;
+  const plainCopy = encrypted && !keepEncrypted
+    ? `${rel(src)} is encrypted; a ${format} file cannot be, so the copy holds its guest disk unencrypted: anyone who can read ${rel(out)} reads the disk without the passphrase.` : undefined;
   if (exists && opts.confirm !== false && !await confirm(`Replace ${rel(out)} with a ${what} copy of ${rel(src)}?`,
-    `${rel(out)} exists and is overwritten once the copy is complete (until then it stays as it is).`, 'Replace')) return undefined;
+    `${rel(out)} exists and is overwritten once the copy is complete (until then it stays as it is).${plainCopy ? `\n\n${plainCopy}` : ''}`, 'Replace')) return undefined;
+  if (!exists && plainCopy && opts.confirm !== false && !await confirm(`Export ${rel(src)} unencrypted?`, plainCopy, 'Export Unencrypted')) return undefined;
   const entries: OptionEntry[] = [];
   if (subformat) entries.push({ key: 'subformat', value: subformat });
   if (compress === 'zstd') entries.push({ key: 'compression_type', value: 'zstd' });
+  // the session's passphrase opens the copy too (the id names it only inside this call)
+  const sessionKey = keepEncrypted ? keys({ path: src.fsPath, depth: 0 }) : undefined;
+  if (sessionKey) {
+    entries.push({ key: 'encrypt.format', value: 'luks' }, { key: 'encrypt.key-secret', value: 'session' });
+    if (opts.iterTimeMs !== undefined) entries.push({ key: 'encrypt.iter-time', value: String(opts.iterTimeMs) });
+  }
   const dest = out;
   const r: ConvertResult = await withCancellableProgress(`Exporting ${rel(src)} as ${what}`, (signal, onProgress) =>
-    convertAt({ sources: [src.fsPath], output: dest.fsPath, outputFormat: format, options: entries, compress: compress !== undefined && compress !== 'none' }, { signal, onProgress }));
+    convertAt({ sources: [src.fsPath], output: dest.fsPath, outputFormat: format, options: entries, compress: compress !== undefined && compress !== 'none', sourceKeys: [keys], encryptSecret: sessionKey }, { signal, onProgress }));
+  // the encrypted copy opens with the session's passphrase (in key slot 0): it is unlocked for the session too
+  if (sessionKey) await s.keyring.set(dest.fsPath, Secret.fromBytes(sessionKey.bytes()), false, 0);
   const fileSize = fs.statSync(dest.fsPath).size;
   refreshViews(s, dest);
   noticeWritten(`Exported ${rel(src)} to ${rel(dest)} (${what}): ${formatBytes(r.virtualSize)} virtual disk, ${formatBytes(fileSize)} file.`, dest, format === 'qcow2');

@@ -71,6 +71,45 @@ suite('Encrypted images: Unlock and Lock', () => {
     assert.equal(fs.existsSync(out), false, 'nothing written while locked');
   });
 
+  test('Convert / Export and Compare with use the session key: the qcow2 copy stays encrypted, a raw one needs the modal; locked, both refused', async () => {
+    const outQ = `${img.fsPath}.export.qcow2`, outRaw = `${img.fsPath}.export.img`;
+    for (const f of [outQ, outRaw]) fs.rmSync(f, { force: true });
+    const secret = ['--object', `secret,id=s0,data=${PASS}`];
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.unlockImage', img, { passphrase: PASS, remember: false }), true);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.convertImage', img, { format: 'qcow2', output: outQ, compress: 'zlib' })),
+      (e: Error) => /stays encrypted, without compression/.test(e.message));
+    const q = await vscode.commands.executeCommand<{ output: string }>('qcow2Lens.convertImage', img, { format: 'qcow2', output: outQ, iterTimeMs: 10 });
+    assert.equal(q.output, outQ);
+    assert.match(qemu('qemu-img', 'info', outQ), /encrypted: yes/);
+    qemu('qemu-img', 'check', ...secret, '--image-opts', luksOpts(outQ, 's0'));
+    qemu('qemu-img', 'compare', ...secret, '--image-opts', luksOpts(img.fsPath, 's0'), luksOpts(outQ, 's0'));
+    assert.ok(!fs.readFileSync(outQ).includes(plain.subarray(0, 4096)), 'the copy holds no plaintext guest data');
+
+    // a raw copy is the guest unencrypted: declined, nothing is written; accepted, it is qemu-img's decryption
+    await vscode.commands.executeCommand('qcow2Lens.internal.scriptPrompts', [{ confirm: false }]);
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.convertImage', img, { format: 'raw', output: outRaw }), undefined);
+    const [modal] = await vscode.commands.executeCommand<{ message: string; detail?: string }[]>('qcow2Lens.internal.scriptPrompts');
+    assert.match(modal.message, /unencrypted\?$/);
+    assert.match(modal.detail!, /holds its guest disk unencrypted/);
+    assert.equal(fs.existsSync(outRaw), false, 'declined: nothing written');
+    await vscode.commands.executeCommand('qcow2Lens.internal.scriptPrompts', [{ confirm: true }]);
+    await vscode.commands.executeCommand('qcow2Lens.convertImage', img, { format: 'raw', output: outRaw });
+    assert.ok(fs.readFileSync(outRaw).equals(plain), 'the raw copy is the decrypted guest');
+
+    for (const other of [outQ, outRaw]) {
+      const r = await vscode.commands.executeCommand<{ identical: boolean }>('qcow2Lens.compareImages', img, { other });
+      assert.equal(r.identical, true, other);
+    }
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.compareImages', img, { other: outRaw })),
+      (e: Error) => /encrypted and locked/.test(e.message) && !e.message.includes(PASS));
+    fs.rmSync(outQ);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.convertImage', img, { format: 'qcow2', output: outQ })),
+      (e: Error) => /encrypted and locked/.test(e.message) && !e.message.includes(PASS));
+    assert.equal(fs.existsSync(outQ), false, 'nothing written while locked');
+    fs.rmSync(outRaw);
+  });
+
   test('Remember: a reopened tab is unlocked from SecretStorage; Lock forgets it there too', async () => {
     await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
     assert.equal((await summary(img)).encryption?.unlocked, false);
