@@ -39,14 +39,19 @@ export async function isEncrypted(path: string): Promise<boolean> {
 }
 
 /**
- * The session's passphrases for a command that reads `uri`'s guest (each encrypted layer of a chain
- * finds its own image's); an encrypted image that is locked is refused in words saying what to do,
- * `verb` naming the command ("compact", "export").
+ * The session's passphrases for a command that reads the guest of `uri` (and of `chain`, the other
+ * images it reads or writes: each encrypted layer finds its own image's passphrase); an encrypted
+ * image that is locked is refused in words saying what to do, `verb` naming the command ("compact",
+ * "export"). `encrypted`: whether `uri` itself is.
  */
-export async function sessionKeys(s: Services, uri: vscode.Uri, verb: string): Promise<{ keys: KeyLookup; encrypted: boolean }> {
-  const encrypted = await isEncrypted(uri.fsPath);
-  if (encrypted && !s.keyring.lookup({ path: uri.fsPath, depth: 0 })) {
-    throw new UserError(`${vscode.workspace.asRelativePath(uri)} is encrypted and locked: unlock it (Unlock…) first, then ${verb} it.`);
+export async function sessionKeys(s: Services, uri: vscode.Uri, verb: string, chain: readonly string[] = []): Promise<{ keys: KeyLookup; encrypted: boolean }> {
+  let encrypted = false;
+  for (const p of [uri.fsPath, ...chain.filter(c => c !== uri.fsPath)]) {
+    if (!await isEncrypted(p)) continue;
+    if (p === uri.fsPath) encrypted = true;
+    if (!s.keyring.lookup({ path: p, depth: 0 })) {
+      throw new UserError(`${vscode.workspace.asRelativePath(p)} is encrypted and locked: unlock it (Unlock…) first, then ${verb} ${p === uri.fsPath ? 'it' : vscode.workspace.asRelativePath(uri)}.`);
+    }
   }
   return { keys: s.keyring.lookup, encrypted };
 }

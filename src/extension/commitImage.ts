@@ -11,7 +11,7 @@ import * as vscode from 'vscode';
 import { Qcow2Image } from '../engine/image/image';
 import type { BlockLayer } from '../engine/formats';
 import { formatBytes } from '../engine/units';
-import { confirm, refuseLocked, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, sessionKeys, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { commitAt } from './engineApi';
 import { noticeWritten, optionsArg, refreshViews, rel } from './afterWrite';
 
@@ -75,6 +75,8 @@ export async function commitImage(s: Services, uriArg?: unknown, optsArg?: unkno
   const baseUri = vscode.Uri.file(base.path);
   refuseLocked(top);
   refuseLocked(baseUri);
+  // encrypted layers are read (and an encrypted base written) with the session's passphrases
+  const { keys } = await sessionKeys(s, top, 'commit', chain.map(l => l.path));
   const grows = base.virtualSize < (await topSize(top.fsPath));
   if (opts.confirm !== false && !await confirm(
     `Commit ${rel(top)} into ${rel(baseUri)}?`,
@@ -84,7 +86,7 @@ export async function commitImage(s: Services, uriArg?: unknown, optsArg?: unkno
     'Commit')) return undefined;
   const b = base;
   const r = await withCancellableProgress(`Committing ${rel(top)} into ${path.basename(b.path)}`, (signal, onProgress) =>
-    commitAt(top.fsPath, { base: deeper ? b.path : undefined, drop: keep, signal, onProgress }));
+    commitAt(top.fsPath, { base: deeper ? b.path : undefined, drop: keep, keys, signal, onProgress }));
   refreshViews(s, top, baseUri);
   noticeWritten(`Committed ${rel(top)} into ${rel(baseUri)}: ${formatBytes(r.bytesWritten)} written${r.baseSize.after > r.baseSize.before ? `, grown to ${formatBytes(r.baseSize.after)}` : ''}${r.emptied ? '; the overlay is now empty' : ''}.`, baseUri, b.format === 'qcow2');
   return { base: r.base, bytesWritten: r.bytesWritten, emptied: r.emptied, baseSize: r.baseSize };

@@ -18,7 +18,7 @@ import { resolveBackingPath } from '../engine/image/backing';
 import { Qcow2Image } from '../engine/image/image';
 import { openImageLayer } from '../engine/ops/compare/open';
 import { formatBytes } from '../engine/units';
-import { confirm, refuseLocked, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
+import { confirm, refuseLocked, sessionKeys, Services, targetUri, UserError, withCancellableProgress } from './commandSupport';
 import { chainPaths, rebaseAt } from './engineApi';
 import { noticeWritten, optionsArg, refreshViews, rel, uriOf } from './afterWrite';
 
@@ -132,6 +132,8 @@ export async function rebaseImage(s: Services, uriArg?: unknown, optsArg?: unkno
     format ??= await probeFormat(newBacking.fsPath);
   }
   refuseLocked(uri);
+  // a safe rebase or a flatten reads the chain and writes this image: encrypted ones with the session's passphrases
+  const { keys } = mode === 'unsafe' ? { keys: undefined } : await sessionKeys(s, uri, mode === 'flatten' ? 'flatten' : 'rebase', await chainPaths(uri.fsPath));
   const newSize = newBacking ? await virtualSizeOf(newBacking.fsPath) : undefined;
   const sizeNote = newSize !== undefined && newSize !== info.virtualSize ? ` It is ${formatBytes(newSize)} and this image ${formatBytes(info.virtualSize)}: ${newSize < info.virtualSize ? 'past its end the guest reads zeros.' : 'the guest sees only the first ' + formatBytes(info.virtualSize) + '.'}` : '';
   const target = newBacking ? rel(newBacking) : '';
@@ -143,7 +145,7 @@ export async function rebaseImage(s: Services, uriArg?: unknown, optsArg?: unkno
   if (opts.confirm !== false && !await confirm(message, detail, action)) return undefined;
   const name = newBacking ? backingName(uri.fsPath, newBacking.fsPath) : '';
   const r = await withCancellableProgress(mode === 'flatten' ? `Flattening ${rel(uri)}` : `Rebasing ${rel(uri)} onto ${path.basename(newBacking!.fsPath)}`, (signal, onProgress) =>
-    rebaseAt(uri.fsPath, { backing: name, backingFormat: mode === 'flatten' ? undefined : format, unsafe: mode === 'unsafe', signal, onProgress }, newBacking?.fsPath));
+    rebaseAt(uri.fsPath, { backing: name, backingFormat: mode === 'flatten' ? undefined : format, unsafe: mode === 'unsafe', keys, signal, onProgress }, newBacking?.fsPath));
   refreshViews(s, uri);
   const copied = mode === 'unsafe' ? 'nothing copied' : `${formatBytes(r.bytesWritten)} copied in`;
   noticeWritten(mode === 'flatten' ? `Flattened ${rel(uri)}: ${copied}; it has no backing file now.` : `${rel(uri)} is backed by ${name} (${format ?? 'probed'}) now: ${copied}.`, uri, true);

@@ -110,6 +110,30 @@ suite('Encrypted images: Unlock and Lock', () => {
     fs.rmSync(outRaw);
   });
 
+  test('Commit Overlay into an encrypted backing file: refused while it is locked; unlocked, written encrypted and equal to the chain before (qemu-img)', async () => {
+    const base = luksImage('secret-base.qcow2', PASS);
+    const top = `${base.file}.top.qcow2`, before = `${base.file}.chain.raw`;
+    const secret = ['--object', `secret,id=s0,data=${PASS}`];
+    const chainOpts = `driver=qcow2,file.filename=${top},backing.encrypt.key-secret=s0`;
+    qemu('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base.file, '-F', 'qcow2', '-u', top, '8M');
+    qemu('qemu-io', ...secret, '--image-opts', '-c', 'write -P 0x77 32k 64k', '-c', 'write -z 3M 64k', chainOpts);
+    qemu('qemu-img', 'convert', ...secret, '--image-opts', chainOpts, '-O', 'raw', before);
+    const baseUri = vscode.Uri.file(base.file), topUri = vscode.Uri.file(top);
+    const was = fs.readFileSync(base.file);
+    await assert.rejects(Promise.resolve(vscode.commands.executeCommand('qcow2Lens.commitImage', topUri, { keepOverlay: false, confirm: false })),
+      (e: Error) => /secret-base\.qcow2 is encrypted and locked: unlock it \(Unlock…\) first, then commit/.test(e.message) && !e.message.includes(PASS));
+    assert.ok(fs.readFileSync(base.file).equals(was), 'locked: nothing written');
+    await openTab(baseUri);
+    assert.equal(await vscode.commands.executeCommand('qcow2Lens.unlockImage', baseUri, { passphrase: PASS, remember: false }), true);
+    const r = await vscode.commands.executeCommand<{ emptied: boolean }>('qcow2Lens.commitImage', topUri, { keepOverlay: false, confirm: false });
+    assert.equal(r.emptied, true);
+    qemu('qemu-img', 'check', ...secret, '--image-opts', luksOpts(base.file, 's0'));
+    qemu('qemu-img', 'compare', ...secret, '--image-opts', luksOpts(base.file, 's0'), `driver=raw,file.filename=${before}`);
+    assert.equal(fs.readFileSync(base.file).indexOf(Buffer.alloc(4096, 0x77)), -1, 'the committed data is stored encrypted');
+    await vscode.commands.executeCommand('qcow2Lens.lockImage', baseUri);
+    for (const f of [top, before]) fs.rmSync(f, { force: true });
+  });
+
   test('Remember: a reopened tab is unlocked from SecretStorage; Lock forgets it there too', async () => {
     await vscode.commands.executeCommand('qcow2Lens.lockImage', img);
     assert.equal((await summary(img)).encryption?.unlocked, false);

@@ -23,12 +23,17 @@
  * refused (what was queued before it is written first, as QEMU's in-order writes leave it).
  * Zeros are a zero-flag entry in version 3 images (nothing to write but the entry) and a data
  * cluster of zeros in version 2, which has no zero flag for an image with a backing file.
+ * A LUKS-encrypted image is written with its passphrase: each data cluster is encrypted (a copy of
+ * the caller's bytes) for the host offset it is written to, as QEMU's qcow2_co_encrypt does, before
+ * it joins phase 1; compressed writes into it are refused (QEMU would store them unencrypted).
  */
 import { throwIfCancelled } from '../../cancel';
 import { Qcow2Error, hex } from '../../errors';
 import { Qcow2Image } from '../../image/image';
 import { compressedEntryHi, compressedLength, compressedOffset, entryOffset, isCompressed, l1EntryOffset, l2EntryPath, putEntry, putOffset, wordHi, wordLo } from '../../qcow2/cluster';
 import * as L from '../../qcow2/layout';
+import type { DataCipher } from '../../crypto/dataCipher';
+import type { Secret } from '../../crypto/secret';
 import { RefcountWriter, writeAt } from '../refcountWrite';
 import { assertNotLocked, assertWritable } from '../writable';
 
@@ -74,22 +79,29 @@ export class Qcow2ClusterWriter {
   /** Clusters written so far (progress). */
   written = 0;
 
-  private constructor(readonly img: Qcow2Image, readonly rc: RefcountWriter, private signal?: AbortSignal) {
+  private constructor(readonly img: Qcow2Image, readonly rc: RefcountWriter, private signal?: AbortSignal, private readonly cipher: DataCipher | null = null) {
     this.cs = img.clusterSize;
     this.perL2 = img.g.clusterSize * img.g.l2Size;
   }
 
-  /** Opens `path` for in-place cluster writes (refused when QEMU holds it, or it is corrupt, dirty, encrypted or has an external data file). */
-  static async open(path: string, signal?: AbortSignal): Promise<Qcow2ClusterWriter> {
+  /**
+   * Opens `path` for in-place cluster writes (refused when QEMU holds it, or it is corrupt, dirty,
+   * legacy-AES encrypted or has an external data file); a LUKS image needs `key`, its passphrase.
+   */
+  static async open(path: string, signal?: AbortSignal, key?: Secret): Promise<Qcow2ClusterWriter> {
     assertNotLocked(path);
     const img = await Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false });
     try {
       assertWritable(img);
-      const h = img.header;
-      if (h.cryptMethod !== L.CRYPT_NONE) throw new Qcow2Error(path, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'writing guest data into an encrypted image is not supported yet', 'unsupported');
+      const h = img.header, at = L.HEADER_FIELD.crypt_method.offset;
+      if (h.cryptMethod === L.CRYPT_AES) throw new Qcow2Error(path, 'header.crypt_method', at, 'legacy AES images are read and converted, never written: convert it to a LUKS image (convert -o encrypt.format=luks,…)', 'unsupported');
+      if (h.cryptMethod !== L.CRYPT_NONE) {
+        if (!key) throw new Qcow2Error(path, 'header.crypt_method', at, 'the image is encrypted (LUKS); writing its guest data needs the passphrase (--object secret,id=ID,file=PATH --image-opts driver=qcow2,file.filename=PATH,encrypt.key-secret=ID)', 'encrypted');
+        await img.unlock(key);
+      }
       if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(path, 'header extension external data file name', undefined, 'writing guest data into an image with an external data file is not supported yet', 'unsupported');
       const rc = await RefcountWriter.load({ file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
-      return new Qcow2ClusterWriter(img, rc, signal);
+      return new Qcow2ClusterWriter(img, rc, signal, img.cipher);
     } catch (e) {
       await img.close();
       throw e;
@@ -164,7 +176,12 @@ export class Qcow2ClusterWriter {
         target = this.rc.allocate(1, `${path} → data`);
         this.dropOld(hi, lo, path);
       }
-      await this.queueData(target, bytes);
+      let stored = bytes;
+      if (this.cipher) {
+        stored = Buffer.from(bytes); // the caller's buffer stays plaintext
+        this.cipher.encryptRun(stored, target);
+      }
+      await this.queueData(target, stored);
       putOffset(t.buf, pos, target, L.OFLAG_COPIED_HI);
       if (g.extendedL2) { t.buf.writeUInt32BE(0, pos + 8); t.buf.writeUInt32BE(0xffffffff, pos + 12); } // all subclusters allocated
       t.dirty = true;
@@ -182,6 +199,7 @@ export class Qcow2ClusterWriter {
     const img = this.img, g = img.g, cs = this.cs;
     if (guestOffset % cs !== 0 || guestOffset >= img.virtualSize) throw new RangeError(`guest cluster ${guestOffset} is not a cluster of the disk`);
     if (compressed.length >= cs) throw new RangeError('a compressed cluster must be shorter than a cluster');
+    if (this.cipher) throw new Qcow2Error(img.path, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'compressed clusters are not written into an encrypted image: QEMU stores compressed clusters unencrypted', 'unsupported');
     const l1Index = Math.floor(guestOffset / this.perL2);
     const l2Index = (guestOffset % this.perL2) / cs;
     const t = await this.table(l1Index);

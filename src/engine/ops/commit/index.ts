@@ -18,6 +18,7 @@ import { throwIfCancelled } from '../../cancel';
 import type { BlockLayer } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { resolveBackingPath } from '../../image/backing';
+import type { KeyLookup } from '../../image/encryption';
 import { Qcow2Image } from '../../image/image';
 import { FileDisk } from '../create/disk';
 import { resizeQcow2, resizeRaw } from '../resize';
@@ -32,6 +33,8 @@ export interface CommitOptions {
   base?: string;
   /** -d: leave FILE as it is (not emptied). */
   drop?: boolean;
+  /** Passphrases of the chain's encrypted layers (reads decrypt; an encrypted qcow2 base is written encrypted). */
+  keys?: KeyLookup;
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
@@ -138,7 +141,7 @@ export async function commitImage(path: string, opts: CommitOptions = {}): Promi
   const drop = opts.drop || opts.base !== undefined;
   if (opts.format && opts.format !== 'qcow2') throw new Qcow2Error(path, 'backing file', undefined, 'Image does not have a backing file', 'unsupported');
   assertNotLocked(path);
-  const top = await Qcow2Image.open(path);
+  const top = await Qcow2Image.open(path, { keys: opts.keys });
   let result: CommitResult;
   try {
     let base: BlockLayer | undefined;
@@ -159,7 +162,9 @@ export async function commitImage(path: string, opts: CommitOptions = {}): Promi
     // 2. the data
     let written = 0;
     if (base.format === 'qcow2') {
-      const w = await Qcow2ClusterWriter.open(base.path, opts.signal);
+      let depth = 0;
+      for (let l: BlockLayer | null | undefined = top; l && l !== base; l = l.backing) depth++;
+      const w = await Qcow2ClusterWriter.open(base.path, opts.signal, opts.keys?.({ path: base.path, depth }));
       try {
         const cs = w.cs;
         for (let from = 0; from < topSize; from += WINDOW) {

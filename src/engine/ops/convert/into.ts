@@ -156,6 +156,8 @@ export async function intoQcow2(src: ConvertSource, dest: string, job: IntoQcow2
     w = await Qcow2ClusterWriter.open(dest, ctl.signal);
   } catch (e) {
     if (e instanceof Qcow2Error && e.code === 'not-qcow2') throw couldNotOpen(dest, 'Image is not in qcow2 format', 'not-qcow2');
+    // the target's passphrase would come from --target-image-opts, which is not taken yet
+    if (e instanceof Qcow2Error && e.code === 'encrypted') throw new Qcow2Error(dest, e.structure, e.hostOffset, 'converting into an existing encrypted image (-n) is not supported yet', 'unsupported');
     throw e;
   }
   let dataBytes = 0;

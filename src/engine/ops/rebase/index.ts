@@ -24,6 +24,7 @@ import { Qcow2Error } from '../../errors';
 import type { BlockLayer } from '../../formats';
 import { isZero } from '../../formats/copy';
 import { resolveBackingPath } from '../../image/backing';
+import type { KeyLookup } from '../../image/encryption';
 import { Qcow2Image } from '../../image/image';
 import { findInChain, rangesAllocatedAbove, writeClusterContents } from '../commit';
 import { Qcow2ClusterWriter } from '../commit/clusterWrite';
@@ -40,6 +41,8 @@ export interface RebaseOptions {
   backingFormat?: string;
   /** -u: only the name and format change. */
   unsafe?: boolean;
+  /** Passphrases of FILE's chain's encrypted layers (reads decrypt; an encrypted FILE is written encrypted). */
+  keys?: KeyLookup;
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
@@ -122,7 +125,7 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
   assertNotLocked(path);
   let written = 0;
   if (!opts.unsafe) {
-    const img = await Qcow2Image.open(path);
+    const img = await Qcow2Image.open(path, { keys: opts.keys });
     let opened: BlockLayer | null = null;
     try {
       const oldBacking = img.backing;
@@ -139,7 +142,7 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
           }
         }
       }
-      const w = await Qcow2ClusterWriter.open(path, opts.signal);
+      const w = await Qcow2ClusterWriter.open(path, opts.signal, opts.keys?.({ path, depth: 0 }));
       try {
         const size = img.virtualSize, cs = w.cs;
         for (let from = 0; from < size; from += WINDOW) {
