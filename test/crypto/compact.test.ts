@@ -12,11 +12,14 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CLI, cli, sha256, tmpDir } from '../helpers/qemu';
-import { capture, findLeaks, passphrase, qemuRaw, runOk, secretArgs } from './util';
+import { readLuksHeader } from '../../src/engine/crypto/luksHeader';
+import { Qcow2Image } from '../../src/engine/image/image';
+import { capture, fileReader, findLeaks, passphrase, qemuRaw, runOk, secretArgs } from './util';
 
 const dir = tmpDir('qcow2-lens-crypt-compact-');
 const PASS = passphrase('compact');
 const AES_PASS = 'legacy-aes-16byt' + passphrase('-tail');
+const NEW_PASS = passphrase('new-key');
 const errors: string[] = [];
 const opts = (file: string) => `driver=qcow2,file.filename=${file},encrypt.key-secret=k`;
 const obj = () => ['--object', `secret,id=k,data=${PASS}`];
@@ -76,6 +79,44 @@ for (const img of images) {
   });
 }
 
+test('compact --new-secret: a new master key and LUKS header of the same algorithms under the new passphrase only; qemu-img check clean, compare equal', async () => {
+  const img = images[1];
+  await made.get(img);
+  const out = path.join(dir, 'new-key.out.qcow2');
+  const nobj = ['--object', `secret,id=n,data=${NEW_PASS}`];
+  const nopts = (file: string) => `driver=qcow2,file.filename=${file},encrypt.key-secret=n`;
+  const r = cli('compact', ...obj(), ...nobj, '--new-secret', 'n', '--iter-time', '10', '--image-opts', opts(img.file), '-o', out);
+  assert.equal(r.status, 0, r.stderr);
+  capture(r.stdout.toString() + r.stderr);
+  assert.match(await runOk('qemu-img', ['check', ...secretArgs(['n', NEW_PASS]), '--image-opts', nopts(out)]), /No errors were found/);
+  assert.match(await runOk('qemu-img', ['compare', ...secretArgs(['k', PASS], ['n', NEW_PASS]), '--image-opts', opts(img.file), nopts(out)]), /Images are identical/);
+  const encOf = async (f: string) => JSON.parse(await runOk('qemu-img', ['info', '--output=json', f]))['format-specific'].data.encrypt;
+  const [a, b] = [await encOf(img.file), await encOf(out)];
+  for (const k of ['cipher-alg', 'cipher-mode', 'ivgen-alg', 'ivgen-hash-alg', 'hash-alg']) assert.equal(b[k], a[k], k);
+  const digest = async (f: string) => {
+    const q = await Qcow2Image.open(f, { openBacking: false });
+    const c = q.header.crypto!;
+    await q.close();
+    return (await readLuksHeader({ file: f, reader: fileReader(f), offset: c.offset, length: c.length })).masterKeyDigest.toString('hex');
+  };
+  assert.notEqual(await digest(out), await digest(img.file), 'a new master key');
+  assert.notEqual(b.uuid, a.uuid);
+  assert.deepEqual(b.slots.map((x: { active: boolean }) => x.active), [true, false, false, false, false, false, false, false]);
+  // the old passphrase no longer opens the copy
+  const old = cli('read', ...obj(), '--image-opts', opts(out));
+  assert.equal(old.status, 1);
+  assert.match(old.stderr, /Invalid password, cannot unlock any keyslot/);
+  errors.push(old.stderr);
+  assert.ok(!fs.readFileSync(out).includes(Buffer.alloc(4096, 0x11)), 'the data is encrypted on disk');
+  // a plain image has no key to change
+  const plain = path.join(dir, 'plain.qcow2');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', plain, '1M']);
+  const refused = cli('compact', ...nobj, '--new-secret', 'n', plain);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /the image is not encrypted: a new passphrase applies to encrypted images only/);
+  errors.push(refused.stderr);
+});
+
 test('compact refuses an encrypted image without the passphrase, legacy AES and --compress; a wrong passphrase is one error', async () => {
   const img = images[1];
   await made.get(img);
@@ -130,5 +171,5 @@ test('a crash after any write of an encrypted compaction (in place) leaves the o
 
 test('no passphrase in any file, output or error message of this test file', () => {
   assert.ok(errors.length >= 4);
-  assert.deepEqual(findLeaks([dir], [PASS, AES_PASS], errors), []);
+  assert.deepEqual(findLeaks([dir], [PASS, AES_PASS, NEW_PASS], errors), []);
 });

@@ -33,7 +33,7 @@ import type { ImageFile } from '../../io/reader';
 import { readBitmapTable } from '../../qcow2/bitmap';
 import { assertNotLocked } from '../writable';
 import { copyClusters } from './copy';
-import { patchHeader, placeArea, prepare as prepareEncryption } from './encrypted';
+import { patchHeader, placeArea, prepare as prepareEncryption, release as releaseEncryption } from './encrypted';
 import { buildHeader } from './header';
 import { type Layout, layoutMetadata } from './layout';
 import { createTemp, OutFile, removeStaleTemps, replaceWith, tempNames } from './output';
@@ -67,10 +67,11 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
   let pool: CompressPool | null = null;
   let full: Qcow2Image | null = null;
   let o: OutFile | null = null, zs: OutFile | null = null;
+  let crypt: Awaited<ReturnType<typeof prepareEncryption>> = null;
   try {
     const h = img.header;
     const settings = checkCompactable(img, opts);
-    const crypt = await prepareEncryption(img, opts.key, { recluster: settings.recluster, compress: !!opts.compress });
+    crypt = await prepareEncryption(img, opts.key, { recluster: settings.recluster, compress: !!opts.compress }, opts.newKey);
     const bytesBefore = img.file.size;
     const st = fs.statSync(src);
     const stamp = fs.statSync(src, { bigint: true });
@@ -156,6 +157,7 @@ export async function compactImage(src: string, opts: CompactOptions = {}): Prom
     fs.rmSync(tmp.stream, { force: true });
     throw e;
   } finally {
+    releaseEncryption(crypt);
     await pool?.close();
     await full?.close();
     await img.close();

@@ -4,6 +4,7 @@
  * cluster reached from several L2 tables is listed once, so it is copied once and stays shared.
  */
 import { pacer } from '../../cancel';
+import type { NewKey } from './encrypted';
 import type { Secret } from '../../crypto/secret';
 import { Qcow2Error } from '../../errors';
 import type { Qcow2Image } from '../../image/image';
@@ -23,6 +24,8 @@ export interface CompactOptions {
   onProgress?(doneBytes: number, totalBytes: number): void;
   /** The passphrase of an encrypted (LUKS) source: the output keeps its LUKS area and master key. */
   key?: Secret;
+  /** With `key`: the output gets a new LUKS area and master key under this passphrase instead (encrypted.ts). */
+  newKey?: NewKey;
   /**
    * Sparsify's hook: source clusters to drop as if they read as zero (to a zero flag in an
    * overlay, unallocated otherwise), asked once the source's tables are read. Only where zero
