@@ -112,6 +112,34 @@ test('bitmap: the bitmaps qemu-img bitmap leaves (info, flags, bits), check clea
   assert.equal(cli('bitmap', '--add', v2, 'x').status, 1);
 });
 
+test('bitmap --merge SOURCE -b FILE: a bitmap of another image (other cluster size and granularity) merged as qemu-img merges it; a size mismatch refused in its words', async () => {
+  const dir = tmpDir('qcow2-lens-bitmap-merge-b-');
+  const src = path.join(dir, 'src.qcow2'), q = path.join(dir, 'q.qcow2'), o = path.join(dir, 'o.qcow2'), big = path.join(dir, 'big.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', src, '64M');
+  qemuImg('bitmap', '--add', '-g', '8k', src, 'changes');
+  qemuIo(src, ['write -P 1 100k 64k', 'write -P 2 33M 4k', 'write -P 3 63M 1M']);
+  qemuImg('create', '-q', '-f', 'qcow2', q, '64M');
+  qemuImg('bitmap', '--add', '-g', '128k', q, 'backup');
+  qemuIo(q, ['write -P 4 10M 64k']);
+  fs.copyFileSync(q, o);
+  qemuImg('bitmap', '--merge', 'changes', '-b', src, '-F', 'qcow2', q, 'backup');
+  const r = cli('bitmap', '--merge', 'changes', '-b', src, '-F', 'qcow2', o, 'backup');
+  assert.equal(r.status, 0, r.stderr);
+  const bi = (p: string) => (infoOf(p)['format-specific'] as { data: { bitmaps?: unknown } }).data.bitmaps;
+  assert.deepEqual(bi(o), bi(q));
+  const bits = await bitmapsOf(o);
+  assert.deepEqual(bits, await bitmapsOf(q));
+  assert.ok(/[^0]/.test(bits[0].bits), 'bits were set');
+  assertClean(o);
+  qemuImg('create', '-q', '-f', 'qcow2', big, '128M');
+  qemuImg('bitmap', '--add', big, 'changes');
+  const refused = cli('bitmap', '--merge', 'changes', '-b', big, o, 'backup');
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /Bitmaps are of different sizes \(destination size is 67108864, source size is 134217728\) and can't be merged/);
+  assert.match(cli('bitmap', '--merge', 'nope', '-b', src, o, 'backup').stderr, /Dirty bitmap 'nope' not found/);
+  assert.equal(cli('bitmap', '--clear', '-b', src, o, 'backup').status, 64, '-b goes with --merge');
+});
+
 function runCrashing(k: number, args: string[]): boolean {
   const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, QCOW2_LENS_CRASH_AFTER_WRITES: String(k) }, encoding: 'utf8' });
   if (r.status === 0) return true;

@@ -23,7 +23,8 @@ import { assertNotLocked, assertWritable } from './writable';
 export type BitmapOp =
   | { op: 'add'; granularity?: number; disabled?: boolean }
   | { op: 'remove' } | { op: 'clear' } | { op: 'enable' } | { op: 'disable' }
-  | { op: 'merge'; source: string };
+  /** `sourceFile` (qemu-img's -b): SOURCE is a bitmap of that qcow2 image (same virtual size), else of this one. */
+  | { op: 'merge'; source: string; sourceFile?: string };
 
 /** A bitmap directory entry as it will be written; `bits` set when its table and data are rewritten. */
 export interface BitmapEntry { name: string; flags: number; granularityBits: number; type: number; extra: Buffer; tableOffset: number; tableSize: number; bits?: Uint8Array }
@@ -88,6 +89,21 @@ export function encodeBitmapDirectory(entries: BitmapEntry[]): Buffer {
   }));
 }
 
+/** A bitmap of another image (read-only; qemu-img bitmap --merge SOURCE -b FILE): its entry and bits, refused as qemu-img refuses a size mismatch. */
+async function otherImageBits(path: string, file: string, name: string, size: number): Promise<{ src: BitmapEntry; s: Uint8Array }> {
+  const other = await Qcow2Image.open(file, { openBacking: false, openDataFile: false });
+  try {
+    const src = (await readBitmapEntries(other)).find(e => e.name === name);
+    if (!src) throw refuse(path, `Operation merge on bitmap failed: Dirty bitmap '${name}' not found in ${file}`);
+    if (other.header.size !== size) {
+      throw refuse(path, `Operation merge on bitmap failed: Bitmaps are of different sizes (destination size is ${size}, source size is ${other.header.size}) and can't be merged`);
+    }
+    return { src, s: await readBitmapBits(other.file, src, other.clusterSize) };
+  } finally {
+    await other.close();
+  }
+}
+
 export async function editBitmap(path: string, name: string, op: BitmapOp): Promise<void> {
   assertNotLocked(path);
   const img = await Qcow2Image.open(path, { writable: true, openBacking: false });
@@ -129,9 +145,12 @@ export async function editBitmap(path: string, name: string, op: BitmapOp): Prom
         break;
       case 'merge': {
         if (!target) throw refuse(path, `Dirty bitmap '${name}' not found`);
-        const src = find(op.source);
-        if (!src) throw refuse(path, `Dirty bitmap '${op.source}' not found`);
-        const s = await readBits(src), d = await readBits(target);
+        const { src, s } = op.sourceFile === undefined ? await (async () => {
+          const e = find(op.source);
+          if (!e) throw refuse(path, `Dirty bitmap '${op.source}' not found`);
+          return { src: e, s: await readBits(e) };
+        })() : await otherImageBits(path, op.sourceFile, op.source, h.size);
+        const d = await readBits(target);
         const gs = 2 ** src.granularityBits, gd = 2 ** target.granularityBits;
         const ns = bitsOf(src.granularityBits);
         for (let i = 0; i < ns; i++) {
