@@ -55,9 +55,32 @@ test('amend: compat up and down, lazy refcounts — the image qemu-img amend mak
   const r = cli('amend', '-o', 'compat=0.10', b);
   assert.equal(r.status, 1);
   assert.ok(r.stderr.includes(q.stderr.replace(/^qemu-img: /, '').trim()), r.stderr);
-  qemuImg('create', '-q', '-f', 'qcow2', b, '16M');
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', b, '16M');
   qemuIo(b, ['write -z 0 1M']);
-  assert.match(cli('amend', '-o', 'compat=0.10', b).stderr, /not supported yet/);
+  assert.match(cli('amend', '-o', 'compat=0.10', b).stderr, /overlay with zero clusters is not supported yet/);
+});
+
+test('amend compat=0.10 of an image with zero clusters: expanded as qemu-img amend expands them', () => {
+  const dir = tmpDir('qcow2-lens-amend-zero-');
+  const b = path.join(dir, 'b.qcow2'), q = path.join(dir, 'q.qcow2'), o = path.join(dir, 'o.qcow2');
+  const cases: [string[], string[]][] = [
+    // plain zero entries (unallocated before) and preallocated ones (data, then zeroed in place)
+    [['-o', 'cluster_size=4k'], ['write -P 1 0 1M', 'write -z 4M 1M', 'write -z 256k 128k', 'write -c -P 2 2M 64k', 'write -z 8M 4k']],
+    [[], ['write -P 3 0 3M', 'write -z 64k 2M', 'write -z -u 5M 1M', 'write -z 12M 64k']],
+    [['-o', 'preallocation=metadata'], ['write -z 1M 1M', 'write -P 4 3M 64k']],
+  ];
+  for (const [create, io] of cases) {
+    qemuImg('create', '-q', '-f', 'qcow2', ...create, b, '16M');
+    qemuIo(b, io);
+    fs.copyFileSync(b, q);
+    fs.copyFileSync(b, o);
+    qemuImg('amend', '-o', 'compat=0.10', q);
+    const r = cli('amend', '-o', 'compat=0.10', o);
+    assert.equal(r.status, 0, r.stderr);
+    assertSameBytes(q, o);
+    assertClean(o);
+    assert.equal(qemuImgStatus('compare', b, o).status, 0, `${create.join(' ')}: guest content changed`);
+  }
 });
 
 /** Every persistent bitmap: name, granularity, flags and its bits (from the data clusters). */
@@ -179,5 +202,21 @@ test('bitmap and amend: a SIGKILL after any write leaves at most leaks and the o
     qemuImg('create', '-q', '-f', 'qcow2', a, '16M');
     assert.equal(runCrashing(0, ['amend', '-o', opts, a]), false);
     assertClean(a);
+  }
+  // a downgrade that expands zero clusters: zeros, L2 tables, header — each point old or new guest
+  const z = path.join(dir, 'z.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', z, '16M');
+  qemuIo(z, ['write -P 1 0 2M', 'write -z 64k 64k', 'write -z 1M 4k', 'write -z 3M 1M', 'write -P 2 9M 4k', 'write -z 9M 4k']);
+  for (let k = 0; k < 50; k++) {
+    const w = path.join(dir, 'w.qcow2');
+    fs.copyFileSync(z, w);
+    const completed = runCrashing(k, ['amend', '-o', 'compat=0.10', w]);
+    const c = check(w);
+    assert.equal(c.errors.length, 0, `amend zero k=${k}: ${c.out}`);
+    assert.equal(qemuImgStatus('compare', z, w).status, 0, `amend zero k=${k}: guest content changed`);
+    if (completed) {
+      assert.ok(k > 2, `amend zero: done after ${k} writes`);
+      break;
+    }
   }
 });

@@ -5,8 +5,13 @@
  * clusters, the backing file name), written whole and synced — before it the old image, after it
  * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
  * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
- * image with zero clusters or snapshots, images with persistent bitmaps (QEMU rewrites their
- * directory on every read-write open).
+ * image with snapshots or of an overlay with zero clusters, images with persistent bitmaps (QEMU
+ * rewrites their directory on every read-write open).
+ * A downgrade of an image without a backing file expands its zero clusters as QEMU's
+ * qcow2_expand_zero_clusters does: a plain zero entry becomes unallocated (it reads zeros either
+ * way), a preallocated one keeps its cluster, whose bytes are zeroed on disk, and loses the flag.
+ * Write order: (1) the preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table
+ * rewritten whole, sync — a v3 image without zero flags, same guest content; (3) the header.
  * A refcount width change (refcount_bits) first writes new refcount structures after the end of
  * the file and syncs them (amendRefcount.ts); the header switch to them is the same one write.
  */
@@ -27,6 +32,7 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
   assertNotLocked(path);
   const img = await Qcow2Image.open(path, { writable: false, openBacking: false });
   let header: Buffer;
+  let zeros: ZeroScan = { tables: [], preallocated: 0, clusterSize: 0 };
   try {
     assertWritable(img);
     const h = img.header;
@@ -51,7 +57,9 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
       if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
       if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
       if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
-      if (await hasZeroClusters(img)) throw new OptionError('downgrading an image with zero clusters is not supported yet (QEMU allocates them as data)');
+      zeros = await zeroClusterScan(img);
+      if (zeros.tables.length && h.backingFile !== undefined) throw new OptionError('downgrading an overlay with zero clusters is not supported yet (QEMU allocates them as data)');
+      if (zeros.preallocated && img.encrypted) throw new OptionError('downgrading an encrypted image with preallocated zero clusters is not supported yet');
     }
     // the new refcount structures, synced, before the header names them
     const rc: NewRefcounts = order === h.refcountOrder ? { tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters } : await writeRefcountsOfOrder(path, img, order);
@@ -72,6 +80,7 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
   }
   const disk = FileDisk.open(path, 'r+');
   try {
+    if (zeros.tables.length) await expandZeroClusters(disk, path, zeros);
     await disk.write(0, header, 'header');
     await disk.sync();
   } finally {
@@ -79,16 +88,79 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
   }
 }
 
-/** Any L2 entry with the zero flag, in the active table (version 2 cannot express them). */
-async function hasZeroClusters(img: Qcow2Image): Promise<boolean> {
-  const cs = img.clusterSize, offs: number[] = [];
+interface ZeroScan {
+  /** Active L2 tables holding zero entries: host offset and L1 index. */
+  tables: { l2Offset: number; l1Index: number; copied: boolean }[];
+  clusterSize: number;
+  /** How many of those entries keep a host cluster. */
+  preallocated: number;
+}
+
+/** The active L2 tables with a zero-flagged (uncompressed) entry; version 2 cannot express them. */
+async function zeroClusterScan(img: Qcow2Image): Promise<ZeroScan> {
+  const cs = img.clusterSize, offs: number[] = [], idx = new Map<number, { i: number; copied: boolean }>();
   for (let i = 0; i < img.header.l1Size; i++) {
-    const o = entryOffset(wordHi(img.l1, i * 8), wordLo(img.l1, i * 8));
-    if (o) offs.push(o);
+    const { l2Offset, copied } = img.l1Entry(i);
+    if (!l2Offset) continue;
+    img.checkL2Offset(l2Offset, i);
+    if (!idx.has(l2Offset)) offs.push(l2Offset);
+    idx.set(l2Offset, { i, copied });
   }
+  const out: ZeroScan = { tables: [], preallocated: 0, clusterSize: cs };
   const tables = await readMany(img.file, offs, cs, o => `L2 table at 0x${o.toString(16)}`);
-  for (const t of tables.values()) {
-    for (let p = 0; p < cs; p += 8) if ((wordHi(t, p) & L.OFLAG_COMPRESSED_HI) === 0 && (wordLo(t, p) & L.OFLAG_ZERO_LO) !== 0) return true;
+  for (const [l2Offset, t] of tables) {
+    let any = false;
+    for (let p = 0; p < cs; p += 8) {
+      const hi = wordHi(t, p), lo = wordLo(t, p);
+      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+      any = true;
+      if (entryOffset(hi, lo)) out.preallocated++;
+    }
+    if (any) out.tables.push({ l2Offset, l1Index: idx.get(l2Offset)!.i, copied: idx.get(l2Offset)!.copied });
   }
-  return false;
+  return out;
+}
+
+/**
+ * Phases (1) and (2) of a downgrade: preallocated zero clusters zeroed on disk and synced, then
+ * every table of the scan re-read and rewritten without zero flags and synced. Tables are read
+ * one at a time in both passes, so memory does not grow with the disk.
+ */
+async function expandZeroClusters(disk: FileDisk, path: string, zeros: ZeroScan): Promise<void> {
+  const size = zeros.clusterSize;
+  const tableOf = async (l2Offset: number, l1Index: number) => disk.read(l2Offset, size, `L2 table ${l1Index}`);
+  let runStart = -1, runEnd = -1;
+  const flush = async () => {
+    if (runEnd > runStart) await disk.writeZeroes(runStart, runEnd - runStart, 'zero cluster');
+    runStart = runEnd = -1;
+  };
+  for (const { l2Offset, l1Index } of zeros.tables) {
+    const t = await tableOf(l2Offset, l1Index);
+    for (let p = 0; p < size; p += 8) {
+      const hi = wordHi(t, p), lo = wordLo(t, p);
+      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+      const off = entryOffset(hi, lo);
+      if (!off) continue;
+      if (off % size !== 0 || off + size > disk.length()) throw new Qcow2Error(path, `L2 table ${l1Index}`, l2Offset + p, `zero cluster at 0x${off.toString(16)} is not a cluster inside the file`);
+      if (off !== runEnd) await flush();
+      if (runStart < 0) runStart = off;
+      runEnd = off + size;
+    }
+  }
+  await flush();
+  await disk.sync();
+  for (const { l2Offset, l1Index, copied } of zeros.tables) {
+    const t = await tableOf(l2Offset, l1Index);
+    for (let p = 0; p < size; p += 8) {
+      const hi = wordHi(t, p), lo = wordLo(t, p);
+      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+      // a preallocated cluster keeps its offset, copied when its table is not shared (QEMU's
+      // l2_refcount == 1); a plain one becomes unallocated
+      const off = entryOffset(hi, lo);
+      t.writeUInt32BE(off ? (Math.floor(off / 2 ** 32) | (copied ? L.OFLAG_COPIED_HI : 0)) >>> 0 : 0, p);
+      t.writeUInt32BE(off % 2 ** 32, p + 4);
+    }
+    await disk.write(l2Offset, t, `L2 table ${l1Index}`);
+  }
+  await disk.sync();
 }
