@@ -5,13 +5,15 @@
  * clusters, the backing file name), written whole and synced — before it the old image, after it
  * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
  * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
- * image with snapshots or of an overlay with zero clusters, images with persistent bitmaps (QEMU
- * rewrites their directory on every read-write open).
- * A downgrade of an image without a backing file expands its zero clusters as QEMU's
- * qcow2_expand_zero_clusters does: a plain zero entry becomes unallocated (it reads zeros either
- * way), a preallocated one keeps its cluster, whose bytes are zeroed on disk, and loses the flag.
- * Write order: (1) the preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table
- * rewritten whole, sync — a v3 image without zero flags, same guest content; (3) the header.
+ * image with snapshots, images with persistent bitmaps (QEMU rewrites their directory on every
+ * read-write open).
+ * A downgrade expands the zero clusters as QEMU's qcow2_expand_zero_clusters does. Without a
+ * backing file a plain zero entry becomes unallocated (it reads zeros either way), a preallocated
+ * one keeps its cluster, whose bytes are zeroed on disk, and loses the flag. Write order: (1) the
+ * preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table rewritten whole, sync
+ * — a v3 image without zero flags, same guest content; (3) the header. In an overlay every zero
+ * entry becomes a data cluster of zeros (the cluster writer's order: data, refcounts, L2 tables,
+ * each synced), then (3).
  * A refcount width change (refcount_bits) first writes new refcount structures after the end of
  * the file and syncs them (amendRefcount.ts); the header switch to them is the same one write.
  */
@@ -24,67 +26,121 @@ import { FileDisk } from './create/disk';
 import { OptionError, parseBool, type OptionEntry } from './options';
 import { assertNotLocked, assertWritable } from './writable';
 import { readMany } from '../io/reader';
+import { Qcow2ClusterWriter } from './commit/clusterWrite';
 import { parseRefcountOrder, writeRefcountsOfOrder, type NewRefcounts } from './amendRefcount';
 
 const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABLE, L.EXT_BITMAPS, L.EXT_CRYPTO]);
 
 export async function amendQcow2(path: string, entries: readonly OptionEntry[]): Promise<void> {
   assertNotLocked(path);
-  const img = await Qcow2Image.open(path, { writable: false, openBacking: false });
-  let header: Buffer;
-  let zeros: ZeroScan = { tables: [], preallocated: 0, clusterSize: 0 };
+  let plan = await withImage(path, img => planAmend(img, entries));
+  if (plan.zeros.tables.length && plan.overlay) {
+    // an overlay's zero clusters become data clusters of zeros, by the ordered cluster writer;
+    // then the plan again, from the header the writer left (its refcount table may have moved)
+    await allocateZeroClusters(path, plan.zeros);
+    plan = await withImage(path, img => planAmend(img, entries));
+  }
+  const header = await withImage(path, img => headerOf(path, img, plan));
+  const disk = FileDisk.open(path, 'r+');
   try {
-    assertWritable(img);
-    const h = img.header;
-    let version = h.version as 2 | 3, lazy = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n, order = h.refcountOrder;
-    for (const { key, value } of entries) {
-      if (key === 'compat') {
-        if (value === '0.10' || value === 'v2') version = 2;
-        else if (value === '1.1' || value === 'v3') version = 3;
-        else throw new OptionError(`Invalid compatibility level: '${value}'`);
-      } else if (key === 'lazy_refcounts') lazy = parseBool(key, value);
-      else if (key === 'refcount_bits') order = parseRefcountOrder(value);
-      else if (['size', 'backing_file', 'backing_fmt', 'cluster_size', 'preallocation', 'extended_l2', 'compression_type', 'data_file', 'data_file_raw'].includes(key) || key.startsWith('encrypt.')) {
-        throw new OptionError(`changing '${key}' with amend is not supported`);
-      } else throw new OptionError(`Invalid parameter '${key}'`);
-    }
-    if (h.bitmaps && h.bitmaps.nbBitmaps > 0) throw new OptionError('amending an image with persistent bitmaps is not supported yet (qemu-img rewrites their directory)');
-    if (version === 2 && lazy) throw new OptionError('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
-    if (version === 2 && order !== 4) {
-      throw new OptionError(h.version === 2 && order !== h.refcountOrder ? 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)' : 'compat=0.10 requires refcount_bits=16');
-    }
-    if (version === 2 && h.version === 3) {
-      if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
-      if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
-      if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
-      zeros = await zeroClusterScan(img);
-      if (zeros.tables.length && h.backingFile !== undefined) throw new OptionError('downgrading an overlay with zero clusters is not supported yet (QEMU allocates them as data)');
-      if (zeros.preallocated && img.encrypted) throw new OptionError('downgrading an encrypted image with preallocated zero clusters is not supported yet');
-    }
-    // the new refcount structures, synced, before the header names them
-    const rc: NewRefcounts = order === h.refcountOrder ? { tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters } : await writeRefcountsOfOrder(path, img, order);
-    const ext = (t: number) => h.extensions.find(e => e.type === t);
-    header = encodeHeader({
-      version, clusterBits: h.clusterBits, size: h.size, cryptMethod: h.cryptMethod, l1Size: h.l1Size, l1Offset: h.l1TableOffset,
-      reftableOffset: rc.tableOffset, reftableClusters: rc.tableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
-      incompatible: h.incompatibleFeatures, compatible: lazy ? h.compatibleFeatures | L.COMPAT_LAZY_REFCOUNTS : h.compatibleFeatures & ~L.COMPAT_LAZY_REFCOUNTS,
-      autoclear: h.autoclearFeatures & (L.AUTOCLEAR_BITMAPS | L.AUTOCLEAR_DATA_FILE_RAW), refcountOrder: order, compressionType: h.compressionType,
-      backingFile: h.backingFile, backingFormat: ext(L.EXT_BACKING_FORMAT) ? h.backingFormat : undefined, dataFile: h.dataFile,
-      crypto: h.crypto, unknown: h.extensions.filter(e => !KNOWN.has(e.type)).map(e => ({ type: e.type, data: e.data })),
-    });
+    if (plan.zeros.tables.length) await expandZeroClusters(disk, path, plan.zeros);
+    await disk.write(0, header, 'header');
+    await disk.sync();
+  } finally {
+    disk.close();
+  }
+}
+
+interface AmendPlan {
+  version: 2 | 3;
+  lazy: boolean;
+  order: number;
+  /** A downgrade's zero clusters (none otherwise). */
+  zeros: ZeroScan;
+  overlay: boolean;
+}
+
+async function withImage<T>(path: string, f: (img: Qcow2Image) => Promise<T>): Promise<T> {
+  const img = await Qcow2Image.open(path, { writable: false, openBacking: false });
+  try {
+    return await f(img);
   } catch (e) {
     if (e instanceof OptionError) throw new Qcow2Error(path, 'options', undefined, e.message, 'unsupported');
     throw e;
   } finally {
     await img.close();
   }
-  const disk = FileDisk.open(path, 'r+');
+}
+
+/** The options read and judged against the image, as qcow2_amend_options judges them. */
+async function planAmend(img: Qcow2Image, entries: readonly OptionEntry[]): Promise<AmendPlan> {
+  assertWritable(img);
+  const h = img.header;
+  let version = h.version as 2 | 3, lazy = (h.compatibleFeatures & L.COMPAT_LAZY_REFCOUNTS) !== 0n, order = h.refcountOrder;
+  for (const { key, value } of entries) {
+    if (key === 'compat') {
+      if (value === '0.10' || value === 'v2') version = 2;
+      else if (value === '1.1' || value === 'v3') version = 3;
+      else throw new OptionError(`Invalid compatibility level: '${value}'`);
+    } else if (key === 'lazy_refcounts') lazy = parseBool(key, value);
+    else if (key === 'refcount_bits') order = parseRefcountOrder(value);
+    else if (['size', 'backing_file', 'backing_fmt', 'cluster_size', 'preallocation', 'extended_l2', 'compression_type', 'data_file', 'data_file_raw'].includes(key) || key.startsWith('encrypt.')) {
+      throw new OptionError(`changing '${key}' with amend is not supported`);
+    } else throw new OptionError(`Invalid parameter '${key}'`);
+  }
+  if (h.bitmaps && h.bitmaps.nbBitmaps > 0) throw new OptionError('amending an image with persistent bitmaps is not supported yet (qemu-img rewrites their directory)');
+  if (version === 2 && lazy) throw new OptionError('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+  if (version === 2 && order !== 4) {
+    throw new OptionError(h.version === 2 && order !== h.refcountOrder ? 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)' : 'compat=0.10 requires refcount_bits=16');
+  }
+  let zeros: ZeroScan = { tables: [], preallocated: 0, clusterSize: img.clusterSize };
+  const overlay = h.backingFile !== undefined;
+  if (version === 2 && h.version === 3) {
+    if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
+    if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
+    if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
+    zeros = await zeroClusterScan(img);
+    if (zeros.tables.length && img.encrypted && (overlay || zeros.preallocated)) throw new OptionError('downgrading an encrypted image with zero clusters that need writing is not supported yet');
+  }
+  return { version, lazy, order, zeros, overlay };
+}
+
+/** The new header cluster (after the new refcount structures, synced, when the width changes). */
+async function headerOf(path: string, img: Qcow2Image, p: AmendPlan): Promise<Buffer> {
+  const h = img.header, { version, lazy, order } = p;
+  const rc: NewRefcounts = order === h.refcountOrder ? { tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters } : await writeRefcountsOfOrder(path, img, order);
+  const ext = (t: number) => h.extensions.find(e => e.type === t);
+  return encodeHeader({
+    version, clusterBits: h.clusterBits, size: h.size, cryptMethod: h.cryptMethod, l1Size: h.l1Size, l1Offset: h.l1TableOffset,
+    reftableOffset: rc.tableOffset, reftableClusters: rc.tableClusters, nbSnapshots: h.nbSnapshots, snapshotsOffset: h.snapshotsOffset,
+    incompatible: h.incompatibleFeatures, compatible: lazy ? h.compatibleFeatures | L.COMPAT_LAZY_REFCOUNTS : h.compatibleFeatures & ~L.COMPAT_LAZY_REFCOUNTS,
+    autoclear: h.autoclearFeatures & (L.AUTOCLEAR_BITMAPS | L.AUTOCLEAR_DATA_FILE_RAW), refcountOrder: order, compressionType: h.compressionType,
+    backingFile: h.backingFile, backingFormat: ext(L.EXT_BACKING_FORMAT) ? h.backingFormat : undefined, dataFile: h.dataFile,
+    crypto: h.crypto, unknown: h.extensions.filter(e => !KNOWN.has(e.type)).map(e => ({ type: e.type, data: e.data })),
+  });
+}
+
+/**
+ * An overlay's zero clusters, plain and preallocated, made data clusters of zeros (version 2 has
+ * no other way to hide the backing file's bytes), as QEMU does: the cluster writer's order (data,
+ * refcounts, L2 tables, each synced), a preallocated cluster written in place.
+ */
+async function allocateZeroClusters(path: string, zeros: ZeroScan): Promise<void> {
+  const w = await Qcow2ClusterWriter.open(path);
   try {
-    if (zeros.tables.length) await expandZeroClusters(disk, path, zeros);
-    await disk.write(0, header, 'header');
-    await disk.sync();
+    const cs = zeros.clusterSize, perL2 = cs * (cs / 8), zero = Buffer.alloc(cs);
+    for (const { l2Offset, l1Index } of zeros.tables) {
+      const t = await w.img.file.read(l2Offset, cs, `L2 table ${l1Index}`);
+      for (let p = 0; p < cs; p += 8) {
+        const hi = wordHi(t, p), lo = wordLo(t, p);
+        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        const guest = l1Index * perL2 + (p / 8) * cs;
+        if (guest < w.virtualSize) await w.writeCluster(guest, zero);
+      }
+    }
+    await w.flush();
   } finally {
-    disk.close();
+    await w.close();
   }
 }
 
