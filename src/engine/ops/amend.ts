@@ -5,21 +5,23 @@
  * clusters, the backing file name), written whole and synced — before it the old image, after it
  * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
  * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
- * image with snapshots, images with persistent bitmaps (QEMU rewrites their directory on every
+ * overlay with snapshots and zero clusters, images with persistent bitmaps (QEMU rewrites their directory on every
  * read-write open).
  * A downgrade expands the zero clusters as QEMU's qcow2_expand_zero_clusters does. Without a
  * backing file a plain zero entry becomes unallocated (it reads zeros either way), a preallocated
- * one keeps its cluster, whose bytes are zeroed on disk, and loses the flag. Write order: (1) the
- * preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table rewritten whole, sync
- * — a v3 image without zero flags, same guest content; (3) the header. In an overlay every zero
- * entry becomes a data cluster of zeros (the cluster writer's order: data, refcounts, L2 tables,
- * each synced), then (3).
+ * one keeps its cluster, whose bytes are zeroed on disk, and loses the flag — unless a snapshot
+ * shares the cluster: then it becomes unallocated too (QEMU zeroes it, under the snapshot). Write
+ * order: (1) the preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table
+ * rewritten whole, sync — a v3 image without zero flags, same guest content; (3) the references
+ * let go of dropped, sync; (4) the header. In an overlay every zero entry becomes a data cluster
+ * of zeros (the cluster writer's order: data, refcounts, L2 tables, each synced), then (4).
  * A refcount width change (refcount_bits) first writes new refcount structures after the end of
  * the file and syncs them (amendRefcount.ts); the header switch to them is the same one write.
  */
 import { Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
 import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import { RefcountWriter, writeAt } from './refcountWrite';
 import * as L from '../qcow2/layout';
 import { encodeHeader } from './create/header';
 import { FileDisk } from './create/disk';
@@ -41,9 +43,9 @@ export async function amendQcow2(path: string, entries: readonly OptionEntry[]):
     plan = await withImage(path, img => planAmend(img, entries));
   }
   const header = await withImage(path, img => headerOf(path, img, plan));
+  if (plan.zeros.tables.length) await expandZeroClusters(path, plan.zeros);
   const disk = FileDisk.open(path, 'r+');
   try {
-    if (plan.zeros.tables.length) await expandZeroClusters(disk, path, plan.zeros);
     await disk.write(0, header, 'header');
     await disk.sync();
   } finally {
@@ -98,8 +100,8 @@ async function planAmend(img: Qcow2Image, entries: readonly OptionEntry[]): Prom
   if (version === 2 && h.version === 3) {
     if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
     if (h.incompatibleFeatures & ~L.INCOMPAT_DIRTY) throw new OptionError(`Cannot downgrade an image with incompatible features 0x${h.incompatibleFeatures.toString(16)} set`);
-    if (h.nbSnapshots) throw new OptionError('downgrading an image with internal snapshots is not supported yet');
     zeros = await zeroClusterScan(img);
+    if (zeros.tables.length && overlay && h.nbSnapshots) throw new OptionError('downgrading an overlay with internal snapshots and zero clusters is not supported yet (QEMU allocates them as data, counted once per sharing table)');
     if (zeros.tables.length && img.encrypted && (overlay || zeros.preallocated)) throw new OptionError('downgrading an encrypted image with zero clusters that need writing is not supported yet');
   }
   return { version, lazy, order, zeros, overlay };
@@ -145,78 +147,103 @@ async function allocateZeroClusters(path: string, zeros: ZeroScan): Promise<void
 }
 
 interface ZeroScan {
-  /** Active L2 tables holding zero entries: host offset and L1 index. */
-  tables: { l2Offset: number; l1Index: number; copied: boolean }[];
+  /** L2 tables holding zero entries: host offset and an L1 index reaching it. */
+  tables: { l2Offset: number; l1Index: number }[];
   clusterSize: number;
   /** How many of those entries keep a host cluster. */
   preallocated: number;
 }
 
-/** The active L2 tables with a zero-flagged (uncompressed) entry; version 2 cannot express them. */
+/** Tables read at once by a scan. */
+const SCAN_TABLES = 256;
+
+/**
+ * The L2 tables, the active L1's and the snapshots', with a zero-flagged (uncompressed) entry —
+ * version 2 cannot express them — read SCAN_TABLES at a time.
+ */
 async function zeroClusterScan(img: Qcow2Image): Promise<ZeroScan> {
-  const cs = img.clusterSize, offs: number[] = [], idx = new Map<number, { i: number; copied: boolean }>();
-  for (let i = 0; i < img.header.l1Size; i++) {
-    const { l2Offset, copied } = img.l1Entry(i);
-    if (!l2Offset) continue;
-    img.checkL2Offset(l2Offset, i);
-    if (!idx.has(l2Offset)) offs.push(l2Offset);
-    idx.set(l2Offset, { i, copied });
-  }
-  const out: ZeroScan = { tables: [], preallocated: 0, clusterSize: cs };
-  const tables = await readMany(img.file, offs, cs, o => `L2 table at 0x${o.toString(16)}`);
-  for (const [l2Offset, t] of tables) {
-    let any = false;
-    for (let p = 0; p < cs; p += 8) {
-      const hi = wordHi(t, p), lo = wordLo(t, p);
-      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
-      any = true;
-      if (entryOffset(hi, lo)) out.preallocated++;
+  const cs = img.clusterSize, where = new Map<number, number>();
+  const l1s: Uint8Array[] = [img.l1];
+  for (const sn of img.snapshots) l1s.push(await img.file.read(sn.l1TableOffset, sn.l1Size * 8, `snapshot ${sn.id} L1 table`));
+  for (const l1 of l1s) {
+    for (let i = 0; i < l1.length / 8; i++) {
+      const { l2Offset } = img.l1Entry(i, l1);
+      if (!l2Offset || where.has(l2Offset)) continue;
+      img.checkL2Offset(l2Offset, i);
+      where.set(l2Offset, i);
     }
-    if (any) out.tables.push({ l2Offset, l1Index: idx.get(l2Offset)!.i, copied: idx.get(l2Offset)!.copied });
+  }
+  const out: ZeroScan = { tables: [], preallocated: 0, clusterSize: cs }, offs = [...where.keys()];
+  for (let k = 0; k < offs.length; k += SCAN_TABLES) {
+    const tables = await readMany(img.file, offs.slice(k, k + SCAN_TABLES), cs, o => `L2 table at 0x${o.toString(16)}`);
+    for (const [l2Offset, t] of tables) {
+      let any = false;
+      for (let p = 0; p < cs; p += 8) {
+        const hi = wordHi(t, p), lo = wordLo(t, p);
+        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        any = true;
+        if (entryOffset(hi, lo)) out.preallocated++;
+      }
+      if (any) out.tables.push({ l2Offset, l1Index: where.get(l2Offset)! });
+    }
   }
   return out;
 }
 
 /**
- * Phases (1) and (2) of a downgrade: preallocated zero clusters zeroed on disk and synced, then
- * every table of the scan re-read and rewritten without zero flags and synced. Tables are read
- * one at a time in both passes, so memory does not grow with the disk.
+ * Phases (1)–(3) of a downgrade without a backing file, every decision taken from the refcounts
+ * as they were: (1) the preallocated zero clusters only one entry references zeroed on disk,
+ * sync; (2) each table of the scan re-read and rewritten without zero flags — such a cluster
+ * keeps its offset (copied), a plain zero entry and a preallocated one whose cluster is shared
+ * become unallocated — sync; (3) the shared clusters' refcounts dropped by the refcount of the
+ * table that let go of them, synced (a crash before: leaks). QEMU 7.2 zeroes shared clusters in
+ * place, wiping a snapshot's data where it still reads them as data. Tables are read one at a
+ * time in both passes.
  */
-async function expandZeroClusters(disk: FileDisk, path: string, zeros: ZeroScan): Promise<void> {
-  const size = zeros.clusterSize;
-  const tableOf = async (l2Offset: number, l1Index: number) => disk.read(l2Offset, size, `L2 table ${l1Index}`);
-  let runStart = -1, runEnd = -1;
-  const flush = async () => {
-    if (runEnd > runStart) await disk.writeZeroes(runStart, runEnd - runStart, 'zero cluster');
-    runStart = runEnd = -1;
-  };
-  for (const { l2Offset, l1Index } of zeros.tables) {
-    const t = await tableOf(l2Offset, l1Index);
-    for (let p = 0; p < size; p += 8) {
-      const hi = wordHi(t, p), lo = wordLo(t, p);
-      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
-      const off = entryOffset(hi, lo);
-      if (!off) continue;
-      if (off % size !== 0 || off + size > disk.length()) throw new Qcow2Error(path, `L2 table ${l1Index}`, l2Offset + p, `zero cluster at 0x${off.toString(16)} is not a cluster inside the file`);
-      if (off !== runEnd) await flush();
-      if (runStart < 0) runStart = off;
-      runEnd = off + size;
+async function expandZeroClusters(path: string, zeros: ZeroScan): Promise<void> {
+  const img = await Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false });
+  try {
+    const h = img.header, cs = img.clusterSize, file = img.file;
+    const rc = await RefcountWriter.load({ file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });
+    const tableOf = (l2Offset: number, l1Index: number) => file.read(l2Offset, cs, `L2 table ${l1Index}`);
+    const zero = Buffer.alloc(Math.min(4 * 1024 * 1024, cs * 64));
+    let runStart = -1, runEnd = -1;
+    const flush = async () => {
+      for (let p = runStart; p < runEnd; p += zero.length) await writeAt(file, p, zero.subarray(0, Math.min(zero.length, runEnd - p)), 'zero cluster');
+      runStart = runEnd = -1;
+    };
+    for (const { l2Offset, l1Index } of zeros.tables) {
+      const t = await tableOf(l2Offset, l1Index);
+      for (let p = 0; p < cs; p += 8) {
+        const hi = wordHi(t, p), lo = wordLo(t, p);
+        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        const off = entryOffset(hi, lo);
+        if (!off || rc.get(off / cs) !== 1) continue;
+        if (off % cs !== 0 || off + cs > file.size) throw new Qcow2Error(path, `L2 table ${l1Index}`, l2Offset + p, `zero cluster at 0x${off.toString(16)} is not a cluster inside the file`);
+        if (off !== runEnd) await flush();
+        if (runStart < 0) runStart = off;
+        runEnd = off + cs;
+      }
     }
-  }
-  await flush();
-  await disk.sync();
-  for (const { l2Offset, l1Index, copied } of zeros.tables) {
-    const t = await tableOf(l2Offset, l1Index);
-    for (let p = 0; p < size; p += 8) {
-      const hi = wordHi(t, p), lo = wordLo(t, p);
-      if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
-      // a preallocated cluster keeps its offset, copied when its table is not shared (QEMU's
-      // l2_refcount == 1); a plain one becomes unallocated
-      const off = entryOffset(hi, lo);
-      t.writeUInt32BE(off ? (Math.floor(off / 2 ** 32) | (copied ? L.OFLAG_COPIED_HI : 0)) >>> 0 : 0, p);
-      t.writeUInt32BE(off % 2 ** 32, p + 4);
+    await flush();
+    await file.sync();
+    const drops: [cluster: number, by: number][] = [];
+    for (const { l2Offset, l1Index } of zeros.tables) {
+      const t = await tableOf(l2Offset, l1Index), tableRefs = rc.get(l2Offset / cs);
+      for (let p = 0; p < cs; p += 8) {
+        const hi = wordHi(t, p), lo = wordLo(t, p);
+        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        const off = entryOffset(hi, lo), keep = off !== 0 && rc.get(off / cs) === 1;
+        if (off && !keep) drops.push([off / cs, tableRefs]);
+        t.writeUInt32BE(keep ? (Math.floor(off / 2 ** 32) | L.OFLAG_COPIED_HI) >>> 0 : 0, p);
+        t.writeUInt32BE(keep ? off % 2 ** 32 : 0, p + 4);
+      }
+      await writeAt(file, l2Offset, t, `L2 table ${l1Index}`);
     }
-    await disk.write(l2Offset, t, `L2 table ${l1Index}`);
+    await file.sync();
+    for (const [c, by] of drops) rc.add(c, -by, `zero cluster at 0x${(c * cs).toString(16)}`);
+    await rc.flush();
+  } finally {
+    await img.close();
   }
-  await disk.sync();
 }
