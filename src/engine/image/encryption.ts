@@ -106,6 +106,22 @@ export interface UnlockedImage {
 }
 
 /**
+ * The data cipher of a LUKS image whose master key is already known (another open image of the
+ * same file unlocked it): no PBKDF2. The caller owns `masterKey` (wiped if this fails).
+ */
+export async function unlockedWithMasterKey(file: ImageFile, path: string, h: Qcow2Header, masterKey: Secret): Promise<UnlockedImage> {
+  try {
+    if (h.cryptMethod !== L.CRYPT_LUKS) throw new Qcow2Error(path, 'header.crypt_method', L.HEADER_FIELD.crypt_method.offset, 'the image is not LUKS-encrypted', 'unsupported');
+    const area = luksAreaOf(file, path, h);
+    const header = await readLuksHeader(area);
+    return { cipher: luksDataCipher(area, header, masterKey, 'qcow2'), masterKey, luks: header };
+  } catch (e) {
+    masterKey.wipe();
+    throw e;
+  }
+}
+
+/**
  * Unlocks an encrypted image's guest data with a passphrase: LUKS tries every active key slot
  * (PBKDF2 runs on libuv's thread pool, off the JavaScript thread); legacy AES takes the first
  * 16 bytes and cannot tell a wrong passphrase. A wrong LUKS passphrase is one 'bad-passphrase'

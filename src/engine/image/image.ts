@@ -12,7 +12,7 @@ import { decompressCluster, DecompressError } from '../qcow2/compress';
 import type { DataCipher } from '../crypto/dataCipher';
 import type { LuksHeader } from '../crypto/luksHeader';
 import type { Secret } from '../crypto/secret';
-import { KeyLookup, unlockImage } from './encryption';
+import { KeyLookup, unlockedWithMasterKey, unlockImage } from './encryption';
 import { Qcow2Error, hex } from '../errors';
 import { headerPath, Qcow2Header, readHeader, SUPPORTED_INCOMPATIBLE } from '../qcow2/header';
 import { forEachHostPiece, HoleSeeker, holeSeeker } from '../io/holes';
@@ -145,6 +145,19 @@ export class Qcow2Image implements BlockLayer {
    */
   async unlock(passphrase: Secret): Promise<void> {
     const u = await unlockImage(this.file, this.path, this.header, passphrase);
+    this.forgetKey();
+    this.cipher = u.cipher;
+    this.masterKey = u.masterKey;
+    this.luks = u.luks;
+  }
+
+  /**
+   * Unlocks with the master key of `other`, an unlocked open image of the same file (a copy of
+   * it; no second PBKDF2, which costs seconds at LUKS's default iteration time).
+   */
+  async unlockLike(other: Qcow2Image): Promise<void> {
+    if (!other.masterKey || path.resolve(other.path) !== path.resolve(this.path)) throw new Error(`unlockLike: ${other.path} is not an unlocked LUKS image of ${this.path}`);
+    const u = await unlockedWithMasterKey(this.file, this.path, this.header, other.masterKey.slice(0));
     this.forgetKey();
     this.cipher = u.cipher;
     this.masterKey = u.masterKey;

@@ -86,9 +86,10 @@ export class Qcow2ClusterWriter {
 
   /**
    * Opens `path` for in-place cluster writes (refused when QEMU holds it, or it is corrupt, dirty,
-   * legacy-AES encrypted or has an external data file); a LUKS image needs `key`, its passphrase.
+   * legacy-AES encrypted or has an external data file); a LUKS image needs `key`: its passphrase,
+   * or an open image of the same file already unlocked (its master key is taken: no second PBKDF2).
    */
-  static async open(path: string, signal?: AbortSignal, key?: Secret): Promise<Qcow2ClusterWriter> {
+  static async open(path: string, signal?: AbortSignal, key?: Secret | Qcow2Image): Promise<Qcow2ClusterWriter> {
     assertNotLocked(path);
     const img = await Qcow2Image.open(path, { writable: true, openBacking: false, openDataFile: false });
     try {
@@ -97,7 +98,8 @@ export class Qcow2ClusterWriter {
       if (h.cryptMethod === L.CRYPT_AES) throw new Qcow2Error(path, 'header.crypt_method', at, 'legacy AES images are read and converted, never written: convert it to a LUKS image (convert -o encrypt.format=luks,…)', 'unsupported');
       if (h.cryptMethod !== L.CRYPT_NONE) {
         if (!key) throw new Qcow2Error(path, 'header.crypt_method', at, 'the image is encrypted (LUKS); writing its guest data needs the passphrase (--object secret,id=ID,file=PATH --image-opts driver=qcow2,file.filename=PATH,encrypt.key-secret=ID)', 'encrypted');
-        await img.unlock(key);
+        if (key instanceof Qcow2Image) await img.unlockLike(key);
+        else await img.unlock(key);
       }
       if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new Qcow2Error(path, 'header extension external data file name', undefined, 'writing guest data into an image with an external data file is not supported yet', 'unsupported');
       const rc = await RefcountWriter.load({ file: img.file, clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, tableOffset: h.refcountTableOffset, tableClusters: h.refcountTableClusters, table: img.refcountTable });

@@ -164,7 +164,8 @@ export async function commitImage(path: string, opts: CommitOptions = {}): Promi
     if (base.format === 'qcow2') {
       let depth = 0;
       for (let l: BlockLayer | null | undefined = top; l && l !== base; l = l.backing) depth++;
-      const w = await Qcow2ClusterWriter.open(base.path, opts.signal, opts.keys?.({ path: base.path, depth }));
+      // the chain unlocked the base already: its master key, not the passphrase again
+      const w = await Qcow2ClusterWriter.open(base.path, opts.signal, base instanceof Qcow2Image && base.masterKey ? base : opts.keys?.({ path: base.path, depth }));
       try {
         const cs = w.cs;
         for (let from = 0; from < topSize; from += WINDOW) {

@@ -142,7 +142,7 @@ export async function rebaseImage(path: string, opts: RebaseOptions): Promise<Re
           }
         }
       }
-      const w = await Qcow2ClusterWriter.open(path, opts.signal, opts.keys?.({ path, depth: 0 }));
+      const w = await Qcow2ClusterWriter.open(path, opts.signal, img.masterKey ? img : opts.keys?.({ path, depth: 0 }));
       try {
         const size = img.virtualSize, cs = w.cs;
         for (let from = 0; from < size; from += WINDOW) {
