@@ -235,3 +235,36 @@ test('resize: a SIGKILL after any write leaves at most leaks and the old or the 
   ];
   console.log(`resize crash points: ${counts.join(', ')}`);
 });
+
+test('resize --preallocation=falloc|full from a size inside a cluster: the image qemu-img resize makes (the partial cluster copied into a new one)', () => {
+  const dir = tmpDir('qcow2-lens-resize-partial-');
+  const mk = (name: string, opts: string[], io: string[]) => {
+    const img = path.join(dir, name);
+    qemuImg('create', '-q', '-f', 'qcow2', ...opts, img, '16450k');
+    if (io.length) qemuIo(img, io);
+    return img;
+  };
+  mk('backing.qcow2', [], ['write -P 6 0 16450k']);
+  const cases: [string, string, string[], string][] = [
+    ['allocated partial cluster, full', mk('a.qcow2', [], ['write -P 1 0 1M', 'write -P 5 16384k 66k']), ['--preallocation=full'], '20M'],
+    ['unallocated partial cluster, falloc', mk('b.qcow2', [], ['write -P 1 0 1M']), ['--preallocation=falloc'], '18M'],
+    ['zero partial cluster, falloc, 4 KiB clusters', mk('c.qcow2', ['-o', 'cluster_size=4k'], ['write -P 1 16000k 448k', 'write -z 16448k 2k']), ['--preallocation=falloc'], '+1M'],
+    ['overlay: the head from the backing file, full', mk('d.qcow2', ['-b', 'backing.qcow2', '-F', 'qcow2'], ['write -P 2 0 64k']), ['--preallocation=full'], '17M'],
+  ];
+  for (const [name, img, args, size] of cases) {
+    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
+    fs.copyFileSync(img, ours);
+    fs.copyFileSync(img, theirs);
+    qemuImg('resize', '-q', ...args, theirs, size);
+    const r = cli('resize', '-q', ...args, ours, size);
+    assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+    assertSameBytes(theirs, ours);
+    assertClean(ours);
+    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, name);
+    assert.equal(qemuImgStatus('compare', img, ours).status, 0, `${name}: the old disk's bytes changed`);
+    assert.deepEqual(mapOf(ours), mapOf(theirs), name);
+  }
+  crashEvery(dir, cases[0][1], ['--preallocation=full'], '20M', 'grow full from inside a cluster');
+  const r = cli('resize', '--preallocation=metadata', cases[1][1], '18M');
+  assert.match(r.stderr, /preallocation=metadata from a size that is not a multiple of the cluster size is not supported yet/);
+});

@@ -20,8 +20,11 @@
  * and directory are freed after it (a crash in between leaks them, nothing more).
  *
  * Refused as QEMU refuses: a version 2 image with internal snapshots; shrinking with
- * preallocation; sizes not a multiple of 512; an inconsistent (in-use) bitmap. Not supported yet:
- * growing with preallocation from a size that is not a multiple of the cluster size.
+ * preallocation; sizes not a multiple of 512; an inconsistent (in-use) bitmap. Growing with
+ * falloc/full preallocation from a size inside a cluster replaces that partial cluster, as QEMU
+ * does: a new cluster in the data area gets the old guest bytes of its head (read through the
+ * backing chain, written before the entry is linked) and the old entry's cluster is freed after
+ * the link. Not supported yet: the same with metadata preallocation or extended L2 entries.
  */
 import * as fs from 'node:fs';
 import { Qcow2Error } from '../errors';
@@ -81,18 +84,30 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
     await img.close();
   }
   const newSize = target(h.size, spec);
+  const prealloc0 = opts.preallocation ?? 'off';
+  let cowHead: Buffer | undefined;
+  if ((prealloc0 === 'falloc' || prealloc0 === 'full') && h.size % h.clusterSize !== 0 && newSize > h.size && !dataPath && !h.extendedL2) {
+    // the old content of the partial last cluster (through the backing chain), for its copy
+    const full = await Qcow2Image.open(path, { writable: false });
+    try {
+      const from = Math.floor(h.size / h.clusterSize) * h.clusterSize;
+      cowHead = await full.readGuest(from, h.size - from);
+    } finally {
+      await full.close();
+    }
+  }
   const disk = FileDisk.open(path, 'r+', opts.signal);
   const dataDisk = dataPath ? FileDisk.open(dataPath, 'r+', opts.signal) : undefined;
   try {
     const rc = new RefAlloc(disk, { clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, reftable: state.reftable, reftableOffset: h.refcountTableOffset, counts: state.counts });
     const m = new ClusterModel(disk, rc, {
       size: h.size, l1Offset: h.l1TableOffset, l1Size: h.l1Size, l1: state.l1, extendedL2: h.extendedL2, dataDisk,
-      dataFileRaw: (h.autoclearFeatures & 2n) !== 0n,
+      dataFileRaw: (h.autoclearFeatures & 2n) !== 0n, cowHead,
       writeSize: bitmaps.length ? size => switchBitmaps(disk, rc, h, bitmaps, size) : undefined,
     });
     const prealloc = opts.preallocation ?? 'off';
-    if (prealloc !== 'off' && h.size % h.clusterSize !== 0 && newSize > h.size && !dataDisk) {
-      throw new Qcow2Error(path, 'header.size', 24, 'growing with preallocation from a size that is not a multiple of the cluster size is not supported yet', 'unsupported');
+    if (prealloc !== 'off' && h.size % h.clusterSize !== 0 && newSize > h.size && !dataDisk && (prealloc === 'metadata' || h.extendedL2)) {
+      throw new Qcow2Error(path, 'header.size', 24, `growing with preallocation=${prealloc} from a size that is not a multiple of the cluster size is not supported yet${h.extendedL2 ? ' (extended L2 entries)' : ''}`, 'unsupported');
     }
     await m.truncate(newSize, prealloc);
     await m.writeCaches();

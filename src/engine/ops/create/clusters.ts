@@ -42,6 +42,11 @@ export interface ClusterState {
    * writes what it needs first and the header last; the model syncs after it.
    */
   writeSize?: (size: number) => Promise<void>;
+  /**
+   * The guest bytes of the partial last cluster before a falloc/full growth, [start of its
+   * cluster, old size): copied into the new cluster that replaces it (QEMU's cow_start).
+   */
+  cowHead?: Buffer;
 }
 
 export interface Meta { guest: number; host: number; n: number }
@@ -297,7 +302,8 @@ export class ClusterModel {
 
   /** The falloc/full branch of qcow2_co_truncate: refcount room first, data area, then L2 entries. */
   private async fullPrealloc(old: number, offset: number): Promise<void> {
-    if (old % this.cs !== 0) throw this.fail('size', undefined, 'preallocating from a size that is not a multiple of the cluster size is not supported');
+    const head = this.st.cowHead;
+    if (old % this.cs !== 0 && (!head || head.length !== old % this.cs)) throw this.fail('size', undefined, 'preallocating from a size that is not a multiple of the cluster size needs its partial cluster\'s content');
     let oldFile = this.disk.length();
     const last = this.rc.lastCluster(oldFile);
     oldFile = last >= 0 ? (last + 1) * this.cs : Math.ceil(oldFile / this.cs) * this.cs;
@@ -309,9 +315,19 @@ export class ClusterModel {
     const newFile = start + nbData * this.cs;
     if (newFile > this.disk.length()) await this.disk.writeZeroes(this.disk.length(), newFile - this.disk.length(), 'preallocated data');
     let host = start, guest = old;
+    // the partial first cluster: a new one takes its head (copied before it is linked, as
+    // perform_cow), and what the old entry referenced is freed after the link
+    let replaced: [number, number, number] | undefined;
+    if (old % this.cs !== 0) {
+      await this.disk.write(start, head!, 'data (copy on write)');
+      const { off, t, index } = await this.clusterTable(Math.floor(old / this.cs) * this.cs);
+      const p = index * this.entrySize, hi = wordHi(t, p), lo = wordLo(t, p);
+      if (hi !== 0 || lo !== 0) replaced = [hi, lo, off + p];
+    }
     while (nbData) {
       const n = Math.min(nbData, this.l2Size - (Math.floor(guest / this.cs) % this.l2Size));
       await this.linkL2({ guest: Math.floor(guest / this.cs) * this.cs, host, n });
+      if (replaced) { await this.freeAny(...replaced); replaced = undefined; }
       guest += n * this.cs;
       host += n * this.cs;
       nbData -= n;
