@@ -105,6 +105,16 @@ test('amend compat=0.10 of an image with zero clusters: expanded as qemu-img ame
       assert.ok(raw(b).equals(raw(o)), `snapshot ${sn} changed`);
     }
   }
+  // with a refcount width change too: the new refcounts count what the expansion dropped
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k,refcount_bits=8', b, '16M');
+  qemuIo(b, ['write -P 1 0 1M', 'write -z 64k 64k']);
+  qemuImg('snapshot', '-c', 's1', b);
+  qemuIo(b, ['write -z 512k 8k']);
+  fs.copyFileSync(b, o);
+  const rw = cli('amend', '-o', 'compat=0.10,refcount_bits=16', o);
+  assert.equal(rw.status, 0, rw.stderr);
+  assertClean(o);
+  assert.equal(qemuImgStatus('compare', b, o).status, 0, 'refcount width change: guest content changed');
   qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', b, '16M');
   qemuIo(b, ['write -z 0 1M']);
   qemuImg('snapshot', '-c', 's1', b);

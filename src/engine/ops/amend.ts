@@ -13,7 +13,7 @@
  * shares the cluster: then it becomes unallocated too (QEMU zeroes it, under the snapshot). Write
  * order: (1) the preallocated zero clusters' bytes zeroed, sync; (2) each changed L2 table
  * rewritten whole, sync — a v3 image without zero flags, same guest content; (3) the references
- * let go of dropped, sync; (4) the header. In an overlay every zero entry becomes a data cluster
+ * let go of dropped, sync; (4) a new refcount width's structures, if asked, then the header. In an overlay every zero entry becomes a data cluster
  * of zeros (the cluster writer's order: data, refcounts, L2 tables, each synced), then (4).
  * A refcount width change (refcount_bits) first writes new refcount structures after the end of
  * the file and syncs them (amendRefcount.ts); the header switch to them is the same one write.
@@ -35,15 +35,20 @@ const KNOWN = new Set([L.EXT_BACKING_FORMAT, L.EXT_DATA_FILE, L.EXT_FEATURE_TABL
 
 export async function amendQcow2(path: string, entries: readonly OptionEntry[]): Promise<void> {
   assertNotLocked(path);
-  let plan = await withImage(path, img => planAmend(img, entries));
-  if (plan.zeros.tables.length && plan.overlay) {
-    // an overlay's zero clusters become data clusters of zeros, by the ordered cluster writer;
-    // then the plan again, from the header the writer left (its refcount table may have moved)
-    await allocateZeroClusters(path, plan.zeros);
-    plan = await withImage(path, img => planAmend(img, entries));
+  let header: Buffer | undefined;
+  const plan = await withImage(path, async img => {
+    const p = await planAmend(img, entries);
+    if (!p.zeros.tables.length) header = await headerOf(path, img, p);
+    return p;
+  });
+  if (!header) {
+    // the zero clusters expanded first, then the header from what the expansion left: the
+    // refcounts it dropped, the refcount table the cluster writer may have moved — and a new
+    // refcount width's structures built from those
+    if (plan.overlay) await allocateZeroClusters(path, plan.zeros);
+    else await expandZeroClusters(path, plan.zeros);
+    header = await withImage(path, img => headerOf(path, img, plan));
   }
-  const header = await withImage(path, img => headerOf(path, img, plan));
-  if (plan.zeros.tables.length) await expandZeroClusters(path, plan.zeros);
   const disk = FileDisk.open(path, 'r+');
   try {
     await disk.write(0, header, 'header');
