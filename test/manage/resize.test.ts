@@ -22,6 +22,22 @@ function base(dir: string, name: string, opts: string[], size = '16M'): string {
   return img;
 }
 
+/**
+ * `img` resized by qemu-img and by us, each on its own copy: ours succeeds, checks clean and
+ * reads as qemu-img's.
+ */
+function resizeBoth(dir: string, img: string, args: string[], size: string, label: string): { ours: string; theirs: string } {
+  const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
+  fs.copyFileSync(img, ours);
+  fs.copyFileSync(img, theirs);
+  qemuImg('resize', '-q', ...args, theirs, size);
+  const r = cli('resize', '-q', ...args, ours, size);
+  assert.equal(r.status, 0, `${label}: ${r.stderr}`);
+  assertClean(ours);
+  assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, label);
+  return { ours, theirs };
+}
+
 interface Case { name: string; opts: string[]; args: string[]; size: string; snapshot?: boolean; sameBytes: boolean }
 
 const CASES: Case[] = [
@@ -53,15 +69,8 @@ test('resize: the image qemu-img resize makes', () => {
       qemuImg('snapshot', '-c', 's1', b);
       qemuIo(b, ['write -P 7 5M 64k', 'write -P 8 12M 1M']);
     }
-    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
-    fs.copyFileSync(b, ours);
-    fs.copyFileSync(b, theirs);
-    qemuImg('resize', '-q', ...c.args, theirs, c.size);
-    const r = cli('resize', '-q', ...c.args, ours, c.size);
-    assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
+    const { ours, theirs } = resizeBoth(dir, b, c.args, c.size, c.name);
     if (c.sameBytes) assertSameBytes(theirs, ours);
-    assertClean(ours);
-    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, c.name);
     assert.deepEqual(infoOf(ours, false), infoOf(theirs, false), c.name);
     assert.deepEqual(mapOf(ours), mapOf(theirs), c.name);
   }
@@ -147,14 +156,7 @@ test('resize with persistent bitmaps: the bitmaps qemu-img resize leaves (bits k
   ];
   for (const [label, args, size, cs] of cases) {
     const b = withBitmaps(dir, 'base', '16M', cs);
-    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
-    fs.copyFileSync(b, ours);
-    fs.copyFileSync(b, theirs);
-    qemuImg('resize', '-q', ...args, theirs, size);
-    const r = cli('resize', '-q', ...args, ours, size);
-    assert.equal(r.status, 0, `${label}: ${r.stderr}`);
-    assertClean(ours);
-    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, label);
+    const { ours, theirs } = resizeBoth(dir, b, args, size, label);
     // qemu-img info loads every bitmap (refusing a table of the wrong size), so equal info says QEMU takes them
     assert.deepEqual(infoOf(ours, false), infoOf(theirs, false), label);
     const o = await bitmapBits(ours), t = await bitmapBits(theirs);
@@ -252,15 +254,8 @@ test('resize --preallocation=falloc|full from a size inside a cluster: the image
     ['overlay: the head from the backing file, full', mk('d.qcow2', ['-b', 'backing.qcow2', '-F', 'qcow2'], ['write -P 2 0 64k']), ['--preallocation=full'], '17M'],
   ];
   for (const [name, img, args, size] of cases) {
-    const ours = path.join(dir, 'ours.qcow2'), theirs = path.join(dir, 'theirs.qcow2');
-    fs.copyFileSync(img, ours);
-    fs.copyFileSync(img, theirs);
-    qemuImg('resize', '-q', ...args, theirs, size);
-    const r = cli('resize', '-q', ...args, ours, size);
-    assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+    const { ours, theirs } = resizeBoth(dir, img, args, size, name);
     assertSameBytes(theirs, ours);
-    assertClean(ours);
-    assert.equal(qemuImgStatus('compare', ours, theirs).status, 0, name);
     assert.equal(qemuImgStatus('compare', img, ours).status, 0, `${name}: the old disk's bytes changed`);
     assert.deepEqual(mapOf(ours), mapOf(theirs), name);
   }

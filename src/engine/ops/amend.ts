@@ -5,8 +5,8 @@
  * clusters, the backing file name), written whole and synced — before it the old image, after it
  * the new one. What needs more than the header is refused, with QEMU's message where QEMU refuses
  * too, and "not supported yet" where QEMU would rewrite clusters: a downgrade to compat=0.10 of an
- * overlay with snapshots and zero clusters, images with persistent bitmaps (QEMU rewrites their directory on every
- * read-write open).
+ * overlay with snapshots and zero clusters, images with persistent bitmaps (QEMU rewrites their
+ * directory on every read-write open).
  * A downgrade expands the zero clusters as QEMU's qcow2_expand_zero_clusters does. Without a
  * backing file a plain zero entry becomes unallocated (it reads zeros either way), a preallocated
  * one keeps its cluster, whose bytes are zeroed on disk, and loses the flag — unless a snapshot
@@ -20,7 +20,7 @@
  */
 import { Qcow2Error } from '../errors';
 import { Qcow2Image } from '../image/image';
-import { entryOffset, wordHi, wordLo } from '../qcow2/cluster';
+import { entryOffset, hasZeroFlag, isCompressed, putOffset, wordHi, wordLo } from '../qcow2/cluster';
 import { RefcountWriter, writeAt } from './refcountWrite';
 import * as L from '../qcow2/layout';
 import { encodeHeader } from './create/header';
@@ -100,7 +100,7 @@ async function planAmend(img: Qcow2Image, entries: readonly OptionEntry[]): Prom
   if (version === 2 && order !== 4) {
     throw new OptionError(h.version === 2 && order !== h.refcountOrder ? 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)' : 'compat=0.10 requires refcount_bits=16');
   }
-  let zeros: ZeroScan = { tables: [], preallocated: 0, clusterSize: img.clusterSize };
+  let zeros: ZeroScan = { tables: [], preallocated: 0 };
   const overlay = h.backingFile !== undefined;
   if (version === 2 && h.version === 3) {
     if ((h.incompatibleFeatures & L.INCOMPAT_DATA_FILE) !== 0n) throw new OptionError('Cannot downgrade an image with a data file');
@@ -135,12 +135,12 @@ async function headerOf(path: string, img: Qcow2Image, p: AmendPlan): Promise<Bu
 async function allocateZeroClusters(path: string, zeros: ZeroScan): Promise<void> {
   const w = await Qcow2ClusterWriter.open(path);
   try {
-    const cs = zeros.clusterSize, perL2 = cs * (cs / 8), zero = Buffer.alloc(cs);
+    const cs = w.cs, perL2 = cs * (cs / 8), zero = Buffer.alloc(cs);
     for (const { l2Offset, l1Index } of zeros.tables) {
       const t = await w.img.file.read(l2Offset, cs, `L2 table ${l1Index}`);
       for (let p = 0; p < cs; p += 8) {
         const hi = wordHi(t, p), lo = wordLo(t, p);
-        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        if (!isZeroEntry(hi, lo)) continue;
         const guest = l1Index * perL2 + (p / 8) * cs;
         if (guest < w.virtualSize) await w.writeCluster(guest, zero);
       }
@@ -151,10 +151,12 @@ async function allocateZeroClusters(path: string, zeros: ZeroScan): Promise<void
   }
 }
 
+/** An uncompressed entry with the zero flag (plain, or preallocated with a host offset). */
+const isZeroEntry = (hi: number, lo: number): boolean => !isCompressed(hi) && hasZeroFlag(lo);
+
 interface ZeroScan {
   /** L2 tables holding zero entries: host offset and an L1 index reaching it. */
   tables: { l2Offset: number; l1Index: number }[];
-  clusterSize: number;
   /** How many of those entries keep a host cluster. */
   preallocated: number;
 }
@@ -178,14 +180,14 @@ async function zeroClusterScan(img: Qcow2Image): Promise<ZeroScan> {
       where.set(l2Offset, i);
     }
   }
-  const out: ZeroScan = { tables: [], preallocated: 0, clusterSize: cs }, offs = [...where.keys()];
+  const out: ZeroScan = { tables: [], preallocated: 0 }, offs = [...where.keys()];
   for (let k = 0; k < offs.length; k += SCAN_TABLES) {
     const tables = await readMany(img.file, offs.slice(k, k + SCAN_TABLES), cs, o => `L2 table at 0x${o.toString(16)}`);
     for (const [l2Offset, t] of tables) {
       let any = false;
       for (let p = 0; p < cs; p += 8) {
         const hi = wordHi(t, p), lo = wordLo(t, p);
-        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        if (!isZeroEntry(hi, lo)) continue;
         any = true;
         if (entryOffset(hi, lo)) out.preallocated++;
       }
@@ -221,7 +223,7 @@ async function expandZeroClusters(path: string, zeros: ZeroScan): Promise<void> 
       const t = await tableOf(l2Offset, l1Index);
       for (let p = 0; p < cs; p += 8) {
         const hi = wordHi(t, p), lo = wordLo(t, p);
-        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        if (!isZeroEntry(hi, lo)) continue;
         const off = entryOffset(hi, lo);
         if (!off || rc.get(off / cs) !== 1) continue;
         if (off % cs !== 0 || off + cs > file.size) throw new Qcow2Error(path, `L2 table ${l1Index}`, l2Offset + p, `zero cluster at 0x${off.toString(16)} is not a cluster inside the file`);
@@ -237,11 +239,10 @@ async function expandZeroClusters(path: string, zeros: ZeroScan): Promise<void> 
       const t = await tableOf(l2Offset, l1Index), tableRefs = rc.get(l2Offset / cs);
       for (let p = 0; p < cs; p += 8) {
         const hi = wordHi(t, p), lo = wordLo(t, p);
-        if ((hi & L.OFLAG_COMPRESSED_HI) !== 0 || (lo & L.OFLAG_ZERO_LO) === 0) continue;
+        if (!isZeroEntry(hi, lo)) continue;
         const off = entryOffset(hi, lo), keep = off !== 0 && rc.get(off / cs) === 1;
         if (off && !keep) drops.push([off / cs, tableRefs]);
-        t.writeUInt32BE(keep ? (Math.floor(off / 2 ** 32) | L.OFLAG_COPIED_HI) >>> 0 : 0, p);
-        t.writeUInt32BE(keep ? off % 2 ** 32 : 0, p + 4);
+        putOffset(t, p, keep ? off : 0, keep ? L.OFLAG_COPIED_HI : 0);
       }
       await writeAt(file, l2Offset, t, `L2 table ${l1Index}`);
     }

@@ -84,9 +84,9 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
     await img.close();
   }
   const newSize = target(h.size, spec);
-  const prealloc0 = opts.preallocation ?? 'off';
+  const prealloc = opts.preallocation ?? 'off';
   let cowHead: Buffer | undefined;
-  if ((prealloc0 === 'falloc' || prealloc0 === 'full') && h.size % h.clusterSize !== 0 && newSize > h.size && !dataPath && !h.extendedL2) {
+  if ((prealloc === 'falloc' || prealloc === 'full') && h.size % h.clusterSize !== 0 && newSize > h.size && !dataPath && !h.extendedL2) {
     // the old content of the partial last cluster (through the backing chain), for its copy
     const full = await Qcow2Image.open(path, { writable: false });
     try {
@@ -105,7 +105,6 @@ export async function resizeQcow2(path: string, spec: SizeSpec, opts: ResizeOpti
       dataFileRaw: (h.autoclearFeatures & 2n) !== 0n, cowHead,
       writeSize: bitmaps.length ? size => switchBitmaps(disk, rc, h, bitmaps, size) : undefined,
     });
-    const prealloc = opts.preallocation ?? 'off';
     if (prealloc !== 'off' && h.size % h.clusterSize !== 0 && newSize > h.size && !dataDisk && (prealloc === 'metadata' || h.extendedL2)) {
       throw new Qcow2Error(path, 'header.size', 24, `growing with preallocation=${prealloc} from a size that is not a multiple of the cluster size is not supported yet${h.extendedL2 ? ' (extended L2 entries)' : ''}`, 'unsupported');
     }
